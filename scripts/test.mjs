@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+// Runs the whole suite with node's test runner: unit tests beside the code (src/**/*.test.ts)
+// and integration tests (test/**/*.test.ts). Node 20 has no glob in --test, so we list files here.
+// Arguments narrow the run: `npm test -- sqlite` runs the files whose path contains "sqlite".
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+function find(dir, out = []) {
+  let entries;
+  try { entries = readdirSync(dir); } catch { return out; }
+  for (const name of entries) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) find(path, out);
+    else if (name.endsWith('.test.ts')) out.push(path);
+  }
+  return out;
+}
+
+const filters = process.argv.slice(2);
+const files = [...find('src'), ...find('test')]
+  .filter((f) => filters.length === 0 || filters.some((w) => f.includes(w)))
+  .sort();
+if (files.length === 0) {
+  console.error(`no test files match ${filters.join(' ')}`);
+  process.exit(1);
+}
+const result = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
+  { stdio: 'inherit' },
+);
+process.exit(result.status ?? 1);

@@ -1,0 +1,117 @@
+import { z } from 'zod';
+import { ALL_PHASES, type Phase } from './phases.ts';
+
+/** Failure codes of MODEL.md, plus the coordinator's own refusals. */
+export const FAILURE_CODES = [
+  'retryable',
+  'nonretryable',
+  'timeout',
+  'out-of-resources',
+  'inconsistent-snapshot',
+  'partial-failure',
+  'not-responding',
+] as const;
+export type FailureCode = (typeof FAILURE_CODES)[number];
+export const FailureCodeSchema = z.enum(FAILURE_CODES);
+
+/** Errors that are not a writer's failure but the tool's: bad usage, bad config, a busy host. */
+export const TOOL_ERROR_CODES = ['bad-config', 'bad-usage', 'set-in-progress', 'provider-failed', 'protocol'] as const;
+export type ToolErrorCode = (typeof TOOL_ERROR_CODES)[number];
+
+export type ErrorCode = FailureCode | ToolErrorCode;
+
+export function isRetryable(code: FailureCode): boolean {
+  switch (code) {
+    case 'retryable':
+    case 'timeout':
+    case 'out-of-resources':
+      return true;
+    case 'nonretryable':
+    case 'not-responding':
+      return false;
+    case 'inconsistent-snapshot':
+    case 'partial-failure':
+      return false;
+    default:
+      return code satisfies never;
+  }
+}
+
+export const PhaseSchema = z.enum(ALL_PHASES as [Phase, ...Phase[]]);
+
+export const FailureSchema = z.object({
+  code: z.enum([...FAILURE_CODES, ...TOOL_ERROR_CODES]),
+  phase: PhaseSchema.nullable(),
+  writer: z.string().nullable(),
+  component: z.string().nullable(),
+  message: z.string().max(8192),
+  /** Set on errors that came after every writer thawed and the commit succeeded: they do not lower consistency. */
+  benign: z.boolean().optional(),
+});
+export type Failure = z.infer<typeof FailureSchema>;
+
+export interface QuiesceErrorContext {
+  phase?: Phase | null;
+  writer?: string | null;
+  component?: string | null;
+  cause?: unknown;
+}
+
+/**
+ * The one error type of quiesce. It carries a code, the phase, the writer and component
+ * where known, and a message meant for the operator that says what to do.
+ */
+export class QuiesceError extends Error {
+  readonly code: ErrorCode;
+  readonly phase: Phase | null;
+  readonly writer: string | null;
+  readonly component: string | null;
+
+  constructor(code: ErrorCode, message: string, context: QuiesceErrorContext = {}) {
+    super(message, context.cause === undefined ? undefined : { cause: context.cause });
+    this.name = 'QuiesceError';
+    this.code = code;
+    this.phase = context.phase ?? null;
+    this.writer = context.writer ?? null;
+    this.component = context.component ?? null;
+  }
+
+  /** The same error with missing context filled in (never overwrites what is known). */
+  withContext(context: QuiesceErrorContext): QuiesceError {
+    return new QuiesceError(this.code, this.message, {
+      phase: this.phase ?? context.phase ?? null,
+      writer: this.writer ?? context.writer ?? null,
+      component: this.component ?? context.component ?? null,
+      cause: this.cause,
+    });
+  }
+
+  toJSON(): Failure {
+    return {
+      code: this.code,
+      phase: this.phase,
+      writer: this.writer,
+      component: this.component,
+      message: this.message,
+    };
+  }
+
+  static fromJSON(value: unknown): QuiesceError {
+    const failure = FailureSchema.parse(value);
+    return new QuiesceError(failure.code, failure.message, failure);
+  }
+
+  /** Any thrown value as a QuiesceError; unknown errors become `code` (default nonretryable). */
+  static from(error: unknown, code: ErrorCode = 'nonretryable', context: QuiesceErrorContext = {}): QuiesceError {
+    if (error instanceof QuiesceError) return error.withContext(context);
+    if (error instanceof Error && error.name === 'TimeoutError') {
+      return new QuiesceError('timeout', error.message, { ...context, cause: error });
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    return new QuiesceError(code, message, { ...context, cause: error });
+  }
+}
+
+export function isFailureCode(code: ErrorCode): code is FailureCode {
+  return (FAILURE_CODES as readonly string[]).includes(code);
+}

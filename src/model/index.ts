@@ -1,0 +1,12 @@
+// The vocabulary of quiesce: phases, states, failure codes, backup types, consistency levels,
+// writer metadata, wire messages and the report. Types and zod schemas only; no I/O.
+export * from './phases.ts';
+export * from './writer-state.ts';
+export * from './failure.ts';
+export * from './backup-type.ts';
+export * from './consistency.ts';
+export * from './metadata.ts';
+export * from './messages.ts';
+export * from './writer.ts';
+export * from './provider.ts';
+export * from './report.ts';

@@ -1,0 +1,51 @@
+import type { CallOptions } from './writer.ts';
+import type { SnapshotPath } from './messages.ts';
+
+export const PROVIDER_NAMES = ['btrfs', 'reflink', 'fsfreeze', 'copy'] as const;
+export type ProviderName = (typeof PROVIDER_NAMES)[number];
+
+/** Whether a provider can take a path, and why not. */
+export interface ProviderSupport {
+  ok: boolean;
+  /** Why not (or a note when ok), for `quiesce providers`. */
+  reason: string;
+  /** The consistency a snapshot by this provider has without any writer: `crash` or `filesystem`. */
+  level: 'crash' | 'filesystem';
+}
+
+export interface ProviderSnapshotRequest {
+  setId: string;
+  /** Absolute, normalised original paths (files or directories) this provider must capture. */
+  paths: string[];
+  /** A directory this provider may use for its copies when it has no better place (the copy and fsfreeze providers). */
+  stagingDir: string;
+}
+
+/** A taken snapshot; release it with `release`. */
+export interface ProviderSnapshot {
+  provider: ProviderName;
+  setId: string;
+  /** Where each original path can be read at the point in time. */
+  paths: SnapshotPath[];
+  /** Provider-private data needed to release (e.g. subvolumes created); JSON-serialisable, for --keep. */
+  handle: unknown;
+}
+
+/**
+ * A snapshot mechanism.
+ *
+ * Contract:
+ * - `prepare` runs before the freeze and does the slow, side-effect-free checks; it may be skipped.
+ * - `commit` runs while the writers are frozen: it must capture every path at one point in time
+ *   and honour `signal` (the commit deadline). If it fails or is aborted it removes whatever it
+ *   created before throwing.
+ * - `release` is idempotent and never throws for an already-released snapshot.
+ * - The snapshot paths are read-only in intent; a provider may enforce it (btrfs read-only snapshots).
+ */
+export interface Provider {
+  readonly name: ProviderName;
+  supports(path: string, options?: CallOptions): Promise<ProviderSupport>;
+  prepare(request: ProviderSnapshotRequest, options?: CallOptions): Promise<void>;
+  commit(request: ProviderSnapshotRequest, options?: CallOptions): Promise<ProviderSnapshot>;
+  release(snapshot: ProviderSnapshot, options?: CallOptions): Promise<void>;
+}

@@ -1,0 +1,99 @@
+import { z } from 'zod';
+import { BackupTypeSchema, TypeReasonSchema } from './backup-type.ts';
+import { ConsistencyLevelSchema } from './consistency.ts';
+import { FailureSchema } from './failure.ts';
+
+export const SET_STATUSES = ['succeeded', 'partial', 'failed'] as const;
+export type SetStatus = (typeof SET_STATUSES)[number];
+
+export const ComponentReportSchema = z.object({
+  writer: z.string(),
+  component: z.string(),
+  requestedType: BackupTypeSchema,
+  actualType: BackupTypeSchema,
+  typeReason: TypeReasonSchema.nullable(),
+  consistency: ConsistencyLevelSchema,
+  status: z.enum(SET_STATUSES),
+  error: FailureSchema.nullable(),
+});
+export type ComponentReport = z.infer<typeof ComponentReportSchema>;
+
+export const WriterReportSchema = z.object({
+  name: z.string(),
+  classId: z.string(),
+  instanceId: z.string(),
+  state: z.string(),
+  consistency: ConsistencyLevelSchema,
+  /** Freeze to thaw, as the coordinator measured it; null if never frozen. */
+  freezeWindowMs: z.number().nullable(),
+  error: FailureSchema.nullable(),
+});
+export type WriterReport = z.infer<typeof WriterReportSchema>;
+
+export const SnapshotReportSchema = z.object({
+  provider: z.string(),
+  original: z.string(),
+  snapshot: z.string(),
+  consistency: ConsistencyLevelSchema,
+});
+export type SnapshotReport = z.infer<typeof SnapshotReportSchema>;
+
+export type GuestReport = {
+  name: string;
+  consistency: z.infer<typeof ConsistencyLevelSchema>;
+  status: SetStatus;
+  error: z.infer<typeof FailureSchema> | null;
+  components: ComponentReport[];
+  writers: WriterReport[];
+  guests: GuestReport[];
+};
+export const GuestReportSchema: z.ZodType<GuestReport> = z.lazy(() =>
+  z.object({
+    name: z.string(),
+    consistency: ConsistencyLevelSchema,
+    status: z.enum(SET_STATUSES),
+    error: FailureSchema.nullable(),
+    components: z.array(ComponentReportSchema),
+    writers: z.array(WriterReportSchema),
+    guests: z.array(GuestReportSchema),
+  }),
+);
+
+export const SetReportSchema = z.object({
+  id: z.string(),
+  kind: z.enum(['snapshot', 'backup']),
+  requestedType: BackupTypeSchema,
+  status: z.enum(SET_STATUSES),
+  consistency: ConsistencyLevelSchema,
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  /** From the first writer's freeze to the last writer's thaw; null if nothing was frozen. */
+  freezeWindowMs: z.number().nullable(),
+  commitMs: z.number().nullable(),
+  error: FailureSchema.nullable(),
+  /** Errors after thaw and a successful commit: they do not lower consistency. */
+  benign: z.array(FailureSchema),
+  writers: z.array(WriterReportSchema),
+  components: z.array(ComponentReportSchema),
+  snapshots: z.array(SnapshotReportSchema),
+  guests: z.array(GuestReportSchema),
+  kept: z.boolean(),
+  stats: z.object({ files: z.number(), bytesRead: z.number(), bytesAdded: z.number(), durationMs: z.number() }),
+});
+export type SetReport = z.infer<typeof SetReportSchema>;
+
+/** One line of a set's event log (JSON lines). */
+export const SetEventSchema = z.object({
+  setId: z.string(),
+  at: z.string(),
+  /** Milliseconds since the set started, on the coordinator's monotonic clock. */
+  t: z.number(),
+  phase: z.string(),
+  writer: z.string().nullable(),
+  provider: z.string().nullable(),
+  event: z.enum(['start', 'end', 'fail', 'info']),
+  durationMs: z.number().nullable(),
+  result: z.string().nullable(),
+  error: FailureSchema.nullable(),
+});
+export type SetEvent = z.infer<typeof SetEventSchema>;

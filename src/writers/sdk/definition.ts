@@ -1,0 +1,45 @@
+import type {
+  BackupCompleteRequest,
+  ComponentPlan,
+  PostSnapshotRequest,
+  PostSnapshotResponse,
+  PrepareBackupRequest,
+  RestoreRequest,
+  WriterMetadata,
+} from '../../model/index.ts';
+
+/** What every handler gets: the set id and a signal aborted at the phase's deadline or on abort. */
+export interface HandlerContext {
+  setId: string;
+  signal: AbortSignal;
+}
+
+/**
+ * A writer is its metadata plus handlers. Only `freeze` and `thaw` are required.
+ *
+ * The SDK runtime (`createWriterRuntime`) owns the state machine, the watchdog and the
+ * idempotence rules; handlers only do the application's work:
+ * - `freeze` must hold the application's writes at a transaction boundary and return quickly;
+ *   throwing vetoes the set.
+ * - `thaw` must release what freeze holds; it is called exactly once after every successful
+ *   freeze (by the coordinator, the watchdog or abort) and must not throw for a normal resume.
+ * - `abort` undoes prepare-backup/prepare-snapshot work; it is called at most once per set,
+ *   after thaw when the writer was frozen.
+ * - Failures are thrown as `QuiesceError` (any other error becomes `nonretryable`).
+ */
+export interface WriterDefinition {
+  metadata: WriterMetadata | (() => Promise<WriterMetadata>);
+  prepareBackup?(request: PrepareBackupRequest, context: HandlerContext): Promise<ComponentPlan[] | void>;
+  prepareSnapshot?(context: HandlerContext): Promise<void>;
+  freeze(context: HandlerContext): Promise<void>;
+  thaw(context: HandlerContext): Promise<void>;
+  postSnapshot?(request: PostSnapshotRequest, context: HandlerContext): Promise<PostSnapshotResponse | void>;
+  backupComplete?(request: BackupCompleteRequest, context: HandlerContext): Promise<void>;
+  abort?(context: HandlerContext): Promise<void>;
+  /** Always last for a set; release what the set held. */
+  shutdown?(context: HandlerContext): Promise<void>;
+  preRestore?(request: RestoreRequest, context: HandlerContext): Promise<void>;
+  postRestore?(request: RestoreRequest, context: HandlerContext): Promise<void>;
+  /** Release resources when the writer process ends. */
+  close?(): Promise<void>;
+}
