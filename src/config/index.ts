@@ -1,0 +1,25 @@
+// The config file: a YAML document validated by zod into a `Config`, with every mistake
+// reported by file, line, column and field (`ConfigError`, code `bad-config`).
+export { loadConfig, parseConfig, defaultConfig } from './load.ts';
+export { ConfigError, formatIssue, type ConfigIssue } from './config-error.ts';
+export {
+  ConfigSchema,
+  PolicySchema,
+  WriterSchema,
+  GuestSchema,
+  WRITER_TYPES,
+  NAME_PATTERN,
+  defaultDirs,
+  type DefaultDirs,
+  type Config,
+  type ConfigInput,
+  type Policy,
+  type WriterConfig,
+  type WriterType,
+  type SqliteWriterConfig,
+  type ExecWriterConfig,
+  type RemoteWriterConfig,
+  type PostgresWriterConfig,
+  type GuestConfig,
+} from './schema.ts';
+export { parseDuration, formatDuration, MAX_DURATION_MS } from './duration.ts';
