@@ -1,0 +1,57 @@
+import { isAbsolute, join } from 'node:path';
+import type { CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport } from '../../model/index.ts';
+import { canonicalPath } from '../mounts.ts';
+import { providerFailed, providerOperation, throwIfAborted } from '../provider-error.ts';
+import {
+  copyIntoSet, createSetDir, parseSetDirsHandle, removeSetDir, resolvePaths, setDirsHandle, SNAPSHOT_STORE,
+} from '../snapshot-layout.ts';
+
+/**
+ * Copies the paths into the staging directory while the writers are frozen. Needs no privilege
+ * and works on any file system (it clones where the staging directory shares one that can), but
+ * the copy is only as consistent as the writers make it, and the freeze lasts as long as the copy.
+ */
+export class CopyProvider implements Provider {
+  readonly name = 'copy' as const;
+
+  async supports(_path: string, _options: CallOptions = {}): Promise<ProviderSupport> {
+    return { ok: true, reason: 'copies the files into the staging directory while the writers are frozen', level: 'crash' };
+  }
+
+  async prepare(request: ProviderSnapshotRequest, _options: CallOptions = {}): Promise<void> {
+    if (!isAbsolute(request.stagingDir)) {
+      throw providerFailed(`the staging directory ${request.stagingDir} is not an absolute path; configure an absolute one.`);
+    }
+  }
+
+  async commit(request: ProviderSnapshotRequest, options: CallOptions = {}): Promise<ProviderSnapshot> {
+    return providerOperation(`the copy snapshot of set ${request.setId}`, options.signal, async () => {
+      throwIfAborted(options.signal, `the copy snapshot of set ${request.setId}`);
+      await this.prepare(request);
+      const staging = await canonicalPath(request.stagingDir);
+      const setDir = join(staging, request.setId);
+      const paths = await resolvePaths(request.paths);
+      await createSetDir(setDir);
+      try {
+        const snapshots = await copyIntoSet(setDir, paths, {
+          signal: options.signal,
+          clone: 'auto',
+          exclude: new Set([staging]),
+          skipNames: new Set([SNAPSHOT_STORE]),
+        });
+        return { provider: this.name, setId: request.setId, paths: snapshots, handle: setDirsHandle([setDir]) };
+      } catch (error) {
+        await removeSetDir(setDir, { removeEmptyParent: false });
+        throw error;
+      }
+    }, 'Check the staging directory has room and the paths are readable.');
+  }
+
+  async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
+    await providerOperation(`releasing the copy snapshot of set ${snapshot.setId}`, options.signal, async () => {
+      for (const setDir of parseSetDirsHandle(this.name, snapshot.setId, snapshot.handle)) {
+        await removeSetDir(setDir, { removeEmptyParent: false, signal: options.signal });
+      }
+    });
+  }
+}

@@ -1,0 +1,221 @@
+import { constants } from 'node:fs';
+import {
+  chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, utimes,
+} from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import type { CallOptions } from '../model/index.ts';
+import { isErrno, throwIfAborted } from './provider-error.ts';
+import { isRoot } from './run-command.ts';
+
+export interface CopyTreeOptions extends CallOptions {
+  /** `auto` clones where the file system can and copies otherwise; `force` clones or fails. */
+  clone?: 'auto' | 'force';
+  /** Paths skipped entirely, e.g. the snapshot store when it lies inside the tree. */
+  exclude?: ReadonlySet<string>;
+  /** Names of directories skipped wherever they are (the snapshot stores of other providers). */
+  skipNames?: ReadonlySet<string>;
+  /** Directories recreated empty but not entered, e.g. mount points of other file systems. */
+  stopAt?: ReadonlySet<string>;
+  /** Files copied at once. */
+  concurrency?: number;
+}
+
+type Path = Buffer;
+
+/**
+ * Copies the file, directory or symlink `source` to `target`, preserving modes, times, symlinks,
+ * hard links within the tree and (as root) owners. Sockets, FIFOs and devices are skipped; so
+ * are entries that vanish while the tree is walked. Returns false when `source` does not exist.
+ * The signal is checked between files; on failure the caller removes `target`.
+ *
+ * Paths are handled as bytes, so names that are not valid UTF-8 survive.
+ */
+export async function copyTree(source: string, target: string, options: CopyTreeOptions = {}): Promise<boolean> {
+  const copier = new TreeCopier(options);
+  try {
+    const copied = await copier.visit(Buffer.from(source), Buffer.from(target), true);
+    await copier.finish();
+    return copied;
+  } catch (error) {
+    await copier.settle();
+    throw error;
+  }
+}
+
+class TreeCopier {
+  private readonly signal: AbortSignal | undefined;
+  private readonly cloneFlag: number;
+  private readonly exclude: ReadonlySet<string>;
+  private readonly stopAt: ReadonlySet<string>;
+  private readonly skipNames: ReadonlySet<string>;
+  private readonly limit: number;
+  private readonly asRoot = isRoot();
+  private readonly running = new Set<Promise<void>>();
+  private readonly directories: { target: Path; stats: BigIntStats }[] = [];
+  /** First copy of each multiply-linked inode, so later names become hard links to it. */
+  private readonly linked = new Map<string, Promise<Path>>();
+  private failure: { error: unknown } | undefined;
+
+  constructor(options: CopyTreeOptions) {
+    this.signal = options.signal;
+    this.cloneFlag = options.clone === 'force' ? constants.COPYFILE_FICLONE_FORCE : constants.COPYFILE_FICLONE;
+    this.exclude = options.exclude ?? new Set();
+    this.stopAt = options.stopAt ?? new Set();
+    this.skipNames = options.skipNames ?? new Set();
+    this.limit = Math.max(1, options.concurrency ?? 8);
+  }
+
+  async visit(source: Path, target: Path, top: boolean): Promise<boolean> {
+    throwIfAborted(this.signal, 'copying the snapshot');
+    this.throwIfFailed();
+    let stats: BigIntStats;
+    try {
+      stats = await lstat(source, { bigint: true });
+    } catch (error) {
+      if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
+      throw error;
+    }
+    if (stats.isDirectory()) {
+      await makeDirectory(target);
+      this.directories.push({ target, stats });
+      if (!top && this.stopAt.has(source.toString())) return true;
+      let names: Path[];
+      try {
+        names = await readdir(source, { encoding: 'buffer' });
+      } catch (error) {
+        if (isErrno(error, 'ENOENT', 'ENOTDIR')) return true;
+        throw error;
+      }
+      for (const name of names) {
+        const child = joinBytes(source, name);
+        if (this.exclude.has(child.toString()) || this.skipNames.has(name.toString())) continue;
+        await this.visit(child, joinBytes(target, name), false);
+      }
+    } else if (stats.isFile()) {
+      await this.schedule(() => this.copyFile(source, target, stats));
+    } else if (stats.isSymbolicLink()) {
+      let destination: Path;
+      try {
+        destination = await readlink(source, { encoding: 'buffer' });
+      } catch (error) {
+        if (isErrno(error, 'ENOENT', 'EINVAL')) return false;
+        throw error;
+      }
+      await symlink(destination, target);
+      if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
+      await lutimes(target, seconds(stats.atimeNs), seconds(stats.mtimeNs));
+    }
+    return true;
+  }
+
+  /** Waits for every file copy, then sets directory metadata deepest first (copying into a directory changes its mtime). */
+  async finish(): Promise<void> {
+    await this.settle();
+    this.throwIfFailed();
+    for (const { target, stats } of this.directories.reverse()) {
+      await this.applyMetadata(target, stats);
+    }
+  }
+
+  /** Waits for the copies under way; used before a failed tree is removed. */
+  async settle(): Promise<void> {
+    while (this.running.size > 0) await Promise.all(this.running);
+  }
+
+  private async copyFile(source: Path, target: Path, stats: BigIntStats): Promise<void> {
+    throwIfAborted(this.signal, 'copying the snapshot');
+    if (stats.nlink > 1n) {
+      const key = `${stats.dev}:${stats.ino}`;
+      const first = this.linked.get(key);
+      if (first !== undefined) {
+        try {
+          await link(await first, target);
+          return;
+        } catch (error) {
+          if (!isErrno(error, 'ENOENT')) throw error; // the first name vanished: copy this one
+        }
+      }
+      this.linked.set(key, this.copyData(source, target, stats).then(() => target));
+      await this.linked.get(key);
+      return;
+    }
+    await this.copyData(source, target, stats);
+  }
+
+  private async copyData(source: Path, target: Path, stats: BigIntStats): Promise<void> {
+    try {
+      await copyFile(source, target, constants.COPYFILE_EXCL | this.cloneFlag);
+    } catch (error) {
+      if (isErrno(error, 'ENOENT')) return; // deleted while we walked
+      throw error;
+    }
+    await this.applyMetadata(target, stats);
+  }
+
+  private async applyMetadata(target: Path, stats: BigIntStats): Promise<void> {
+    // chown first: it clears set-id bits that chmod then restores.
+    if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
+    await chmod(target, Number(stats.mode) & 0o7777);
+    await utimes(target, seconds(stats.atimeNs), seconds(stats.mtimeNs));
+  }
+
+  private async schedule(task: () => Promise<void>): Promise<void> {
+    while (this.running.size >= this.limit) await Promise.race(this.running);
+    this.throwIfFailed();
+    const running: Promise<void> = task()
+      .catch((error: unknown) => {
+        this.failure ??= { error };
+      })
+      .finally(() => this.running.delete(running));
+    this.running.add(running);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure.error;
+  }
+}
+
+/** mkdir that accepts an existing directory (a mount point placeholder made by an earlier copy). */
+async function makeDirectory(target: Path): Promise<void> {
+  try {
+    await mkdir(target, { mode: 0o700 });
+  } catch (error) {
+    if (!isErrno(error, 'EEXIST') || !(await lstat(target)).isDirectory()) throw error;
+  }
+}
+
+function joinBytes(dir: Path, name: Path): Path {
+  return dir.length > 0 && dir[dir.length - 1] === 0x2f ? Buffer.concat([dir, name]) : Buffer.concat([dir, Buffer.from('/'), name]);
+}
+
+function seconds(nanoseconds: bigint): number {
+  return Number(nanoseconds) / 1e9;
+}
+
+/**
+ * Removes `path` and everything below it; a missing path is not an error. Read-only directories
+ * (which a snapshot preserves) are made writable first when we are not root.
+ */
+export async function removeTree(path: string, options: CallOptions = {}): Promise<void> {
+  try {
+    await rm(path, { recursive: true, force: true, maxRetries: 2 });
+  } catch (error) {
+    if (!isErrno(error, 'EACCES', 'EPERM')) throw error;
+    await makeWritable(Buffer.from(path), options);
+    await rm(path, { recursive: true, force: true, maxRetries: 2 });
+  }
+}
+
+async function makeWritable(path: Path, options: CallOptions): Promise<void> {
+  throwIfAborted(options.signal, 'removing the snapshot');
+  try {
+    const stats = await lstat(path);
+    if (!stats.isDirectory()) return;
+    await chmod(path, (stats.mode & 0o7777) | 0o700);
+    for (const name of await readdir(path, { encoding: 'buffer' })) {
+      await makeWritable(joinBytes(path, name), options);
+    }
+  } catch (error) {
+    if (!isErrno(error, 'ENOENT')) throw error;
+  }
+}

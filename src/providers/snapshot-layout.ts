@@ -1,0 +1,105 @@
+import { lstat, mkdir, rmdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { z } from 'zod';
+import type { SnapshotPath } from '../model/index.ts';
+import { copyTree, removeTree, type CopyTreeOptions } from './fs-tree.ts';
+import { contains, physicalPath } from './mounts.ts';
+import { isErrno, providerFailed } from './provider-error.ts';
+
+/** The directory, at a file system's root, that holds the snapshots quiesce makes on it. */
+export const SNAPSHOT_STORE = '.quiesce-snapshots';
+
+/** An original path and the same path with the symlinks of its parents resolved. */
+export interface ResolvedPath {
+  original: string;
+  physical: string;
+}
+
+export async function resolvePaths(paths: readonly string[]): Promise<ResolvedPath[]> {
+  return Promise.all(paths.map(async (original) => ({ original, physical: await physicalPath(original) })));
+}
+
+/**
+ * Where a copy-based snapshot keeps `physical`: `<setDir>/root/<physical>`, so every original
+ * maps to one path and nested originals share their copy.
+ */
+export function layoutPath(setDir: string, physical: string): string {
+  return join(setDir, 'root', physical);
+}
+
+/** The paths not inside another of them: copying those covers all. */
+export function outermost(paths: readonly string[]): string[] {
+  const unique = [...new Set(paths)].sort();
+  return unique.filter((path) => !unique.some((other) => other !== path && contains(other, path)));
+}
+
+/**
+ * Creates the set directory `setDir` (its parent is created when missing). Fails clearly when
+ * the set directory exists: another snapshot of that set id is still kept there.
+ */
+export async function createSetDir(setDir: string): Promise<void> {
+  await mkdir(dirname(setDir), { recursive: true, mode: 0o700 });
+  try {
+    await mkdir(setDir, { mode: 0o700 });
+  } catch (error) {
+    if (isErrno(error, 'EEXIST')) {
+      throw providerFailed(`a snapshot of set "${basename(setDir)}" already exists at ${setDir}; release it first or use another set id.`, error);
+    }
+    throw error;
+  }
+}
+
+/**
+ * Copies every path into `setDir` in the layout of `layoutPath` and answers where each original
+ * that existed can be read. Originals that did not exist are omitted.
+ */
+export async function copyIntoSet(setDir: string, paths: readonly ResolvedPath[], options: CopyTreeOptions): Promise<SnapshotPath[]> {
+  for (const root of outermost(paths.map((p) => p.physical))) {
+    const target = layoutPath(setDir, root);
+    await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+    await copyTree(root, target, options);
+  }
+  const result: SnapshotPath[] = [];
+  for (const { original, physical } of paths) {
+    const snapshot = layoutPath(setDir, physical);
+    if (await exists(snapshot)) result.push({ original, snapshot });
+  }
+  return result;
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (error) {
+    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
+    throw error;
+  }
+}
+
+/** Removes a set directory, then its store directory when that is left empty. */
+export async function removeSetDir(setDir: string, options: { removeEmptyParent: boolean; signal?: AbortSignal }): Promise<void> {
+  await removeTree(setDir, options);
+  if (!options.removeEmptyParent) return;
+  try {
+    await rmdir(dirname(setDir));
+  } catch (error) {
+    if (!isErrno(error, 'ENOENT', 'ENOTEMPTY', 'EEXIST', 'EBUSY')) throw error;
+  }
+}
+
+const SetDirsHandleSchema = z.object({ setDirs: z.array(z.string().startsWith('/')) });
+
+/** The handle of a copy-based snapshot: the set directories it created. */
+export function setDirsHandle(setDirs: string[]): z.infer<typeof SetDirsHandleSchema> {
+  return { setDirs };
+}
+
+/** The set directories of a handle, refusing any that is not named after the set (a corrupt or foreign handle). */
+export function parseSetDirsHandle(provider: string, setId: string, handle: unknown): string[] {
+  const parsed = SetDirsHandleSchema.safeParse(handle);
+  if (!parsed.success || parsed.data.setDirs.some((dir) => basename(dir) !== setId)) {
+    throw providerFailed(`the ${provider} snapshot handle of set "${setId}" is not one this provider made; remove the snapshot by hand.`);
+  }
+  return parsed.data.setDirs;
+}

@@ -1,0 +1,148 @@
+/**
+ * How a failure crosses the wire: a gRPC status code (a hint for generic tools) plus the
+ * failure itself as JSON in the `quiesce-failure-bin` trailing metadata, which the
+ * requester trusts over the status code. proto/quiesce/v1/writer.proto documents the table.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { QuiesceError, type ErrorCode, type Failure, type Phase } from '../model/index.ts';
+import { describeZodError, parseFailureJson } from './convert.ts';
+import { FAILURE_METADATA_KEY, MAX_MESSAGE_BYTES } from './writer-proto.ts';
+import { ZodError } from 'zod';
+
+/** The gRPC status a writer answers for a failure of this code. */
+export function grpcStatusForFailure(code: ErrorCode): grpc.status {
+  switch (code) {
+    case 'retryable':
+    case 'set-in-progress':
+      return grpc.status.ABORTED;
+    case 'nonretryable':
+    case 'partial-failure':
+    case 'bad-config':
+    case 'provider-failed':
+      return grpc.status.FAILED_PRECONDITION;
+    case 'timeout':
+      return grpc.status.DEADLINE_EXCEEDED;
+    case 'out-of-resources':
+      return grpc.status.RESOURCE_EXHAUSTED;
+    case 'inconsistent-snapshot':
+      return grpc.status.DATA_LOSS;
+    case 'not-responding':
+      return grpc.status.UNAVAILABLE;
+    case 'bad-usage':
+    case 'protocol':
+      return grpc.status.INVALID_ARGUMENT;
+    default:
+      return code satisfies never;
+  }
+}
+
+/** The failure's JSON never exceeds this many bytes of message (the schema's limit is 8192 characters). */
+const MAX_FAILURE_MESSAGE_BYTES = 8192;
+/** The status details (the grpc-message header) carry a shorter copy of the message. */
+const MAX_DETAILS_BYTES = 1024;
+
+function truncateUtf8(text: string, maxBytes: number): string {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length <= maxBytes) return text;
+  // Cut at a character boundary (never inside a UTF-8 sequence) and mark the cut.
+  let end = maxBytes - 3;
+  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end -= 1;
+  return `${bytes.subarray(0, end).toString('utf8')}…`;
+}
+
+/** What the server answers for any thrown value: a QuiesceError's status, details and metadata. */
+export function failureStatus(error: unknown, phase: Phase | null): grpc.StatusObject {
+  const failure = QuiesceError.from(error, 'nonretryable', { phase });
+  const json: Failure = { ...failure.toJSON(), message: truncateUtf8(failure.message, MAX_FAILURE_MESSAGE_BYTES) };
+  const metadata = new grpc.Metadata();
+  metadata.set(FAILURE_METADATA_KEY, Buffer.from(JSON.stringify(json), 'utf8'));
+  return {
+    code: grpcStatusForFailure(failure.code),
+    details: truncateUtf8(`${failure.code}: ${failure.message}`, MAX_DETAILS_BYTES),
+    metadata,
+  };
+}
+
+/** The server's answer to a request that fails validation: INVALID_ARGUMENT, code `protocol`. */
+export function invalidRequestStatus(rpc: string, phase: Phase | null, problem: string): grpc.StatusObject {
+  return failureStatus(new QuiesceError('protocol', `invalid ${rpc} request: ${problem}`, { phase }), phase);
+}
+
+export interface ClientErrorContext {
+  /** The writer's address, for messages: `unix:///run/quiesce/writers/shop.sock`. */
+  target: string;
+  rpc: string;
+  phase: Phase | null;
+  callTimeoutMs: number | undefined;
+}
+
+function isServiceError(error: unknown): error is grpc.ServiceError {
+  return error instanceof Error && typeof (error as Partial<grpc.ServiceError>).code === 'number';
+}
+
+/**
+ * The QuiesceError a failed call stands for: the writer's own failure when the trailers carry
+ * one, otherwise one derived from the status code (unreachable or silent writers are
+ * `not-responding`; malformed or oversized messages are `protocol`).
+ */
+export function clientFailure(error: unknown, context: ClientErrorContext): QuiesceError {
+  if (!isServiceError(error)) return QuiesceError.from(error, 'nonretryable', { phase: context.phase });
+  const { target, rpc, phase } = context;
+  const carried = error.metadata?.get(FAILURE_METADATA_KEY)[0];
+  if (carried !== undefined) {
+    const json = typeof carried === 'string' ? carried : carried.toString('utf8');
+    try {
+      const failure = parseFailureJson(json);
+      return new QuiesceError(failure.code, failure.message, { ...failure, cause: error });
+    } catch (parseError) {
+      const problem = parseError instanceof ZodError ? describeZodError(parseError) : String(parseError);
+      return new QuiesceError('protocol', `writer at ${target} answered ${rpc} with an unreadable failure (${problem}); status: ${error.details}`, {
+        phase,
+        cause: error,
+      });
+    }
+  }
+  const details = error.details || grpc.status[error.code];
+  const options = { phase, cause: error };
+  switch (error.code) {
+    case grpc.status.UNAVAILABLE:
+      return new QuiesceError(
+        'not-responding',
+        `writer at ${target} is not responding to ${rpc} (${details}). Is the writer process running and listening on that socket?`,
+        options,
+      );
+    case grpc.status.DEADLINE_EXCEEDED: {
+      const within = context.callTimeoutMs === undefined ? 'before the deadline' : `within ${context.callTimeoutMs} ms`;
+      return new QuiesceError(
+        'not-responding',
+        `writer at ${target} did not answer ${rpc} ${within}. Is the writer process running, or is it stuck? Check its log.`,
+        options,
+      );
+    }
+    case grpc.status.CANCELLED:
+      return new QuiesceError(
+        'not-responding',
+        `writer at ${target} dropped the ${rpc} call (${details}). Is the writer process still running?`,
+        options,
+      );
+    case grpc.status.RESOURCE_EXHAUSTED:
+      return new QuiesceError(
+        'protocol',
+        `a ${rpc} message to or from writer at ${target} was refused (${details}); messages are limited to ${MAX_MESSAGE_BYTES} bytes. Select fewer components or files per set.`,
+        options,
+      );
+    case grpc.status.UNIMPLEMENTED:
+      return new QuiesceError(
+        'protocol',
+        `writer at ${target} does not implement ${rpc} (${details}); is it built for quiesce.v1.WriterService?`,
+        options,
+      );
+    case grpc.status.INVALID_ARGUMENT:
+    case grpc.status.INTERNAL:
+      return new QuiesceError('protocol', `writer at ${target} refused ${rpc}: ${details}`, options);
+    case grpc.status.ABORTED:
+      return new QuiesceError('retryable', `writer at ${target} failed ${rpc}: ${details}`, options);
+    default:
+      return new QuiesceError('nonretryable', `writer at ${target} failed ${rpc}: ${details}`, options);
+  }
+}

@@ -1,0 +1,13 @@
+// The writer wire: WriterService (proto/quiesce/v1/writer.proto) over gRPC on Unix sockets,
+// served from any WriterEndpoint and consumed as one; messages validated and size-limited.
+export { serveWriter, DEFAULT_HEARTBEAT_INTERVAL_MS, type ServeWriterOptions, type WriterServer } from './writer-server.ts';
+export { connectWriter, type ConnectWriterOptions, type RemoteWriterEndpoint, type RemoteWriterSession } from './writer-client.ts';
+export { grpcStatusForFailure } from './failure-status.ts';
+export {
+  FAILURE_METADATA_KEY,
+  MAX_MESSAGE_BYTES,
+  PROTO_ROOT,
+  WRITER_PROTO_FILE,
+  WRITER_SERVICE,
+  loadWriterService,
+} from './writer-proto.ts';
