@@ -1,4 +1,4 @@
-import { mkdir, rm, writeFile, rename } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   QuiesceError,
@@ -146,6 +146,9 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   const startedAt = new Date();
   const log = new EventLog(options.stateDir, setId, options.onEvent);
   const lock = await acquireSetLock(options.stateDir, setId, { waitMs: options.waitForLockMs, signal: options.signal });
+  // Deadlines use AbortSignal.timeout, whose timers do not hold the process open; while a set
+  // runs, this does, so that a deadline always fires even when every writer has gone quiet.
+  const keepAlive = setInterval(() => undefined, 60_000);
 
   const participants: Participant[] = options.writers.map((writer) => ({
     writer,
@@ -186,15 +189,16 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     const t0 = log.elapsed();
     log.emit({ phase, writer: p.writer.name, event: 'start' });
     try {
-      const value = await body(signal);
+      const value = await untilAborted(body(signal), signal);
       log.emit({ phase, writer: p.writer.name, event: 'end', durationMs: log.elapsed() - t0, result: 'ok' });
       return value;
     } catch (raw) {
       let error = QuiesceError.from(raw, 'nonretryable', { phase, writer: p.writer.name });
       if (signal.aborted) {
         const reason: unknown = signal.reason;
+        // A set aborted by someone else cancels this call; a deadline means this writer was too slow.
         error =
-          reason instanceof QuiesceError
+          reason instanceof QuiesceError && reason.code !== 'timeout'
             ? new QuiesceError('retryable', `${phase} of writer ${p.writer.name} was cancelled: ${reason.message}`, { phase, writer: p.writer.name, cause: raw })
             : new QuiesceError('not-responding', `writer ${p.writer.name} did not answer ${phase} in time; is its process alive and responsive?`, { phase, writer: p.writer.name, cause: raw });
       }
@@ -329,7 +333,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       entry.paths.push(path);
       byProvider.set(resolved.provider, entry);
     }
-    const stagingDir = join(options.stagingDir, setId);
+    const stagingDir = options.stagingDir;
     for (const [provider, entry] of byProvider) {
       const t0 = log.elapsed();
       await provider.prepare({ setId, paths: entry.paths, stagingDir }, { signal: deadline(callTimeoutMs) });
@@ -483,7 +487,6 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     } else {
       await releaseSnapshots();
     }
-    await rm(join(options.stagingDir, setId), { recursive: true, force: true }).catch(() => undefined);
     await Promise.all(
       participants.map(async (p) => {
         if (p.metadata !== null) {
@@ -493,6 +496,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       }),
     );
     await lock.release();
+    clearInterval(keepAlive);
   }
 
   function buildView(): SnapshotView {
@@ -599,6 +603,32 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   function pathsOf(p: Participant): string[] {
     return (p.metadata?.components ?? []).flatMap((c) => c.files.map((f) => f.path));
   }
+}
+
+/**
+ * The call's answer, or a rejection as soon as its signal aborts. A writer that ignores the
+ * signal cannot hold the set: the coordinator stops waiting and calls it not-responding; the
+ * writer's own watchdog and the later abort undo whatever that call still does.
+ */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    promise.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error as Error);
+      },
+    );
+  });
 }
 
 function round(ms: number): number {

@@ -204,7 +204,9 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
     if (set.aborted) return;
     set.aborted = true;
     set.controller.abort(new QuiesceError('retryable', `set ${set.id} was aborted`, { phase: 'abort', writer: writerName() }));
-    if (set.inFlight) await set.inFlight.catch(() => undefined);
+    // Wait a little for the call in flight to notice; a handler that ignores its signal cannot
+    // hold the abort: if its freeze still succeeds later, it finds the set aborted and thaws.
+    if (set.inFlight) await settledWithin(set.inFlight, 1_000);
     await thawIfFrozen(set, 'abort').catch(() => undefined);
     if (definition.abort) {
       try {
@@ -382,4 +384,10 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
     },
   };
   return endpoint;
+}
+
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }

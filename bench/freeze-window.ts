@@ -1,0 +1,95 @@
+// Freeze-window benchmark: median and p99 of the set's freeze window (first freeze to last thaw)
+// for 1, 10 and 50 SQLite writers under write load, with each provider that can run here.
+// Usage: npm run bench [-- --sets 30 --writers 1,10,50 --providers copy,reflink,btrfs,fsfreeze]
+// btrfs, reflink (XFS) and fsfreeze (XFS) need root and loop devices; they are skipped otherwise.
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { runSnapshotSet, type SetWriter } from '../src/coordinator/index.ts';
+import type { ProviderName } from '../src/model/index.ts';
+import { createProviders } from '../src/providers/index.ts';
+import { createWriterRuntime } from '../src/writers/sdk/index.ts';
+import { createSqliteWriter } from '../src/writers/sqlite/index.ts';
+import { createBank, startBankLoad } from '../src/cli/demo/bank.ts';
+import { makeLoopFs } from '../test/helpers/loop-fs.ts';
+
+const { values } = parseArgs({
+  options: {
+    sets: { type: 'string', default: '30' },
+    writers: { type: 'string', default: '1,10,50' },
+    providers: { type: 'string', default: 'copy,reflink,btrfs,fsfreeze' },
+  },
+});
+const SETS = Number(values.sets);
+const counts = values.writers.split(',').map(Number);
+const names = values.providers.split(',') as ProviderName[];
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+const rows: string[][] = [];
+for (const name of names) {
+  let base: string;
+  let cleanup = async () => {};
+  if (name === 'copy') {
+    base = await mkdtemp(join(tmpdir(), 'quiesce-bench-'));
+    cleanup = () => rm(base, { recursive: true, force: true });
+  } else {
+    const fs = await makeLoopFs(name === 'btrfs' ? 'btrfs' : 'xfs', 1024);
+    if ('skip' in fs) {
+      rows.push([name, '-', '-', '-', '-', `skipped: ${fs.skip}`]);
+      continue;
+    }
+    base = fs.mountPoint;
+    cleanup = fs.cleanup;
+  }
+  const provider = createProviders().find((p) => p.name === name)!;
+  const work = await mkdtemp(join(tmpdir(), 'quiesce-bench-state-'));
+  try {
+    for (const count of counts) {
+      const dir = join(base, `w${count}`);
+      await mkdir(dir, { recursive: true });
+      const writers: SetWriter[] = [];
+      for (let i = 0; i < count; i++) {
+        const path = join(dir, `db${i}.db`);
+        createBank(path);
+        writers.push({ name: `db${i}`, policy: 'require', endpoint: createWriterRuntime(createSqliteWriter({ name: `db${i}`, path, stateDir: join(work, 'writers') })) });
+      }
+      // Load on the first database: four processes transferring as fast as they can.
+      const load = await startBankLoad(join(dir, 'db0.db'), 4);
+      const windows: number[] = [];
+      const commits: number[] = [];
+      const support = await provider.supports(dir);
+      for (let s = 0; s < SETS; s++) {
+        const report = await runSnapshotSet({
+          kind: 'snapshot',
+          backupType: 'copy',
+          writers,
+          paths: [],
+          stateDir: join(work, 'state'),
+          stagingDir: join(work, 'staging'),
+          resolveProvider: async () => ({ provider, level: support.level }),
+        });
+        if (report.status !== 'succeeded') throw new Error(`set failed: ${JSON.stringify(report.error)}`);
+        windows.push(report.freezeWindowMs!);
+        commits.push(report.commitMs!);
+      }
+      await load.stop();
+      await Promise.all(writers.map((w) => w.endpoint.close()));
+      windows.sort((a, b) => a - b);
+      commits.sort((a, b) => a - b);
+      rows.push([name, String(count), percentile(windows, 50).toFixed(1), percentile(windows, 99).toFixed(1), percentile(commits, 50).toFixed(1), `${SETS} sets`]);
+      process.stderr.write(`${name} ${count} writers done\n`);
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+    await cleanup();
+  }
+}
+
+const header = ['provider', 'writers', 'median freeze ms', 'p99 freeze ms', 'median commit ms', 'note'];
+console.log(`| ${header.join(' | ')} |`);
+console.log(`|${header.map(() => '---').join('|')}|`);
+for (const row of rows) console.log(`| ${row.join(' | ')} |`);

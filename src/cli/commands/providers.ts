@@ -1,0 +1,65 @@
+import type { Command } from 'commander';
+import { resolve } from 'node:path';
+import { createProviders, listProviderSupport } from '../../providers/index.ts';
+import { closeWriters, composeWriters, forcedFor } from '../compose.ts';
+import { resolveConfig } from '../load-config.ts';
+import { stdio, table } from '../output.ts';
+
+/** `quiesce providers [PATH...]`: which provider serves each path, and why the others don't. */
+export function registerProviders(program: Command): void {
+  program
+    .command('providers')
+    .description('show which snapshot provider serves each path, and why the others do not')
+    .argument('[paths...]', 'paths to check (default: every path of the config)')
+    .option('-c, --config <file>', 'config file')
+    .option('--json', 'print JSON')
+    .action(async (args: string[], opts: { config?: string; json?: boolean }) => {
+      const config = await resolveConfig(opts.config);
+      let paths = args.map((p) => resolve(p));
+      if (paths.length === 0) {
+        const writers = await composeWriters(config);
+        try {
+          const files = await Promise.all(
+            writers.map(async (w) => {
+              try {
+                const m = await w.endpoint.identify({ signal: AbortSignal.timeout(5_000) });
+                return m.components.flatMap((c) => c.files.map((f) => f.path));
+              } catch {
+                return [];
+              }
+            }),
+          );
+          paths = [...new Set([...files.flat(), ...config.paths])];
+        } finally {
+          await closeWriters(writers);
+        }
+      }
+      const providers = createProviders();
+      const results = await Promise.all(
+        paths.map(async (path) => {
+          const forced = forcedFor(config, path);
+          const candidates = await listProviderSupport(path, providers);
+          const chosen = forced ?? candidates.find((c) => c.support.ok)?.name ?? null;
+          return { path, chosen, forced: forced ?? null, candidates };
+        }),
+      );
+      if (opts.json) {
+        stdio.json({ paths: results });
+        return;
+      }
+      if (results.length === 0) {
+        stdio.out('no paths: name some, or give a config with writers or paths');
+        return;
+      }
+      const rows = results.flatMap((r) =>
+        r.candidates.map((c) => [
+          r.path,
+          c.name,
+          c.name === r.chosen ? (r.forced ? (c.support.ok ? 'forced' : 'FORCED, UNUSABLE') : 'chosen') : c.support.ok ? 'usable' : 'no',
+          c.support.ok ? c.support.level : '-',
+          c.support.reason,
+        ]),
+      );
+      stdio.out(table(['PATH', 'PROVIDER', 'USE', 'LEVEL', 'WHY'], rows));
+    });
+}

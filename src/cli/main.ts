@@ -1,0 +1,44 @@
+// The `quiesce` command line: thin commands over the layers below. Exit status: 0 success,
+// 1 failure, 2 bad usage or config, 3 partial (part of the set fell back or failed under prefer).
+import { Command, CommanderError } from 'commander';
+import { QuiesceError } from '../model/index.ts';
+import { registerDemo } from './commands/demo.ts';
+import { registerProviders } from './commands/providers.ts';
+import { registerSnapshot } from './commands/snapshot.ts';
+import { registerWriters } from './commands/writers.ts';
+import { EXIT, exitForError } from './exit-codes.ts';
+import { stdio } from './output.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('quiesce')
+    .description('application-consistent snapshots and backups for Linux')
+    .version('0.1.0')
+    .exitOverride()
+    .showHelpAfterError('(run quiesce --help for usage)');
+  registerWriters(program);
+  registerProviders(program);
+  registerSnapshot(program);
+  registerDemo(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (error instanceof QuiesceError) {
+      stdio.err(`quiesce: ${error.message}`);
+    } else {
+      stdio.err(`quiesce: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    }
+    return exitForError(error);
+  }
+}
+
+const code = await main(process.argv);
+process.exit(code);

@@ -1,0 +1,69 @@
+import type { SetReport, WriterStatus } from '../model/index.ts';
+
+/** Where the CLI writes: the core never prints, the CLI does, through this. */
+export interface Output {
+  out(text: string): void;
+  err(text: string): void;
+  json(value: unknown): void;
+}
+
+export const stdio: Output = {
+  out: (text) => process.stdout.write(`${text}\n`),
+  err: (text) => process.stderr.write(`${text}\n`),
+  json: (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`),
+};
+
+/** A plain aligned table; the last column may be long. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+export function ms(value: number | null): string {
+  if (value === null) return '-';
+  return value < 10 ? `${value.toFixed(2)} ms` : value < 10_000 ? `${value.toFixed(1)} ms` : `${(value / 1000).toFixed(1)} s`;
+}
+
+export function formatWriters(statuses: (WriterStatus | { name: string; error: string })[]): string {
+  const rows: string[][] = [];
+  const details: string[] = [];
+  for (const s of statuses) {
+    if ('error' in s) {
+      rows.push([s.name, '?', '?', 'unreachable', s.error]);
+      continue;
+    }
+    const m = s.metadata;
+    const failure = s.lastFailure ? `${s.lastFailure.code} at ${s.lastFailure.phase ?? '?'}: ${s.lastFailure.message}` : '-';
+    rows.push([m.name, m.classId, m.instanceId, s.state, failure]);
+    for (const c of m.components) {
+      const files = c.files.map((f) => f.path).join(', ') || '(no files)';
+      details.push(`  ${m.name}: component ${c.logicalPath ? `${c.logicalPath}/` : ''}${c.name} (${c.kind}${c.selectable ? '' : ', not selectable'}): ${files}`);
+    }
+    details.push(`  ${m.name}: usage ${m.usage}, backup types ${m.backupTypes.join(' ')}, restore ${m.restoreMethod}`);
+  }
+  const text = table(['WRITER', 'CLASS', 'INSTANCE', 'STATE', 'LAST FAILURE'], rows);
+  return details.length > 0 ? `${text}\n\n${details.join('\n')}` : text;
+}
+
+export function formatReport(report: SetReport): string {
+  const lines: string[] = [];
+  lines.push(`set ${report.id}: ${report.status}, consistency ${report.consistency}${report.kept ? ' (kept)' : ''}`);
+  lines.push(`  type ${report.requestedType}, freeze window ${ms(report.freezeWindowMs)}, commit ${ms(report.commitMs)}, took ${ms(report.stats.durationMs)}`);
+  if (report.error) lines.push(`  error: ${report.error.code}${report.error.phase ? ` at ${report.error.phase}` : ''}${report.error.writer ? ` (writer ${report.error.writer})` : ''}: ${report.error.message}`);
+  for (const w of report.writers) {
+    const failure = w.error ? `: ${w.error.code} at ${w.error.phase ?? '?'}: ${w.error.message}` : '';
+    lines.push(`  writer ${w.name} (${w.classId}): ${w.state}, ${w.consistency}, frozen ${ms(w.freezeWindowMs)}${failure}`);
+  }
+  for (const c of report.components) {
+    const type = c.actualType === c.requestedType ? c.actualType : `${c.requestedType} -> ${c.actualType}${c.typeReason ? ` (${c.typeReason})` : ''}`;
+    lines.push(`  component ${c.component} (writer ${c.writer}): ${c.status}, ${c.consistency}, ${type}`);
+  }
+  for (const s of report.snapshots) lines.push(`  snapshot ${s.original} -> ${s.snapshot} (${s.provider}, ${s.consistency})`);
+  for (const b of report.benign) lines.push(`  benign: ${b.code} at ${b.phase ?? '?'} (writer ${b.writer ?? '?'}): ${b.message}`);
+  return lines.join('\n');
+}
