@@ -43,7 +43,7 @@ for (const name of names) {
       continue;
     }
     base = fs.mountPoint;
-    cleanup = fs.cleanup;
+    cleanup = () => fs.cleanup();
   }
   const provider = createProviders().find((p) => p.name === name)!;
   const work = await mkdtemp(join(tmpdir(), 'quiesce-bench-state-'));

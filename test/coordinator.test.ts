@@ -106,7 +106,7 @@ describe('snapshot set', () => {
         assert.equal(report.error?.code, code);
         assert.equal(report.error?.phase, phase);
         assert.equal(report.error?.writer, 'bad');
-        assert.match(report.error!.message, /refuses/);
+        assert.match(report.error.message, /refuses/);
         const bad = report.writers.find((w) => w.name === 'bad')!;
         assert.equal(bad.state, `failed-at-${phase}`);
         assert.equal(bad.error?.code, code);
@@ -181,7 +181,7 @@ describe('snapshot set', () => {
     assert.equal(report.status, 'failed');
     assert.equal(report.error?.code, 'timeout');
     assert.equal(report.error?.phase, 'commit');
-    assert.match(report.error!.message, /commitTimeout/);
+    assert.match(report.error.message, /commitTimeout/);
     assert.equal(h.writers[0]!.definition.frozen(), false);
     assert.ok(h.log.includes('w:abort'));
   });

@@ -32,7 +32,7 @@ function startWriter(name: string, dbPath: string, socket: string): Promise<Chil
   });
   children.push(child);
   return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (chunk: Buffer) => {
+    child.stdout.on('data', (chunk: Buffer) => {
       if (chunk.toString().includes('ready')) resolve(child);
     });
     child.once('exit', (code) => reject(new Error(`writer ${name} exited with ${code}`)));

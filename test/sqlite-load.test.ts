@@ -29,7 +29,7 @@ async function placeFor(provider: ProviderName): Promise<{ dir: string } | { ski
   }
   const fs = await makeLoopFs(provider === 'btrfs' ? 'btrfs' : 'xfs', 512);
   if ('skip' in fs) return fs;
-  cleanups.push(fs.cleanup);
+  cleanups.push(() => fs.cleanup());
   const dir = join(fs.mountPoint, 'bank');
   await mkdir(dir, { recursive: true });
   return { dir };

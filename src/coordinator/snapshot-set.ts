@@ -21,7 +21,6 @@ import {
   type SetStatus,
   type SnapshotPath,
   type SnapshotReport,
-  type TypeReason,
   type WriterEndpoint,
   type WriterMetadata,
   type WriterReport,
@@ -82,9 +81,9 @@ export interface SnapshotSetOptions {
   paths: string[];
   stateDir: string;
   stagingDir: string;
-  resolveProvider(path: string): Promise<ResolvedProvider>;
+  resolveProvider: (path: string) => Promise<ResolvedProvider>;
   /** The stamp of the backup a component's incremental/differential builds on. */
-  previousStamp?(writer: string, component: string, type: BackupType): string | undefined;
+  previousStamp?: (writer: string, component: string, type: BackupType) => string | undefined;
   freezeTimeoutMs?: number;
   commitTimeoutMs?: number;
   /** Deadline of every other writer call (identify, prepare, post-snapshot, ...). */
@@ -94,8 +93,8 @@ export interface SnapshotSetOptions {
   /** Wait this long for another set on this host to finish instead of failing with `set-in-progress`. */
   waitForLockMs?: number;
   /** Read the snapshot (run the command, store the backup) while the applications run again. */
-  use?(view: SnapshotView, signal: AbortSignal): Promise<UseOutcome | void>;
-  onEvent?(event: SetEvent): void;
+  use?: (view: SnapshotView, signal: AbortSignal) => Promise<UseOutcome | void>;
+  onEvent?: (event: SetEvent) => void;
   signal?: AbortSignal;
   setId?: string;
 }
@@ -177,6 +176,11 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   let setFreezeStart: number | null = null;
   let setFreezeEnd: number | null = null;
   let kept = false;
+  /** Read through a function: the closures below assign setError, which flow analysis cannot see. */
+  const throwIfFailed = (): void => {
+    const error = setError;
+    if (error) throw error;
+  };
   const setAbort = new AbortController();
   const setSignal = options.signal ? AbortSignal.any([setAbort.signal, options.signal]) : setAbort.signal;
   let freezeTimer: NodeJS.Timeout | null = null;
@@ -296,7 +300,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
         }
       }),
     );
-    if (setError) throw setError;
+    throwIfFailed();
 
     // 2. prepare-backup: the type, the components and their previous stamps; the writer answers with the type it honours.
     await Promise.all(
@@ -320,7 +324,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
           }
         }),
     );
-    if (setError) throw setError;
+    throwIfFailed();
 
     // Which paths the set captures, and which provider takes each.
     const capture = new Set<string>(options.paths);
@@ -350,7 +354,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
         }
       }),
     );
-    if (setError) throw setError;
+    throwIfFailed();
 
     // 4. freeze, in application order; the freeze window starts with the first freeze.
     setFreezeStart = performance.now();
@@ -376,7 +380,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       );
       if (setError || freezeDeadline.signal.aborted) break;
     }
-    if (setError) throw setError;
+    throwIfFailed();
     if (freezeDeadline.signal.aborted) throw freezeDeadline.signal.reason as QuiesceError;
 
     // 5. commit: every provider snapshots its paths, inside every freeze window.
@@ -412,7 +416,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     // 6. thaw, in reverse order.
     await thawAll('the commit finished');
     if (freezeTimer) clearTimeout(freezeTimer);
-    if (setError) throw setError;
+    throwIfFailed();
     // Froze, committed inside the window, thawed on the coordinator's word: application-consistent.
     for (const p of participants) p.quiesced = !p.degraded && p.error === null && p.freezeWindowMs !== null;
 
@@ -577,7 +581,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   const consistency: ConsistencyLevel = !committed ? 'none' : levels.length > 0 ? lowestConsistency(levels) : 'crash';
   const anyDegraded = participants.some((p) => p.error !== null) || components.some((c) => c.status !== 'succeeded');
   const status: SetStatus = setError ? 'failed' : anyDegraded ? 'partial' : 'succeeded';
-  const finalError = setError as QuiesceError | null;
+  const finalError = setError;
   const report: SetReport = {
     id: setId,
     kind: options.kind,
@@ -625,7 +629,7 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
       (error: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(error as Error);
+        reject(error instanceof Error ? error : new Error(String(error)));
       },
     );
   });

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, rm, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { listKeptSets, releaseKeptSet, runSnapshotSet, type SnapshotView, type UseOutcome } from '../../coordinator/index.ts';
-import { QuiesceError, QuiescePolicySchema, type ProviderName, type SnapshotPath } from '../../model/index.ts';
+import { QuiesceError, QuiescePolicySchema, type SnapshotPath } from '../../model/index.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { EXIT, exitForStatus } from '../exit-codes.ts';
@@ -47,7 +47,7 @@ export function registerSnapshot(program: Command): void {
         return;
       }
       if (opts.release) {
-        const kept = await releaseKeptSet(config.stateDir, opts.release, new Map(providers.map((p) => [p.name as ProviderName, p])));
+        const kept = await releaseKeptSet(config.stateDir, opts.release, new Map(providers.map((p) => [p.name, p])));
         if (opts.json) stdio.json({ released: kept.setId });
         else stdio.out(`released set ${kept.setId}`);
         return;
