@@ -27,7 +27,8 @@ async function placeFor(provider: ProviderName): Promise<{ dir: string } | { ski
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
     return { dir };
   }
-  const fs = await makeLoopFs(provider === 'btrfs' ? 'btrfs' : 'xfs', 512);
+  // Sparse: only what is written takes space. Four tight writers write the WAL at hundreds of MB a second.
+  const fs = await makeLoopFs(provider === 'btrfs' ? 'btrfs' : 'xfs', 8192);
   if ('skip' in fs) return fs;
   cleanups.push(() => fs.cleanup());
   const dir = join(fs.mountPoint, 'bank');
