@@ -120,6 +120,8 @@ describe('quiesce command line', () => {
     const strict = quiesce('snapshot', '--config', veto, '--quiesce', 'require', '--json');
     assert.equal(strict.code, 1);
     assert.equal(SetReportSchema.parse(JSON.parse(strict.stdout)).error?.phase, 'freeze');
+    const writers = quiesce('writers', '--config', veto);
+    assert.match(writers.stdout, /hooks\s+quiesce\.exec\s+\S+\s+failed-at-freeze\s+nonretryable at freeze: .*cache is rebuilding/, 'the last failure stays visible');
   });
 
   test('bad config: file, line and field, exit 2, nothing run', async () => {

@@ -15,3 +15,4 @@ export { listKeptSets, releaseKeptSet } from './kept-sets.ts';
 export { EventLog } from './event-log.ts';
 export { acquireSetLock } from './set-lock.ts';
 export { newSetId } from './set-id.ts';
+export { readWriterOutcomes, recordWriterOutcomes, type WriterOutcome } from './writer-history.ts';

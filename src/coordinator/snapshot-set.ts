@@ -30,6 +30,7 @@ import {
 import { EventLog } from './event-log.ts';
 import { acquireSetLock } from './set-lock.ts';
 import { newSetId } from './set-id.ts';
+import { recordWriterOutcomes } from './writer-history.ts';
 
 /** A writer taking part in a set, with its quiesce policy. */
 export interface SetWriter {
@@ -602,6 +603,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     stats: { files: 0, bytesRead: 0, bytesAdded: 0, durationMs: finishedAt.getTime() - startedAt.getTime(), ...useOutcome?.stats },
   };
   log.emit({ phase: 'shutdown', event: 'info', result: `${report.status}, consistency ${report.consistency}` });
+  await recordWriterOutcomes(options.stateDir, report).catch(() => undefined);
   return report;
 
   function pathsOf(p: Participant): string[] {

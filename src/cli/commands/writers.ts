@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { readWriterOutcomes } from '../../coordinator/index.ts';
 import type { WriterStatus } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
 import { resolveConfig } from '../load-config.ts';
@@ -24,6 +25,16 @@ export function registerWriters(program: Command): void {
             }
           }),
         );
+        // An in-process writer lives only as long as the set's process: its last outcome comes from the state directory.
+        const outcomes = await readWriterOutcomes(config.stateDir);
+        for (const status of statuses) {
+          if ('error' in status || status.lastFailure || status.state !== 'stable') continue;
+          const outcome = outcomes[status.metadata.name];
+          if (outcome?.lastFailure) {
+            status.state = outcome.state;
+            status.lastFailure = outcome.lastFailure;
+          }
+        }
         if (opts.json) stdio.json({ writers: statuses });
         else stdio.out(statuses.length === 0 ? 'no writers configured or registered' : formatWriters(statuses));
         if (statuses.some((s) => 'error' in s)) process.exitCode = 1;
