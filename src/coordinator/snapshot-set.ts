@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -186,6 +187,8 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   const setSignal = options.signal ? AbortSignal.any([setAbort.signal, options.signal]) : setAbort.signal;
   let freezeTimer: NodeJS.Timeout | null = null;
   const freezeDeadline = new AbortController();
+  // Every call of every writer listens on these; 50 writers are not a leak.
+  setMaxListeners(0, setAbort.signal, setSignal, freezeDeadline.signal);
 
   const deadline = (ms: number): AbortSignal => AbortSignal.any([setSignal, AbortSignal.timeout(ms)]);
 
@@ -365,6 +368,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       thawAll('the commit finished').catch(() => undefined);
     }, freezeTimeoutMs);
     const freezeSignal = AbortSignal.any([setSignal, freezeDeadline.signal]);
+    setMaxListeners(0, freezeSignal);
     for (const group of groupsByUsage(active())) {
       await Promise.all(
         group.map(async (p) => {

@@ -15,7 +15,21 @@ export type FailureCode = (typeof FAILURE_CODES)[number];
 export const FailureCodeSchema = z.enum(FAILURE_CODES);
 
 /** Errors that are not a writer's failure but the tool's: bad usage, bad config, a busy host. */
-export const TOOL_ERROR_CODES = ['bad-config', 'bad-usage', 'set-in-progress', 'provider-failed', 'protocol'] as const;
+export const TOOL_ERROR_CODES = [
+  'bad-config',
+  'bad-usage',
+  'set-in-progress',
+  'provider-failed',
+  'protocol',
+  // The repository's: a wrong password, no or a foreign repository, a version we cannot read,
+  // damaged data, a lock held by another process, a full disk.
+  'wrong-password',
+  'not-a-repository',
+  'unsupported-version',
+  'damaged',
+  'locked',
+  'no-space',
+] as const;
 export type ToolErrorCode = (typeof TOOL_ERROR_CODES)[number];
 
 export type ErrorCode = FailureCode | ToolErrorCode;

@@ -31,6 +31,17 @@ export function grpcStatusForFailure(code: ErrorCode): grpc.status {
     case 'bad-usage':
     case 'protocol':
       return grpc.status.INVALID_ARGUMENT;
+    case 'wrong-password':
+      return grpc.status.PERMISSION_DENIED;
+    case 'locked':
+      return grpc.status.ABORTED;
+    case 'no-space':
+      return grpc.status.RESOURCE_EXHAUSTED;
+    case 'damaged':
+      return grpc.status.DATA_LOSS;
+    case 'not-a-repository':
+    case 'unsupported-version':
+      return grpc.status.FAILED_PRECONDITION;
     default:
       return code satisfies never;
   }

@@ -1,0 +1,57 @@
+import type { CallOptions } from '../../model/index.ts';
+
+/** The kinds of object a repository stores, each in its own namespace (a folder, a key prefix). */
+export const OBJECT_TYPES = ['config', 'keys', 'data', 'index', 'manifests', 'locks'] as const;
+export type ObjectType = (typeof OBJECT_TYPES)[number];
+
+export interface ObjectInfo {
+  name: string;
+  size: number;
+}
+
+export interface LoadOptions extends CallOptions {
+  /** Read `length` bytes from `offset` (both or neither). */
+  offset?: number;
+  length?: number;
+}
+
+/**
+ * Where a repository's objects live: a local directory or an S3 bucket prefix.
+ *
+ * Contract:
+ * - Names are lowercase hex (64 chars for content-named objects) or `config`; a backend may
+ *   fan them out (data/ab/abcd…) but callers only see the plain name.
+ * - `save` is atomic: a reader sees the whole object or nothing, never a torn one, even if the
+ *   process dies mid-write (fs: temp name, fsync, rename, fsync dir; S3: one PutObject).
+ *   Saving a name that exists replaces it; callers only do that for `locks`.
+ * - `load` of a missing object throws `BackendError` with `notFound: true`; a short read is an error.
+ * - `remove` is idempotent: removing a missing object succeeds.
+ * - `list` yields every complete object of a type, in no particular order; never temp files.
+ * - No method relies on conditional writes (s3rver does not enforce them): exclusion is the
+ *   lock protocol's job, built on save/list/load/remove.
+ * - Every method honours `signal`. Errors are `BackendError` with the object and the cause.
+ */
+export interface Backend {
+  /** A human-readable location: `/var/backups/q` or `s3://bucket/prefix`. */
+  readonly location: string;
+  save(type: ObjectType, name: string, data: Uint8Array, options?: CallOptions): Promise<void>;
+  load(type: ObjectType, name: string, options?: LoadOptions): Promise<Buffer>;
+  stat(type: ObjectType, name: string, options?: CallOptions): Promise<ObjectInfo>;
+  list(type: ObjectType, options?: CallOptions): AsyncIterable<ObjectInfo>;
+  remove(type: ObjectType, name: string, options?: CallOptions): Promise<void>;
+  /** Is there a repository here at all (a `config` object)? */
+  exists(options?: CallOptions): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export class BackendError extends Error {
+  readonly notFound: boolean;
+  /** A full disk or a quota: the caller should say so plainly. */
+  readonly noSpace: boolean;
+  constructor(message: string, options: { cause?: unknown; notFound?: boolean; noSpace?: boolean } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'BackendError';
+    this.notFound = options.notFound ?? false;
+    this.noSpace = options.noSpace ?? false;
+  }
+}

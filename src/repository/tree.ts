@@ -1,0 +1,47 @@
+import { z } from 'zod';
+
+/**
+ * A tree is one directory's listing, stored as a `tree` blob (JSON), so unchanged directories
+ * deduplicate like file content does. A backup set's manifest points at a root tree.
+ */
+
+/** One path element: never empty, `.` or `..`, never with `/` or NUL. Restore trusts nothing else. */
+export const NodeNameSchema = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((n) => n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0'), 'a node name is one path element');
+
+/** A piece of a file's content: a blob and its plaintext length. */
+export const ContentRefSchema = z.object({ id: z.string().regex(/^[0-9a-f]{64}$/), length: z.number().int().nonnegative() });
+export type ContentRef = z.infer<typeof ContentRefSchema>;
+
+const common = {
+  name: NodeNameSchema,
+  mode: z.number().int().nonnegative(),
+  uid: z.number().int().nonnegative(),
+  gid: z.number().int().nonnegative(),
+  /** Nanoseconds since the epoch, as a decimal string (beyond 2^53). */
+  mtimeNs: z.string().regex(/^-?\d+$/),
+};
+
+export const FileNodeSchema = z.object({
+  ...common,
+  type: z.literal('file'),
+  size: z.number().int().nonnegative(),
+  content: z.array(ContentRefSchema),
+});
+export const DirNodeSchema = z.object({ ...common, type: z.literal('dir'), subtree: z.string().regex(/^[0-9a-f]{64}$/) });
+export const SymlinkNodeSchema = z.object({ ...common, type: z.literal('symlink'), target: z.string().min(1).max(4096) });
+
+export const NodeSchema = z.discriminatedUnion('type', [FileNodeSchema, DirNodeSchema, SymlinkNodeSchema]);
+export type TreeNode = z.infer<typeof NodeSchema>;
+export type FileNode = z.infer<typeof FileNodeSchema>;
+export type DirNode = z.infer<typeof DirNodeSchema>;
+export type SymlinkNode = z.infer<typeof SymlinkNodeSchema>;
+
+/** Nodes sorted by name, names unique. */
+export const TreeSchema = z
+  .object({ nodes: z.array(NodeSchema) })
+  .refine((t) => t.nodes.every((n, i) => i === 0 || t.nodes[i - 1]!.name < n.name), 'tree nodes must be sorted by name and unique');
+export type Tree = z.infer<typeof TreeSchema>;

@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import type { CallOptions } from '../model/index.ts';
+import type { Backend } from './backend/backend.ts';
+import type { Tree } from './tree.ts';
+
+export type BlobType = 'data' | 'tree';
+
+export interface SaveBlobResult {
+  /** Keyed SHA-256 of the plaintext, hex. */
+  id: string;
+  /** False when the repository already had it (deduplicated). */
+  added: boolean;
+  /** Bytes this call added to the repository (compressed + sealed), 0 when deduplicated. */
+  storedBytes: number;
+}
+
+/**
+ * The envelope of every manifest: the repository needs the root tree to know what a manifest
+ * keeps alive; everything else (`meta`) belongs to the layer above and is opaque here.
+ */
+export const ManifestEnvelopeSchema = z.object({
+  version: z.literal(1),
+  /** The backup set id (also the manifest's object name is its content hash). */
+  setId: z.string().min(1).max(128),
+  time: z.string(),
+  tree: z.string().regex(/^[0-9a-f]{64}$/),
+  meta: z.unknown(),
+});
+export type ManifestEnvelope = z.infer<typeof ManifestEnvelopeSchema>;
+
+export interface CheckProblem {
+  kind: 'missing-pack' | 'damaged-pack' | 'damaged-blob' | 'missing-blob' | 'damaged-index' | 'damaged-manifest' | 'damaged-tree' | 'unreferenced-pack';
+  /** The object (pack, blob, manifest, tree) concerned. */
+  object: string;
+  message: string;
+  /** For a damaged or missing data blob: the files that use it, as `<setId>:<path>`. */
+  files?: string[];
+}
+
+export interface CheckReport {
+  ok: boolean;
+  manifests: number;
+  trees: number;
+  blobs: number;
+  packs: number;
+  bytesRead: number;
+  problems: CheckProblem[];
+}
+
+export interface PruneReport {
+  packsRemoved: number;
+  packsRepacked: number;
+  bytesFreed: number;
+  /** Unreferenced packs younger than the grace period, left for a later prune. */
+  packsKeptForGrace: number;
+}
+
+export interface RepositoryLock extends AsyncDisposable {
+  release(): Promise<void>;
+}
+
+/**
+ * A content-addressed, deduplicating, encrypted store of blobs, trees and manifests.
+ * It knows nothing of writers: it stores trees of files and their content.
+ *
+ * Contract:
+ * - `saveBlob` deduplicates by id against the index and the blobs pending in this session.
+ * - Nothing saved is visible to other processes until `flush` has written its packs and then
+ *   the index that names them (packs first, index second: a crash leaves unreferenced packs,
+ *   never an index naming a missing pack).
+ * - `saveManifest` flushes first, so a manifest only ever names data that is stored.
+ * - `loadBlob` verifies the blob's id against its plaintext: damage is `damaged`, never wrong data.
+ * - Every method honours `signal`; a cancelled call never leaves a torn object (see Backend).
+ */
+export interface Repository {
+  readonly id: string;
+  readonly backend: Backend;
+  /** Content-defined chunk boundaries for this repository (keyed: boundaries reveal nothing). */
+  createChunker(): Chunker;
+  blobId(plaintext: Uint8Array): string;
+  hasBlob(id: string): boolean;
+  saveBlob(type: BlobType, plaintext: Uint8Array, options?: CallOptions): Promise<SaveBlobResult>;
+  loadBlob(id: string, options?: CallOptions): Promise<Buffer>;
+  saveTree(tree: Tree, options?: CallOptions): Promise<SaveBlobResult>;
+  loadTree(id: string, options?: CallOptions): Promise<Tree>;
+  flush(options?: CallOptions): Promise<void>;
+  saveManifest(manifest: ManifestEnvelope, options?: CallOptions): Promise<string>;
+  loadManifest(id: string, options?: CallOptions): Promise<ManifestEnvelope>;
+  listManifests(options?: CallOptions): Promise<string[]>;
+  removeManifest(id: string, options?: CallOptions): Promise<void>;
+  /** Shared for backup and restore, exclusive for prune; stale locks (dead process on this host, or older than 30 min without refresh) are ignored. */
+  lock(kind: 'shared' | 'exclusive', options?: CallOptions): Promise<RepositoryLock>;
+  check(options?: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void }): Promise<CheckReport>;
+  prune(options?: CallOptions & { graceMs?: number; dryRun?: boolean }): Promise<PruneReport>;
+  addPassword(password: string, options?: CallOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Streaming content-defined chunker: feed bytes, get complete chunks; `finish` gives the rest. */
+export interface Chunker {
+  update(data: Uint8Array): Uint8Array[];
+  finish(): Uint8Array[];
+}
