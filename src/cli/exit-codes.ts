@@ -16,7 +16,10 @@ export function exitForStatus(status: SetStatus): number {
   }
 }
 
+/** What the user gave was wrong (usage, config, password, a path that is no repository): exit 2. */
+const USAGE_CODES = new Set(['bad-config', 'bad-usage', 'wrong-password', 'not-a-repository']);
+
 export function exitForError(error: unknown): number {
-  if (error instanceof QuiesceError && (error.code === 'bad-config' || error.code === 'bad-usage')) return EXIT.usage;
+  if (error instanceof QuiesceError && USAGE_CODES.has(error.code)) return EXIT.usage;
   return EXIT.failed;
 }

@@ -2,7 +2,13 @@
 // 1 failure, 2 bad usage or config, 3 partial (part of the set fell back or failed under prefer).
 import { Command, CommanderError } from 'commander';
 import { QuiesceError } from '../model/index.ts';
+import { registerBackup } from './commands/backup.ts';
+import { registerBackups } from './commands/backups.ts';
+import { registerCheck } from './commands/check.ts';
 import { registerDemo } from './commands/demo.ts';
+import { registerForget } from './commands/forget.ts';
+import { registerInit } from './commands/init.ts';
+import { registerRestore } from './commands/restore.ts';
 import { registerProviders } from './commands/providers.ts';
 import { registerSnapshot } from './commands/snapshot.ts';
 import { registerWriters } from './commands/writers.ts';
@@ -18,6 +24,12 @@ export function buildProgram(): Command {
   registerWriters(program);
   registerProviders(program);
   registerSnapshot(program);
+  registerInit(program);
+  registerBackup(program);
+  registerBackups(program);
+  registerRestore(program);
+  registerCheck(program);
+  registerForget(program);
   registerDemo(program);
   return program;
 }

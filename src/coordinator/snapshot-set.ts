@@ -65,6 +65,10 @@ export interface SnapshotView {
   components: SnapshotComponent[];
   /** Map an original path to where it can be read in the snapshot, or null if it is not in the set. */
   resolve(original: string): string | null;
+  /** The set's report as it stands (freeze window, commit, writers, consistency), for a manifest saved now. */
+  report(): SetReport;
+  /** The metadata of every writer that identified itself (what restore needs to know of it). */
+  writers: WriterMetadata[];
 }
 
 export interface UseOutcome {
@@ -511,7 +515,8 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   function buildView(): SnapshotView {
     const paths = snapshots.flatMap((s) => s.paths);
     const resolve = (original: string): string | null => resolveSnapshotPath(paths, original);
-    return { setId, snapshots: paths, components: componentsOf(), resolve };
+    const writers = participants.flatMap((p) => (p.metadata ? [p.metadata] : []));
+    return { setId, snapshots: paths, components: componentsOf(), resolve, report: buildReport, writers };
   }
 
   function componentsOf(): SnapshotComponent[] {
@@ -543,69 +548,74 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     return present.length > 0 ? lowestConsistency(present) : 'crash';
   }
 
-  const finishedAt = new Date();
-  const failedByUse = new Map((useOutcome?.failedComponents ?? []).map((f) => [`${f.writer}\0${f.component}`, f.error]));
-  const components: ComponentReport[] = participants.flatMap((p) =>
-    (p.metadata?.components ?? []).map((c) => {
-      const key = componentKey(c);
-      const plan = p.plans.get(key);
-      const consistency = componentConsistency(p, c.files.map((f) => f.path));
-      const useFailure = failedByUse.get(`${p.writer.name}\0${key}`) ?? null;
-      const error = useFailure ?? (p.error ? { ...p.error.toJSON(), component: p.error.component ?? key } : null);
-      // A component that fell back below application level under `prefer` is never plainly successful.
-      const fellBack = p.error !== null || (consistency !== 'application' && p.writer.policy !== 'off');
-      const status: SetStatus = setError || useFailure ? 'failed' : fellBack ? 'partial' : 'succeeded';
-      return {
-        writer: p.writer.name,
-        component: key,
-        requestedType: options.backupType,
-        actualType: plan?.actualType ?? options.backupType,
-        typeReason: plan?.typeReason ?? null,
-        consistency,
-        status,
-        error,
-      };
-    }),
-  );
-  const writers: WriterReport[] = participants.map((p) => ({
-    name: p.writer.name,
-    classId: p.metadata?.classId ?? 'unknown',
-    instanceId: p.metadata?.instanceId ?? 'unknown',
-    state: p.error ? p.state : 'stable',
-    consistency: p.metadata ? componentConsistency(p, pathsOf(p)) : 'none',
-    freezeWindowMs: p.freezeWindowMs === null ? null : round(p.freezeWindowMs),
-    error: p.error ? p.error.toJSON() : null,
-  }));
-  const snapshotReports: SnapshotReport[] = taken.map((s) => {
-    const owner = participants.find((p) => pathsOf(p).includes(s.original));
-    const level: ConsistencyLevel = owner?.quiesced ? 'application' : snapshotLevels.get(s.original) ?? 'crash';
-    return { ...s, consistency: level };
-  });
-  const plainLevels: ConsistencyLevel[] = options.paths.map((path) => (committed ? snapshotLevels.get(path) ?? 'crash' : 'none'));
-  const levels = [...components.map((c) => c.consistency), ...plainLevels];
-  const consistency: ConsistencyLevel = !committed ? 'none' : levels.length > 0 ? lowestConsistency(levels) : 'crash';
-  const anyDegraded = participants.some((p) => p.error !== null) || components.some((c) => c.status !== 'succeeded');
-  const status: SetStatus = setError ? 'failed' : anyDegraded ? 'partial' : 'succeeded';
-  const finalError = setError;
-  const report: SetReport = {
-    id: setId,
-    kind: options.kind,
-    requestedType: options.backupType,
-    status,
-    consistency,
-    startedAt: startedAt.toISOString(),
-    finishedAt: finishedAt.toISOString(),
-    freezeWindowMs: setFreezeStart !== null && setFreezeEnd !== null ? round(setFreezeEnd - setFreezeStart) : null,
-    commitMs: commitMs === null ? null : round(commitMs),
-    error: finalError ? finalError.toJSON() : null,
-    benign,
-    writers,
-    components,
-    snapshots: snapshotReports,
-    guests: [],
-    kept,
-    stats: { files: 0, bytesRead: 0, bytesAdded: 0, durationMs: finishedAt.getTime() - startedAt.getTime(), ...useOutcome?.stats },
-  };
+  /** The report as it stands; `use` sees it before backup-complete (the set has not failed so far). */
+  function buildReport(): SetReport {
+    const finishedAt = new Date();
+    const failedByUse = new Map((useOutcome?.failedComponents ?? []).map((f) => [`${f.writer}\0${f.component}`, f.error]));
+    const components: ComponentReport[] = participants.flatMap((p) =>
+      (p.metadata?.components ?? []).map((c) => {
+        const key = componentKey(c);
+        const plan = p.plans.get(key);
+        const consistency = componentConsistency(p, c.files.map((f) => f.path));
+        const useFailure = failedByUse.get(`${p.writer.name}\0${key}`) ?? null;
+        const error = useFailure ?? (p.error ? { ...p.error.toJSON(), component: p.error.component ?? key } : null);
+        // A component that fell back below application level under `prefer` is never plainly successful.
+        const fellBack = p.error !== null || (consistency !== 'application' && p.writer.policy !== 'off');
+        const status: SetStatus = setError || useFailure ? 'failed' : fellBack ? 'partial' : 'succeeded';
+        return {
+          writer: p.writer.name,
+          component: key,
+          requestedType: options.backupType,
+          actualType: plan?.actualType ?? options.backupType,
+          typeReason: plan?.typeReason ?? null,
+          consistency,
+          status,
+          error,
+        };
+      }),
+    );
+    const writers: WriterReport[] = participants.map((p) => ({
+      name: p.writer.name,
+      classId: p.metadata?.classId ?? 'unknown',
+      instanceId: p.metadata?.instanceId ?? 'unknown',
+      state: p.error ? p.state : 'stable',
+      consistency: p.metadata ? componentConsistency(p, pathsOf(p)) : 'none',
+      freezeWindowMs: p.freezeWindowMs === null ? null : round(p.freezeWindowMs),
+      error: p.error ? p.error.toJSON() : null,
+    }));
+    const snapshotReports: SnapshotReport[] = taken.map((s) => {
+      const owner = participants.find((p) => pathsOf(p).includes(s.original));
+      const level: ConsistencyLevel = owner?.quiesced ? 'application' : snapshotLevels.get(s.original) ?? 'crash';
+      return { ...s, consistency: level };
+    });
+    const plainLevels: ConsistencyLevel[] = options.paths.map((path) => (committed ? snapshotLevels.get(path) ?? 'crash' : 'none'));
+    const levels = [...components.map((c) => c.consistency), ...plainLevels];
+    const consistency: ConsistencyLevel = !committed ? 'none' : levels.length > 0 ? lowestConsistency(levels) : 'crash';
+    const anyDegraded = participants.some((p) => p.error !== null) || components.some((c) => c.status !== 'succeeded');
+    const status: SetStatus = setError ? 'failed' : anyDegraded ? 'partial' : 'succeeded';
+    const finalError = setError;
+    return {
+      id: setId,
+      kind: options.kind,
+      requestedType: options.backupType,
+      status,
+      consistency,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      freezeWindowMs: setFreezeStart !== null && setFreezeEnd !== null ? round(setFreezeEnd - setFreezeStart) : null,
+      commitMs: commitMs === null ? null : round(commitMs),
+      error: finalError ? finalError.toJSON() : null,
+      benign,
+      writers,
+      components,
+      snapshots: snapshotReports,
+      guests: [],
+      kept,
+      stats: { files: 0, bytesRead: 0, bytesAdded: 0, durationMs: finishedAt.getTime() - startedAt.getTime(), ...useOutcome?.stats },
+    };
+  }
+
+  const report = buildReport();
   log.emit({ phase: 'shutdown', event: 'info', result: `${report.status}, consistency ${report.consistency}` });
   await recordWriterOutcomes(options.stateDir, report).catch(() => undefined);
   return report;

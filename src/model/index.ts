@@ -10,3 +10,4 @@ export * from './messages.ts';
 export * from './writer.ts';
 export * from './provider.ts';
 export * from './report.ts';
+export * from './time.ts';

@@ -1,4 +1,5 @@
 import { constants } from 'node:fs';
+import { utimesSeconds } from '../model/index.ts';
 import {
   chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, utimes,
 } from 'node:fs/promises';
@@ -103,7 +104,7 @@ class TreeCopier {
       }
       await symlink(destination, target);
       if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
-      await lutimes(target, seconds(stats.atimeNs), seconds(stats.mtimeNs));
+      await lutimes(target, utimesSeconds(stats.atimeNs), utimesSeconds(stats.mtimeNs));
     }
     return true;
   }
@@ -156,7 +157,7 @@ class TreeCopier {
     // chown first: it clears set-id bits that chmod then restores.
     if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
     await chmod(target, Number(stats.mode) & 0o7777);
-    await utimes(target, seconds(stats.atimeNs), seconds(stats.mtimeNs));
+    await utimes(target, utimesSeconds(stats.atimeNs), utimesSeconds(stats.mtimeNs));
   }
 
   private async schedule(task: () => Promise<void>): Promise<void> {
@@ -188,9 +189,6 @@ function joinBytes(dir: Path, name: Path): Path {
   return dir.length > 0 && dir[dir.length - 1] === 0x2f ? Buffer.concat([dir, name]) : Buffer.concat([dir, Buffer.from('/'), name]);
 }
 
-function seconds(nanoseconds: bigint): number {
-  return Number(nanoseconds) / 1e9;
-}
 
 /**
  * Removes `path` and everything below it; a missing path is not an error. Read-only directories

@@ -1,0 +1,275 @@
+import { open, lstat, readdir, readlink } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import { join } from 'node:path';
+import { QuiesceError, type ByteRange, type CallOptions } from '../model/index.ts';
+import type { ContentRef, FileNode, Tree, TreeNode } from '../repository/tree.ts';
+import type { Repository } from '../repository/types.ts';
+
+/** Where one original path can be read, and how much of it must be read. */
+export interface ArchiveSource {
+  /** Absolute original path (what the tree records). */
+  original: string;
+  /** Where to read it now (a snapshot path). */
+  snapshot: string;
+}
+
+/** A file of which only some ranges changed since a base version already in the repository. */
+export interface PartialSource {
+  base: FileNode;
+  size: number;
+  ranges: ByteRange[];
+}
+
+export interface ArchiveOptions extends CallOptions {
+  repository: Repository;
+  sources: ArchiveSource[];
+  /** A previous tree: files under `parentPaths` whose size and mtime are unchanged reuse its content unread. */
+  parentTree?: string | null;
+  /** Original path prefixes where the parent may be trusted (plain paths, file components). */
+  parentPaths?: string[];
+  /** Original file path -> what changed since its base. */
+  partial?: Map<string, PartialSource>;
+  onProgress?: (progress: ArchiveProgress) => void;
+}
+
+export interface ArchiveProgress {
+  files: number;
+  bytesRead: number;
+  bytesAdded: number;
+  currentPath: string;
+}
+
+export interface ArchiveResult {
+  tree: string;
+  files: number;
+  dirs: number;
+  bytesRead: number;
+  bytesAdded: number;
+  /** Files whose size and mtime matched the parent: content reused, nothing read. */
+  unchangedFiles: number;
+  /** Files stored from changed ranges only. */
+  partialFiles: number;
+}
+
+/** How many blob saves may be in flight per file before we wait: bounds memory to a few chunks. */
+const MAX_IN_FLIGHT = 8;
+
+/**
+ * Stores the given original paths, read from their snapshot locations, as one tree of
+ * directories mirroring the original absolute paths (like restic). Every file node lists its
+ * complete content, so the tree restores on its own: unchanged files reuse the parent's content
+ * refs, and partial files splice re-read chunks into their base's content.
+ */
+export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
+  const { repository } = options;
+  const result: ArchiveResult = { tree: '', files: 0, dirs: 0, bytesRead: 0, bytesAdded: 0, unchangedFiles: 0, partialFiles: 0 };
+  const progress = (currentPath: string) => options.onProgress?.({ files: result.files, bytesRead: result.bytesRead, bytesAdded: result.bytesAdded, currentPath });
+
+  // The directory skeleton above the captured paths: original prefix -> children.
+  interface Skeleton {
+    children: Map<string, Skeleton>;
+    /** A captured path ends here. */
+    source: ArchiveSource | null;
+  }
+  const root: Skeleton = { children: new Map(), source: null };
+  for (const source of options.sources) {
+    let node = root;
+    for (const part of source.original.split('/').filter(Boolean)) {
+      let child = node.children.get(part);
+      if (!child) node.children.set(part, (child = { children: new Map(), source: null }));
+      node = child;
+    }
+    node.source = source;
+  }
+
+  const parentCache = new Map<string, Tree>();
+  async function parentTreeOf(id: string | null | undefined): Promise<Tree | null> {
+    if (!id) return null;
+    let tree = parentCache.get(id);
+    if (!tree) {
+      tree = await repository.loadTree(id, options);
+      if (parentCache.size > 256) parentCache.clear();
+      parentCache.set(id, tree);
+    }
+    return tree;
+  }
+  const parentUsable = (original: string) => (options.parentPaths ?? []).some((p) => original === p || original.startsWith(`${p}/`));
+
+  async function saveTree(nodes: TreeNode[]): Promise<string> {
+    nodes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const saved = await repository.saveTree({ nodes }, options);
+    result.bytesAdded += saved.storedBytes;
+    result.dirs++;
+    return saved.id;
+  }
+
+  async function archiveSkeleton(skeleton: Skeleton, original: string, parent: Tree | null): Promise<string> {
+    const nodes: TreeNode[] = [];
+    for (const [name, child] of [...skeleton.children].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const childOriginal = `${original}/${name}`;
+      const parentNode = parent?.nodes.find((n) => n.name === name) ?? null;
+      if (child.source && child.children.size === 0) {
+        const node = await archivePath(child.source.snapshot, childOriginal, name, parentNode);
+        if (node) nodes.push(node);
+        continue;
+      }
+      // A directory above captured paths: its metadata comes from the original (it is not in any snapshot).
+      const stats = await lstat(childOriginal, { bigint: true }).catch(() => null);
+      const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
+      const subtree = await archiveSkeleton(child, childOriginal, subParent);
+      nodes.push({ ...meta(name, stats), type: 'dir', subtree });
+    }
+    return saveTree(nodes);
+  }
+
+  async function archivePath(path: string, original: string, name: string, parentNode: TreeNode | null): Promise<TreeNode | null> {
+    options.signal?.throwIfAborted();
+    let stats: BigIntStats;
+    try {
+      stats = await lstat(path, { bigint: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null; // vanished: not in the snapshot
+      throw error;
+    }
+    if (stats.isSymbolicLink()) {
+      return { ...meta(name, stats), type: 'symlink', target: await readlink(path) };
+    }
+    if (stats.isDirectory()) {
+      const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
+      const nodes: TreeNode[] = [];
+      for (const entry of (await readdir(path)).sort()) {
+        if (entry === '.quiesce-snapshots') continue;
+        const child = await archivePath(join(path, entry), `${original}/${entry}`, entry, subParent?.nodes.find((n) => n.name === entry) ?? null);
+        if (child) nodes.push(child);
+      }
+      return { ...meta(name, stats), type: 'dir', subtree: await saveTree(nodes) };
+    }
+    if (!stats.isFile()) return null; // sockets, fifos, devices are not backed up
+    result.files++;
+    const fileSize = Number(stats.size);
+    const base = meta(name, stats);
+    const partial = options.partial?.get(original);
+    if (partial && partial.size === fileSize && partial.base.content.every((c) => repository.hasBlob(c.id))) {
+      const content = await spliceFile(path, partial, original);
+      result.partialFiles++;
+      progress(original);
+      return { ...base, type: 'file', size: fileSize, content };
+    }
+    if (parentNode?.type === 'file' && parentUsable(original) && parentNode.size === fileSize && parentNode.mtimeNs === base.mtimeNs && parentNode.content.every((c) => repository.hasBlob(c.id))) {
+      result.unchangedFiles++;
+      progress(original);
+      return { ...base, type: 'file', size: fileSize, content: parentNode.content };
+    }
+    const content = await readAndStore(path, 0, fileSize, original);
+    progress(original);
+    return { ...base, type: 'file', size: fileSize, content };
+  }
+
+  /** Reads [offset, offset+length) of a file, chunks it with a fresh chunker, stores the chunks. */
+  async function readAndStore(path: string, offset: number, length: number, original: string): Promise<ContentRef[]> {
+    const handle = await open(path, 'r').catch((error: unknown) => {
+      throw QuiesceError.from(error, 'nonretryable', { component: original });
+    });
+    const chunker = repository.createChunker();
+    const refs: ContentRef[] = [];
+    const pending: Promise<void>[] = [];
+    const store = (chunk: Uint8Array) => {
+      const index = refs.length;
+      refs.push({ id: '', length: chunk.length });
+      const saving = repository.saveBlob('data', chunk, options).then((saved) => {
+        refs[index] = { id: saved.id, length: chunk.length };
+        result.bytesAdded += saved.storedBytes;
+      });
+      pending.push(saving);
+    };
+    try {
+      const buffer = Buffer.allocUnsafe(1 << 20);
+      let position = offset;
+      const end = offset + length;
+      while (position < end) {
+        options.signal?.throwIfAborted();
+        const want = Math.min(buffer.length, end - position);
+        const { bytesRead } = await handle.read(buffer, 0, want, position);
+        if (bytesRead === 0) throw new QuiesceError('inconsistent-snapshot', `${original} shrank while it was read from the snapshot`, { component: original });
+        position += bytesRead;
+        result.bytesRead += bytesRead;
+        for (const chunk of chunker.update(Buffer.from(buffer.subarray(0, bytesRead)))) store(chunk);
+        while (pending.length >= MAX_IN_FLIGHT) await pending.shift();
+      }
+      for (const chunk of chunker.finish()) store(chunk);
+      await Promise.all(pending);
+    } finally {
+      await handle.close();
+    }
+    return refs;
+  }
+
+  /**
+   * The new content of a file of which only `ranges` changed since `base`: every base chunk
+   * that overlaps a changed range (or lies past the old end) is re-read and re-chunked from the
+   * snapshot, cut at the untouched neighbours' boundaries; the untouched chunks are reused as
+   * they are. Returns the complete content, in order.
+   */
+  async function spliceFile(path: string, partial: PartialSource, original: string): Promise<ContentRef[]> {
+    const { base, size } = partial;
+    const starts: number[] = [];
+    let offset = 0;
+    for (const ref of base.content) {
+      starts.push(offset);
+      offset += ref.length;
+    }
+    const changed = new Set<number>();
+    for (const range of partial.ranges) {
+      const from = range.offset;
+      const to = Math.min(size, range.offset + range.length);
+      base.content.forEach((ref, i) => {
+        const s = starts[i]!;
+        if (s < to && s + ref.length > from) changed.add(i);
+      });
+    }
+    // A base chunk that the new size cuts short, or any past the new end, is changed too.
+    base.content.forEach((ref, i) => {
+      if (starts[i]! + ref.length > size) changed.add(i);
+    });
+    const content: ContentRef[] = [];
+    let i = 0;
+    while (i < base.content.length) {
+      if (!changed.has(i)) {
+        content.push(base.content[i]!);
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j + 1 < base.content.length && changed.has(j + 1)) j++;
+      const from = starts[i]!;
+      const to = Math.min(size, starts[j]! + base.content[j]!.length);
+      if (to > from) content.push(...(await readAndStore(path, from, to - from, original)));
+      i = j + 1;
+    }
+    if (size > offset) content.push(...(await readAndStore(path, offset, size - offset, original)));
+    return content;
+  }
+
+  result.tree = await archiveSkeleton(root, '', await parentTreeOf(options.parentTree));
+  return result;
+}
+
+/** The common metadata of a node; `stats` null (an original parent that vanished) gives a plain directory. */
+function meta(name: string, stats: BigIntStats | null): { name: string; mode: number; uid: number; gid: number; mtimeNs: string } {
+  if (!stats) return { name, mode: 0o40755, uid: 0, gid: 0, mtimeNs: '0' };
+  return { name, mode: Number(stats.mode), uid: Number(stats.uid), gid: Number(stats.gid), mtimeNs: stats.mtimeNs.toString() };
+}
+
+/** Finds the node of an original absolute path in a tree. */
+export async function findNode(repository: Repository, tree: string, original: string, options: CallOptions = {}): Promise<TreeNode | null> {
+  const parts = original.split('/').filter(Boolean);
+  let current = tree;
+  for (let i = 0; i < parts.length; i++) {
+    const node = (await repository.loadTree(current, options)).nodes.find((n) => n.name === parts[i]);
+    if (!node) return null;
+    if (i === parts.length - 1) return node;
+    if (node.type !== 'dir') return null;
+    current = node.subtree;
+  }
+  return null;
+}

@@ -1,0 +1,134 @@
+import { hostname } from 'node:os';
+import { Catalog, type BackupMeta, type CatalogEntry, type ComponentRecord } from '../catalog/index.ts';
+import { runSnapshotSet, type SnapshotSetOptions, type SnapshotView, type UseOutcome } from '../coordinator/index.ts';
+import { QuiesceError, type BackupType, type SetReport } from '../model/index.ts';
+import type { Repository } from '../repository/types.ts';
+import { archive, findNode, type ArchiveProgress, type PartialSource } from './archiver.ts';
+
+export interface BackupOptions extends Omit<SnapshotSetOptions, 'kind' | 'use' | 'previousStamp' | 'keep'> {
+  repository: Repository;
+  /** The local cache of the catalog, or null to read every manifest. */
+  catalogCache: string | null;
+  tags?: string[];
+  onProgress?: (progress: ArchiveProgress) => void;
+}
+
+export interface BackupResult {
+  report: SetReport;
+  /** The manifest stored, null when the set failed before anything was stored. */
+  manifestId: string | null;
+}
+
+/**
+ * `quiesce backup`: one snapshot set of the writers and paths; while the applications run again,
+ * the snapshot is read and stored; the manifest is saved before backup-complete tells each writer
+ * whether its component succeeded (so a writer never moves its base for a backup that is not stored).
+ */
+export async function runBackup(options: BackupOptions): Promise<BackupResult> {
+  const { repository } = options;
+  const lock = await repository.lock('shared', { signal: options.signal });
+  try {
+    const catalog = await Catalog.load(repository, options.catalogCache, { signal: options.signal });
+    let manifestId: string | null = null;
+    const bases = new Map<string, CatalogEntry>();
+    const report = await runSnapshotSet({
+      ...options,
+      kind: 'backup',
+      keep: false,
+      previousStamp: (writer, component, type) => {
+        const base = catalog.baseFor(writer, component, type);
+        if (!base) return undefined;
+        bases.set(`${writer}\0${component}`, base.entry);
+        return base.record.stamp ?? undefined;
+      },
+      use: async (view, signal): Promise<UseOutcome> => {
+        const stored = await store(view, catalog, bases, options, signal);
+        manifestId = stored.manifestId;
+        return { stats: stored.stats };
+      },
+    });
+    return { report, manifestId };
+  } finally {
+    await lock.release();
+  }
+}
+
+async function store(view: SnapshotView, catalog: Catalog, bases: Map<string, CatalogEntry>, options: BackupOptions, signal: AbortSignal) {
+  const { repository } = options;
+  const started = performance.now();
+  const type = options.backupType;
+
+  // Partial files: a component the writer answered with changed ranges, spliced into its base's content.
+  const partial = new Map<string, PartialSource>();
+  for (const component of view.components) {
+    const files = component.result?.partialFiles;
+    if (!files || (component.actualType !== 'incremental' && component.actualType !== 'differential')) continue;
+    const base = bases.get(`${component.writer}\0${component.component}`);
+    if (!base) continue;
+    for (const file of files) {
+      const node = await findNode(repository, base.tree, file.path, { signal });
+      if (node?.type === 'file') partial.set(file.path, { base: node, size: file.size, ranges: file.ranges });
+    }
+  }
+
+  // Change detection by size and mtime for plain paths and file components (never for databases,
+  // whose writers say what changed): incremental against the newest set, differential the newest full.
+  const trusted = [...options.paths, ...view.components.filter((c) => c.kind === 'files').flatMap((c) => c.files.map((f) => f.path))];
+  const parent =
+    type === 'incremental'
+      ? catalog.latestWith(() => true)
+      : type === 'differential'
+        ? catalog.latestWith((e) => e.meta.requestedType === 'full')
+        : null;
+
+  const result = await archive({
+    repository,
+    sources: view.snapshots.map((s) => ({ original: s.original, snapshot: s.snapshot })),
+    parentTree: parent?.tree ?? null,
+    parentPaths: trusted,
+    partial,
+    signal,
+    onProgress: options.onProgress,
+  });
+
+  const soFar = view.report();
+  const components: ComponentRecord[] = view.components.map((c) => {
+    const reported = soFar.components.find((r) => r.writer === c.writer && r.component === c.component);
+    const base = bases.get(`${c.writer}\0${c.component}`);
+    const chained = c.actualType === 'incremental' || c.actualType === 'differential';
+    return {
+      writer: c.writer,
+      component: c.component,
+      kind: c.kind,
+      requestedType: type,
+      actualType: c.actualType,
+      typeReason: reported?.typeReason ?? null,
+      consistency: c.consistency,
+      succeeded: reported ? reported.status !== 'failed' : true,
+      stamp: c.result?.newStamp ?? null,
+      basedOn: chained && base ? base.setId : null,
+      files: c.files.map((f) => f.path),
+    };
+  });
+  const stats = { files: result.files, bytesRead: result.bytesRead, bytesAdded: result.bytesAdded, durationMs: Math.round(performance.now() - started) };
+  const meta: BackupMeta = {
+    kind: 'backup',
+    hostname: hostname(),
+    tags: options.tags ?? [],
+    requestedType: type,
+    status: soFar.status,
+    consistency: soFar.consistency,
+    paths: options.paths,
+    components,
+    writers: view.writers,
+    report: { ...soFar, stats },
+  };
+  const manifestId = await repository.saveManifest({ version: 1, setId: view.setId, time: new Date().toISOString(), tree: result.tree, meta }, { signal });
+  return { manifestId, stats: { ...stats, files: result.files } };
+}
+
+/** The exit status of a backup, per ARCHITECTURE.md. */
+export function backupTypeOrThrow(value: string): BackupType {
+  if (['full', 'copy', 'incremental', 'differential', 'log'].includes(value)) return value as BackupType;
+  throw new QuiesceError('bad-usage', `--type takes full, copy, incremental, differential or log, not ${value}`);
+}

@@ -1,0 +1,78 @@
+import type { Command } from 'commander';
+import { backupTypeOrThrow, runBackup } from '../../backup/index.ts';
+import { QuiesceError, QuiescePolicySchema } from '../../model/index.ts';
+import { createProviders } from '../../providers/index.ts';
+import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
+import { exitForStatus } from '../exit-codes.ts';
+import { resolveConfig } from '../load-config.ts';
+import { formatReport, stdio } from '../output.ts';
+import { bytes, progressLine } from '../progress.ts';
+import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
+
+interface BackupFlags extends RepositoryFlags {
+  config?: string;
+  type: string;
+  quiesce?: string;
+  tag: string[];
+  json?: boolean;
+  wait?: string;
+}
+
+/** `quiesce backup`: one snapshot set, read and stored while the applications run again. */
+export function registerBackup(program: Command): void {
+  program
+    .command('backup')
+    .description('take a snapshot set and store it in the repository')
+    .option('-c, --config <file>', 'config file')
+    .option('-r, --repo <location>', 'repository (default: QUIESCE_REPO or the config)')
+    .option('--password-file <file>', 'read the password from a file')
+    .option('-t, --type <type>', 'full, copy, incremental, differential or log', 'full')
+    .option('--quiesce <policy>', 'override every writer policy: require, prefer or off')
+    .option('--tag <tag>', 'tag the backup set (repeatable)', (value: string, all: string[]) => [...all, value], [])
+    .option('--wait <seconds>', 'wait for a set in progress on this host instead of failing', '0')
+    .option('--json', 'print the report as JSON')
+    .action(async (opts: BackupFlags) => {
+      const type = backupTypeOrThrow(opts.type);
+      const policy = opts.quiesce === undefined ? undefined : QuiescePolicySchema.safeParse(opts.quiesce);
+      if (policy && !policy.success) throw new QuiesceError('bad-usage', `--quiesce takes require, prefer or off, not ${opts.quiesce}`);
+      const config = await resolveConfig(opts.config);
+      const repository = await useRepository(opts, config);
+      const writers = await composeWriters(config, policy?.data);
+      const interrupt = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => interrupt.abort(new QuiesceError('retryable', `interrupted by ${signal}`));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const progress = progressLine(!opts.json, 'backup');
+      try {
+        const { report, manifestId } = await runBackup({
+          repository,
+          catalogCache: catalogCache(config, repository),
+          backupType: type,
+          tags: opts.tag,
+          writers,
+          paths: config.paths,
+          stateDir: config.stateDir,
+          stagingDir: config.stagingDir,
+          resolveProvider: providerResolver(config, createProviders()),
+          freezeTimeoutMs: config.policy.freezeTimeout,
+          commitTimeoutMs: config.policy.commitTimeout,
+          waitForLockMs: Number(opts.wait ?? '0') * 1000,
+          signal: interrupt.signal,
+          onProgress: (p) => progress.update(p),
+        });
+        progress.done();
+        if (opts.json) stdio.json({ ...report, manifest: manifestId });
+        else {
+          stdio.out(formatReport(report));
+          stdio.out(`  stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added${manifestId ? `, manifest ${manifestId.slice(0, 12)}` : ''}`);
+        }
+        process.exitCode = exitForStatus(report.status);
+      } finally {
+        progress.done();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await closeWriters(writers);
+        await repository.close();
+      }
+    });
+}

@@ -1,0 +1,52 @@
+// How a command finds its repository and password: --repo, QUIESCE_REPO or the config's
+// `repository`; --password-file or QUIESCE_PASSWORD. Composition of backend and repository.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../config/index.ts';
+import { QuiesceError } from '../model/index.ts';
+import { openBackend } from '../repository/backend/index.ts';
+import { initRepository, openRepository } from '../repository/index.ts';
+import type { Repository } from '../repository/types.ts';
+
+export interface RepositoryFlags {
+  repo?: string;
+  passwordFile?: string;
+}
+
+export function repositoryLocation(flags: RepositoryFlags, config: Config | null): string {
+  const location = flags.repo ?? process.env.QUIESCE_REPO ?? config?.repository;
+  if (!location) throw new QuiesceError('bad-usage', 'no repository: give --repo, set QUIESCE_REPO, or set repository in the config');
+  return location;
+}
+
+export async function readPassword(flags: RepositoryFlags): Promise<string> {
+  if (flags.passwordFile) {
+    try {
+      const text = await readFile(flags.passwordFile, 'utf8');
+      const password = text.replace(/\r?\n$/, '');
+      if (password.length === 0) throw new QuiesceError('bad-usage', `the password file ${flags.passwordFile} is empty`);
+      return password;
+    } catch (error) {
+      if (error instanceof QuiesceError) throw error;
+      throw new QuiesceError('bad-usage', `cannot read the password file ${flags.passwordFile}: ${(error as Error).message}`);
+    }
+  }
+  const env = process.env.QUIESCE_PASSWORD;
+  if (env) return env;
+  throw new QuiesceError('bad-usage', 'no password: set QUIESCE_PASSWORD or give --password-file');
+}
+
+export async function createRepository(flags: RepositoryFlags, config: Config | null): Promise<Repository> {
+  const backend = await openBackend(repositoryLocation(flags, config), { create: true });
+  return initRepository(backend, await readPassword(flags));
+}
+
+export async function useRepository(flags: RepositoryFlags, config: Config | null): Promise<Repository> {
+  const backend = await openBackend(repositoryLocation(flags, config));
+  return openRepository(backend, await readPassword(flags));
+}
+
+/** The catalog's cache file for a repository, under the state directory. */
+export function catalogCache(config: Config, repository: Repository): string {
+  return join(config.stateDir, 'catalog', `${repository.id}.sqlite`);
+}

@@ -1,0 +1,10 @@
+/**
+ * Seconds for utimes/lutimes from nanoseconds since the epoch. utimes takes a double, which
+ * cannot hold most decimal fractions exactly, and the kernel truncates to nanoseconds, so .789 s
+ * would land on .788999 s. Keep microseconds and nudge by a quarter of one, so the truncation
+ * lands on the intended microsecond.
+ */
+export function utimesSeconds(nanoseconds: bigint | string): number {
+  const micros = BigInt(nanoseconds) / 1000n;
+  return Number(micros) / 1e6 + 2.5e-7;
+}

@@ -1,0 +1,49 @@
+import type { BlobType } from './types.ts';
+import type { IndexedPack } from './index-file.ts';
+
+export interface BlobLocation {
+  pack: string;
+  type: BlobType;
+  offset: number;
+  length: number;
+  rawLength: number;
+}
+
+/**
+ * The in-memory map of every stored blob to its place in a pack, built from the index objects
+ * (and from this session's packs as they are stored). When a blob is stored twice (two
+ * sessions saved it concurrently), the first location seen wins; both are valid.
+ */
+export class BlobIndex {
+  private readonly blobs = new Map<string, BlobLocation>();
+  private readonly packSizes = new Map<string, number>();
+
+  addPack(pack: IndexedPack): void {
+    this.packSizes.set(pack.id, pack.size);
+    for (const blob of pack.blobs) {
+      if (this.blobs.has(blob.id)) continue;
+      this.blobs.set(blob.id, { pack: pack.id, type: blob.type, offset: blob.offset, length: blob.length, rawLength: blob.rawLength });
+    }
+  }
+
+  get(id: string): BlobLocation | undefined {
+    return this.blobs.get(id);
+  }
+
+  has(id: string): boolean {
+    return this.blobs.has(id);
+  }
+
+  get blobCount(): number {
+    return this.blobs.size;
+  }
+
+  get packCount(): number {
+    return this.packSizes.size;
+  }
+
+  clear(): void {
+    this.blobs.clear();
+    this.packSizes.clear();
+  }
+}

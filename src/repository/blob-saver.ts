@@ -1,0 +1,206 @@
+import type { CallOptions } from '../model/index.ts';
+import type { Backend } from './backend/backend.ts';
+import { encodeBlob, sealedLength, type SealedParts } from './blob-codec.ts';
+import { BlobEncoderPool } from './blob-encoder-pool.ts';
+import type { BlobIndex } from './blob-index.ts';
+import type { RepositoryKeys } from './crypto/keys.ts';
+import { encodeIndex, type IndexedPack } from './index-file.ts';
+import { PackAssembler } from './pack-file.ts';
+import { storageError } from './storage-error.ts';
+import type { BlobType } from './types.ts';
+
+export interface BlobSaverOptions {
+  /** A pack is stored once its blobs reach this many bytes. */
+  packSize: number;
+  compressionLevel: number;
+  /** Worker threads that compress and seal; 0 does it on the calling thread. */
+  workers: number;
+  /** Plaintext bytes being compressed and sealed at once; `save` waits for room beyond it. */
+  maxPendingBytes: number;
+  /** Packs stored at once while the next one fills. */
+  maxUploads: number;
+  /** An index is written after this many packs even before `flush`, to bound what a crash orphans. */
+  indexEveryPacks: number;
+}
+
+/**
+ * The write path: compresses and seals blobs (on worker threads when asked), gathers them into
+ * packs, stores each full pack, and writes the index naming stored packs. Packs first, index
+ * second, always.
+ *
+ * Memory is bounded: at most `maxPendingBytes` of plaintext being encoded, one pack filling and
+ * `maxUploads` packs being stored; `save` waits for room.
+ */
+export class BlobSaver {
+  private readonly pool: BlobEncoderPool | null;
+  /** Blobs being encoded, by id; settled once they are in the current pack. */
+  private readonly encoding = new Map<string, Promise<void>>();
+  private current: PackAssembler | null = null;
+  /** The buffer of the last stored pack, filled again by the next one. */
+  private spare: Buffer | undefined = undefined;
+  /** Blobs of packs not stored yet (filling, or built and uploading), for `loadBlob` and dedup. */
+  private readonly unstored = new Map<string, { pack: PackAssembler; offset: number; length: number }>();
+  private readonly uploads = new Set<Promise<void>>();
+  private readonly unindexed: IndexedPack[] = [];
+  /** Every pack this session stored, so a reload of the index never forgets them. */
+  private readonly stored: IndexedPack[] = [];
+  private failure: Error | undefined = undefined;
+  private pendingBytes = 0;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly keys: RepositoryKeys,
+    private readonly index: BlobIndex,
+    private readonly options: BlobSaverOptions,
+  ) {
+    this.pool = options.workers > 0 ? new BlobEncoderPool(keys.encryption, options.compressionLevel, options.workers) : null;
+  }
+
+  /** Is the blob on its way into a pack in this session? */
+  has(id: string): boolean {
+    return this.encoding.has(id) || this.unstored.has(id);
+  }
+
+  /** Every pack stored in this session (indexed or not yet). */
+  get sessionPacks(): readonly IndexedPack[] {
+    return this.stored;
+  }
+
+  /** After a prune rewrote the index: this session's packs are named there or deleted. */
+  forgetSessionPacks(): void {
+    this.stored.length = 0;
+  }
+
+  /** Waits until a blob being encoded is in a pack (or failed). */
+  async settled(id: string): Promise<void> {
+    await this.encoding.get(id);
+  }
+
+  /** The sealed bytes of a blob whose pack is not stored yet. */
+  unstoredBlob(id: string): Buffer | undefined {
+    const blob = this.unstored.get(id);
+    return blob === undefined ? undefined : blob.pack.slice(blob.offset, blob.length);
+  }
+
+  /** Encodes and packs one blob (the caller has checked it is new); answers its sealed size. */
+  async save(id: string, type: BlobType, plaintext: Uint8Array, options: CallOptions = {}): Promise<number> {
+    this.throwIfFailed();
+    // Marked pending before any await, so a concurrent save of the same id deduplicates.
+    let settle!: () => void;
+    this.encoding.set(
+      id,
+      new Promise<void>((resolve) => {
+        settle = resolve;
+      }),
+    );
+    let stored: number;
+    try {
+      await this.reserve(plaintext.length, options.signal);
+      try {
+        const inline = (): SealedParts => encodeBlob(this.keys.encryption, plaintext, this.options.compressionLevel);
+        // A pool that lost its workers (one crashed, or could not start) degrades to inline work.
+        const sealed = this.pool === null ? inline() : await this.pool.encode(plaintext).catch(inline);
+        this.throwIfFailed();
+        // Room for a full pack plus its last (largest) blob and the header; untouched pages cost nothing.
+        if (this.current === null) {
+          this.current = new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare);
+          this.spare = undefined;
+        }
+        const entry = this.current.add(id, type, plaintext.length, sealed);
+        this.unstored.set(id, { pack: this.current, offset: entry.offset, length: entry.length });
+        stored = sealedLength(sealed);
+      } finally {
+        this.release(plaintext.length);
+      }
+    } finally {
+      this.encoding.delete(id);
+      settle();
+    }
+    if (this.current !== null && this.current.length >= this.options.packSize) this.finishPack();
+    while (this.uploads.size > this.options.maxUploads) await Promise.race(this.uploads);
+    this.throwIfFailed();
+    if (this.unindexed.length >= this.options.indexEveryPacks) await this.writeIndex(options);
+    return stored;
+  }
+
+  /** Stores the current pack, waits for every pack, then writes the index naming them. */
+  async flush(options: CallOptions = {}): Promise<void> {
+    this.throwIfFailed();
+    while (this.encoding.size > 0) await Promise.all(this.encoding.values());
+    if (this.current !== null && this.current.count > 0) this.finishPack(options);
+    while (this.uploads.size > 0) await Promise.all(this.uploads);
+    this.throwIfFailed();
+    await this.writeIndex(options);
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.close();
+  }
+
+  private finishPack(options: CallOptions = {}): void {
+    const assembler = this.current;
+    if (assembler === null) return;
+    this.current = null;
+    const built = assembler.finish(this.keys.encryption);
+    const pack: IndexedPack = { id: built.name, size: built.bytes.length, blobs: built.header.blobs };
+    const upload = this.backend
+      .save('data', built.name, built.bytes, options.signal === undefined ? {} : { signal: options.signal })
+      .then(() => {
+        this.index.addPack(pack);
+        this.unindexed.push(pack);
+        this.stored.push(pack);
+        for (const entry of pack.blobs) this.unstored.delete(entry.id);
+        // Nothing refers to the stored pack's bytes any more: the next pack fills its buffer.
+        this.spare ??= assembler.storage;
+      })
+      .catch((error: unknown) => {
+        this.failure ??= storageError(error, this.backend.location);
+      })
+      .finally(() => {
+        this.uploads.delete(upload);
+      });
+    this.uploads.add(upload);
+  }
+
+  private async writeIndex(options: CallOptions): Promise<void> {
+    if (this.unindexed.length === 0) return;
+    const packs = this.unindexed.splice(0);
+    const { name, bytes } = encodeIndex(this.keys.encryption, packs);
+    try {
+      await this.backend.save('index', name, bytes, options);
+    } catch (error) {
+      this.unindexed.unshift(...packs);
+      throw storageError(error, this.backend.location);
+    }
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private async reserve(bytes: number, signal: AbortSignal | undefined): Promise<void> {
+    while (this.pendingBytes > 0 && this.pendingBytes + bytes > this.options.maxPendingBytes) {
+      signal?.throwIfAborted();
+      await new Promise<void>((resolve, reject) => {
+        const wake = (): void => {
+          this.waiters.delete(wake);
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        const onAbort = (): void => {
+          this.waiters.delete(wake);
+          reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+        };
+        this.waiters.add(wake);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    this.pendingBytes += bytes;
+  }
+
+  private release(bytes: number): void {
+    this.pendingBytes -= bytes;
+    for (const wake of [...this.waiters]) wake();
+  }
+}

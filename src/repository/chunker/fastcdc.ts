@@ -1,0 +1,155 @@
+import type { Chunker } from '../types.ts';
+import { gearTable } from './gear-table.ts';
+
+export interface ChunkerParams {
+  /** No chunk is shorter than this, except the last one of a stream. */
+  minSize: number;
+  /** The size chunks gather around; rounded to a power of two. */
+  avgSize: number;
+  /** A chunk is cut here when no boundary came earlier. */
+  maxSize: number;
+}
+
+export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = { minSize: 256 * 1024, avgSize: 1024 * 1024, maxSize: 4 * 1024 * 1024 };
+
+export function validateChunkerParams(params: ChunkerParams): void {
+  const { minSize, avgSize, maxSize } = params;
+  if (!Number.isInteger(minSize) || !Number.isInteger(avgSize) || !Number.isInteger(maxSize) || minSize < 64 || !(minSize < avgSize && avgSize < maxSize) || maxSize > 2 ** 30) {
+    throw new RangeError(`chunker sizes must be integers with 64 <= min < avg < max <= 1 GiB (got ${minSize}, ${avgSize}, ${maxSize})`);
+  }
+}
+
+/** A mask of `bits` ones in the top of a 32-bit word: the Gear hash's top bits see the last 32 bytes. */
+function topMask(bits: number): number {
+  return bits <= 0 ? 0 : (0xffffffff << (32 - Math.min(bits, 31))) | 0;
+}
+
+/**
+ * FastCDC with normalized chunking (level 2) over a keyed Gear hash. Streaming: `update` may
+ * split the input anywhere and the chunks are the same as for one big buffer.
+ *
+ * Every chunk returned is a fresh copy: the caller may reuse its input buffer after `update`.
+ *
+ * @example
+ * const chunker = new FastCdcChunker(keys.chunkerSeed);
+ * for await (const piece of stream) for (const chunk of chunker.update(piece)) await save(chunk);
+ * for (const chunk of chunker.finish()) await save(chunk);
+ */
+export class FastCdcChunker implements Chunker {
+  /** The gear table as signed words: V8 keeps them as small integers, not doubles. */
+  private readonly gear: Int32Array;
+  private readonly min: number;
+  private readonly normal: number;
+  private readonly max: number;
+  /** Harder to match before the normal size, easier after: sizes gather around the average. */
+  private readonly maskS: number;
+  private readonly maskL: number;
+  /**
+   * The current chunk's bytes that came in earlier updates, copied (the caller may reuse its
+   * buffers) into one buffer that lives as long as the chunker: carrying allocates nothing.
+   */
+  private carry: Uint8Array = new Uint8Array(0);
+  private carried = 0;
+  /** Length of the current chunk so far. */
+  private pos = 0;
+  private hash = 0;
+
+  constructor(seedOrTable: Uint8Array | Uint32Array, params: ChunkerParams = DEFAULT_CHUNKER_PARAMS) {
+    validateChunkerParams(params);
+    const table = seedOrTable instanceof Uint32Array ? seedOrTable : gearTable(seedOrTable);
+    this.gear = new Int32Array(table.buffer, table.byteOffset, table.length);
+    if (this.gear.length !== 256) throw new RangeError('a gear table has 256 entries');
+    const bits = Math.round(Math.log2(params.avgSize));
+    this.min = params.minSize;
+    this.normal = Math.max(params.minSize, Math.min(params.avgSize, params.maxSize));
+    this.max = params.maxSize;
+    this.maskS = topMask(bits + 2);
+    this.maskL = topMask(bits - 2);
+  }
+
+  update(data: Uint8Array): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    const gear = this.gear;
+    const n = data.length;
+    let start = 0;
+    let i = 0;
+    let pos = this.pos;
+    let h = this.hash;
+    while (i < n) {
+      // Cut-point skipping: the bytes before the minimum size are not hashed.
+      if (pos < this.min) {
+        const skip = Math.min(this.min - pos, n - i);
+        i += skip;
+        pos += skip;
+        if (pos < this.min) break;
+      }
+      let found = false;
+      if (pos < this.normal) {
+        const end = i + Math.min(this.normal - pos, n - i);
+        const mask = this.maskS;
+        const from = i;
+        for (; i < end; i++) {
+          h = ((h << 1) + gear[data[i]!]!) | 0;
+          if ((h & mask) === 0) {
+            i++;
+            found = true;
+            break;
+          }
+        }
+        pos += i - from;
+      }
+      if (!found && pos >= this.normal) {
+        const end = i + Math.min(this.max - pos, n - i);
+        const mask = this.maskL;
+        const from = i;
+        for (; i < end; i++) {
+          h = ((h << 1) + gear[data[i]!]!) | 0;
+          if ((h & mask) === 0) {
+            i++;
+            found = true;
+            break;
+          }
+        }
+        pos += i - from;
+        if (pos >= this.max) found = true;
+      }
+      if (found) {
+        out.push(this.take(data, start, i, pos));
+        start = i;
+        pos = 0;
+        h = 0;
+      }
+    }
+    // A copy (Buffer#slice would share memory): the caller may reuse `data`.
+    if (start < n) {
+      const need = this.carried + (n - start);
+      if (need > this.carry.length) {
+        const grown = new Uint8Array(Math.min(this.max, Math.max(need, this.carry.length * 2, 64 * 1024)));
+        grown.set(this.carry.subarray(0, this.carried));
+        this.carry = grown;
+      }
+      this.carry.set(data.subarray(start, n), this.carried);
+      this.carried = need;
+    }
+    this.pos = pos;
+    this.hash = h;
+    return out;
+  }
+
+  finish(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    if (this.pos > 0) out.push(this.take(new Uint8Array(0), 0, 0, this.pos));
+    this.pos = 0;
+    this.hash = 0;
+    return out;
+  }
+
+  /** The current chunk: the carried bytes and `data[start, end)`, `length` bytes in all. */
+  private take(data: Uint8Array, start: number, end: number, length: number): Uint8Array {
+    const chunk = Buffer.allocUnsafeSlow(length);
+    chunk.set(this.carry.subarray(0, this.carried), 0);
+    chunk.set(data.subarray(start, end), this.carried);
+    this.carried = 0;
+    return chunk;
+  }
+}

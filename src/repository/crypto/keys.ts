@@ -1,0 +1,168 @@
+import { createHash, createHmac, hkdfSync, randomBytes, scrypt } from 'node:crypto';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import type { CallOptions } from '../../model/index.ts';
+import { QuiesceError } from '../../model/failure.ts';
+import type { Backend } from '../backend/backend.ts';
+import { seal, tryOpenSealed } from './seal.ts';
+
+/**
+ * The keys of one repository, all derived (HKDF-SHA256) from its random 32-byte master secret,
+ * which only ever leaves memory sealed under a password in a key file.
+ */
+export interface RepositoryKeys {
+  /** AES-256-GCM key for every sealed object. */
+  readonly encryption: Buffer;
+  /** HMAC-SHA256 key naming blobs: a blob id reveals nothing about its content. */
+  readonly mac: Buffer;
+  /** Seed of the chunker's gear table: chunk boundaries reveal nothing either. */
+  readonly chunkerSeed: Buffer;
+}
+
+const HKDF_SALT = Buffer.from('quiesce repository v1');
+
+export function newMasterSecret(): Buffer {
+  return randomBytes(32);
+}
+
+export function deriveKeys(master: Uint8Array): RepositoryKeys {
+  const derive = (info: string): Buffer => Buffer.from(hkdfSync('sha256', master, HKDF_SALT, info, 32));
+  return { encryption: derive('encryption'), mac: derive('blob id'), chunkerSeed: derive('chunker') };
+}
+
+/** A blob's id: HMAC-SHA256 of its plaintext under the repository's MAC key, lowercase hex. */
+export function blobIdOf(keys: RepositoryKeys, plaintext: Uint8Array): string {
+  return createHmac('sha256', keys.mac).update(plaintext).digest('hex');
+}
+
+/** SHA-256 of stored bytes, lowercase hex: the name of every content-named object. */
+export function sha256Hex(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+export interface KdfParams {
+  /** scrypt cost, a power of two. */
+  N: number;
+  r: number;
+  p: number;
+}
+
+/** About 0.1 s and 32 MiB per password try on this hardware. Tests use a small N. */
+export const DEFAULT_KDF: KdfParams = { N: 2 ** 15, r: 8, p: 1 };
+
+/** What a key file may ask of us before we refuse it: 1 GiB of scrypt memory. */
+const MAX_SCRYPT_MEMORY = 2 ** 30;
+
+const KdfParamsSchema = z.object({
+  N: z
+    .number()
+    .int()
+    .min(2)
+    .refine((n) => (n & (n - 1)) === 0, 'N is a power of two'),
+  r: z.number().int().min(1).max(64),
+  p: z.number().int().min(1).max(16),
+});
+
+export const KeyFileSchema = z.object({
+  version: z.literal(1),
+  kdf: z.literal('scrypt'),
+  ...KdfParamsSchema.shape,
+  salt: z.string().base64(),
+  created: z.string(),
+  hostname: z.string(),
+  /** base64(seal(scrypt(password), masterSecret)). */
+  data: z.string().base64(),
+});
+export type KeyFile = z.infer<typeof KeyFileSchema>;
+
+function scryptMemory(params: KdfParams): number {
+  return 128 * params.N * params.r + 128 * params.r * params.p;
+}
+
+function passwordKey(password: string, salt: Uint8Array, params: KdfParams, options: CallOptions): Promise<Buffer> {
+  if (scryptMemory(params) > MAX_SCRYPT_MEMORY) {
+    return Promise.reject(new QuiesceError('damaged', `key parameters N=${params.N} r=${params.r} need more than 1 GiB`));
+  }
+  options.signal?.throwIfAborted();
+  return new Promise((resolve, reject) => {
+    scrypt(
+      Buffer.from(password.normalize('NFC'), 'utf8'),
+      salt,
+      32,
+      { N: params.N, r: params.r, p: params.p, maxmem: 2 * scryptMemory(params) + 2 ** 20 },
+      (error, key) => (error === null ? resolve(key) : reject(error)),
+    );
+  });
+}
+
+/** A key file sealing `master` under `password`; its object name is the SHA-256 of its bytes. */
+export async function createKeyFile(master: Uint8Array, password: string, params: KdfParams = DEFAULT_KDF, options: CallOptions = {}): Promise<{ name: string; bytes: Buffer }> {
+  KdfParamsSchema.parse(params);
+  const salt = randomBytes(32);
+  const key = await passwordKey(password, salt, params, options);
+  const file: KeyFile = {
+    version: 1,
+    kdf: 'scrypt',
+    N: params.N,
+    r: params.r,
+    p: params.p,
+    salt: salt.toString('base64'),
+    created: new Date().toISOString(),
+    hostname: hostname(),
+    data: seal(key, master).toString('base64'),
+  };
+  const bytes = Buffer.from(JSON.stringify(file), 'utf8');
+  return { name: sha256Hex(bytes), bytes };
+}
+
+/** The master secret in a key file if `password` opens it; null if not (or if it is no key file). */
+export async function openKeyFile(bytes: Uint8Array, password: string, options: CallOptions = {}): Promise<Buffer | null> {
+  let file: KeyFile;
+  try {
+    file = KeyFileSchema.parse(JSON.parse(Buffer.from(bytes).toString('utf8')));
+  } catch {
+    return null;
+  }
+  if (scryptMemory(file) > MAX_SCRYPT_MEMORY) return null;
+  const key = await passwordKey(password, Buffer.from(file.salt, 'base64'), file, options);
+  const master = tryOpenSealed(key, Buffer.from(file.data, 'base64'));
+  return master !== null && master.length === 32 ? master : null;
+}
+
+/** Seals `master` under another password and stores the key file; answers its name. */
+export async function addKey(backend: Backend, master: Uint8Array, password: string, params: KdfParams = DEFAULT_KDF, options: CallOptions = {}): Promise<string> {
+  const { name, bytes } = await createKeyFile(master, password, params, options);
+  await backend.save('keys', name, bytes, options);
+  return name;
+}
+
+/**
+ * Tries every key file of the repository with `password`, answering the first master secret
+ * that `accept` takes (the caller checks it opens the config: a key left by a crashed `init`
+ * may open with the same password yet belong to no repository).
+ * Throws `wrong-password` when no key opens; `not-a-repository` when keys open but none is accepted.
+ */
+export async function openMasterSecret(
+  backend: Backend,
+  password: string,
+  accept: (master: Buffer) => boolean = () => true,
+  options: CallOptions = {},
+): Promise<{ master: Buffer; keyName: string }> {
+  let tried = 0;
+  let opened = 0;
+  for await (const info of backend.list('keys', options)) {
+    tried += 1;
+    const bytes = await backend.load('keys', info.name, options);
+    const master = await openKeyFile(bytes, password, options);
+    if (master === null) continue;
+    opened += 1;
+    if (accept(master)) return { master, keyName: info.name };
+  }
+  if (tried === 0) {
+    throw new QuiesceError('not-a-repository', `the repository at ${backend.location} has no key: it is not a quiesce repository, or its keys were removed`);
+  }
+  if (opened === 0) {
+    throw new QuiesceError('wrong-password', `the password does not open any key of the repository at ${backend.location}`);
+  }
+  throw new QuiesceError('not-a-repository', `the config of the repository at ${backend.location} is unreadable (damaged, or written with other keys): it cannot be opened`);
+}

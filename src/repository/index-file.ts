@@ -1,0 +1,75 @@
+import { z } from 'zod';
+import type { CallOptions } from '../model/index.ts';
+import type { Backend } from './backend/backend.ts';
+import { isNotFound } from './storage-error.ts';
+import { QuiesceError } from '../model/failure.ts';
+import { sha256Hex } from './crypto/keys.ts';
+import { openSealed, seal } from './crypto/seal.ts';
+import { HEX64, PackedBlobSchema } from './pack-file.ts';
+
+/**
+ * An index object names packs and the blobs in each: `seal(JSON)`, named by the SHA-256 of its
+ * stored bytes. A repository has any number of them; together they map every stored blob to its
+ * pack. An index is written only after every pack it names is stored.
+ */
+export const IndexedPackSchema = z.object({
+  id: z.string().regex(HEX64),
+  /** The pack's size in bytes (check compares it with the stored object). */
+  size: z.number().int().positive(),
+  blobs: z.array(PackedBlobSchema),
+});
+export type IndexedPack = z.infer<typeof IndexedPackSchema>;
+
+export const IndexFileSchema = z.object({
+  version: z.literal(1),
+  packs: z.array(IndexedPackSchema),
+});
+export type IndexFile = z.infer<typeof IndexFileSchema>;
+
+export function encodeIndex(key: Uint8Array, packs: IndexedPack[]): { name: string; bytes: Buffer } {
+  const file: IndexFile = { version: 1, packs };
+  const bytes = seal(key, Buffer.from(JSON.stringify(file), 'utf8'));
+  return { name: sha256Hex(bytes), bytes };
+}
+
+export function decodeIndex(key: Uint8Array, bytes: Uint8Array, name: string): IndexFile {
+  const plain = openSealed(key, bytes, `index ${name}`);
+  try {
+    return IndexFileSchema.parse(JSON.parse(plain.toString('utf8')));
+  } catch (error) {
+    throw new QuiesceError('damaged', `index ${name} is damaged: it is not a valid index`, { cause: error });
+  }
+}
+
+export interface LoadedIndexes {
+  files: { name: string; file: IndexFile }[];
+  /** Index objects that could not be read or opened, with the reason. */
+  damaged: { name: string; message: string }[];
+}
+
+/** Reads every index object (a few at a time); damaged ones are listed, not thrown. */
+export async function loadAllIndexes(backend: Backend, key: Uint8Array, options: CallOptions = {}): Promise<LoadedIndexes> {
+  const names: string[] = [];
+  for await (const info of backend.list('index', options)) names.push(info.name);
+  const result: LoadedIndexes = { files: [], damaged: [] };
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < names.length) {
+      const name = names[next++]!;
+      let bytes: Buffer;
+      try {
+        bytes = await backend.load('index', name, options);
+      } catch (error) {
+        if (isNotFound(error)) continue; // removed by a prune since the listing
+        throw error;
+      }
+      try {
+        result.files.push({ name, file: decodeIndex(key, bytes, name) });
+      } catch (error) {
+        result.damaged.push({ name, message: error instanceof Error ? error.message : String(error) });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, names.length) }, worker));
+  return result;
+}

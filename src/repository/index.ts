@@ -1,0 +1,33 @@
+// The backup repository: content-defined chunks, deduplicated by keyed id, compressed, sealed,
+// gathered in packs with an index; manifests, locks, check and prune. Backends live in backend/.
+export { initRepository, openRepository, DEFAULT_PACK_SIZE, DEFAULT_WORKERS, type OpenRepositoryOptions, type InitRepositoryOptions } from './repository.ts';
+export { DEFAULT_GRACE_MS, type PruneOptions } from './prune.ts';
+export type { CheckOptions } from './check.ts';
+export { DEFAULT_LOCK_REFRESH_MS, DEFAULT_LOCK_STALE_MS, type LockOptions } from './locks.ts';
+export { DEFAULT_CHUNKER_PARAMS, type ChunkerParams } from './chunker/index.ts';
+export { DEFAULT_KDF, type KdfParams } from './crypto/index.ts';
+export { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
+export {
+  ManifestEnvelopeSchema,
+  type BlobType,
+  type SaveBlobResult,
+  type ManifestEnvelope,
+  type CheckProblem,
+  type CheckReport,
+  type PruneReport,
+  type RepositoryLock,
+  type Repository,
+  type Chunker,
+} from './types.ts';
+export {
+  TreeSchema,
+  NodeSchema,
+  NodeNameSchema,
+  ContentRefSchema,
+  type Tree,
+  type TreeNode,
+  type FileNode,
+  type DirNode,
+  type SymlinkNode,
+  type ContentRef,
+} from './tree.ts';

@@ -1,0 +1,158 @@
+import { z } from 'zod';
+import type { CallOptions } from '../model/index.ts';
+import { QuiesceError } from '../model/failure.ts';
+import type { Backend } from './backend/backend.ts';
+import { sha256Hex } from './crypto/keys.ts';
+import { openSealed, seal } from './crypto/seal.ts';
+import type { SealedParts } from './blob-codec.ts';
+
+/**
+ * A pack file gathers sealed blobs:
+ *
+ *   sealed blob 0 || sealed blob 1 || … || seal(header JSON) || u32le(length of the sealed header)
+ *
+ * Its object name is the SHA-256 of all its bytes. The header lists every blob (so the index
+ * can be rebuilt from the packs alone) and the time the pack was written (prune's grace period
+ * for packs no index names).
+ */
+
+export const HEX64 = /^[0-9a-f]{64}$/;
+
+export const PackedBlobSchema = z.object({
+  id: z.string().regex(HEX64),
+  type: z.enum(['data', 'tree']),
+  /** Where its sealed bytes start in the pack, and how many there are. */
+  offset: z.number().int().nonnegative(),
+  length: z.number().int().positive(),
+  /** Its plaintext length. */
+  rawLength: z.number().int().nonnegative(),
+});
+export type PackedBlob = z.infer<typeof PackedBlobSchema>;
+
+export const PackHeaderSchema = z.object({
+  version: z.literal(1),
+  /** When the pack was written (ISO 8601, the writer's clock). */
+  created: z.string(),
+  blobs: z.array(PackedBlobSchema),
+});
+export type PackHeader = z.infer<typeof PackHeaderSchema>;
+
+/** Largest sealed header we accept when reading one back (a pack holds at most a few thousand blobs). */
+const MAX_HEADER = 16 * 1024 * 1024;
+
+export interface BuiltPack {
+  name: string;
+  bytes: Buffer;
+  header: PackHeader;
+}
+
+/**
+ * Builds one pack in a single buffer: each sealed blob is copied in as it comes (its pieces can
+ * be collected at once), then `finish` appends the sealed header and its length.
+ */
+export class PackAssembler {
+  private buffer: Buffer;
+  private size = 0;
+  private readonly entries: PackedBlob[] = [];
+
+  /**
+   * `capacity`: the bytes expected (pages never written are never resident); it grows if needed.
+   * `reuse`: the buffer of a pack already stored, to fill again instead of allocating.
+   */
+  constructor(capacity: number, reuse?: Buffer) {
+    this.buffer = reuse !== undefined && reuse.length >= capacity ? reuse : Buffer.allocUnsafeSlow(Math.max(1024, capacity));
+  }
+
+  /** The whole buffer, for the next pack once this one is stored (this assembler is done then). */
+  get storage(): Buffer {
+    return this.buffer;
+  }
+
+  get length(): number {
+    return this.size;
+  }
+
+  get count(): number {
+    return this.entries.length;
+  }
+
+  add(id: string, type: 'data' | 'tree', rawLength: number, sealed: SealedParts | Uint8Array): PackedBlob {
+    const pieces = sealed instanceof Uint8Array ? [sealed] : [sealed.head, sealed.body, sealed.tag];
+    const length = pieces.reduce((sum, piece) => sum + piece.length, 0);
+    this.reserve(length);
+    const entry: PackedBlob = { id, type, offset: this.size, length, rawLength };
+    for (const piece of pieces) {
+      this.buffer.set(piece, this.size);
+      this.size += piece.length;
+    }
+    this.entries.push(entry);
+    return entry;
+  }
+
+  /** A copy of stored bytes (a blob not uploaded yet). */
+  slice(offset: number, length: number): Buffer {
+    return Buffer.from(this.buffer.subarray(offset, offset + length));
+  }
+
+  finish(key: Uint8Array, created = new Date()): BuiltPack {
+    const header: PackHeader = { version: 1, created: created.toISOString(), blobs: this.entries };
+    const sealedHeader = seal(key, Buffer.from(JSON.stringify(header), 'utf8'));
+    this.reserve(sealedHeader.length + 4);
+    this.buffer.set(sealedHeader, this.size);
+    this.size += sealedHeader.length;
+    this.buffer.writeUInt32LE(sealedHeader.length, this.size);
+    this.size += 4;
+    const bytes = this.buffer.subarray(0, this.size);
+    return { name: sha256Hex(bytes), bytes, header };
+  }
+
+  private reserve(more: number): void {
+    if (this.size + more <= this.buffer.length) return;
+    const grown = Buffer.allocUnsafeSlow(Math.max(this.size + more, Math.ceil(this.buffer.length * 1.5)));
+    this.buffer.copy(grown, 0, 0, this.size);
+    this.buffer = grown;
+  }
+}
+
+/** Assembles a pack from sealed blobs (their offsets are assigned here, in order). */
+export function buildPack(key: Uint8Array, blobs: { id: string; type: 'data' | 'tree'; rawLength: number; sealed: SealedParts | Uint8Array }[], created = new Date()): BuiltPack {
+  const total = blobs.reduce((sum, b) => sum + (b.sealed instanceof Uint8Array ? b.sealed.length : b.sealed.head.length + b.sealed.body.length + b.sealed.tag.length), 0);
+  const assembler = new PackAssembler(total + 1024 + blobs.length * 256);
+  for (const blob of blobs) assembler.add(blob.id, blob.type, blob.rawLength, blob.sealed);
+  return assembler.finish(key, created);
+}
+
+function parseHeader(key: Uint8Array, sealedHeader: Uint8Array, name: string, headerStart: number): PackHeader {
+  const what = `the header of pack ${name}`;
+  let header: PackHeader;
+  try {
+    header = PackHeaderSchema.parse(JSON.parse(openSealed(key, sealedHeader, what).toString('utf8')));
+  } catch (error) {
+    if (error instanceof QuiesceError) throw error;
+    throw new QuiesceError('damaged', `${what} is damaged: it is not a valid pack header`, { cause: error });
+  }
+  for (const blob of header.blobs) {
+    if (blob.offset + blob.length > headerStart) throw new QuiesceError('damaged', `${what} is damaged: blob ${blob.id} lies outside the pack`);
+  }
+  return header;
+}
+
+/** The header of a pack held in memory. */
+export function readPackHeaderFromBytes(key: Uint8Array, bytes: Uint8Array, name: string): PackHeader {
+  if (bytes.length < 4) throw new QuiesceError('damaged', `pack ${name} is damaged: ${bytes.length} bytes is too short`);
+  const length = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readUInt32LE(bytes.length - 4);
+  if (length > bytes.length - 4 || length > MAX_HEADER) throw new QuiesceError('damaged', `pack ${name} is damaged: its header length ${length} is impossible`);
+  const start = bytes.length - 4 - length;
+  return parseHeader(key, bytes.subarray(start, bytes.length - 4), name, start);
+}
+
+/** The header of a stored pack, with two ranged reads from its end. */
+export async function loadPackHeader(backend: Backend, key: Uint8Array, name: string, size: number, options: CallOptions = {}): Promise<PackHeader> {
+  if (size < 4) throw new QuiesceError('damaged', `pack ${name} is damaged: ${size} bytes is too short`);
+  const trailer = await backend.load('data', name, { ...options, offset: size - 4, length: 4 });
+  const length = trailer.readUInt32LE(0);
+  if (length > size - 4 || length > MAX_HEADER) throw new QuiesceError('damaged', `pack ${name} is damaged: its header length ${length} is impossible`);
+  const start = size - 4 - length;
+  const sealedHeader = await backend.load('data', name, { ...options, offset: start, length });
+  return parseHeader(key, sealedHeader, name, start);
+}

@@ -1,0 +1,196 @@
+import type { CallOptions } from '../model/index.ts';
+import { QuiesceError } from '../model/failure.ts';
+import { BlobIndex } from './blob-index.ts';
+import { readBlob, verifyBlob } from './blob-reader.ts';
+import { encodeIndex, loadAllIndexes, type IndexedPack } from './index-file.ts';
+import { buildPack, loadPackHeader, type PackedBlob } from './pack-file.ts';
+import type { RepositoryInternals } from './repository-internals.ts';
+import { storageError } from './storage-error.ts';
+import { parseTree } from './tree-blob.ts';
+import { visitTrees } from './tree-walk.ts';
+import type { BlobType, PruneReport } from './types.ts';
+
+export interface PruneOptions extends CallOptions {
+  /** Packs that no index names are removed only once they are older than this (default 24 h). */
+  graceMs?: number;
+  /** Report what would go, change nothing. */
+  dryRun?: boolean;
+}
+
+export const DEFAULT_GRACE_MS = 24 * 60 * 60 * 1000;
+/** A pack is rewritten when more than this share of its blob bytes is unused. */
+const REPACK_THRESHOLD = 0.2;
+const PACKS_PER_INDEX = 1000;
+
+function damaged(message: string, cause?: unknown): QuiesceError {
+  return new QuiesceError('damaged', `prune stopped, nothing was removed: ${message}. Run quiesce check`, cause === undefined ? {} : { cause });
+}
+
+/**
+ * Removes what no manifest needs, under an exclusive lock.
+ *
+ * Marks every blob reachable from the manifests (any unreadable manifest, tree or index stops
+ * prune before it changes anything). Then: packs with no used blob go; packs with more than 20%
+ * unused bytes are rewritten with only their used blobs; packs that no index names (left by a
+ * crashed backup) go once their header's creation time is older than `graceMs` (a pack whose
+ * header cannot be read can never be indexed and goes at once).
+ *
+ * Write order, so that a crash at any moment leaves a valid repository:
+ * new packs, then the new index (naming every kept and new pack), then removal of the old index
+ * objects, then removal of the old packs. A crash before the last step leaves packs no index
+ * names, which the next prune removes.
+ */
+export async function pruneRepository(ctx: RepositoryInternals, options: PruneOptions = {}): Promise<PruneReport> {
+  const { backend, keys } = ctx;
+  const graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
+  const dryRun = options.dryRun === true;
+  const call: CallOptions = options.signal === undefined ? {} : { signal: options.signal };
+  await ctx.repo.flush(call);
+  const lock = await ctx.repo.lock('exclusive', call);
+  try {
+    const { files, damaged: badIndexes } = await loadAllIndexes(backend, keys.encryption, call);
+    if (badIndexes.length > 0) throw damaged(`index ${badIndexes[0]!.name} cannot be read (${badIndexes[0]!.message})`);
+    const packs = new Map<string, IndexedPack>();
+    const index = new BlobIndex();
+    for (const { file } of files) {
+      for (const pack of file.packs) {
+        if (!packs.has(pack.id)) packs.set(pack.id, pack);
+        index.addPack(pack);
+      }
+    }
+    const stored = new Map<string, number>();
+    for await (const info of backend.list('data', call)) stored.set(info.name, info.size);
+
+    // Mark.
+    const used = new Set<string>();
+    const roots: string[] = [];
+    for (const name of await ctx.repo.listManifests(call)) {
+      try {
+        roots.push((await ctx.repo.loadManifest(name, call)).tree);
+      } catch (error) {
+        if (error instanceof QuiesceError && error.code === 'bad-usage') continue; // removed meanwhile
+        throw damaged(`manifest ${name} cannot be read`, error);
+      }
+    }
+    await visitTrees(
+      roots,
+      async (id) => {
+        const location = index.get(id);
+        if (location === undefined) throw damaged(`tree ${id} is not in the index`);
+        return parseTree(id, await readBlob(backend, keys, id, location, call));
+      },
+      (id, tree) => {
+        used.add(id);
+        for (const node of tree.nodes) if (node.type === 'file') for (const ref of node.content) used.add(ref.id);
+      },
+      (id, error) => {
+        throw error instanceof QuiesceError && error.message.startsWith('prune stopped') ? error : damaged(`tree ${id} cannot be read`, error);
+      },
+    );
+    for (const id of used) {
+      const location = index.get(id);
+      if (location === undefined) throw damaged(`blob ${id}, which a manifest needs, is not in the index`);
+      if (!stored.has(location.pack)) throw damaged(`pack ${location.pack}, which holds blob ${id} that a manifest needs, is missing`);
+    }
+
+    // Sweep: decide per pack. A blob counts as used in the one pack the index resolves it to.
+    const keep: IndexedPack[] = [];
+    const remove: IndexedPack[] = [];
+    const repack: { pack: IndexedPack; blobs: PackedBlob[] }[] = [];
+    for (const pack of packs.values()) {
+      if (!stored.has(pack.id)) continue; // named but gone, and nothing used lives there (checked above): drop it from the index
+      const live = pack.blobs.filter((b) => used.has(b.id) && index.get(b.id)?.pack === pack.id);
+      if (live.length === 0) {
+        remove.push(pack);
+        continue;
+      }
+      const total = pack.blobs.reduce((sum, b) => sum + b.length, 0);
+      const unused = total - live.reduce((sum, b) => sum + b.length, 0);
+      if (unused / total > REPACK_THRESHOLD) repack.push({ pack, blobs: live });
+      else keep.push(pack);
+    }
+    const leftovers: string[] = [];
+    let packsKeptForGrace = 0;
+    const now = Date.now();
+    for (const [name, size] of stored) {
+      if (packs.has(name)) continue;
+      let created: number;
+      try {
+        created = Date.parse((await loadPackHeader(backend, keys.encryption, name, size, call)).created);
+      } catch (error) {
+        if (!(error instanceof QuiesceError && error.code === 'damaged')) throw error;
+        created = Number.NEGATIVE_INFINITY; // unreadable: no index can ever name it
+      }
+      if (!(now - created < graceMs)) leftovers.push(name);
+      else packsKeptForGrace += 1;
+    }
+
+    const report: PruneReport = {
+      packsRemoved: remove.length + leftovers.length,
+      packsRepacked: repack.length,
+      bytesFreed: 0,
+      packsKeptForGrace,
+    };
+    let freed = remove.reduce((sum, p) => sum + (stored.get(p.id) ?? 0), 0) + leftovers.reduce((sum, n) => sum + (stored.get(n) ?? 0), 0);
+    freed += repack.reduce((sum, r) => sum + (stored.get(r.pack.id) ?? 0), 0);
+    if (dryRun) {
+      // The new packs' size is not known without writing them: estimate by the live blob bytes.
+      report.bytesFreed = freed - repack.reduce((sum, r) => sum + r.blobs.reduce((s, b) => s + b.length, 0), 0);
+      return report;
+    }
+    if (remove.length === 0 && repack.length === 0 && leftovers.length === 0) return report;
+
+    // 1. New packs with the live blobs of the packs being rewritten.
+    const written: IndexedPack[] = [];
+    let batch: { id: string; type: BlobType; rawLength: number; sealed: Buffer }[] = [];
+    let batchBytes = 0;
+    const writeBatch = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const built = buildPack(keys.encryption, batch);
+      batch = [];
+      batchBytes = 0;
+      try {
+        await backend.save('data', built.name, built.bytes, call);
+      } catch (error) {
+        throw storageError(error, backend.location);
+      }
+      written.push({ id: built.name, size: built.bytes.length, blobs: built.header.blobs });
+    };
+    for (const { pack, blobs } of repack) {
+      const bytes = await backend.load('data', pack.id, call);
+      for (const blob of blobs) {
+        const sealed = Buffer.from(bytes.subarray(blob.offset, blob.offset + blob.length));
+        try {
+          verifyBlob(keys, blob.id, sealed, pack.id, blob.rawLength);
+        } catch (error) {
+          throw damaged(`blob ${blob.id} in pack ${pack.id}, which a manifest needs, is damaged`, error);
+        }
+        batch.push({ id: blob.id, type: blob.type, rawLength: blob.rawLength, sealed });
+        batchBytes += sealed.length;
+        if (batchBytes >= ctx.packSize) await writeBatch();
+      }
+    }
+    await writeBatch();
+    report.bytesFreed = freed - written.reduce((sum, p) => sum + p.size, 0);
+
+    // 2. The new index: every kept pack and every new one.
+    const all = [...keep, ...written];
+    for (let at = 0; at < all.length; at += PACKS_PER_INDEX) {
+      const { name, bytes } = encodeIndex(keys.encryption, all.slice(at, at + PACKS_PER_INDEX));
+      try {
+        await backend.save('index', name, bytes, call);
+      } catch (error) {
+        throw storageError(error, backend.location);
+      }
+    }
+    // 3. The old index objects. 4. The old packs.
+    for (const { name } of files) await backend.remove('index', name, call);
+    for (const pack of [...remove, ...repack.map((r) => r.pack)]) await backend.remove('data', pack.id, call);
+    for (const name of leftovers) await backend.remove('data', name, call);
+    return report;
+  } finally {
+    await lock.release();
+    // Without the signal: the index must follow what prune did even if it was cancelled.
+    await ctx.reloadAfterPrune().catch(() => undefined);
+  }
+}

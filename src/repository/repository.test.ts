@@ -1,0 +1,282 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, describe, test } from 'node:test';
+import { QuiesceError } from '../model/failure.ts';
+import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
+import { FsBackend } from './backend/fs-backend.ts';
+import { initRepository, openRepository, type InitRepositoryOptions } from './repository.ts';
+import type { Tree } from './tree.ts';
+
+const PASSWORD = 'open sesame';
+const OPTIONS: InitRepositoryOptions = {
+  kdf: { N: 1024, r: 8, p: 1 },
+  chunker: { minSize: 2048, avgSize: 8192, maxSize: 32768 },
+  packSize: 64 * 1024,
+  workers: 0,
+};
+
+function pseudoRandom(length: number, salt = 'data'): Buffer {
+  const out = Buffer.alloc(length);
+  let counter = 0;
+  for (let at = 0; at < length; at += 32) createHash('sha256').update(`${salt}:${counter++}`).digest().copy(out, at);
+  return out;
+}
+
+function isCode(code: string, includes?: string) {
+  return (error: unknown): boolean => {
+    assert.ok(error instanceof QuiesceError, `expected a QuiesceError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    if (includes !== undefined) assert.ok(error.message.includes(includes), error.message);
+    return true;
+  };
+}
+
+const dirs: string[] = [];
+after(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+describe('repository', () => {
+  for (const workers of [0, 2]) {
+    test(`blobs round trip through packs (workers: ${workers})`, async () => {
+      const backend = new MemoryBackend();
+      const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, workers });
+      try {
+        const blobs = [pseudoRandom(40_000, 'a'), Buffer.alloc(50_000, 0x41), Buffer.alloc(0), pseudoRandom(10, 'b')];
+        const saved = await Promise.all(blobs.map((b) => repo.saveBlob('data', b)));
+        assert.ok(saved.every((s) => s.added && s.storedBytes > 0));
+        assert.ok(saved[1]!.storedBytes < 1000, 'a run of one byte compresses');
+        assert.ok(saved[0]!.storedBytes >= 40_000, 'random data is stored raw');
+        // Readable before and after flush.
+        for (const [i, blob] of blobs.entries()) assert.deepEqual(await repo.loadBlob(saved[i]!.id), blob);
+        await repo.flush();
+        assert.ok(backend.names('data').length >= 1);
+        assert.equal(backend.names('index').length, 1);
+        for (const [i, blob] of blobs.entries()) assert.deepEqual(await repo.loadBlob(saved[i]!.id), blob);
+        const reopened = await openRepository(backend, PASSWORD, { workers: 0 });
+        for (const [i, blob] of blobs.entries()) assert.deepEqual(await reopened.loadBlob(saved[i]!.id), blob);
+        assert.equal(reopened.id, repo.id);
+        await reopened.close();
+      } finally {
+        await repo.close();
+      }
+    });
+  }
+
+  test('saving the same blob twice deduplicates, even concurrently', async () => {
+    const repo = await initRepository(new MemoryBackend(), PASSWORD, OPTIONS);
+    const blob = pseudoRandom(20_000);
+    const [a, b] = await Promise.all([repo.saveBlob('data', blob), repo.saveBlob('data', blob)]);
+    assert.equal(a.id, b.id);
+    assert.deepEqual([a.added, b.added].sort(), [false, true]);
+    const c = await repo.saveBlob('data', blob);
+    assert.deepEqual(c, { id: a.id, added: false, storedBytes: 0 });
+    assert.equal(repo.blobId(blob), a.id);
+    assert.ok(repo.hasBlob(a.id));
+    await repo.close();
+  });
+
+  test('loadBlob reads only the blob\'s byte range', async () => {
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, packSize: 1024 * 1024 });
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i += 1) ids.push((await repo.saveBlob('data', pseudoRandom(20_000, `r${i}`))).id);
+    await repo.flush();
+    assert.equal(backend.names('data').length, 1);
+    backend.bytesLoaded = 0;
+    assert.deepEqual(await repo.loadBlob(ids[7]!), pseudoRandom(20_000, 'r7'));
+    assert.ok(backend.bytesLoaded < 21_000, `loaded ${backend.bytesLoaded} bytes`);
+    await repo.close();
+  });
+
+  test('packs first, index second: a pack per packSize, one index per flush', async () => {
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, OPTIONS);
+    for (let i = 0; i < 10; i += 1) await repo.saveBlob('data', pseudoRandom(20_000, `p${i}`));
+    assert.ok(backend.names('data').length >= 2, 'full packs are stored before flush');
+    assert.equal(backend.names('index').length, 0, 'no index before flush');
+    await repo.flush();
+    assert.equal(backend.names('index').length, 1);
+    await repo.flush();
+    assert.equal(backend.names('index').length, 1, 'an empty flush writes nothing');
+    await repo.close();
+  });
+
+  test('trees and manifests round trip; manifests list and remove', async () => {
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, OPTIONS);
+    const content = await repo.saveBlob('data', Buffer.from('file content'));
+    const tree: Tree = {
+      nodes: [{ name: 'a.txt', type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: '1', size: 12, content: [{ id: content.id, length: 12 }] }],
+    };
+    const saved = await repo.saveTree(tree);
+    assert.equal((await repo.saveTree(structuredClone(tree))).added, false, 'equal trees deduplicate');
+    assert.deepEqual(await repo.loadTree(saved.id), tree);
+    await assert.rejects(repo.loadTree(content.id), isCode('damaged', 'tree'));
+    await assert.rejects(repo.saveTree({ nodes: [tree.nodes[0]!, tree.nodes[0]!] }));
+    await assert.rejects(
+      repo.saveManifest({ version: 1, setId: 's0', time: 't', tree: 'f'.repeat(64), meta: null }),
+      isCode('nonretryable', 'not in the repository'),
+    );
+    const name = await repo.saveManifest({ version: 1, setId: 'set-1', time: '2026-11-22T00:00:00Z', tree: saved.id, meta: { note: 'hi' } });
+    assert.ok(backend.names('index').length === 1, 'saveManifest flushed');
+    assert.deepEqual(await repo.listManifests(), [name]);
+    assert.deepEqual(await repo.loadManifest(name), { version: 1, setId: 'set-1', time: '2026-11-22T00:00:00Z', tree: saved.id, meta: { note: 'hi' } });
+    await repo.removeManifest(name);
+    assert.deepEqual(await repo.listManifests(), []);
+    await repo.close();
+  });
+
+  test('a wrong password is wrong-password; a second password opens too', async () => {
+    const backend = new MemoryBackend('memory:pw');
+    const repo = await initRepository(backend, PASSWORD, OPTIONS);
+    const saved = await repo.saveBlob('data', Buffer.from('secret'));
+    await repo.flush();
+    await repo.addPassword('second password');
+    await repo.close();
+    await assert.rejects(openRepository(backend, 'nope'), isCode('wrong-password', 'the password does not open any key of the repository at memory:pw'));
+    for (const password of [PASSWORD, 'second password']) {
+      const again = await openRepository(backend, password, { workers: 0 });
+      assert.deepEqual(await again.loadBlob(saved.id), Buffer.from('secret'));
+      await again.close();
+    }
+    assert.equal(backend.names('keys').length, 2);
+  });
+
+  test('no config, a truncated or a foreign config is not-a-repository; a newer format is unsupported-version', async () => {
+    await assert.rejects(openRepository(new MemoryBackend('memory:empty'), PASSWORD), isCode('not-a-repository', 'no quiesce repository at memory:empty: run quiesce init'));
+    const backend = new MemoryBackend();
+    await (await initRepository(backend, PASSWORD, OPTIONS)).close();
+    const config = backend.get('config', 'config');
+    backend.put('config', 'config', config.subarray(0, config.length - 10));
+    await assert.rejects(openRepository(backend, PASSWORD), isCode('not-a-repository'));
+    backend.put('config', 'config', Buffer.from('{"version":1,"chunker_polynomial":"3da3358b4dc173"}'));
+    await assert.rejects(openRepository(backend, PASSWORD), isCode('not-a-repository'));
+    const newer = Buffer.from(config);
+    newer[4] = 2;
+    backend.put('config', 'config', newer);
+    await assert.rejects(openRepository(backend, PASSWORD), isCode('unsupported-version'));
+    backend.put('config', 'config', config);
+    await (await openRepository(backend, PASSWORD)).close();
+  });
+
+  test('a missing directory is not-a-repository', async () => {
+    await assert.rejects(openRepository(new FsBackend(join(tmpdir(), `quiesce-none-${process.pid}-${Date.now()}`)), PASSWORD), isCode('not-a-repository', 'run quiesce init'));
+  });
+
+  test('a cancelled call stores nothing', async () => {
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, OPTIONS);
+    const before = [...backend.objects.keys()].sort();
+    await assert.rejects(repo.saveBlob('data', Buffer.from('x'), { signal: AbortSignal.abort() }));
+    await repo.flush();
+    assert.deepEqual([...backend.objects.keys()].sort(), before);
+    await repo.close();
+    await assert.rejects(repo.saveBlob('data', Buffer.from('x')), isCode('bad-usage', 'closed'));
+  });
+
+  test('init refuses a location that has a repository', async () => {
+    const backend = new MemoryBackend();
+    await (await initRepository(backend, PASSWORD, OPTIONS)).close();
+    await assert.rejects(initRepository(backend, PASSWORD, OPTIONS), isCode('bad-usage', 'already a repository'));
+  });
+
+  test('a key left by a crashed init with the same password does not confuse open', async () => {
+    const backend = new MemoryBackend();
+    await (await initRepository(backend, PASSWORD, OPTIONS)).close();
+    const stray = new MemoryBackend();
+    await (await initRepository(stray, PASSWORD, OPTIONS)).close();
+    for (const name of stray.names('keys')) backend.put('keys', name, stray.get('keys', name));
+    for (let i = 0; i < 3; i += 1) await (await openRepository(backend, PASSWORD)).close();
+  });
+
+  test('one flipped byte in a pack: loadBlob throws damaged naming blob and pack', async () => {
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, packSize: 1024 * 1024 });
+    const a = await repo.saveBlob('data', pseudoRandom(10_000, 'a'));
+    const b = await repo.saveBlob('data', pseudoRandom(10_000, 'b'));
+    await repo.flush();
+    const [pack] = backend.names('data');
+    const bytes = Buffer.from(backend.get('data', pack!));
+    bytes[15_000]! ^= 0x01; // inside the second blob
+    backend.put('data', pack!, bytes);
+    const fresh = await openRepository(backend, PASSWORD, { workers: 0 });
+    assert.deepEqual(await fresh.loadBlob(a.id), pseudoRandom(10_000, 'a'));
+    await assert.rejects(fresh.loadBlob(b.id), (e: unknown) => isCode('damaged', b.id)(e) && (e as Error).message.includes(pack!));
+    await assert.rejects(fresh.loadBlob('0'.repeat(64)), isCode('damaged', 'not in the repository'));
+    await fresh.close();
+    await repo.close();
+  });
+
+  test('a blob whose content does not match its id is damaged', async () => {
+    // Two repositories share nothing: a pack copied from another one does not open.
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, OPTIONS);
+    const saved = await repo.saveBlob('data', Buffer.from('one'));
+    await repo.flush();
+    const other = new MemoryBackend();
+    const otherRepo = await initRepository(other, PASSWORD, OPTIONS);
+    await otherRepo.saveBlob('data', Buffer.from('one'));
+    await otherRepo.flush();
+    const [pack] = backend.names('data');
+    backend.put('data', pack!, other.get('data', other.names('data')[0]!));
+    const fresh = await openRepository(backend, PASSWORD, { workers: 0 });
+    await assert.rejects(fresh.loadBlob(saved.id), isCode('damaged', saved.id));
+    await Promise.all([fresh.close(), repo.close(), otherRepo.close()]);
+  });
+
+  test('saveBlob waits for room: pending plaintext stays bounded', async () => {
+    const repo = await initRepository(new MemoryBackend(), PASSWORD, { ...OPTIONS, workers: 2, maxPendingBytes: 100_000, packSize: 200_000 });
+    const saves = Array.from({ length: 40 }, (_, i) => repo.saveBlob('data', pseudoRandom(30_000, `m${i}`)));
+    const results = await Promise.all(saves);
+    assert.equal(new Set(results.map((r) => r.id)).size, 40);
+    await repo.flush();
+    await repo.close();
+  });
+
+  test('a fresh process reads what another flushed (FsBackend, worker threads, no close)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'quiesce-repo-'));
+    dirs.push(dir);
+    const backend = await FsBackend.create(join(dir, 'repo'));
+    const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, workers: 2 });
+    const blob = pseudoRandom(100_000, 'fresh');
+    const saved = await repo.saveBlob('data', blob);
+    await repo.flush();
+    await repo.close();
+    // The child writes a blob too, never calls close: its workers must not keep it alive.
+    const script = `
+      import { FsBackend } from ${JSON.stringify(new URL('./backend/fs-backend.ts', import.meta.url).href)};
+      import { openRepository } from ${JSON.stringify(new URL('./repository.ts', import.meta.url).href)};
+      const repo = await openRepository(new FsBackend(${JSON.stringify(join(dir, 'repo'))}), ${JSON.stringify(PASSWORD)}, { workers: 2 });
+      const blob = await repo.loadBlob(${JSON.stringify(saved.id)});
+      const mine = await repo.saveBlob('data', Buffer.from('from the child'));
+      await repo.flush();
+      process.stdout.write(JSON.stringify({ sha: (await import('node:crypto')).createHash('sha256').update(blob).digest('hex'), id: mine.id }));
+    `;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { timeout: 30_000 });
+    const answer = JSON.parse(stdout) as { sha: string; id: string };
+    assert.equal(answer.sha, createHash('sha256').update(blob).digest('hex'));
+    const again = await openRepository(new FsBackend(join(dir, 'repo')), PASSWORD, { workers: 0 });
+    assert.deepEqual(await again.loadBlob(answer.id), Buffer.from('from the child'));
+    await again.close();
+  });
+
+  test('the chunker is keyed by the repository', async () => {
+    const a = await initRepository(new MemoryBackend(), PASSWORD, OPTIONS);
+    const b = await initRepository(new MemoryBackend(), PASSWORD, OPTIONS);
+    const data = pseudoRandom(300_000);
+    const sizes = (repo: typeof a) => {
+      const chunker = repo.createChunker();
+      return [...chunker.update(data), ...chunker.finish()].map((c) => c.length);
+    };
+    assert.deepEqual(sizes(a), sizes(a));
+    assert.notDeepEqual(sizes(a), sizes(b));
+    assert.ok(sizes(a).every((s) => s <= 32768));
+    await Promise.all([a.close(), b.close()]);
+  });
+});

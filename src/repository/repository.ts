@@ -1,0 +1,326 @@
+import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import type { CallOptions } from '../model/index.ts';
+import { QuiesceError } from '../model/failure.ts';
+import type { Backend } from './backend/backend.ts';
+import { BlobIndex } from './blob-index.ts';
+import { readBlob, verifyBlob } from './blob-reader.ts';
+import { BlobSaver } from './blob-saver.ts';
+import { checkRepository } from './check.ts';
+import { DEFAULT_CHUNKER_PARAMS, FastCdcChunker, validateChunkerParams, type ChunkerParams } from './chunker/fastcdc.ts';
+import { gearTable } from './chunker/gear-table.ts';
+import { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
+import { checkConfigPrefix, decodeConfig, encodeConfig, sealedConfig, type RepositoryConfig } from './config-file.ts';
+import { addKey, blobIdOf, DEFAULT_KDF, deriveKeys, newMasterSecret, openMasterSecret, sha256Hex, type KdfParams, type RepositoryKeys } from './crypto/keys.ts';
+import { openSealed, seal, tryOpenSealed } from './crypto/seal.ts';
+import { loadAllIndexes } from './index-file.ts';
+import { Locker, type LockOptions } from './locks.ts';
+import { pruneRepository } from './prune.ts';
+import type { RepositoryInternals } from './repository-internals.ts';
+import { isNotFound, storageError } from './storage-error.ts';
+import type { Tree } from './tree.ts';
+import { parseTree, serializeTree } from './tree-blob.ts';
+import {
+  ManifestEnvelopeSchema,
+  type BlobType,
+  type CheckReport,
+  type Chunker,
+  type ManifestEnvelope,
+  type PruneReport,
+  type Repository,
+  type RepositoryLock,
+  type SaveBlobResult,
+} from './types.ts';
+
+export interface OpenRepositoryOptions extends CallOptions {
+  /** Target pack size in bytes (default 16 MiB). */
+  packSize?: number;
+  /** Worker threads compressing and sealing blobs (default: one per spare core, at most 2; 0 works on the calling thread). */
+  workers?: number;
+  /** Plaintext bytes being compressed and sealed at once before `saveBlob` waits (default 16 MiB). */
+  maxPendingBytes?: number;
+  /** scrypt cost for passwords added with `addPassword` (default N=2^15, r=8, p=1). */
+  kdf?: KdfParams;
+  /** Lock refresh and staleness (default 5 and 30 minutes). */
+  lock?: LockOptions;
+}
+
+export interface InitRepositoryOptions extends OpenRepositoryOptions {
+  /** Chunk sizes, fixed for the repository's life (default 256 KiB / 1 MiB / 4 MiB). */
+  chunker?: ChunkerParams;
+  /** zstd level for every blob (default 3). */
+  compressionLevel?: number;
+}
+
+export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+/**
+ * The calling thread chunks and hashes (about as much work as zstd and AES together), so one
+ * worker per spare core, at most 2: on 2 cores one worker is as fast as two and holds less memory.
+ */
+export const DEFAULT_WORKERS = Math.min(2, Math.max(1, availableParallelism() - 1));
+const CONFIG_NAME = 'config';
+
+/**
+ * Creates a repository on an empty backend and opens it: writes the first key (the master
+ * secret sealed under `password`), then the config (last: a location with a config is a
+ * repository). Refuses a backend that already has one.
+ *
+ * @example
+ * const repo = await initRepository(new FsBackend('/var/backups/q'), password);
+ */
+export async function initRepository(backend: Backend, password: string, options: InitRepositoryOptions = {}): Promise<Repository> {
+  if (await backend.exists(options)) {
+    throw new QuiesceError('bad-usage', `there is already a repository at ${backend.location}: open it instead of running init`);
+  }
+  const chunker = options.chunker ?? DEFAULT_CHUNKER_PARAMS;
+  validateChunkerParams(chunker);
+  const master = newMasterSecret();
+  const keys = deriveKeys(master);
+  const config: RepositoryConfig = {
+    version: 1,
+    id: randomBytes(32).toString('hex'),
+    chunker: { minSize: chunker.minSize, avgSize: chunker.avgSize, maxSize: chunker.maxSize },
+    compression: { algorithm: 'zstd', level: options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL },
+  };
+  try {
+    await addKey(backend, master, password, options.kdf ?? DEFAULT_KDF, options);
+    await backend.save('config', CONFIG_NAME, encodeConfig(keys.encryption, config), options);
+  } catch (error) {
+    throw storageError(error, backend.location);
+  }
+  return QuiesceRepository.start(backend, master, config, options);
+}
+
+/**
+ * Opens an existing repository with one of its passwords and loads its index.
+ * Errors: `not-a-repository` (no or a foreign config), `unsupported-version`, `wrong-password`.
+ *
+ * @example
+ * const repo = await openRepository(backend, password);
+ * try { … } finally { await repo.close(); }
+ */
+export async function openRepository(backend: Backend, password: string, options: OpenRepositoryOptions = {}): Promise<Repository> {
+  const none = (cause?: unknown): QuiesceError =>
+    new QuiesceError('not-a-repository', `no quiesce repository at ${backend.location}: run quiesce init`, cause === undefined ? {} : { cause });
+  if (!(await backend.exists(options))) throw none();
+  let configBytes: Buffer;
+  try {
+    configBytes = await backend.load('config', CONFIG_NAME, options);
+  } catch (error) {
+    if (isNotFound(error)) throw none(error);
+    throw error;
+  }
+  checkConfigPrefix(configBytes, backend.location);
+  const sealed = sealedConfig(configBytes);
+  const { master } = await openMasterSecret(backend, password, (candidate) => tryOpenSealed(deriveKeys(candidate).encryption, sealed) !== null, options);
+  const config = decodeConfig(deriveKeys(master).encryption, configBytes, backend.location);
+  return QuiesceRepository.start(backend, master, config, options);
+}
+
+class QuiesceRepository implements Repository, RepositoryInternals {
+  readonly id: string;
+  readonly keys: RepositoryKeys;
+  readonly packSize: number;
+  private readonly index = new BlobIndex();
+  private readonly saver: BlobSaver;
+  private readonly locker: Locker;
+  private readonly gear: Uint32Array;
+  private closed = false;
+
+  private constructor(
+    readonly backend: Backend,
+    private readonly master: Buffer,
+    private readonly config: RepositoryConfig,
+    private readonly options: OpenRepositoryOptions,
+  ) {
+    this.id = config.id;
+    this.keys = deriveKeys(master);
+    this.packSize = options.packSize ?? DEFAULT_PACK_SIZE;
+    this.gear = gearTable(this.keys.chunkerSeed);
+    this.saver = new BlobSaver(backend, this.keys, this.index, {
+      packSize: this.packSize,
+      compressionLevel: config.compression.level,
+      workers: options.workers ?? DEFAULT_WORKERS,
+      maxPendingBytes: options.maxPendingBytes ?? 16 * 1024 * 1024,
+      maxUploads: 2,
+      indexEveryPacks: 64,
+    });
+    this.locker = new Locker(backend, this.keys.encryption, options.lock);
+  }
+
+  static async start(backend: Backend, master: Buffer, config: RepositoryConfig, options: OpenRepositoryOptions): Promise<QuiesceRepository> {
+    const repo = new QuiesceRepository(backend, master, config, options);
+    try {
+      await repo.reloadIndex(options);
+    } catch (error) {
+      await repo.close();
+      throw error;
+    }
+    return repo;
+  }
+
+  get repo(): Repository {
+    return this;
+  }
+
+  createChunker(): Chunker {
+    return new FastCdcChunker(this.gear, this.config.chunker);
+  }
+
+  blobId(plaintext: Uint8Array): string {
+    return blobIdOf(this.keys, plaintext);
+  }
+
+  hasBlob(id: string): boolean {
+    return this.index.has(id) || this.saver.has(id);
+  }
+
+  async saveBlob(type: BlobType, plaintext: Uint8Array, options: CallOptions = {}): Promise<SaveBlobResult> {
+    this.assertOpen();
+    options.signal?.throwIfAborted();
+    const id = this.blobId(plaintext);
+    if (this.hasBlob(id)) return { id, added: false, storedBytes: 0 };
+    const storedBytes = await this.saver.save(id, type, plaintext, options);
+    return { id, added: true, storedBytes };
+  }
+
+  async loadBlob(id: string, options: CallOptions = {}): Promise<Buffer> {
+    this.assertOpen();
+    options.signal?.throwIfAborted();
+    await this.saver.settled(id);
+    const unstored = this.saver.unstoredBlob(id);
+    if (unstored !== undefined) return verifyBlob(this.keys, id, unstored, '(not stored yet)');
+    const location = this.index.get(id);
+    if (location === undefined) {
+      throw new QuiesceError('damaged', `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`);
+    }
+    return readBlob(this.backend, this.keys, id, location, options);
+  }
+
+  async saveTree(tree: Tree, options: CallOptions = {}): Promise<SaveBlobResult> {
+    return this.saveBlob('tree', serializeTree(tree), options);
+  }
+
+  async loadTree(id: string, options: CallOptions = {}): Promise<Tree> {
+    const bytes = await this.loadBlob(id, options);
+    return parseTree(id, bytes);
+  }
+
+  async flush(options: CallOptions = {}): Promise<void> {
+    this.assertOpen();
+    await this.saver.flush(options);
+  }
+
+  async saveManifest(manifest: ManifestEnvelope, options: CallOptions = {}): Promise<string> {
+    this.assertOpen();
+    const envelope = ManifestEnvelopeSchema.parse(manifest);
+    if (!this.hasBlob(envelope.tree)) {
+      throw new QuiesceError('nonretryable', `the manifest of set ${envelope.setId} names tree ${envelope.tree}, which is not in the repository: save the tree first`);
+    }
+    await this.flush(options);
+    const bytes = seal(this.keys.encryption, Buffer.from(JSON.stringify(envelope), 'utf8'));
+    const name = sha256Hex(bytes);
+    try {
+      await this.backend.save('manifests', name, bytes, options);
+    } catch (error) {
+      throw storageError(error, this.backend.location);
+    }
+    return name;
+  }
+
+  async loadManifest(id: string, options: CallOptions = {}): Promise<ManifestEnvelope> {
+    let bytes: Buffer;
+    try {
+      bytes = await this.backend.load('manifests', id, options);
+    } catch (error) {
+      if (isNotFound(error)) throw new QuiesceError('bad-usage', `there is no manifest ${id} in the repository at ${this.backend.location}`, { cause: error });
+      throw error;
+    }
+    const what = `manifest ${id}`;
+    if (sha256Hex(bytes) !== id) throw new QuiesceError('damaged', `${what} is damaged: its content does not match its name`);
+    const plain = openSealed(this.keys.encryption, bytes, what);
+    let parsed;
+    try {
+      parsed = ManifestEnvelopeSchema.safeParse(JSON.parse(plain.toString('utf8')));
+    } catch (error) {
+      throw new QuiesceError('damaged', `${what} is damaged: it is not JSON`, { cause: error });
+    }
+    if (!parsed.success) throw new QuiesceError('damaged', `${what} is not a valid manifest: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+    return parsed.data;
+  }
+
+  async listManifests(options: CallOptions = {}): Promise<string[]> {
+    const names: string[] = [];
+    for await (const info of this.backend.list('manifests', options)) names.push(info.name);
+    return names.sort();
+  }
+
+  async removeManifest(id: string, options: CallOptions = {}): Promise<void> {
+    await this.backend.remove('manifests', id, options);
+  }
+
+  /** Takes the lock, then re-reads the index, so dedup decisions are made under the lock. */
+  async lock(kind: 'shared' | 'exclusive', options: CallOptions = {}): Promise<RepositoryLock> {
+    this.assertOpen();
+    const held = await this.locker.lock(kind, options);
+    try {
+      await this.reloadIndex(options);
+    } catch (error) {
+      await held.release();
+      throw error;
+    }
+    return held;
+  }
+
+  async check(options: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void } = {}): Promise<CheckReport> {
+    this.assertOpen();
+    return checkRepository(this, options);
+  }
+
+  async prune(options: CallOptions & { graceMs?: number; dryRun?: boolean } = {}): Promise<PruneReport> {
+    this.assertOpen();
+    return pruneRepository(this, options);
+  }
+
+  async addPassword(password: string, options: CallOptions = {}): Promise<void> {
+    this.assertOpen();
+    try {
+      await addKey(this.backend, this.master, password, this.options.kdf ?? DEFAULT_KDF, options);
+    } catch (error) {
+      throw storageError(error, this.backend.location);
+    }
+  }
+
+  /** Stops the worker threads. Unflushed blobs are dropped (flush first); the backend stays open. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.saver.close();
+  }
+
+  async verifyConfig(options: CallOptions = {}): Promise<void> {
+    decodeConfig(this.keys.encryption, await this.backend.load('config', CONFIG_NAME, options), this.backend.location);
+  }
+
+  async reloadIndex(options: CallOptions = {}): Promise<void> {
+    const { files } = await loadAllIndexes(this.backend, this.keys.encryption, options);
+    this.index.clear();
+    for (const { file } of files) for (const pack of file.packs) this.index.addPack(pack);
+    for (const pack of this.saver.sessionPacks) this.index.addPack(pack);
+  }
+
+  async reloadAfterPrune(options: CallOptions = {}): Promise<void> {
+    this.saver.forgetSessionPacks();
+    try {
+      await this.reloadIndex(options);
+    } catch (error) {
+      // Never keep entries a prune may have deleted: with an empty index the session re-stores.
+      this.index.clear();
+      throw error;
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new QuiesceError('bad-usage', 'the repository is closed');
+  }
+}

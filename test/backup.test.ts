@@ -1,0 +1,244 @@
+// Backups that last: round trip of generated trees, deduplication, partial reads of a changed
+// SQLite database, the chain guard, and restore safety. Real files, a real repository on disk.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { restore, runBackup, type BackupOptions } from '../src/backup/index.ts';
+import { Catalog } from '../src/catalog/index.ts';
+import type { SetWriter } from '../src/coordinator/index.ts';
+import { createProviders } from '../src/providers/index.ts';
+import { FsBackend } from '../src/repository/backend/index.ts';
+import { initRepository, openRepository } from '../src/repository/index.ts';
+import type { Repository } from '../src/repository/types.ts';
+import { createWriterRuntime } from '../src/writers/sdk/index.ts';
+import { createSqliteWriter } from '../src/writers/sqlite/index.ts';
+import { describeTree, diffTrees, generateTree } from './helpers/tree-gen.ts';
+import { TEST_REPOSITORY_OPTIONS } from './helpers/repository.ts';
+
+const PASSWORD = 'correct horse battery staple';
+const copy = createProviders().find((p) => p.name === 'copy')!;
+let dir: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'quiesce-backup-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function newRepository(name: string): Promise<Repository> {
+  return initRepository(await FsBackend.create(join(dir, 'repos', name)), PASSWORD, TEST_REPOSITORY_OPTIONS);
+}
+
+function backupOptions(repository: Repository, name: string, extra: Partial<BackupOptions>): BackupOptions {
+  return {
+    repository,
+    catalogCache: join(dir, `${name}-catalog.sqlite`),
+    backupType: 'full',
+    writers: [],
+    paths: [],
+    stateDir: join(dir, `${name}-state`),
+    stagingDir: join(dir, `${name}-staging`),
+    resolveProvider: async () => ({ provider: copy, level: 'crash' }),
+    ...extra,
+  };
+}
+
+async function sha256(path: string): Promise<string> {
+  return createHash('sha256').update(await readFile(path)).digest('hex');
+}
+
+describe('backup and restore', () => {
+  test('round trip: a generated tree restores bit-exact with its metadata', async () => {
+    const source = join(dir, 'source');
+    const generated = await generateTree(source, { largeMiB: 12 });
+    const repository = await newRepository('roundtrip');
+    try {
+      const { report, manifestId } = await runBackup(backupOptions(repository, 'roundtrip', { paths: [source] }));
+      assert.equal(report.status, 'succeeded', JSON.stringify(report.error));
+      assert.ok(manifestId);
+      assert.ok(report.stats.files >= generated.files, `${report.stats.files} files stored`);
+      const catalog = await Catalog.load(repository, null);
+      const entry = catalog.find(report.id)!;
+      const target = join(dir, 'restored');
+      const result = await restore({ repository, tree: entry.tree, target });
+      assert.deepEqual(result.failed, []);
+      const problems = diffTrees(await describeTree(source), await describeTree(join(target, source)));
+      assert.deepEqual(problems, []);
+      // The sparse file comes back sparse.
+      const sparse = await stat(join(target, source, 'sparse.img'));
+      assert.equal(sparse.size, 64 << 20);
+      assert.ok(sparse.blocks * 512 <= 1 << 20, `sparse.img takes ${sparse.blocks * 512} bytes on disk`);
+    } finally {
+      await repository.close();
+    }
+  });
+
+  test('dedup: an unchanged re-backup adds under 1%; changing 1% adds about 1% plus chunk overhead', async () => {
+    const source = join(dir, 'dedup');
+    await mkdir(source, { recursive: true });
+    const size = 64 << 20;
+    await writeFile(join(source, 'image.bin'), randomBytes(size));
+    const repository = await newRepository('dedup');
+    try {
+      const first = await runBackup(backupOptions(repository, 'dedup', { paths: [source] }));
+      assert.ok(first.report.stats.bytesAdded > size * 0.9, `first backup added ${first.report.stats.bytesAdded}`);
+      const again = await runBackup(backupOptions(repository, 'dedup', { paths: [source] }));
+      assert.ok(again.report.stats.bytesAdded < size * 0.01, `unchanged re-backup added ${again.report.stats.bytesAdded} bytes`);
+      // Change 1%, in one place, in the middle of the file.
+      const handle = await open(join(source, 'image.bin'), 'r+');
+      const change = randomBytes(size / 100);
+      await handle.write(change, 0, change.length, size / 2);
+      await handle.close();
+      const changed = await runBackup(backupOptions(repository, 'dedup', { paths: [source] }));
+      const added = changed.report.stats.bytesAdded;
+      const overhead = 2 * (4 << 20); // at most the two cut chunks around the change, at the chunker's maximum size
+      assert.ok(added >= size / 100, `a 1% change added ${added} bytes`);
+      assert.ok(added < size / 100 + overhead, `a 1% change added ${added} bytes (1% is ${size / 100})`);
+    } finally {
+      await repository.close();
+    }
+  });
+
+  test('an incremental of a changed SQLite database reads only what changed and restores bit-exact', async () => {
+    const dbPath = join(dir, 'big', 'app.db');
+    await mkdir(join(dir, 'big'), { recursive: true });
+    const db = new Database(dbPath);
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
+    const insert = db.prepare('INSERT INTO blobs (id, data) VALUES (?, randomblob(?))');
+    const rows = Number(process.env.QUIESCE_TEST_DB_MIB ?? 256);
+    db.transaction(() => {
+      for (let i = 0; i < rows; i++) insert.run(i, 1 << 20);
+    })();
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    const endpoint = createWriterRuntime(createSqliteWriter({ name: 'app', path: dbPath, stateDir: join(dir, 'big-writer') }));
+    const writers: SetWriter[] = [{ name: 'app', endpoint, policy: 'require' }];
+    const repository = await newRepository('big');
+    try {
+      const full = await runBackup(backupOptions(repository, 'big', { writers, backupType: 'full' }));
+      assert.equal(full.report.status, 'succeeded', JSON.stringify(full.report.error));
+      const fileSize = (await stat(dbPath)).size;
+      // Change 100 pages: 100 small updates spread over the database.
+      const update = db.prepare('UPDATE blobs SET data = randomblob(100) || substr(data, 101) WHERE id = ?');
+      db.transaction(() => {
+        for (let i = 0; i < 100; i++) update.run(Math.floor((i * rows) / 100));
+      })();
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      const incremental = await runBackup(backupOptions(repository, 'big', { writers, backupType: 'incremental' }));
+      assert.equal(incremental.report.status, 'succeeded', JSON.stringify(incremental.report.error));
+      const component = incremental.report.components[0]!;
+      assert.equal(component.actualType, 'incremental');
+      const read = incremental.report.stats.bytesRead;
+      assert.ok(read < fileSize / 2, `the incremental read ${read} bytes of a ${fileSize}-byte database`);
+      const expected = await sha256(dbPath);
+      const catalog = await Catalog.load(repository, null);
+      const entry = catalog.find(incremental.report.id)!;
+      assert.equal(entry.meta.components[0]!.basedOn, full.report.id);
+      const target = join(dir, 'big-restored');
+      await restore({ repository, tree: entry.tree, target });
+      assert.equal(await sha256(join(target, dbPath)), expected, 'the restored database is bit-exact');
+      const restored = new Database(join(target, dbPath), { readonly: true });
+      assert.equal(restored.pragma('integrity_check', { simple: true }), 'ok');
+      restored.close();
+    } finally {
+      db.close();
+      await endpoint.close();
+      await repository.close();
+    }
+  });
+
+  test('chain guard: a full by another requester promotes the differential to full; a copy changes nothing', async () => {
+    const dbPath = join(dir, 'chain', 'shop.db');
+    await mkdir(join(dir, 'chain'), { recursive: true });
+    const db = new Database(dbPath);
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE t (x)');
+    db.prepare('INSERT INTO t VALUES (?)').run('one');
+    const writerState = join(dir, 'chain-writer');
+    const endpoint = createWriterRuntime(createSqliteWriter({ name: 'shop', path: dbPath, stateDir: writerState }));
+    const writers: SetWriter[] = [{ name: 'shop', endpoint, policy: 'require' }];
+    const ours = await newRepository('chain-ours');
+    const theirs = await newRepository('chain-theirs');
+    try {
+      const full = await runBackup(backupOptions(ours, 'chain-ours', { writers, backupType: 'full' }));
+      assert.equal(full.report.components[0]!.actualType, 'full');
+      // Another requester's copy: the chain stays as it was.
+      await runBackup(backupOptions(theirs, 'chain-theirs', { writers, backupType: 'copy' }));
+      db.prepare('INSERT INTO t VALUES (?)').run('two');
+      const diff = await runBackup(backupOptions(ours, 'chain-ours', { writers, backupType: 'differential' }));
+      assert.equal(diff.report.components[0]!.actualType, 'differential');
+      assert.equal(diff.report.components[0]!.typeReason, null);
+      // Another requester's full moves the writer's differential base.
+      await runBackup(backupOptions(theirs, 'chain-theirs', { writers, backupType: 'full' }));
+      db.prepare('INSERT INTO t VALUES (?)').run('three');
+      const promoted = await runBackup(backupOptions(ours, 'chain-ours', { writers, backupType: 'differential' }));
+      const component = promoted.report.components[0]!;
+      assert.equal(component.requestedType, 'differential');
+      assert.equal(component.actualType, 'full');
+      assert.equal(component.typeReason, 'chain-guard');
+      assert.equal(promoted.report.status, 'succeeded');
+    } finally {
+      db.close();
+      await endpoint.close();
+      await ours.close();
+      await theirs.close();
+    }
+  });
+
+  test('restore of one path, and a hostile tree never writes outside the target', async () => {
+    const source = join(dir, 'small');
+    await mkdir(join(source, 'a'), { recursive: true });
+    await writeFile(join(source, 'a', 'one.txt'), 'one');
+    await writeFile(join(source, 'two.txt'), 'two');
+    const repository = await newRepository('hostile');
+    try {
+      const { report } = await runBackup(backupOptions(repository, 'hostile', { paths: [source] }));
+      const entry = (await Catalog.load(repository, null)).find(report.id)!;
+      const partial = join(dir, 'partial');
+      await restore({ repository, tree: entry.tree, target: partial, include: [join(source, 'a')] });
+      assert.equal(await readFile(join(partial, source, 'a', 'one.txt'), 'utf8'), 'one');
+      assert.equal(existsSync(join(partial, source, 'two.txt')), false);
+
+      // A hostile tree, stored as a raw blob past the schema: restore refuses it and writes nothing outside.
+      const hostile = [
+        { name: '../../escaped', type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: '0', size: 0, content: [] },
+        { name: '..', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeNs: '0', subtree: entry.tree },
+      ];
+      for (const node of hostile) {
+        const saved = await repository.saveBlob('tree', Buffer.from(JSON.stringify({ nodes: [node] })));
+        await repository.flush();
+        const jail = join(dir, 'jail', node.name.length.toString());
+        await assert.rejects(restore({ repository, tree: saved.id, target: jail }));
+        assert.equal(existsSync(join(jail, '..', '..', 'escaped')), false);
+        assert.equal(existsSync(join(dir, 'escaped')), false);
+      }
+      // A pre-existing symlink in the target is replaced, never followed.
+      const trap = join(dir, 'trap');
+      const outside = join(dir, 'outside');
+      await mkdir(outside, { recursive: true });
+      await mkdir(join(trap, source), { recursive: true });
+      await symlink(outside, join(trap, source, 'a'));
+      await restore({ repository, tree: entry.tree, target: trap });
+      assert.equal(existsSync(join(outside, 'one.txt')), false, 'nothing was written through the symlink');
+      assert.equal(await readFile(join(trap, source, 'a', 'one.txt'), 'utf8'), 'one');
+    } finally {
+      await repository.close();
+    }
+  });
+
+  test('a repository reopened by another process sees every set', async () => {
+    const repository = await openRepository(new FsBackend(join(dir, 'repos', 'roundtrip')), PASSWORD);
+    try {
+      const catalog = await Catalog.load(repository, null);
+      assert.equal(catalog.all().length, 1);
+    } finally {
+      await repository.close();
+    }
+  });
+});
