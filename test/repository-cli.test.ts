@@ -199,3 +199,38 @@ describe('repository from the command line', () => {
     }
   });
 });
+
+describe('forget and prune', () => {
+  test('forget keeps what the rules keep; prune frees data only after the grace period', async () => {
+    const data = join(dir, 'forget-data');
+    await mkdir(data, { recursive: true });
+    const repo = join(dir, 'forget-repo');
+    const config = await writeConfig('forget', [data], repo);
+    assert.equal(quiesce({}, 'init', '--config', config).code, 0);
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      await writeFile(join(data, 'payload.bin'), randomBytes(4 << 20));
+      const r = quiesce({}, 'backup', '--config', config, '--json');
+      assert.equal(r.code, 0, r.stderr);
+      ids.push((JSON.parse(r.stdout) as { id: string }).id);
+    }
+    const sizeBefore = (await packFiles(repo)).length;
+    assert.equal(quiesce({}, 'forget', '--config', config).code, 2, 'forget without a keep rule is refused');
+    const dry = JSON.parse(quiesce({}, 'forget', '--config', config, '--keep-last', '1', '--dry-run', '--json').stdout) as { remove: string[] };
+    assert.deepEqual(dry.remove.sort(), ids.slice(0, 2).sort());
+    assert.equal((JSON.parse(quiesce({}, 'backups', '--config', config, '--json').stdout) as { sets: unknown[] }).sets.length, 3, 'a dry run changes nothing');
+    // Forget two sets and prune with the default grace period: their data stays for now.
+    const forgot = quiesce({}, 'forget', '--config', config, '--keep-last', '1', '--prune', '--json');
+    assert.equal(forgot.code, 0, forgot.stderr);
+    assert.equal((JSON.parse(quiesce({}, 'backups', '--config', config, '--json').stdout) as { sets: { id: string }[] }).sets.map((s) => s.id).join(), ids[2]);
+    assert.equal((await packFiles(repo)).length, sizeBefore, 'young unreferenced data is kept for the grace period');
+    // With no grace period the forgotten sets' data goes; the kept set still restores and checks.
+    const pruned = quiesce({}, 'forget', '--config', config, '--keep-last', '1', '--prune', '--grace', '0', '--json');
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.ok((await packFiles(repo)).length < sizeBefore, 'unreferenced packs were removed');
+    assert.equal(quiesce({}, 'check', '--config', config, '--read-data').code, 0);
+    const target = join(dir, 'forget-restore');
+    assert.equal(quiesce({}, 'restore', 'latest', '--config', config, '--target', target).code, 0);
+    assert.equal((await stat(join(target, data, 'payload.bin'))).size, 4 << 20);
+  });
+});

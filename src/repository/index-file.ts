@@ -17,6 +17,12 @@ export const IndexedPackSchema = z.object({
   /** The pack's size in bytes (check compares it with the stored object). */
   size: z.number().int().positive(),
   blobs: z.array(PackedBlobSchema),
+  /**
+   * When a prune first found every blob of this pack unused (ISO time). The pack is deleted by a
+   * later prune once that is older than the grace period; a backup that reuses one of its blobs
+   * before then brings it back to life (the next prune clears the mark).
+   */
+  unusedSince: z.string().optional(),
 });
 export type IndexedPack = z.infer<typeof IndexedPackSchema>;
 

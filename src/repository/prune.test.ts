@@ -28,7 +28,7 @@ describe('prune', () => {
     const nothing = await repo.prune();
     assert.deepEqual(nothing, { packsRemoved: 0, packsRepacked: 0, bytesFreed: 0, packsKeptForGrace: 0 });
     await repo.removeManifest(sets.manifests[0]);
-    const report = await repo.prune();
+    const report = await repo.prune({ graceMs: 0 });
     assert.ok(report.packsRemoved + report.packsRepacked > 0, JSON.stringify(report));
     assert.ok(report.bytesFreed >= 90_000, JSON.stringify(report));
     assert.ok(storedBytes(backend) <= before - 90_000, `${storedBytes(backend)} of ${before}`);
@@ -111,11 +111,30 @@ describe('prune', () => {
     const { backend, repo, sets } = await setup();
     await repo.removeManifest(sets.manifests[0]);
     await repo.removeManifest(sets.manifests[1]);
-    await repo.prune();
+    await repo.prune({ graceMs: 0 });
     assert.equal(backend.names('data').length, 0);
     // The same content again must be stored again, not "deduplicated" against deleted packs.
     const again = await storeTwoSets(repo);
     assert.deepEqual(again.blobsOf, sets.blobsOf);
+    const check = await repo.check({ readData: true });
+    assert.deepEqual(check.problems, []);
+    await repo.close();
+  });
+
+  test('data a forget just released is marked, kept for the grace period, and revived if reused', async () => {
+    const { backend, repo, sets } = await setup();
+    const packsBefore = backend.names('data').length;
+    await repo.removeManifest(sets.manifests[0]);
+    await repo.removeManifest(sets.manifests[1]);
+    const marked = await repo.prune();
+    assert.ok(marked.packsKeptForGrace > 0, JSON.stringify(marked));
+    assert.equal(marked.packsRemoved, 0);
+    assert.equal(backend.names('data').length, packsBefore, 'nothing is deleted within the grace period');
+    await assertReadable(repo, [...sets.blobsOf.a, ...sets.blobsOf.b]);
+    // The same content stored again reuses the marked packs: they come back to life.
+    await storeTwoSets(repo);
+    const revived = await repo.prune({ graceMs: 0 });
+    assert.equal(revived.packsRemoved, 0, JSON.stringify(revived));
     const check = await repo.check({ readData: true });
     assert.deepEqual(check.problems, []);
     await repo.close();

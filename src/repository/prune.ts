@@ -30,7 +30,10 @@ function damaged(message: string, cause?: unknown): QuiesceError {
  * Removes what no manifest needs, under an exclusive lock.
  *
  * Marks every blob reachable from the manifests (any unreadable manifest, tree or index stops
- * prune before it changes anything). Then: packs with no used blob go; packs with more than 20%
+ * prune before it changes anything). Then: packs with no used blob are marked unused in the index
+ * and go once the mark is older than `graceMs` (so data forgotten a moment ago survives a prune
+ * run right after, and an operator who forgot the wrong set has the grace period to notice);
+ * packs with more than 20%
  * unused bytes are rewritten with only their used blobs; packs that no index names (left by a
  * crashed backup) go once their header's creation time is older than `graceMs` (a pack whose
  * header cannot be read can never be indexed and goes at once).
@@ -97,11 +100,26 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
     const keep: IndexedPack[] = [];
     const remove: IndexedPack[] = [];
     const repack: { pack: IndexedPack; blobs: PackedBlob[] }[] = [];
+    const now = Date.now();
+    let packsKeptForGrace = 0;
+    /** Packs whose every blob became unused: marked now, deleted once the mark is older than the grace period. */
+    const marked: IndexedPack[] = [];
     for (const pack of packs.values()) {
       if (!stored.has(pack.id)) continue; // named but gone, and nothing used lives there (checked above): drop it from the index
       const live = pack.blobs.filter((b) => used.has(b.id) && index.get(b.id)?.pack === pack.id);
       if (live.length === 0) {
-        remove.push(pack);
+        const since = pack.unusedSince === undefined ? now : Date.parse(pack.unusedSince);
+        if (now - since >= graceMs) remove.push(pack);
+        else {
+          marked.push({ ...pack, unusedSince: pack.unusedSince ?? new Date(now).toISOString() });
+          packsKeptForGrace += 1;
+        }
+        continue;
+      }
+      if (pack.unusedSince !== undefined) {
+        // Used again since a prune marked it: no longer a candidate.
+        const { unusedSince: _cleared, ...revived } = pack;
+        keep.push(revived);
         continue;
       }
       const total = pack.blobs.reduce((sum, b) => sum + b.length, 0);
@@ -110,8 +128,6 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
       else keep.push(pack);
     }
     const leftovers: string[] = [];
-    let packsKeptForGrace = 0;
-    const now = Date.now();
     for (const [name, size] of stored) {
       if (packs.has(name)) continue;
       let created: number;
@@ -138,7 +154,9 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
       report.bytesFreed = freed - repack.reduce((sum, r) => sum + r.blobs.reduce((s, b) => s + b.length, 0), 0);
       return report;
     }
-    if (remove.length === 0 && repack.length === 0 && leftovers.length === 0) return report;
+    const newlyMarked = marked.filter((p) => packs.get(p.id)?.unusedSince === undefined).length;
+    const revived = keep.filter((p) => packs.get(p.id)?.unusedSince !== undefined).length;
+    if (remove.length === 0 && repack.length === 0 && leftovers.length === 0 && newlyMarked === 0 && revived === 0) return report;
 
     // 1. New packs with the live blobs of the packs being rewritten.
     const written: IndexedPack[] = [];
@@ -174,7 +192,7 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
     report.bytesFreed = freed - written.reduce((sum, p) => sum + p.size, 0);
 
     // 2. The new index: every kept pack and every new one.
-    const all = [...keep, ...written];
+    const all = [...keep, ...marked, ...written];
     for (let at = 0; at < all.length; at += PACKS_PER_INDEX) {
       const { name, bytes } = encodeIndex(keys.encryption, all.slice(at, at + PACKS_PER_INDEX));
       try {
