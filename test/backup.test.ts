@@ -45,6 +45,9 @@ function backupOptions(repository: Repository, name: string, extra: Partial<Back
     stateDir: join(dir, `${name}-state`),
     stagingDir: join(dir, `${name}-staging`),
     resolveProvider: async () => ({ provider: copy, level: 'crash' }),
+    // The copy provider copies inside the freeze: a 1 GiB database needs more than the default 10 s on a slow disk.
+    commitTimeoutMs: 120_000,
+    freezeTimeoutMs: 180_000,
     ...extra,
   };
 }
@@ -105,14 +108,14 @@ describe('backup and restore', () => {
     }
   });
 
-  test('an incremental of a changed SQLite database reads only what changed and restores bit-exact', async () => {
+  test('an incremental of a 1 GiB SQLite database with 100 pages changed reads only what changed and restores bit-exact', async () => {
     const dbPath = join(dir, 'big', 'app.db');
     await mkdir(join(dir, 'big'), { recursive: true });
     const db = new Database(dbPath);
     db.pragma('journal_mode = WAL');
     db.exec('CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)');
     const insert = db.prepare('INSERT INTO blobs (id, data) VALUES (?, randomblob(?))');
-    const rows = Number(process.env.QUIESCE_TEST_DB_MIB ?? 256);
+    const rows = Number(process.env.QUIESCE_TEST_DB_MIB ?? 1024);
     db.transaction(() => {
       for (let i = 0; i < rows; i++) insert.run(i, 1 << 20);
     })();

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { startS3Server } from './helpers/s3-server.ts';
 
 const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 const PASSWORD = 'a long and secret password';
@@ -232,5 +233,36 @@ describe('forget and prune', () => {
     const target = join(dir, 'forget-restore');
     assert.equal(quiesce({}, 'restore', 'latest', '--config', config, '--target', target).code, 0);
     assert.equal((await stat(join(target, data, 'payload.bin'))).size, 4 << 20);
+  });
+});
+
+describe('object storage', () => {
+  test('init, backup, restore and check against a real S3 server', async () => {
+    const server = await startS3Server('quiesce-e2e');
+    try {
+      const env = {
+        AWS_ENDPOINT_URL: server.endpoint,
+        AWS_ACCESS_KEY_ID: server.credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: server.credentials.secretAccessKey,
+        AWS_REGION: 'us-east-1',
+      };
+      const data = join(dir, 's3-data');
+      await mkdir(join(data, 'sub'), { recursive: true });
+      await writeFile(join(data, 'big.bin'), randomBytes(6 << 20));
+      await writeFile(join(data, 'sub', 'small.txt'), 'small\n');
+      const config = await writeConfig('s3', [data], `s3://${server.bucket}/backups`);
+      assert.equal(quiesce(env, 'init', '--config', config).code, 0);
+      const backup = quiesce(env, 'backup', '--config', config);
+      assert.equal(backup.code, 0, backup.stderr);
+      const again = quiesce(env, 'backup', '--config', config, '--type', 'incremental', '--json');
+      assert.equal(again.code, 0, again.stderr);
+      assert.ok((JSON.parse(again.stdout) as { stats: { bytesAdded: number } }).stats.bytesAdded < 64 << 10, 'the second backup deduplicates');
+      const target = join(dir, 's3-restore');
+      assert.equal(quiesce(env, 'restore', 'latest', '--config', config, '--target', target).code, 0);
+      assert.equal(await hashTree(join(target, data)), await hashTree(data));
+      assert.equal(quiesce(env, 'check', '--config', config, '--read-data').code, 0);
+    } finally {
+      await server.stop();
+    }
   });
 });

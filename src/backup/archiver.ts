@@ -51,8 +51,11 @@ export interface ArchiveResult {
   partialFiles: number;
 }
 
-/** How many blob saves may be in flight per file before we wait: bounds memory to a few chunks. */
-const MAX_IN_FLIGHT = 8;
+/**
+ * How many blob saves may be in flight, across files, before reading waits: keeps the compressing
+ * workers busy through runs of small files while bounding memory to a few dozen chunks.
+ */
+const MAX_IN_FLIGHT = 24;
 
 /**
  * Stores the given original paths, read from their snapshot locations, as one tree of
@@ -109,7 +112,9 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       const childOriginal = `${original}/${name}`;
       const parentNode = parent?.nodes.find((n) => n.name === name) ?? null;
       if (child.source && child.children.size === 0) {
-        const node = await archivePath(child.source.snapshot, childOriginal, name, parentNode);
+        const waits: Promise<void>[] = [];
+        const node = await archivePath(child.source.snapshot, childOriginal, name, parentNode, waits);
+        await Promise.all(waits);
         if (node) nodes.push(node);
         continue;
       }
@@ -122,7 +127,8 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     return saveTree(nodes);
   }
 
-  async function archivePath(path: string, original: string, name: string, parentNode: TreeNode | null): Promise<TreeNode | null> {
+  /** One path of the snapshot as a node; a file's pending saves go into `waits`, which its directory awaits. */
+  async function archivePath(path: string, original: string, name: string, parentNode: TreeNode | null, waits: Promise<void>[]): Promise<TreeNode | null> {
     options.signal?.throwIfAborted();
     let stats: BigIntStats;
     try {
@@ -137,11 +143,13 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     if (stats.isDirectory()) {
       const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
       const nodes: TreeNode[] = [];
+      const childWaits: Promise<void>[] = [];
       for (const entry of (await readdir(path)).sort()) {
         if (entry === '.quiesce-snapshots') continue;
-        const child = await archivePath(join(path, entry), `${original}/${entry}`, entry, subParent?.nodes.find((n) => n.name === entry) ?? null);
+        const child = await archivePath(join(path, entry), `${original}/${entry}`, entry, subParent?.nodes.find((n) => n.name === entry) ?? null, childWaits);
         if (child) nodes.push(child);
       }
+      await Promise.all(childWaits);
       return { ...meta(name, stats), type: 'dir', subtree: await saveTree(nodes) };
     }
     if (!stats.isFile()) return null; // sockets, fifos, devices are not backed up
@@ -150,37 +158,54 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     const base = meta(name, stats);
     const partial = options.partial?.get(original);
     if (partial && partial.size === fileSize && partial.base.content.every((c) => repository.hasBlob(c.id))) {
-      const content = await spliceFile(path, partial, original);
+      const { refs, done } = await spliceFile(path, partial, original);
+      waits.push(done);
       result.partialFiles++;
       progress(original);
-      return { ...base, type: 'file', size: fileSize, content };
+      return { ...base, type: 'file', size: fileSize, content: refs };
     }
     if (parentNode?.type === 'file' && parentUsable(original) && parentNode.size === fileSize && parentNode.mtimeNs === base.mtimeNs && parentNode.content.every((c) => repository.hasBlob(c.id))) {
       result.unchangedFiles++;
       progress(original);
       return { ...base, type: 'file', size: fileSize, content: parentNode.content };
     }
-    const content = await readAndStore(path, 0, fileSize, original);
+    const { refs, done } = await readAndStore(path, 0, fileSize, original);
+    waits.push(done);
     progress(original);
-    return { ...base, type: 'file', size: fileSize, content };
+    return { ...base, type: 'file', size: fileSize, content: refs };
   }
 
-  /** Reads [offset, offset+length) of a file, chunks it with a fresh chunker, stores the chunks. */
-  async function readAndStore(path: string, offset: number, length: number, original: string): Promise<ContentRef[]> {
+  // Saves in flight across all files; a file's content refs are filled in as its saves finish.
+  const inFlight = new Set<Promise<void>>();
+  async function throttle(): Promise<void> {
+    while (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight);
+  }
+
+  /**
+   * Reads [offset, offset+length) of a file, chunks it with a fresh chunker and starts storing the
+   * chunks. Returns the content refs (their ids are filled in as the saves finish) and `done`,
+   * which settles when they all have: the directory holding the file awaits it before its tree
+   * is saved, so reading the next files overlaps with compressing and sealing this one.
+   */
+  async function readAndStore(path: string, offset: number, length: number, original: string): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
     const handle = await open(path, 'r').catch((error: unknown) => {
       throw QuiesceError.from(error, 'nonretryable', { component: original });
     });
     const chunker = repository.createChunker();
     const refs: ContentRef[] = [];
-    const pending: Promise<void>[] = [];
-    const store = (chunk: Uint8Array) => {
-      const index = refs.length;
-      refs.push({ id: '', length: chunk.length });
+    const saves: Promise<void>[] = [];
+    const store = async (chunk: Uint8Array) => {
+      await throttle();
+      const ref: ContentRef = { id: '', length: chunk.length };
+      refs.push(ref);
       const saving = repository.saveBlob('data', chunk, options).then((saved) => {
-        refs[index] = { id: saved.id, length: chunk.length };
+        ref.id = saved.id;
         result.bytesAdded += saved.storedBytes;
       });
-      pending.push(saving);
+      const tracked = saving.finally(() => inFlight.delete(tracked));
+      tracked.catch(() => undefined);
+      inFlight.add(tracked);
+      saves.push(saving);
     };
     try {
       const buffer = Buffer.allocUnsafe(1 << 20);
@@ -193,15 +218,18 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
         if (bytesRead === 0) throw new QuiesceError('inconsistent-snapshot', `${original} shrank while it was read from the snapshot`, { component: original });
         position += bytesRead;
         result.bytesRead += bytesRead;
-        for (const chunk of chunker.update(Buffer.from(buffer.subarray(0, bytesRead)))) store(chunk);
-        while (pending.length >= MAX_IN_FLIGHT) await pending.shift();
+        for (const chunk of chunker.update(Buffer.from(buffer.subarray(0, bytesRead)))) await store(chunk);
       }
-      for (const chunk of chunker.finish()) store(chunk);
-      await Promise.all(pending);
+      for (const chunk of chunker.finish()) await store(chunk);
+    } catch (error) {
+      await Promise.allSettled(saves);
+      throw error;
     } finally {
       await handle.close();
     }
-    return refs;
+    const done = Promise.all(saves).then(() => undefined);
+    done.catch(() => undefined); // awaited by the directory; never an unhandled rejection meanwhile
+    return { refs, done };
   }
 
   /**
@@ -210,7 +238,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
    * snapshot, cut at the untouched neighbours' boundaries; the untouched chunks are reused as
    * they are. Returns the complete content, in order.
    */
-  async function spliceFile(path: string, partial: PartialSource, original: string): Promise<ContentRef[]> {
+  async function spliceFile(path: string, partial: PartialSource, original: string): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
     const { base, size } = partial;
     const starts: number[] = [];
     let offset = 0;
@@ -232,6 +260,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       if (starts[i]! + ref.length > size) changed.add(i);
     });
     const content: ContentRef[] = [];
+    const dones: Promise<void>[] = [];
     let i = 0;
     while (i < base.content.length) {
       if (!changed.has(i)) {
@@ -243,11 +272,21 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       while (j + 1 < base.content.length && changed.has(j + 1)) j++;
       const from = starts[i]!;
       const to = Math.min(size, starts[j]! + base.content[j]!.length);
-      if (to > from) content.push(...(await readAndStore(path, from, to - from, original)));
+      if (to > from) {
+        const part = await readAndStore(path, from, to - from, original);
+        content.push(...part.refs);
+        dones.push(part.done);
+      }
       i = j + 1;
     }
-    if (size > offset) content.push(...(await readAndStore(path, offset, size - offset, original)));
-    return content;
+    if (size > offset) {
+      const part = await readAndStore(path, offset, size - offset, original);
+      content.push(...part.refs);
+      dones.push(part.done);
+    }
+    const done = Promise.all(dones).then(() => undefined);
+    done.catch(() => undefined);
+    return { refs: content, done };
   }
 
   result.tree = await archiveSkeleton(root, '', await parentTreeOf(options.parentTree));
