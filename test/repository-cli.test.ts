@@ -149,6 +149,11 @@ describe('repository from the command line', () => {
     const wrong = quiesce({ QUIESCE_PASSWORD: 'not it' }, 'backups', '--config', config);
     assert.equal(wrong.code, 2);
     assert.match(wrong.stderr, /password/);
+    // A second password opens the same repository; the first still does.
+    await writeFile(join(dir, 'second-password'), 'the second one\n');
+    assert.equal(quiesce({}, 'key', 'add', '--config', config, '--new-password-file', join(dir, 'second-password')).code, 0);
+    assert.equal(quiesce({ QUIESCE_PASSWORD: 'the second one' }, 'backups', '--config', config).code, 0);
+    assert.equal(quiesce({}, 'backups', '--config', config).code, 0);
     const none = quiesce({}, 'backups', '--repo', join(dir, 'nothing-here'));
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no quiesce repository|not a quiesce repository|quiesce init/);

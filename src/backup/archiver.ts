@@ -55,7 +55,7 @@ export interface ArchiveResult {
  * How many blob saves may be in flight, across files, before reading waits: keeps the compressing
  * workers busy through runs of small files while bounding memory to a few dozen chunks.
  */
-const MAX_IN_FLIGHT = 24;
+const MAX_IN_FLIGHT = 12;
 
 /**
  * Stores the given original paths, read from their snapshot locations, as one tree of

@@ -8,6 +8,7 @@ import { registerCheck } from './commands/check.ts';
 import { registerDemo } from './commands/demo.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerInit } from './commands/init.ts';
+import { registerKey } from './commands/key.ts';
 import { registerRestore } from './commands/restore.ts';
 import { registerProviders } from './commands/providers.ts';
 import { registerSnapshot } from './commands/snapshot.ts';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerProviders(program);
   registerSnapshot(program);
   registerInit(program);
+  registerKey(program);
   registerBackup(program);
   registerBackups(program);
   registerRestore(program);
