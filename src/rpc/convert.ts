@@ -124,15 +124,17 @@ function method<Req, Res>(spec: UnaryMethod<Req, Res>): UnaryMethod<Req, Res> {
   return spec;
 }
 
-function setMethod(
-  rpc: 'PrepareSnapshot' | 'Abort' | 'Shutdown',
+/** An rpc whose request passes as it is and whose answer is empty. */
+function emptyAnswerMethod<Req extends object>(
+  rpc: 'PrepareSnapshot' | 'Abort' | 'Shutdown' | 'PreRestore' | 'PostRestore',
   phase: Phase,
-  run: (endpoint: WriterEndpoint, request: z.infer<typeof SetRequestSchema>, options: CallOptions) => Promise<void>,
+  requestSchema: z.ZodType<Req, z.ZodTypeDef, unknown>,
+  run: (endpoint: WriterEndpoint, request: Req, options: CallOptions) => Promise<void>,
 ) {
-  return method({
+  return method<Req, Empty>({
     rpc,
     phase,
-    requestSchema: SetRequestSchema,
+    requestSchema,
     requestToWire: (request) => ({ ...request }),
     requestFromWire: same,
     responseSchema: EmptySchema,
@@ -183,7 +185,7 @@ export const UNARY_METHODS = {
     responseFromWire: same,
     invoke: (endpoint, request, options) => endpoint.prepareBackup(request, options),
   }),
-  prepareSnapshot: setMethod('PrepareSnapshot', 'prepare-snapshot', (e, r, o) => e.prepareSnapshot(r, o)),
+  prepareSnapshot: emptyAnswerMethod('PrepareSnapshot', 'prepare-snapshot', SetRequestSchema, (e, r, o) => e.prepareSnapshot(r, o)),
   freeze: method({
     rpc: 'Freeze',
     phase: 'freeze',
@@ -234,32 +236,11 @@ export const UNARY_METHODS = {
       return {};
     },
   }),
-  abort: setMethod('Abort', 'abort', (e, r, o) => e.abort(r, o)),
-  shutdown: setMethod('Shutdown', 'shutdown', (e, r, o) => e.shutdown(r, o)),
-  preRestore: restoreMethod('PreRestore', 'pre-restore', (e, r, o) => e.preRestore(r, o)),
-  postRestore: restoreMethod('PostRestore', 'post-restore', (e, r, o) => e.postRestore(r, o)),
+  abort: emptyAnswerMethod('Abort', 'abort', SetRequestSchema, (e, r, o) => e.abort(r, o)),
+  shutdown: emptyAnswerMethod('Shutdown', 'shutdown', SetRequestSchema, (e, r, o) => e.shutdown(r, o)),
+  preRestore: emptyAnswerMethod('PreRestore', 'pre-restore', RestoreRequestSchema, (e, r, o) => e.preRestore(r, o)),
+  postRestore: emptyAnswerMethod('PostRestore', 'post-restore', RestoreRequestSchema, (e, r, o) => e.postRestore(r, o)),
 } as const;
-
-function restoreMethod(
-  rpc: 'PreRestore' | 'PostRestore',
-  phase: Phase,
-  run: (endpoint: WriterEndpoint, request: z.infer<typeof RestoreRequestSchema>, options: CallOptions) => Promise<void>,
-) {
-  return method({
-    rpc,
-    phase,
-    requestSchema: RestoreRequestSchema,
-    requestToWire: (request) => ({ ...request }),
-    requestFromWire: same,
-    responseSchema: EmptySchema,
-    responseToWire: () => ({}),
-    responseFromWire: () => ({}),
-    invoke: async (endpoint, request, options): Promise<Empty> => {
-      await run(endpoint, request, options);
-      return {};
-    },
-  });
-}
 
 export type UnaryMethodName = keyof typeof UNARY_METHODS;
 
