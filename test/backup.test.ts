@@ -108,7 +108,7 @@ describe('backup and restore', () => {
     }
   });
 
-  test('an incremental of a 1 GiB SQLite database with 100 pages changed reads only what changed and restores bit-exact', async () => {
+  test('an incremental of a 1 GiB SQLite database with 100 pages changed reads only what changed and restores bit-exact', async (t) => {
     const dbPath = join(dir, 'big', 'app.db');
     await mkdir(join(dir, 'big'), { recursive: true });
     const db = new Database(dbPath);
@@ -139,6 +139,7 @@ describe('backup and restore', () => {
       assert.equal(component.actualType, 'incremental');
       const read = incremental.report.stats.bytesRead;
       assert.ok(read < fileSize / 2, `the incremental read ${read} bytes of a ${fileSize}-byte database`);
+      t.diagnostic(`incremental of a ${fileSize}-byte database with 100 changed pages: read ${read} bytes, added ${incremental.report.stats.bytesAdded}; the full read ${full.report.stats.bytesRead}`);
       const expected = await sha256(dbPath);
       const catalog = await Catalog.load(repository, null);
       const entry = catalog.find(incremental.report.id)!;
