@@ -57,6 +57,9 @@ export interface ArchiveResult {
  */
 const MAX_IN_FLIGHT = 12;
 
+/** Directory entries walked at once, and so files being read at once (each with its own buffer). */
+const ENTRY_CONCURRENCY = 8;
+
 /**
  * Stores the given original paths, read from their snapshot locations, as one tree of
  * directories mirroring the original absolute paths (like restic). Every file node lists its
@@ -142,14 +145,22 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     }
     if (stats.isDirectory()) {
       const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
-      const nodes: TreeNode[] = [];
+      const parentByName = new Map((subParent?.nodes ?? []).map((n) => [n.name, n]));
+      const entries = (await readdir(path)).filter((entry) => entry !== '.quiesce-snapshots').sort();
+      const children: (TreeNode | null)[] = new Array<TreeNode | null>(entries.length).fill(null);
       const childWaits: Promise<void>[] = [];
-      for (const entry of (await readdir(path)).sort()) {
-        if (entry === '.quiesce-snapshots') continue;
-        const child = await archivePath(join(path, entry), `${original}/${entry}`, entry, subParent?.nodes.find((n) => n.name === entry) ?? null, childWaits);
-        if (child) nodes.push(child);
-      }
+      // A few entries at a time: a run of small files is a run of open/read/close round trips.
+      let next = 0;
+      const walker = async () => {
+        while (next < entries.length) {
+          const i = next++;
+          const entry = entries[i]!;
+          children[i] = await archivePath(join(path, entry), `${original}/${entry}`, entry, parentByName.get(entry) ?? null, childWaits);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, entries.length) }, walker));
       await Promise.all(childWaits);
+      const nodes = children.filter((n): n is TreeNode => n !== null);
       return { ...meta(name, stats), type: 'dir', subtree: await saveTree(nodes) };
     }
     if (!stats.isFile()) return null; // sockets, fifos, devices are not backed up
@@ -173,6 +184,19 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     waits.push(done);
     progress(original);
     return { ...base, type: 'file', size: fileSize, content: refs };
+  }
+
+  // Read buffers shared by the whole archive, one per file being read (the chunker copies what it
+  // keeps). A fresh 1 MiB buffer per file made every small file cost a garbage collection.
+  const readBuffers: Buffer[] = Array.from({ length: ENTRY_CONCURRENCY }, () => Buffer.allocUnsafe(1 << 20));
+  const bufferWaiters: ((buffer: Buffer) => void)[] = [];
+  async function takeReadBuffer(): Promise<Buffer> {
+    return readBuffers.pop() ?? new Promise<Buffer>((resolve) => bufferWaiters.push(resolve));
+  }
+  function giveReadBuffer(buffer: Buffer): void {
+    const waiter = bufferWaiters.shift();
+    if (waiter) waiter(buffer);
+    else readBuffers.push(buffer);
   }
 
   // Saves in flight across all files; a file's content refs are filled in as its saves finish.
@@ -207,8 +231,8 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       inFlight.add(tracked);
       saves.push(saving);
     };
+    const buffer = await takeReadBuffer();
     try {
-      const buffer = Buffer.allocUnsafe(1 << 20);
       let position = offset;
       const end = offset + length;
       while (position < end) {
@@ -218,13 +242,15 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
         if (bytesRead === 0) throw new QuiesceError('inconsistent-snapshot', `${original} shrank while it was read from the snapshot`, { component: original });
         position += bytesRead;
         result.bytesRead += bytesRead;
-        for (const chunk of chunker.update(Buffer.from(buffer.subarray(0, bytesRead)))) await store(chunk);
+        // The chunker copies what it keeps and returns fresh chunks: the read buffer is reused as it is.
+        for (const chunk of chunker.update(buffer.subarray(0, bytesRead))) await store(chunk);
       }
       for (const chunk of chunker.finish()) await store(chunk);
     } catch (error) {
       await Promise.allSettled(saves);
       throw error;
     } finally {
+      giveReadBuffer(buffer);
       await handle.close();
     }
     const done = Promise.all(saves).then(() => undefined);
