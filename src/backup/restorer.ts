@@ -32,6 +32,11 @@ export interface RestoreResult {
   failed: { path: string; error: Failure }[];
 }
 
+/** Directory entries restored at once. */
+const ENTRY_CONCURRENCY = 8;
+/** Blobs of one file loaded ahead of the one being written. */
+const PREFETCH = 3;
+
 /** Holes are kept at this granularity: all-zero blocks are skipped, so sparse files come back sparse. */
 const SPARSE_BLOCK = 64 << 10;
 const ZERO = Buffer.alloc(SPARSE_BLOCK);
@@ -85,30 +90,39 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
   async function restoreDir(treeId: string, dir: string, original: string, mode: 'all' | 'path'): Promise<void> {
     const tree = await repository.loadTree(treeId, options);
+    // Every name is checked before anything of this directory is written.
     for (const node of tree.nodes) {
-      options.signal?.throwIfAborted();
       if (!NodeNameSchema.safeParse(node.name).success) {
         throw new QuiesceError('damaged', `tree ${treeId} has an entry named ${JSON.stringify(node.name)}, which is not a single path element; refusing to restore it`);
       }
-      const childOriginal = `${original}/${node.name}`;
-      const childMode = mode === 'all' ? 'all' : wanted(childOriginal);
-      if (!childMode) continue;
-      const path = join(dir, node.name);
-      if (!path.startsWith(`${target}/`)) throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${target}`);
-      switch (node.type) {
-        case 'dir':
-          await restoreDirNode(node, path, childOriginal, childMode);
-          break;
-        case 'file':
-          if (childMode === 'all') await restoreFile(node, path, childOriginal);
-          break;
-        case 'symlink':
-          if (childMode === 'all') await restoreSymlink(node, path);
-          break;
-        default:
-          node satisfies never;
-      }
     }
+    // A few entries at a time: small files are a run of round trips to the disk.
+    let next = 0;
+    const walker = async () => {
+      while (next < tree.nodes.length) {
+        const node = tree.nodes[next++]!;
+        options.signal?.throwIfAborted();
+        const childOriginal = `${original}/${node.name}`;
+        const childMode = mode === 'all' ? 'all' : wanted(childOriginal);
+        if (!childMode) continue;
+        const path = join(dir, node.name);
+        if (!path.startsWith(`${target}/`)) throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${target}`);
+        switch (node.type) {
+          case 'dir':
+            await restoreDirNode(node, path, childOriginal, childMode);
+            break;
+          case 'file':
+            if (childMode === 'all') await restoreFile(node, path, childOriginal);
+            break;
+          case 'symlink':
+            if (childMode === 'all') await restoreSymlink(node, path);
+            break;
+          default:
+            node satisfies never;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, tree.nodes.length) }, walker));
   }
 
   async function restoreDirNode(node: DirNode, path: string, original: string, mode: 'all' | 'path'): Promise<void> {
@@ -125,9 +139,21 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     const handle = await open(temp, 'wx', 0o600);
     let position = 0;
     try {
-      for (const ref of node.content) {
+      // The next blobs load while this one is written.
+      const loads = new Map<number, Promise<Buffer>>();
+      const load = (i: number) => {
+        const ref = node.content[i];
+        if (ref === undefined) return;
+        const loading = repository.loadBlob(ref.id, options);
+        loading.catch(() => undefined); // awaited below in order; never an unhandled rejection meanwhile
+        loads.set(i, loading);
+      };
+      for (let i = 0; i < PREFETCH; i++) load(i);
+      for (const [i, ref] of node.content.entries()) {
         options.signal?.throwIfAborted();
-        const data = await repository.loadBlob(ref.id, options);
+        const data = await loads.get(i)!;
+        loads.delete(i);
+        load(i + PREFETCH);
         if (data.length !== ref.length) throw new QuiesceError('damaged', `blob ${ref.id} of ${original} has ${data.length} bytes, not ${ref.length}`);
         result.bytesWritten += await writeSparse(handle, data, position);
         position += data.length;
