@@ -126,7 +126,7 @@ function method<Req, Res>(spec: UnaryMethod<Req, Res>): UnaryMethod<Req, Res> {
 
 /** An rpc whose request passes as it is and whose answer is empty. */
 function emptyAnswerMethod<Req extends object>(
-  rpc: 'PrepareSnapshot' | 'Abort' | 'Shutdown' | 'PreRestore' | 'PostRestore',
+  rpc: 'PrepareSnapshot' | 'Freeze' | 'BackupComplete' | 'Abort' | 'Shutdown' | 'PreRestore' | 'PostRestore',
   phase: Phase,
   requestSchema: z.ZodType<Req, z.ZodTypeDef, unknown>,
   run: (endpoint: WriterEndpoint, request: Req, options: CallOptions) => Promise<void>,
@@ -186,20 +186,7 @@ export const UNARY_METHODS = {
     invoke: (endpoint, request, options) => endpoint.prepareBackup(request, options),
   }),
   prepareSnapshot: emptyAnswerMethod('PrepareSnapshot', 'prepare-snapshot', SetRequestSchema, (e, r, o) => e.prepareSnapshot(r, o)),
-  freeze: method({
-    rpc: 'Freeze',
-    phase: 'freeze',
-    requestSchema: FreezeRequestSchema,
-    requestToWire: (request) => ({ ...request }),
-    requestFromWire: same,
-    responseSchema: EmptySchema,
-    responseToWire: () => ({}),
-    responseFromWire: () => ({}),
-    invoke: async (endpoint, request, options): Promise<Empty> => {
-      await endpoint.freeze(request, options);
-      return {};
-    },
-  }),
+  freeze: emptyAnswerMethod('Freeze', 'freeze', FreezeRequestSchema, (e, r, o) => e.freeze(r, o)),
   thaw: method({
     rpc: 'Thaw',
     phase: 'thaw',
@@ -222,20 +209,7 @@ export const UNARY_METHODS = {
     responseFromWire: postSnapshotResponseFromWire,
     invoke: (endpoint, request, options) => endpoint.postSnapshot(request, options),
   }),
-  backupComplete: method({
-    rpc: 'BackupComplete',
-    phase: 'backup-complete',
-    requestSchema: BackupCompleteRequestSchema,
-    requestToWire: (request) => ({ ...request }),
-    requestFromWire: same,
-    responseSchema: EmptySchema,
-    responseToWire: () => ({}),
-    responseFromWire: () => ({}),
-    invoke: async (endpoint, request, options): Promise<Empty> => {
-      await endpoint.backupComplete(request, options);
-      return {};
-    },
-  }),
+  backupComplete: emptyAnswerMethod('BackupComplete', 'backup-complete', BackupCompleteRequestSchema, (e, r, o) => e.backupComplete(r, o)),
   abort: emptyAnswerMethod('Abort', 'abort', SetRequestSchema, (e, r, o) => e.abort(r, o)),
   shutdown: emptyAnswerMethod('Shutdown', 'shutdown', SetRequestSchema, (e, r, o) => e.shutdown(r, o)),
   preRestore: emptyAnswerMethod('PreRestore', 'pre-restore', RestoreRequestSchema, (e, r, o) => e.preRestore(r, o)),
