@@ -238,6 +238,11 @@ describe('forget and prune', () => {
     const target = join(dir, 'forget-restore');
     assert.equal(quiesce({}, 'restore', 'latest', '--config', config, '--target', target).code, 0);
     assert.equal((await stat(join(target, data, 'payload.bin'))).size, 4 << 20);
+    // The operator can read what happened in the set, phase by phase.
+    const shown = quiesce({}, 'show', 'latest', '--config', config, '--events');
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /commit\s+copy\s+end/);
+    assert.match(shown.stdout, /succeeded, consistency crash/);
   });
 });
 

@@ -1,5 +1,8 @@
 import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Catalog } from '../../catalog/index.ts';
+import { SetEventSchema, type SetEvent } from '../../model/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { resolveConfig } from '../load-config.ts';
 import { formatReport, stdio, table } from '../output.ts';
@@ -57,16 +60,18 @@ export function registerBackups(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .option('-r, --repo <location>', 'repository')
     .option('--password-file <file>', 'read the password from a file')
+    .option('--events', 'also print the set\'s event log, when it was taken on this host')
     .option('--json', 'print JSON')
-    .action(async (ref: string, opts: RepositoryFlags & { config?: string; json?: boolean }) => {
+    .action(async (ref: string, opts: RepositoryFlags & { config?: string; json?: boolean; events?: boolean }) => {
       const config = await resolveConfig(opts.config);
       const repository = await useRepository(opts, config);
       try {
         const catalog = await Catalog.load(repository, catalogCache(config, repository));
         const entry = catalog.find(ref);
         if (!entry) throw new QuiesceError('bad-usage', `no backup set ${ref} (\`quiesce backups\` lists them)`);
+        const events = opts.events ? await readEvents(config.stateDir, entry.setId) : null;
         if (opts.json) {
-          stdio.json({ id: entry.setId, manifest: entry.manifestId, time: entry.time, tree: entry.tree, ...entry.meta });
+          stdio.json({ id: entry.setId, manifest: entry.manifestId, time: entry.time, tree: entry.tree, ...entry.meta, ...(events ? { events } : {}) });
           return;
         }
         stdio.out(formatReport(entry.meta.report));
@@ -74,8 +79,31 @@ export function registerBackups(program: Command): void {
         for (const c of entry.meta.components) {
           stdio.out(`  chain ${c.component}: ${c.actualType}${c.basedOn ? ` based on ${c.basedOn}` : ''}${c.stamp ? ', stamp recorded' : ''}; files ${c.files.join(', ')}`);
         }
+        if (opts.events) {
+          if (!events) stdio.out(`  no event log for ${entry.setId} under ${config.stateDir} (it is kept on the host that took the set)`);
+          else for (const e of events) stdio.out(`  ${e.t.toFixed(1).padStart(9)} ms  ${e.phase.padEnd(16)} ${(e.writer ?? e.provider ?? '').padEnd(12)} ${e.event}${e.durationMs === null ? '' : ` ${e.durationMs.toFixed(1)} ms`}${e.result ? `  ${e.result}` : ''}${e.error ? `  ${e.error.code}: ${e.error.message}` : ''}`);
+        }
       } finally {
         await repository.close();
       }
     });
+}
+
+/** A set's event log from this host's state directory, or null when it was taken elsewhere. */
+async function readEvents(stateDir: string, setId: string): Promise<SetEvent[] | null> {
+  let text: string;
+  try {
+    text = await readFile(join(stateDir, 'events', `${setId}.jsonl`), 'utf8');
+  } catch {
+    return null;
+  }
+  // A crash may leave a torn last line: keep what parses.
+  return text.split('\n').flatMap((line) => {
+    try {
+      const parsed = SetEventSchema.safeParse(JSON.parse(line));
+      return parsed.success ? [parsed.data] : [];
+    } catch {
+      return [];
+    }
+  });
 }
