@@ -280,7 +280,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     for (const snapshot of snapshots.splice(0)) {
       const t0 = log.elapsed();
       try {
-        const provider = await providerByName(snapshot.provider);
+        const provider = providersUsed.get(snapshot.provider);
         await provider?.release(snapshot, { signal: AbortSignal.timeout(callTimeoutMs) });
         log.emit({ phase: 'shutdown', provider: snapshot.provider, event: 'end', durationMs: log.elapsed() - t0, result: 'released' });
       } catch (error) {
@@ -290,9 +290,6 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   }
 
   const providersUsed = new Map<string, Provider>();
-  async function providerByName(name: string): Promise<Provider | undefined> {
-    return providersUsed.get(name);
-  }
 
   try {
     log.emit({ phase: 'identify', event: 'info', result: `set ${setId}: ${options.kind}, type ${options.backupType}, ${participants.length} writer(s), ${options.paths.length} path(s)` });
