@@ -1,5 +1,5 @@
 import type { BlobType } from './types.ts';
-import type { IndexedPack } from './index-file.ts';
+import type { IndexedPack, IndexFile } from './index-file.ts';
 
 export interface BlobLocation {
   pack: string;
@@ -46,4 +46,17 @@ export class BlobIndex {
     this.blobs.clear();
     this.packSizes.clear();
   }
+}
+
+/** The packs the index objects name (first mention wins) and the blob index built from them. */
+export function indexPacks(files: readonly { file: IndexFile }[]): { packs: Map<string, IndexedPack>; index: BlobIndex } {
+  const packs = new Map<string, IndexedPack>();
+  const index = new BlobIndex();
+  for (const { file } of files) {
+    for (const pack of file.packs) {
+      if (!packs.has(pack.id)) packs.set(pack.id, pack);
+      index.addPack(pack);
+    }
+  }
+  return { packs, index };
 }

@@ -1,9 +1,9 @@
 import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
-import { BlobIndex } from './blob-index.ts';
+import { indexPacks } from './blob-index.ts';
 import { readBlob, verifyBlob } from './blob-reader.ts';
 import { sha256Hex } from './crypto/keys.ts';
-import { loadAllIndexes, type IndexedPack } from './index-file.ts';
+import { loadAllIndexes } from './index-file.ts';
 import { readPackHeaderFromBytes } from './pack-file.ts';
 import { parseTree } from './tree-blob.ts';
 import type { RepositoryInternals } from './repository-internals.ts';
@@ -37,14 +37,7 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
 
   const { files: indexFiles, damaged } = await loadAllIndexes(backend, keys.encryption, options);
   for (const bad of damaged) problems.push({ kind: 'damaged-index', object: bad.name, message: bad.message });
-  const packs = new Map<string, IndexedPack>();
-  const index = new BlobIndex();
-  for (const { file } of indexFiles) {
-    for (const pack of file.packs) {
-      if (!packs.has(pack.id)) packs.set(pack.id, pack);
-      index.addPack(pack);
-    }
-  }
+  const { packs, index } = indexPacks(indexFiles);
 
   const stored = new Map<string, number>();
   for await (const info of backend.list('data', options)) stored.set(info.name, info.size);

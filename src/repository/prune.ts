@@ -1,6 +1,6 @@
 import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
-import { BlobIndex } from './blob-index.ts';
+import { indexPacks } from './blob-index.ts';
 import { readBlob, verifyBlob } from './blob-reader.ts';
 import { encodeIndex, loadAllIndexes, type IndexedPack } from './index-file.ts';
 import { buildPack, loadPackHeader, type PackedBlob } from './pack-file.ts';
@@ -53,14 +53,7 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
   try {
     const { files, damaged: badIndexes } = await loadAllIndexes(backend, keys.encryption, call);
     if (badIndexes.length > 0) throw damaged(`index ${badIndexes[0]!.name} cannot be read (${badIndexes[0]!.message})`);
-    const packs = new Map<string, IndexedPack>();
-    const index = new BlobIndex();
-    for (const { file } of files) {
-      for (const pack of file.packs) {
-        if (!packs.has(pack.id)) packs.set(pack.id, pack);
-        index.addPack(pack);
-      }
-    }
+    const { packs, index } = indexPacks(files);
     const stored = new Map<string, number>();
     for await (const info of backend.list('data', call)) stored.set(info.name, info.size);
 
