@@ -243,13 +243,13 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     try {
       // Thaw must get through even when the set is aborted: its own deadline only.
       const response = await call(p, 'thaw', AbortSignal.timeout(callTimeoutMs), (signal) => p.writer.endpoint.thaw({ setId }, { signal }));
-      p.freezeWindowMs = p.frozenAt === null ? null : performance.now() - p.frozenAt;
       if (response.selfThawed) {
         writerFailed(p, new QuiesceError('timeout', `writer ${p.writer.name} thawed itself after ${Math.round(response.frozenMs)} ms: the freeze window (${freezeTimeoutMs} ms) ran out before ${reason}`, { phase: 'thaw', writer: p.writer.name }));
       }
     } catch (error) {
-      p.freezeWindowMs = p.frozenAt === null ? null : performance.now() - p.frozenAt;
       writerFailed(p, QuiesceError.from(error, 'nonretryable', { phase: 'thaw', writer: p.writer.name }));
+    } finally {
+      p.freezeWindowMs = p.frozenAt === null ? null : performance.now() - p.frozenAt;
     }
   }
 
@@ -314,10 +314,10 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
         .map(async (p) => {
           const metadata = p.metadata!;
           const components = metadata.components.map((c) => {
-              const key = componentKey(c);
-              const stamp = options.previousStamp?.(p.writer.name, key, options.backupType);
-              return stamp === undefined ? { component: key } : { component: key, previousStamp: stamp };
-            });
+            const key = componentKey(c);
+            const stamp = options.previousStamp?.(p.writer.name, key, options.backupType);
+            return stamp === undefined ? { component: key } : { component: key, previousStamp: stamp };
+          });
           p.prepared = true;
           try {
             const response = await call(p, 'prepare-backup', deadline(callTimeoutMs), (signal) =>
@@ -427,14 +427,14 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     for (const p of participants) p.quiesced = !p.degraded && p.error === null && p.freezeWindowMs !== null;
 
     // 7. post-snapshot: stamps and partial files. A failure here is benign: it comes after thaw and a good commit.
-    const view = buildView();
+    const snapshotPaths = snapshots.flatMap((s) => s.paths);
     await Promise.all(
       participants
         .filter((p) => p.prepared && p.error === null)
         .map(async (p) => {
           try {
             const response = await call(p, 'post-snapshot', deadline(callTimeoutMs), (signal) =>
-              p.writer.endpoint.postSnapshot({ setId, snapshots: view.snapshots }, { signal }),
+              p.writer.endpoint.postSnapshot({ setId, snapshots: snapshotPaths }, { signal }),
             );
             for (const result of response.components) p.results.set(result.component, result);
           } catch (error) {
@@ -444,11 +444,10 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     );
 
     // 8. the requester reads the snapshot while the applications run.
-    const viewWithResults = buildView();
     if (options.use) {
       const t0 = log.elapsed();
       log.emit({ phase: 'post-snapshot', event: 'start', result: 'use' });
-      useOutcome = await options.use(viewWithResults, setSignal);
+      useOutcome = await options.use(buildView(), setSignal);
       if (useOutcome?.error) {
         log.emit({ phase: 'post-snapshot', event: 'fail', durationMs: log.elapsed() - t0, error: useOutcome.error.toJSON() });
         // The snapshot was good; what used it failed. The set fails, but consistency stands.
