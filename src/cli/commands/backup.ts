@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { backupTypeOrThrow, runBackup } from '../../backup/index.ts';
-import { QuiesceError, QuiescePolicySchema } from '../../model/index.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { exitForStatus } from '../exit-codes.ts';
+import { interruptSignal, parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
 import { resolveConfig } from '../load-config.ts';
 import { formatReport, stdio } from '../output.ts';
 import { bytes, progressLine } from '../progress.ts';
@@ -33,15 +33,12 @@ export function registerBackup(program: Command): void {
     .option('--json', 'print the report as JSON')
     .action(async (opts: BackupFlags) => {
       const type = backupTypeOrThrow(opts.type);
-      const policy = opts.quiesce === undefined ? undefined : QuiescePolicySchema.safeParse(opts.quiesce);
-      if (policy && !policy.success) throw new QuiesceError('bad-usage', `--quiesce takes require, prefer or off, not ${opts.quiesce}`);
+      const policy = parsePolicyFlag(opts.quiesce);
+      const waitForLockMs = parseWaitFlag(opts.wait);
       const config = await resolveConfig(opts.config);
       const repository = await useRepository(opts, config);
-      const writers = await composeWriters(config, policy?.data);
-      const interrupt = new AbortController();
-      const onSignal = (signal: NodeJS.Signals) => interrupt.abort(new QuiesceError('retryable', `interrupted by ${signal}`));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const writers = await composeWriters(config, policy);
+      const interrupt = interruptSignal();
       const progress = progressLine(!opts.json, 'backup');
       try {
         const { report, manifestId } = await runBackup({
@@ -56,7 +53,7 @@ export function registerBackup(program: Command): void {
           resolveProvider: providerResolver(config, createProviders()),
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
-          waitForLockMs: Number(opts.wait ?? '0') * 1000,
+          waitForLockMs,
           signal: interrupt.signal,
           onProgress: (p) => progress.update(p),
         });
@@ -69,8 +66,7 @@ export function registerBackup(program: Command): void {
         process.exitCode = exitForStatus(report.status);
       } finally {
         progress.done();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        interrupt.dispose();
         await closeWriters(writers);
         await repository.close();
       }

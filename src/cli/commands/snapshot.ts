@@ -3,10 +3,11 @@ import { spawn } from 'node:child_process';
 import { mkdir, rm, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { listKeptSets, releaseKeptSet, runSnapshotSet, type SnapshotView, type UseOutcome } from '../../coordinator/index.ts';
-import { QuiesceError, QuiescePolicySchema, type SnapshotPath } from '../../model/index.ts';
+import { QuiesceError, type SnapshotPath } from '../../model/index.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { EXIT, exitForStatus } from '../exit-codes.ts';
+import { interruptSignal, parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
 import { resolveConfig } from '../load-config.ts';
 import { formatReport, stdio } from '../output.ts';
 
@@ -52,16 +53,11 @@ export function registerSnapshot(program: Command): void {
         else stdio.out(`released set ${kept.setId}`);
         return;
       }
-      const policy = opts.quiesce === undefined ? undefined : QuiescePolicySchema.safeParse(opts.quiesce);
-      if (policy && !policy.success) throw new QuiesceError('bad-usage', `--quiesce takes require, prefer or off, not ${opts.quiesce}`);
-      const waitSeconds = Number(opts.wait ?? '0');
-      if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new QuiesceError('bad-usage', `--wait takes a number of seconds, not ${opts.wait}`);
+      const policy = parsePolicyFlag(opts.quiesce);
+      const waitForLockMs = parseWaitFlag(opts.wait);
 
-      const writers = await composeWriters(config, policy?.data);
-      const interrupt = new AbortController();
-      const onSignal = (signal: NodeJS.Signals) => interrupt.abort(new QuiesceError('retryable', `interrupted by ${signal}`));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const writers = await composeWriters(config, policy);
+      const interrupt = interruptSignal();
       try {
         const report = await runSnapshotSet({
           kind: 'snapshot',
@@ -74,7 +70,7 @@ export function registerSnapshot(program: Command): void {
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
           keep: opts.keep ?? false,
-          waitForLockMs: waitSeconds * 1000,
+          waitForLockMs,
           signal: interrupt.signal,
           use: cmd.length > 0 ? (view, signal) => runCommand(cmd, view, config.stagingDir, opts.json ?? false, signal) : undefined,
         });
@@ -82,8 +78,7 @@ export function registerSnapshot(program: Command): void {
         else stdio.out(formatReport(report));
         process.exitCode = exitForStatus(report.status);
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        interrupt.dispose();
         await closeWriters(writers);
       }
     });

@@ -1,0 +1,33 @@
+// The flags `snapshot` and `backup` share (--quiesce, --wait), and the interruption both honour:
+// SIGINT or SIGTERM aborts the set, whose finally paths then thaw and release everything.
+import { QuiesceError, QuiescePolicySchema, type QuiescePolicy } from '../model/index.ts';
+
+/** `--quiesce require|prefer|off`, or undefined when not given. */
+export function parsePolicyFlag(value: string | undefined): QuiescePolicy | undefined {
+  if (value === undefined) return undefined;
+  const parsed = QuiescePolicySchema.safeParse(value);
+  if (!parsed.success) throw new QuiesceError('bad-usage', `--quiesce takes require, prefer or off, not ${value}`);
+  return parsed.data;
+}
+
+/** `--wait SECONDS`, in milliseconds. */
+export function parseWaitFlag(value: string | undefined): number {
+  const seconds = Number(value ?? '0');
+  if (!Number.isFinite(seconds) || seconds < 0) throw new QuiesceError('bad-usage', `--wait takes a number of seconds, not ${value}`);
+  return seconds * 1000;
+}
+
+/** A signal aborted by SIGINT or SIGTERM until `dispose` is called. */
+export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSignal = (name: NodeJS.Signals) => controller.abort(new QuiesceError('retryable', `interrupted by ${name}`));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    dispose() {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
