@@ -2,6 +2,7 @@
 // 1 failure, 2 bad usage or config, 3 partial (part of the set fell back or failed under prefer).
 import { Command, CommanderError } from 'commander';
 import { QuiesceError } from '../model/index.ts';
+import { registerAgent } from './commands/agent.ts';
 import { registerBackup } from './commands/backup.ts';
 import { registerBackups } from './commands/backups.ts';
 import { registerCheck } from './commands/check.ts';
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   registerCheck(program);
   registerForget(program);
   registerDemo(program);
+  registerAgent(program);
   return program;
 }
 

@@ -21,5 +21,6 @@ export {
   type RemoteWriterConfig,
   type PostgresWriterConfig,
   type GuestConfig,
+  type AgentSection,
 } from './schema.ts';
 export { parseDuration, formatDuration, MAX_DURATION_MS } from './duration.ts';

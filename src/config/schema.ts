@@ -250,8 +250,44 @@ export const GuestSchema = z
     agent: agent.optional(),
     /** The guest's disk image files on this host. */
     disks: z.array(absolutePath).min(1),
+    /** The guest agent's certificate (PEM), pinned: the only one this host accepts from that address. */
+    certificate: absolutePath.optional(),
+    /** For a QEMU guest agent: the guest's mount points to freeze (left out: all of them). */
+    mountpoints: z.array(absolutePath).optional(),
     quiesce: QuiescePolicySchema.optional(),
     honorFull: z.boolean().default(true),
+  })
+  .strict();
+
+/** This machine's identity on the agent wire: a key and its self-signed certificate (`quiesce agent --init` makes them). */
+export const TlsSchema = z
+  .object({
+    key: absolutePath,
+    cert: absolutePath,
+  })
+  .strict();
+
+const LISTEN_HINT = 'write host:port, e.g. 0.0.0.0:7443 or [::]:7443';
+
+/** `host:port` to listen on. */
+const listen = z.string().superRefine((value, ctx) => {
+  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || !(port >= 0 && port <= 65535)) ctx.addIssue({ code: 'custom', message: `"${value}" is not an address to listen on; ${LISTEN_HINT}` });
+});
+
+/** The guest side: `quiesce agent` serves this machine's writers and file systems to its host. */
+export const AgentSectionSchema = z
+  .object({
+    /** The guest's name as its host knows it; left out, the host name. */
+    name: nameSchema.optional(),
+    listen: listen.default('0.0.0.0:7443'),
+    /** The certificates (PEM) of the hosts allowed to call: pinned, nothing else is answered. */
+    hosts: z.array(absolutePath).min(1),
+    /** Freeze the file systems holding the writers' files and `paths` while the host snapshots. */
+    freezeFilesystems: z.boolean().default(true),
+    /** Allow freezing the root file system (a VM's usual case). */
+    freezeRoot: z.boolean().default(false),
   })
   .strict();
 
@@ -272,6 +308,10 @@ const ConfigObjectSchema = z
     /** A provider forced for a path, instead of the best one that supports it. */
     providers: z.record(absolutePath, z.enum(PROVIDER_NAMES)).default({}),
     guests: z.array(GuestSchema).default([]),
+    /** This machine's key and certificate on the agent wire (a host calling guests, or an agent). */
+    tls: TlsSchema.optional(),
+    /** Set on a guest that runs `quiesce agent`. */
+    agent: AgentSectionSchema.optional(),
   })
   .strict();
 
@@ -300,6 +340,16 @@ export function checkConfig(data: unknown, report: (path: (string | number)[], m
       else report([section, index, 'name'], `duplicate ${section === 'writers' ? 'writer' : 'guest'} name "${item.name}": ${section}[${first}] already has it`);
     });
   }
+  const guests = Array.isArray(data.guests) ? (data.guests as unknown[]) : [];
+  guests.forEach((guest, index) => {
+    if (!isRecord(guest) || typeof guest.agent !== 'string') return;
+    if (guest.agent.startsWith('tls:')) {
+      if (guest.certificate === undefined) report(['guests', index, 'agent'], 'a quiesce agent needs its certificate pinned: add certificate: /path/to/<guest>.crt (the agent prints it with quiesce agent --init)');
+      if (data.tls === undefined) report(['guests', index, 'agent'], 'calling a quiesce agent needs this host\'s own identity: add tls: { key, cert } (quiesce agent --init --tls-dir DIR makes them)');
+    }
+    if (guest.mountpoints !== undefined && !guest.agent.startsWith('qga:')) report(['guests', index, 'mountpoints'], 'mountpoints are for a QEMU guest agent (qga:///socket); a quiesce agent freezes what its own config names');
+  });
+  if (isRecord(data.agent) && data.tls === undefined) report(['agent'], 'an agent needs its identity: add tls: { key, cert } (quiesce agent --init makes them)');
   const writers = Array.isArray(data.writers) ? (data.writers as unknown[]) : [];
   writers.forEach((writer, index) => {
     if (!isRecord(writer) || writer.type !== 'exec') return;
@@ -379,3 +429,4 @@ export type ExecWriterConfig = Extract<WriterConfig, { type: 'exec' }>;
 export type RemoteWriterConfig = Extract<WriterConfig, { type: 'remote' }>;
 export type PostgresWriterConfig = Extract<WriterConfig, { type: 'postgres' }>;
 export type GuestConfig = Config['guests'][number];
+export type AgentSection = NonNullable<Config['agent']>;

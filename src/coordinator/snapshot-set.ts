@@ -13,6 +13,7 @@ import {
   type ComponentResult,
   type ConsistencyLevel,
   type Failure,
+  type GuestReport,
   type Phase,
   type Provider,
   type ProviderSnapshot,
@@ -103,6 +104,17 @@ export interface SnapshotSetOptions {
   onEvent?: (event: SetEvent) => void;
   signal?: AbortSignal;
   setId?: string;
+  /**
+   * Holds the set between prepare-backup and prepare-snapshot until it resolves (a guest's set
+   * waits here for its host's prepare-snapshot); it sees the report so far, with every
+   * component's negotiated type. A rejection fails the set.
+   */
+  beforePrepareSnapshot?: (report: () => SetReport) => Promise<void>;
+  /**
+   * False when the snapshot cannot be read where this set runs (a guest's: the host holds the
+   * images), so writers get no post-snapshot and hand out no stamp. Default true.
+   */
+  postSnapshot?: boolean;
 }
 
 /** A set kept with `--keep`: what `releaseKeptSet` needs. */
@@ -124,6 +136,8 @@ interface Participant {
   /** Freeze succeeded and thaw has not yet been asked. */
   frozen: boolean;
   quiesced: boolean;
+  /** What its freeze reached: `filesystem` for a writer that freezes file systems alone (thaw says so). */
+  level: 'application' | 'filesystem' | 'crash';
   frozenAt: number | null;
   freezeWindowMs: number | null;
   error: QuiesceError | null;
@@ -164,6 +178,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     prepared: false,
     frozen: false,
     quiesced: false,
+    level: 'application',
     frozenAt: null,
     freezeWindowMs: null,
     error: null,
@@ -243,6 +258,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     try {
       // Thaw must get through even when the set is aborted: its own deadline only.
       const response = await call(p, 'thaw', AbortSignal.timeout(callTimeoutMs), (signal) => p.writer.endpoint.thaw({ setId }, { signal }));
+      p.level = response.consistency ?? 'application';
       if (response.selfThawed) {
         writerFailed(p, new QuiesceError('timeout', `writer ${p.writer.name} thawed itself after ${Math.round(response.frozenMs)} ms: the freeze window (${freezeTimeoutMs} ms) ran out before ${reason}`, { phase: 'thaw', writer: p.writer.name }));
       }
@@ -330,6 +346,10 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
         }),
     );
     throwIfFailed();
+    if (options.beforePrepareSnapshot) {
+      await untilAborted(options.beforePrepareSnapshot(buildReport), setSignal);
+      throwIfFailed();
+    }
 
     // Which paths the set captures, and which provider takes each.
     const capture = new Set<string>(options.paths);
@@ -430,7 +450,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     const snapshotPaths = snapshots.flatMap((s) => s.paths);
     await Promise.all(
       participants
-        .filter((p) => p.prepared && p.error === null)
+        .filter((p) => p.prepared && p.error === null && options.postSnapshot !== false)
         .map(async (p) => {
           try {
             const response = await call(p, 'post-snapshot', deadline(callTimeoutMs), (signal) =>
@@ -539,7 +559,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
 
   function componentConsistency(p: Participant, files: string[]): ConsistencyLevel {
     if (!committed) return 'none';
-    if (p.quiesced) return 'application';
+    if (p.quiesced) return p.level;
     const present = files.flatMap((f) => snapshotLevels.get(f) ?? []);
     return present.length > 0 ? lowestConsistency(present) : 'crash';
   }
@@ -555,8 +575,8 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
         const consistency = componentConsistency(p, c.files.map((f) => f.path));
         const useFailure = failedByUse.get(`${p.writer.name}\0${key}`) ?? null;
         const error = useFailure ?? (p.error ? { ...p.error.toJSON(), component: p.error.component ?? key } : null);
-        // A component that fell back below application level under `prefer` is never plainly successful.
-        const fellBack = p.error !== null || (consistency !== 'application' && p.writer.policy !== 'off');
+        // A component that fell back below what its writer reaches under `prefer` is never plainly successful.
+        const fellBack = p.error !== null || (!p.quiesced && p.writer.policy !== 'off');
         const status: SetStatus = setError || useFailure ? 'failed' : fellBack ? 'partial' : 'succeeded';
         return {
           writer: p.writer.name,
@@ -605,7 +625,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       writers,
       components,
       snapshots: snapshotReports,
-      guests: [],
+      guests: guestReports(),
       kept,
       stats: { files: 0, bytesRead: 0, bytesAdded: 0, durationMs: finishedAt.getTime() - startedAt.getTime(), ...useOutcome?.stats },
     };
@@ -615,6 +635,32 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   log.emit({ phase: 'shutdown', event: 'info', result: `${report.status}, consistency ${report.consistency}` });
   await recordWriterOutcomes(options.stateDir, report).catch(() => undefined);
   return report;
+
+  /**
+   * The nested reports of writers that stand for guests. What the host saw bounds what the guest
+   * says: a guest whose images the commit did not capture is `none`, one the host dropped to
+   * crash is `crash`, whatever the guest itself reached.
+   */
+  function guestReports(): GuestReport[] {
+    return participants.flatMap((p) => {
+      const guest = p.writer.endpoint.guestReport?.();
+      if (!guest) return [];
+      const hostLevel = p.metadata ? componentConsistency(p, pathsOf(p)) : 'none';
+      const hostError = p.error ? p.error.toJSON() : null;
+      const failed = setError !== null;
+      return [
+        {
+          ...guest,
+          // A guest whose own set failed captured nothing itself ('none'), but the host took its images anyway.
+          consistency: guest.consistency === 'none' ? hostLevel : lowestConsistency([guest.consistency, hostLevel]),
+          status: failed ? 'failed' : hostError || guest.status !== 'succeeded' ? 'partial' : guest.status,
+          error: guest.error ?? hostError,
+          // The guest reports when it froze by the wall clock; the report counts from the set's start.
+          frozenAtMs: guest.frozenAtMs === null ? null : round(guest.frozenAtMs - startedAt.getTime()),
+        },
+      ];
+    });
+  }
 
   function pathsOf(p: Participant): string[] {
     return (p.metadata?.components ?? []).flatMap((c) => c.files.map((f) => f.path));

@@ -57,6 +57,13 @@ export const ThawResponseSchema = z.object({
   selfThawed: z.boolean(),
   /** How long the writer was frozen, by its own clock. */
   frozenMs: z.number().nonnegative(),
+  /**
+   * What the freeze reached, when less than an application writer's: `filesystem` for a freeze
+   * of file systems alone (the QEMU guest agent, a guest whose data has no application writer),
+   * `crash` for a writer that stands for several (a guest) part of which nothing quiesced.
+   * Absent means `application`.
+   */
+  consistency: z.enum(['application', 'filesystem', 'crash']).optional(),
 });
 export type ThawResponse = z.infer<typeof ThawResponseSchema>;
 

@@ -2,7 +2,11 @@ import type { CallOptions } from './writer.ts';
 import type { SnapshotPath } from './messages.ts';
 
 export const PROVIDER_NAMES = ['btrfs', 'reflink', 'fsfreeze', 'copy'] as const;
-export type ProviderName = (typeof PROVIDER_NAMES)[number];
+/**
+ * The providers a config may choose, and `host`: inside a guest, the snapshot is its host's (of
+ * the disk images), and the guest's "provider" only holds its file systems still meanwhile.
+ */
+export type ProviderName = (typeof PROVIDER_NAMES)[number] | 'host';
 
 /** Whether a provider can take a path, and why not. */
 export interface ProviderSupport {

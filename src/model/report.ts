@@ -38,24 +38,43 @@ export const SnapshotReportSchema = z.object({
 });
 export type SnapshotReport = z.infer<typeof SnapshotReportSchema>;
 
+/** How a guest was quiesced: by a quiesce agent, by the QEMU guest agent, or not at all. */
+export const GUEST_AGENT_KINDS = ['quiesce', 'qga', 'none'] as const;
+export type GuestAgentKind = (typeof GUEST_AGENT_KINDS)[number];
+
+/**
+ * One guest of a recursive set, nested in its host's report: the guest's own writers and
+ * components, its level, and the failure that lowered it. Times are on the host's clock.
+ */
 export type GuestReport = {
   name: string;
+  agent: GuestAgentKind;
   consistency: z.infer<typeof ConsistencyLevelSchema>;
   status: SetStatus;
   error: z.infer<typeof FailureSchema> | null;
+  /** What the operator should know that is not a failure (e.g. "no agent: taken crash-consistent"). */
+  message: string | null;
+  /** When the guest was frozen, in milliseconds after the host's set started (a writer hands the coordinator epoch milliseconds, which it rebases); null if never. */
+  frozenAtMs: number | null;
+  /** From the guest's freeze to its thaw, by the guest's clock; null if never frozen. */
+  freezeWindowMs: number | null;
   components: ComponentReport[];
   writers: WriterReport[];
   guests: GuestReport[];
 };
 export const GuestReportSchema: z.ZodType<GuestReport> = z.lazy(() =>
   z.object({
-    name: z.string(),
+    name: z.string().max(256),
+    agent: z.enum(GUEST_AGENT_KINDS),
     consistency: ConsistencyLevelSchema,
     status: z.enum(SET_STATUSES),
     error: FailureSchema.nullable(),
-    components: z.array(ComponentReportSchema),
-    writers: z.array(WriterReportSchema),
-    guests: z.array(GuestReportSchema),
+    message: z.string().max(4096).nullable(),
+    frozenAtMs: z.number().nullable(),
+    freezeWindowMs: z.number().nullable(),
+    components: z.array(ComponentReportSchema).max(4096),
+    writers: z.array(WriterReportSchema).max(4096),
+    guests: z.array(GuestReportSchema).max(1024),
   }),
 );
 

@@ -1,4 +1,5 @@
 import type { WriterMetadata } from './metadata.ts';
+import type { GuestReport } from './report.ts';
 import type {
   BackupCompleteRequest,
   FreezeRequest,
@@ -50,6 +51,12 @@ export interface WriterEndpoint {
    * and aborts at once. In-process endpoints return a session whose close does the same.
    */
   openSession(request: SetRequest): Promise<WriterSession>;
+  /**
+   * Only for a writer that stands for a guest (a recursive set): the guest's nested report as
+   * it stands, which the coordinator puts under `guests` in the set's report. No side effects;
+   * may be called at any time, after `shutdown` too.
+   */
+  guestReport?(): GuestReport | null;
   /** Release the connection (not the writer). */
   close(): Promise<void>;
 }

@@ -67,7 +67,8 @@ export async function chooseProvider(path: string, providers: readonly Provider[
 }
 
 function inPreferenceOrder(providers: readonly Provider[]): Provider[] {
-  return [...providers].sort((a, b) => PROVIDER_NAMES.indexOf(a.name) - PROVIDER_NAMES.indexOf(b.name));
+  const rank = (name: ProviderName): number => (PROVIDER_NAMES as readonly ProviderName[]).indexOf(name);
+  return [...providers].sort((a, b) => rank(a.name) - rank(b.name));
 }
 
 async function checkSupport(provider: Provider, path: string, options: CallOptions): Promise<ProviderSupport> {

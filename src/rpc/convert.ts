@@ -17,7 +17,10 @@ import {
   ThawResponseSchema,
   WriterMetadataSchema,
   WriterStatusSchema,
+  GuestReportSchema,
   type CallOptions,
+  type GuestReport,
+  type SetRequest,
   type Failure,
   type Phase,
   type PostSnapshotResponse,
@@ -25,7 +28,7 @@ import {
   type WriterMetadata,
   type WriterStatus,
 } from '../model/index.ts';
-import type { WriterRpc } from './writer-proto.ts';
+import type { AgentRpc } from './writer-proto.ts';
 
 type Wire = Record<string, unknown>;
 
@@ -107,8 +110,8 @@ type Empty = z.infer<typeof EmptySchema>;
  * runs. `Req`/`Res` are the model's shapes; `toWire` gives the object the proto serializer
  * takes, `fromWire` the candidate model object that the schema then validates.
  */
-export interface UnaryMethod<Req, Res> {
-  readonly rpc: Exclude<WriterRpc, 'OpenSession'>;
+export interface UnaryMethod<Req, Res, E extends WriterEndpoint = WriterEndpoint> {
+  readonly rpc: Exclude<AgentRpc, 'OpenSession'>;
   /** The phase a failure of this call is reported at (status is no phase). */
   readonly phase: Phase | null;
   readonly requestSchema: z.ZodType<Req, z.ZodTypeDef, unknown>;
@@ -117,10 +120,10 @@ export interface UnaryMethod<Req, Res> {
   readonly responseSchema: z.ZodType<Res, z.ZodTypeDef, unknown>;
   responseToWire(response: Res): object;
   responseFromWire(wire: unknown): unknown;
-  invoke(endpoint: WriterEndpoint, request: Req, options: CallOptions): Promise<Res>;
+  invoke(endpoint: E, request: Req, options: CallOptions): Promise<Res>;
 }
 
-function method<Req, Res>(spec: UnaryMethod<Req, Res>): UnaryMethod<Req, Res> {
+function method<Req, Res, E extends WriterEndpoint = WriterEndpoint>(spec: UnaryMethod<Req, Res, E>): UnaryMethod<Req, Res, E> {
   return spec;
 }
 
@@ -217,6 +220,35 @@ export const UNARY_METHODS = {
 } as const;
 
 export type UnaryMethodName = keyof typeof UNARY_METHODS;
+
+/** A guest as its agent serves it: a writer, and the guest's own report of a set. */
+export interface AgentEndpoint extends WriterEndpoint {
+  /** The guest's report of set `setId` (GuestReport, frozenAtMs as epoch milliseconds); `nonretryable` for an unknown set. */
+  report(request: SetRequest, options?: CallOptions): Promise<GuestReport>;
+}
+
+const ReportResponseSchema = GuestReportSchema;
+
+/** AgentService's Report: the guest's report as JSON in a string field, validated on both ends. */
+export const REPORT_METHOD = method<SetRequest, GuestReport, AgentEndpoint>({
+  rpc: 'Report',
+  phase: null,
+  requestSchema: SetRequestSchema,
+  requestToWire: (request) => ({ ...request }),
+  requestFromWire: same,
+  responseSchema: ReportResponseSchema,
+  responseToWire: (report) => ({ reportJson: JSON.stringify(report) }),
+  responseFromWire: (wire) => {
+    const json = asWire(wire).reportJson;
+    if (typeof json !== 'string') return null;
+    try {
+      return JSON.parse(json) as unknown;
+    } catch {
+      return null;
+    }
+  },
+  invoke: (endpoint, request, options) => endpoint.report(request, options),
+});
 
 /** The request of OpenSession. */
 export const SessionRequestSchema = SetRequestSchema;

@@ -10,4 +10,9 @@ export {
   WRITER_PROTO_FILE,
   WRITER_SERVICE,
   loadWriterService,
+  loadAgentService,
+  AGENT_SERVICE,
 } from './writer-proto.ts';
+export { serveAgent, connectAgent, certificateFingerprint, type TlsIdentity, type ServeAgentOptions, type ConnectAgentOptions, type RemoteAgentEndpoint } from './agent-wire.ts';
+export { makeIdentity, loadIdentity, readPem, type IdentityFiles } from './certificates.ts';
+export { type AgentEndpoint } from './convert.ts';

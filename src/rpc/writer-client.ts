@@ -15,7 +15,7 @@ import {
 } from '../model/index.ts';
 import { SessionEventSchema, UNARY_METHODS, describeZodError, type UnaryMethod } from './convert.ts';
 import { clientFailure, type ClientErrorContext } from './failure-status.ts';
-import { MAX_MESSAGE_BYTES, loadWriterService } from './writer-proto.ts';
+import { MAX_MESSAGE_BYTES, loadWriterService, type AgentRpc, type WireMethod } from './writer-proto.ts';
 
 export interface ConnectWriterOptions {
   /**
@@ -69,10 +69,27 @@ function abortReason(signal: AbortSignal): Error {
  */
 export function connectWriter(socketPath: string, options: ConnectWriterOptions = {}): RemoteWriterEndpoint {
   const address = socketPath.startsWith('unix:') ? socketPath : `unix://${resolve(socketPath)}`;
+  return connectOver(address, grpc.credentials.createInsecure(), loadWriterService(), options).endpoint;
+}
+
+/** A unary call of any method the service has (Report of AgentService, say). */
+export type InvokeMethod = <Req, Res>(method: UnaryMethod<Req, Res, never>, request: Req, callOptions?: CallOptions) => Promise<Res>;
+
+/**
+ * A WriterEndpoint over any channel: the service definition (WriterService or AgentService),
+ * credentials (insecure on a Unix socket, mutual TLS on TCP) and extra channel options.
+ */
+export function connectOver(
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  service: Record<Exclude<AgentRpc, 'Report'>, WireMethod> & Partial<Record<'Report', WireMethod>>,
+  options: ConnectWriterOptions = {},
+  channelOptions: grpc.ChannelOptions = {},
+): { endpoint: RemoteWriterEndpoint; invoke: InvokeMethod } {
   const { callTimeoutMs } = options;
   const keepaliveTimeMs = options.keepaliveTimeMs ?? 10_000;
-  const service = loadWriterService();
-  const client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+  const client = new grpc.Client(address, credentials, {
+    ...channelOptions,
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
     'grpc.keepalive_time_ms': keepaliveTimeMs,
@@ -92,11 +109,12 @@ export function connectWriter(socketPath: string, options: ConnectWriterOptions 
     });
   }
 
-  async function invoke<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, callOptions: CallOptions = {}): Promise<Res> {
+  async function invoke<Req, Res>(method: UnaryMethod<Req, Res, never>, request: Req, callOptions: CallOptions = {}): Promise<Res> {
     const { signal } = callOptions;
     if (closed) throw closedError(method.rpc, method.phase);
     if (signal?.aborted) throw abortReason(signal);
     const definition = service[method.rpc];
+    if (!definition) throw new QuiesceError('protocol', `the service at ${address} has no rpc ${method.rpc}`, { phase: method.phase });
     const context: ClientErrorContext = { target: address, rpc: method.rpc, phase: method.phase, callTimeoutMs };
     const raw = await new Promise<unknown>((resolvePromise, reject) => {
       const grpcOptions: grpc.CallOptions = callTimeoutMs === undefined ? {} : { deadline: Date.now() + callTimeoutMs };
@@ -220,7 +238,7 @@ export function connectWriter(socketPath: string, options: ConnectWriterOptions 
   }
 
   const m = UNARY_METHODS;
-  return {
+  const endpoint: RemoteWriterEndpoint = {
     address,
     identify: (callOptions) => invoke(m.identify, {}, callOptions),
     status: (callOptions) => invoke(m.status, {}, callOptions),
@@ -257,4 +275,5 @@ export function connectWriter(socketPath: string, options: ConnectWriterOptions 
       client.close();
     },
   };
+  return { endpoint, invoke };
 }

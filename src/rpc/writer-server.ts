@@ -12,7 +12,7 @@ import { ZodError } from 'zod';
 import { QuiesceError, type WriterEndpoint, type WriterSession } from '../model/index.ts';
 import { SessionRequestSchema, UNARY_METHODS, describeZodError, type SessionEvent, type UnaryMethod } from './convert.ts';
 import { failureStatus, invalidRequestStatus } from './failure-status.ts';
-import { MAX_MESSAGE_BYTES, loadWriterService, type WireMethod, type WriterRpc } from './writer-proto.ts';
+import { MAX_MESSAGE_BYTES, loadWriterService, type WireMethod } from './writer-proto.ts';
 
 export interface ServeWriterOptions {
   /** How often a session stream carries a heartbeat. Default 2000 ms. */
@@ -52,10 +52,9 @@ function isUndecodable(value: unknown): value is Undecodable {
 }
 
 /** The service with request decoders that never throw: gRPC would answer INTERNAL, we answer INVALID_ARGUMENT. */
-function tolerantService(): Record<WriterRpc, WireMethod> {
-  const service = loadWriterService();
-  const out: Partial<Record<WriterRpc, WireMethod>> = {};
-  for (const [rpc, definition] of Object.entries(service) as [WriterRpc, WireMethod][]) {
+function tolerantService<R extends string>(service: Record<R, WireMethod>): Record<R, WireMethod> {
+  const out: Partial<Record<R, WireMethod>> = {};
+  for (const [rpc, definition] of Object.entries(service) as [R, WireMethod][]) {
     out[rpc] = {
       ...definition,
       requestDeserialize: (bytes: Buffer): object => {
@@ -68,11 +67,11 @@ function tolerantService(): Record<WriterRpc, WireMethod> {
       },
     };
   }
-  return out as Record<WriterRpc, WireMethod>;
+  return out as Record<R, WireMethod>;
 }
 
 /** Parse a decoded request with the model's schema; the problem, naming the field, on failure. */
-function parseRequest<T>(
+export function parseRequest<T>(
   raw: unknown,
   fromWire: (wire: unknown) => unknown,
   schema: { safeParse(value: unknown): { success: true; data: T } | { success: false; error: ZodError } },
@@ -130,11 +129,11 @@ async function socketAnswers(socketPath: string): Promise<boolean> {
   });
 }
 
-async function bind(server: grpc.Server, address: string): Promise<void> {
-  await new Promise<void>((resolvePromise, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error) => {
+async function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
+  return new Promise<number>((resolvePromise, reject) => {
+    server.bindAsync(address, credentials, (error, port) => {
       if (error) reject(error);
-      else resolvePromise();
+      else resolvePromise(port);
     });
   });
 }
@@ -154,14 +153,75 @@ export async function serveWriter(
 ): Promise<WriterServer> {
   const path = resolve(socketPath);
   const address = `unix://${path}`;
+  const core = buildEndpointServer(endpoint, loadWriterService(), Object.values(UNARY_METHODS) as UnaryMethod<unknown, unknown>[], options);
+  await prepareSocketPath(path);
+  try {
+    await bind(core.server, address, grpc.ServerCredentials.createInsecure());
+    await chmod(path, 0o600);
+  } catch (error) {
+    core.server.forceShutdown();
+    throw new QuiesceError('bad-config', `cannot listen on ${path}: ${error instanceof Error ? error.message : String(error)}`, {
+      cause: error,
+    });
+  }
+  const socketInode = (await stat(path)).ino;
+
+  let closing: Promise<void> | undefined;
+  async function shutdown(): Promise<void> {
+    await core.stop();
+    try {
+      // Only our own socket: a successor may already listen on the same path.
+      if ((await stat(path)).ino === socketInode) await unlink(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') (options.onError ?? (() => undefined))(error);
+    }
+  }
+
+  return {
+    address,
+    close: () => (closing ??= shutdown()),
+  };
+}
+
+/**
+ * Serve `endpoint` on a listening address with the given credentials (the agent's TCP with
+ * mutual TLS). `methods` are the service's unary rpcs (WriterService's, and any more it has).
+ */
+export async function serveEndpointOn<R extends string, E extends WriterEndpoint>(
+  endpoint: E,
+  service: Record<R, WireMethod>,
+  address: string,
+  credentials: grpc.ServerCredentials,
+  methods: UnaryMethod<unknown, unknown, E>[],
+  options: ServeWriterOptions = {},
+): Promise<WriterServer & { port: number }> {
+  const core = buildEndpointServer(endpoint, service, methods, options);
+  let port: number;
+  try {
+    port = await bind(core.server, address, credentials);
+  } catch (error) {
+    core.server.forceShutdown();
+    throw new QuiesceError('bad-config', `cannot listen on ${address}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+  let closing: Promise<void> | undefined;
+  return { address, port, close: () => (closing ??= core.stop()) };
+}
+
+/** The gRPC server carrying `endpoint` (not yet bound), and how to stop it. */
+function buildEndpointServer<R extends string, E extends WriterEndpoint>(
+  endpoint: E,
+  definition: Record<R, WireMethod>,
+  methods: UnaryMethod<unknown, unknown, E>[],
+  options: ServeWriterOptions,
+): { server: grpc.Server; stop(): Promise<void> } {
   const heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
   const onError = options.onError ?? (() => undefined);
-  const service = tolerantService();
+  const service = tolerantService(definition);
 
   /** Open session streams: `stop` ends the stream (the writer is going away) and closes the session. */
   const sessions = new Set<{ stop(): Promise<void> }>();
 
-  function unary<Req, Res>(method: UnaryMethod<Req, Res>): grpc.handleUnaryCall<unknown, object> {
+  function unary<Req, Res>(method: UnaryMethod<Req, Res, E>): grpc.handleUnaryCall<unknown, object> {
     async function handle(call: grpc.ServerUnaryCall<unknown, object>, callback: grpc.sendUnaryData<object>) {
       const parsed = parseRequest(call.request, (wire) => method.requestFromWire(wire), method.requestSchema);
       if (!parsed.ok) {
@@ -257,7 +317,7 @@ export async function serveWriter(
       openSession(call).catch(onError);
     },
   };
-  for (const method of Object.values(UNARY_METHODS) as UnaryMethod<unknown, unknown>[]) {
+  for (const method of methods) {
     implementation[method.rpc] = unary(method);
   }
 
@@ -274,20 +334,7 @@ export async function serveWriter(
   });
   server.addService(service, implementation);
 
-  await prepareSocketPath(path);
-  try {
-    await bind(server, address);
-    await chmod(path, 0o600);
-  } catch (error) {
-    server.forceShutdown();
-    throw new QuiesceError('bad-config', `cannot listen on ${path}: ${error instanceof Error ? error.message : String(error)}`, {
-      cause: error,
-    });
-  }
-  const socketInode = (await stat(path)).ino;
-
-  let closing: Promise<void> | undefined;
-  async function shutdown(): Promise<void> {
+  async function stop(): Promise<void> {
     await Promise.all([...sessions].map((session) => session.stop()));
     await new Promise<void>((resolvePromise) => {
       const force = setTimeout(() => {
@@ -299,16 +346,6 @@ export async function serveWriter(
         resolvePromise();
       });
     });
-    try {
-      // Only our own socket: a successor may already listen on the same path.
-      if ((await stat(path)).ino === socketInode) await unlink(path);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') onError(error);
-    }
   }
-
-  return {
-    address,
-    close: () => (closing ??= shutdown()),
-  };
+  return { server, stop };
 }

@@ -1,0 +1,70 @@
+import type { Command } from 'commander';
+import { join } from 'node:path';
+import { startAgent } from '../../daemon/agent/index.ts';
+import { QuiesceError } from '../../model/index.ts';
+import { makeIdentity } from '../../rpc/index.ts';
+import { closeWriters, composeWriters } from '../compose.ts';
+import { resolveConfig } from '../load-config.ts';
+import { stdio } from '../output.ts';
+
+/**
+ * `quiesce agent`: the guest side of a recursive set. `--init` makes this machine's key and
+ * certificate (for a guest, or for the host that calls guests); without it, serve the config's
+ * writers to the pinned hosts until SIGINT or SIGTERM.
+ */
+export function registerAgent(program: Command): void {
+  program
+    .command('agent')
+    .description('serve this guest\'s writers and file systems to its host (mutual TLS); --init makes the key and certificate')
+    .option('-c, --config <file>', 'config file (its agent: and tls: sections)')
+    .option('--listen <addr>', 'host:port to listen on (overrides agent.listen)')
+    .option('--init', 'make a key and a self-signed certificate, print the fingerprint, and exit')
+    .option('--tls-dir <dir>', 'with --init: where to put them (default <stateDir>/tls)')
+    .option('--name <name>', 'with --init: the name in the certificate (default: the host name)')
+    .option('--json', 'print JSON')
+    .action(async (opts: { config?: string; listen?: string; init?: boolean; tlsDir?: string; name?: string; json?: boolean }) => {
+      const config = await resolveConfig(opts.config);
+      if (opts.init) {
+        const dir = opts.tlsDir ?? join(config.stateDir, 'tls');
+        const name = opts.name ?? config.agent?.name ?? (await import('node:os')).hostname();
+        const files = await makeIdentity(dir, 'agent', name);
+        if (opts.json) stdio.json(files);
+        else {
+          stdio.out(`key ${files.key}\ncertificate ${files.cert}\nfingerprint SHA-256 ${files.fingerprint}`);
+          stdio.out('Copy the certificate to the other side: a host pins it as guests[].certificate, an agent as agent.hosts[].');
+        }
+        return;
+      }
+      if (!config.agent || !config.tls) {
+        throw new QuiesceError('bad-config', `${opts.config ?? 'the config'} has no agent: section (with hosts:) and tls: { key, cert }; run quiesce agent --init first`);
+      }
+      const writers = await composeWriters({ ...config, guests: [] });
+      let agent;
+      try {
+        agent = await startAgent({
+          name: config.agent.name,
+          listen: opts.listen ?? config.agent.listen,
+          hosts: config.agent.hosts,
+          tls: config.tls,
+          writers,
+          paths: config.paths,
+          stateDir: config.stateDir,
+          stagingDir: config.stagingDir,
+          freezeTimeoutMs: config.policy.freezeTimeout,
+          freezeFilesystems: config.agent.freezeFilesystems,
+          freezeRoot: config.agent.freezeRoot,
+          onError: (error) => stdio.err(`quiesce agent: ${error instanceof Error ? error.message : String(error)}`),
+        });
+      } catch (error) {
+        await closeWriters(writers);
+        throw error;
+      }
+      if (opts.json) stdio.json({ name: agent.name, listening: agent.address, writers: writers.map((w) => w.name) });
+      else stdio.out(`agent ${agent.name} listening on ${agent.address} (${writers.length} writer(s))`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await agent.close();
+    });
+}

@@ -1,0 +1,77 @@
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import type { SetWriter } from '../../coordinator/index.ts';
+import { QuiesceError, type SetEvent } from '../../model/index.ts';
+import { loadIdentity, readPem, serveAgent } from '../../rpc/index.ts';
+import { createGuestRuntime } from './guest-runtime.ts';
+
+export interface AgentSettings {
+  name?: string;
+  listen: string;
+  /** PEM files of the hosts allowed to call. */
+  hosts: string[];
+  tls: { key: string; cert: string };
+  writers: SetWriter[];
+  paths: string[];
+  stateDir: string;
+  stagingDir: string;
+  freezeTimeoutMs: number;
+  freezeFilesystems: boolean;
+  freezeRoot: boolean;
+  onEvent?: (event: SetEvent) => void;
+  onError?: (error: unknown) => void;
+}
+
+export interface RunningAgent {
+  name: string;
+  /** `host:port` as bound (the port filled in when 0 was asked). */
+  address: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Start a guest's agent: its writers behind a guest runtime, served over mutual TLS to the
+ * pinned hosts. Stops with `close()`, which ends any set in progress (thawing everything).
+ */
+export async function startAgent(settings: AgentSettings): Promise<RunningAgent> {
+  const name = settings.name ?? hostname().split('.')[0] ?? 'guest';
+  const [identity, trusted] = await Promise.all([
+    loadIdentity(settings.tls),
+    Promise.all(settings.hosts.map((file) => readPem(file, 'host certificate'))),
+  ]);
+  const runtime = createGuestRuntime({
+    name,
+    writers: settings.writers,
+    paths: settings.paths,
+    stateDir: join(settings.stateDir, 'agent'),
+    stagingDir: settings.stagingDir,
+    freezeTimeoutMs: settings.freezeTimeoutMs,
+    freezeFilesystems: settings.freezeFilesystems,
+    freezeRoot: settings.freezeRoot,
+    onEvent: settings.onEvent,
+  });
+  let server;
+  try {
+    server = await serveAgent(runtime, settings.listen, {
+      identity,
+      trusted,
+      onError: settings.onError,
+      // A host that vanishes (killed, network cut) is noticed within about three seconds.
+      keepaliveTimeMs: 2000,
+      keepaliveTimeoutMs: 1000,
+      heartbeatIntervalMs: 1000,
+    });
+  } catch (error) {
+    await runtime.close();
+    throw QuiesceError.from(error, 'bad-config');
+  }
+  const host = settings.listen.slice(0, settings.listen.lastIndexOf(':'));
+  return {
+    name,
+    address: `${host}:${server.port}`,
+    close: async () => {
+      await server.close();
+      await runtime.close();
+    },
+  };
+}

@@ -1,0 +1,96 @@
+/**
+ * The agent wire: AgentService (proto/quiesce/v1/agent.proto) over TCP with mutual TLS. Both
+ * ends pin the other's self-signed certificate: the agent trusts only the host certificates
+ * its config names, the host trusts only the certificate it pinned for that guest (checked by
+ * SHA-256 fingerprint, whatever name or address it carries). A peer without a pinned
+ * certificate fails the TLS handshake and never reaches an rpc.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { X509Certificate } from 'node:crypto';
+import { QuiesceError, type CallOptions, type GuestReport, type SetRequest } from '../model/index.ts';
+import { REPORT_METHOD, UNARY_METHODS, type AgentEndpoint, type UnaryMethod } from './convert.ts';
+import { connectOver, type ConnectWriterOptions, type RemoteWriterEndpoint } from './writer-client.ts';
+import { serveEndpointOn, type ServeWriterOptions, type WriterServer } from './writer-server.ts';
+import { loadAgentService } from './writer-proto.ts';
+
+/** A key and its certificate, PEM. */
+export interface TlsIdentity {
+  key: Buffer;
+  cert: Buffer;
+}
+
+/** The SHA-256 fingerprint of a PEM certificate, as `AB:CD:…` (what `openssl x509 -fingerprint -sha256` prints). */
+export function certificateFingerprint(pem: Buffer | string): string {
+  try {
+    return new X509Certificate(pem).fingerprint256;
+  } catch (error) {
+    throw new QuiesceError('bad-config', `not a PEM certificate: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+}
+
+export interface ServeAgentOptions extends ServeWriterOptions {
+  /** This agent's key and certificate. */
+  identity: TlsIdentity;
+  /** The certificates of the hosts allowed to call (PEM, one or more). */
+  trusted: Buffer[];
+}
+
+/**
+ * Serve a guest on `listen` (`host:port`; port 0 picks one) over mutual TLS.
+ *
+ * @example
+ * const server = await serveAgent(runtime, '0.0.0.0:7443', { identity, trusted: [hostCert] });
+ */
+export async function serveAgent(endpoint: AgentEndpoint, listen: string, options: ServeAgentOptions): Promise<WriterServer & { port: number }> {
+  if (options.trusted.length === 0) {
+    throw new QuiesceError('bad-config', 'the agent trusts no host certificate: name the host certificate(s) to pin in the agent config (tls.hosts)');
+  }
+  for (const cert of options.trusted) certificateFingerprint(cert);
+  const credentials = grpc.ServerCredentials.createSsl(
+    Buffer.concat(options.trusted.flatMap((cert) => [cert, Buffer.from('\n')])),
+    [{ private_key: options.identity.key, cert_chain: options.identity.cert }],
+    true,
+  );
+  const methods = [...Object.values(UNARY_METHODS), REPORT_METHOD] as UnaryMethod<unknown, unknown, AgentEndpoint>[];
+  return serveEndpointOn(endpoint, loadAgentService(), listen, credentials, methods, options);
+}
+
+/** A guest's agent as the host sees it. */
+export interface RemoteAgentEndpoint extends RemoteWriterEndpoint {
+  report(request: SetRequest, options?: CallOptions): Promise<GuestReport>;
+}
+
+export interface ConnectAgentOptions extends ConnectWriterOptions {
+  /** The host's own key and certificate. */
+  identity: TlsIdentity;
+  /** The guest's certificate: the only one accepted from that address. */
+  pinned: Buffer;
+}
+
+/**
+ * Connect to the agent at `address` (`host:port`, or `tls://host:port`).
+ *
+ * @example
+ * const guest = connectAgent('tls://10.0.0.5:7443', { identity, pinned: guestCert, callTimeoutMs: 60_000 });
+ */
+export function connectAgent(address: string, options: ConnectAgentOptions): RemoteAgentEndpoint {
+  const target = address.replace(/^tls:\/\//, '').replace(/\/$/, '');
+  const expected = certificateFingerprint(options.pinned);
+  const credentials = grpc.credentials.createSsl(options.pinned, options.identity.key, options.identity.cert, {
+    // Pinning replaces name checks: the guest is whoever holds the pinned certificate's key.
+    checkServerIdentity: (_host, certificate) =>
+      certificate.fingerprint256 === expected
+        ? undefined
+        : new Error(`the agent at ${target} presented certificate ${certificate.fingerprint256}, not the pinned ${expected}`),
+  });
+  const { endpoint, invoke } = connectOver(`dns:${target}`, credentials, loadAgentService(), options, {
+    // The certificate carries the guest's name, not its address; the pin is what is checked.
+    'grpc.ssl_target_name_override': 'quiesce-agent',
+    'grpc.default_authority': 'quiesce-agent',
+  });
+  return {
+    ...endpoint,
+    address: `tls://${target}`,
+    report: (request, callOptions) => invoke(REPORT_METHOD, request, callOptions),
+  };
+}
