@@ -1,4 +1,4 @@
-import type { SetReport, WriterStatus } from '../model/index.ts';
+import type { ComponentReport, GuestReport, SetReport, WriterReport, WriterStatus } from '../model/index.ts';
 
 /** Where the CLI writes: the core never prints, the CLI does, through this. */
 export interface Output {
@@ -55,15 +55,34 @@ export function formatReport(report: SetReport): string {
   lines.push(`set ${report.id}: ${report.status}, consistency ${report.consistency}${report.kept ? ' (kept)' : ''}`);
   lines.push(`  type ${report.requestedType}, freeze window ${ms(report.freezeWindowMs)}, commit ${ms(report.commitMs)}, took ${ms(report.stats.durationMs)}`);
   if (report.error) lines.push(`  error: ${report.error.code}${report.error.phase ? ` at ${report.error.phase}` : ''}${report.error.writer ? ` (writer ${report.error.writer})` : ''}: ${report.error.message}`);
-  for (const w of report.writers) {
-    const failure = w.error ? `: ${w.error.code} at ${w.error.phase ?? '?'}: ${w.error.message}` : '';
-    lines.push(`  writer ${w.name} (${w.classId}): ${w.state}, ${w.consistency}, frozen ${ms(w.freezeWindowMs)}${failure}`);
-  }
-  for (const c of report.components) {
-    const type = c.actualType === c.requestedType ? c.actualType : `${c.requestedType} -> ${c.actualType}${c.typeReason ? ` (${c.typeReason})` : ''}`;
-    lines.push(`  component ${c.component} (writer ${c.writer}): ${c.status}, ${c.consistency}, ${type}`);
-  }
+  for (const w of report.writers) lines.push(`  ${writerLine(w)}`);
+  for (const c of report.components) lines.push(`  ${componentLine(c)}`);
   for (const s of report.snapshots) lines.push(`  snapshot ${s.original} -> ${s.snapshot} (${s.provider}, ${s.consistency})`);
   for (const b of report.benign) lines.push(`  benign: ${b.code} at ${b.phase ?? '?'} (writer ${b.writer ?? '?'}): ${b.message}`);
+  for (const g of report.guests) lines.push(...formatGuest(g, '  '));
   return lines.join('\n');
+}
+
+/** One guest of a recursive set as a tree: the guest, its writers and components, its own guests. */
+export function formatGuest(guest: GuestReport, indent: string): string[] {
+  const agent = guest.agent === 'quiesce' ? 'quiesce agent' : guest.agent === 'qga' ? 'QEMU guest agent' : 'no agent';
+  const frozen = guest.frozenAtMs === null ? 'never frozen' : `frozen at +${ms(guest.frozenAtMs)} for ${ms(guest.freezeWindowMs)}`;
+  const lines = [`${indent}guest ${guest.name} (${agent}): ${guest.status}, ${guest.consistency}, ${frozen}`];
+  const inner = `${indent}  `;
+  if (guest.error) lines.push(`${inner}error: ${guest.error.code} at ${guest.error.phase ?? '?'}${guest.error.writer ? ` (writer ${guest.error.writer})` : ''}: ${guest.error.message}`);
+  if (guest.message) lines.push(`${inner}note: ${guest.message}`);
+  for (const w of guest.writers) lines.push(`${inner}${writerLine(w)}`);
+  for (const c of guest.components) lines.push(`${inner}${componentLine(c)}`);
+  for (const g of guest.guests) lines.push(...formatGuest(g, inner));
+  return lines;
+}
+
+function writerLine(w: WriterReport): string {
+  const failure = w.error ? `: ${w.error.code} at ${w.error.phase ?? '?'}: ${w.error.message}` : '';
+  return `writer ${w.name} (${w.classId}): ${w.state}, ${w.consistency}, frozen ${ms(w.freezeWindowMs)}${failure}`;
+}
+
+function componentLine(c: ComponentReport): string {
+  const type = c.actualType === c.requestedType ? c.actualType : `${c.requestedType} -> ${c.actualType}${c.typeReason ? ` (${c.typeReason})` : ''}`;
+  return `component ${c.component} (writer ${c.writer}): ${c.status}, ${c.consistency}, ${type}`;
 }
