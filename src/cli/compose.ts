@@ -7,13 +7,15 @@ import type { Config, WriterConfig } from '../config/index.ts';
 import type { ResolvedProvider, SetWriter } from '../coordinator/index.ts';
 import { QuiesceError, type Provider, type ProviderName, type QuiescePolicy, type WriterEndpoint } from '../model/index.ts';
 import { chooseProvider, createProviders } from '../providers/index.ts';
-import { connectWriter } from '../rpc/index.ts';
+import { connectAgent, connectWriter, loadIdentity, readPem } from '../rpc/index.ts';
+import { createGuestWriter } from '../writers/guest/index.ts';
+import { createQgaGuest } from '../writers/qga/index.ts';
 import { createExecWriter } from '../writers/exec/index.ts';
 import { createWriterRuntime } from '../writers/sdk/index.ts';
 import { createSqliteWriter } from '../writers/sqlite/index.ts';
 
 export interface ComposedWriter extends SetWriter {
-  type: WriterConfig['type'] | 'registered';
+  type: WriterConfig['type'] | 'registered' | 'guest';
 }
 
 /** The endpoint for one configured writer. */
@@ -68,7 +70,40 @@ export async function composeWriters(config: Config, overridePolicy?: QuiescePol
     if (named.has(name) || claimed.has(socket)) continue;
     writers.push({ type: 'registered', name, policy: overridePolicy ?? config.policy.quiesce, endpoint: connectWriter(socket, { callTimeoutMs: config.policy.freezeTimeout }) });
   }
+  writers.push(...(await composeGuests(config, overridePolicy)));
   return writers;
+}
+
+/**
+ * One writer per guest: through its quiesce agent (mutual TLS, pinned certificate), through
+ * the QEMU guest agent on its socket, or none at all (crash-consistent, policy `off`).
+ */
+export async function composeGuests(config: Config, overridePolicy?: QuiescePolicy): Promise<ComposedWriter[]> {
+  const identity = config.guests.some((g) => g.agent?.startsWith('tls:')) && config.tls ? await loadIdentity(config.tls) : null;
+  return Promise.all(
+    config.guests.map(async (guest): Promise<ComposedWriter> => {
+      const policy = overridePolicy ?? guest.quiesce ?? config.policy.quiesce;
+      if (guest.agent === undefined) {
+        return { type: 'guest', name: guest.name, policy: 'off', endpoint: createGuestWriter({ name: guest.name, disks: guest.disks, agent: null, honorFull: guest.honorFull }) };
+      }
+      if (guest.agent.startsWith('qga:')) {
+        const socket = decodeURIComponent(new URL(guest.agent).pathname);
+        const endpoint = createQgaGuest({ name: guest.name, socket, disks: guest.disks, mountpoints: guest.mountpoints });
+        return { type: 'guest', name: guest.name, policy, endpoint };
+      }
+      if (!identity || !guest.certificate) {
+        throw new QuiesceError('bad-config', `guest ${guest.name}: a quiesce agent needs tls: { key, cert } and the guest's certificate pinned`, { writer: guest.name });
+      }
+      const agent = connectAgent(guest.agent, {
+        identity,
+        pinned: await readPem(guest.certificate, `certificate of guest ${guest.name}`),
+        callTimeoutMs: config.policy.freezeTimeout,
+        // A guest that vanishes (killed agent, cut network) is noticed within about three seconds.
+        keepaliveTimeMs: 2000,
+      });
+      return { type: 'guest', name: guest.name, policy, endpoint: createGuestWriter({ name: guest.name, disks: guest.disks, agent, honorFull: guest.honorFull }) };
+    }),
+  );
 }
 
 async function registeredSockets(dir: string): Promise<string[]> {

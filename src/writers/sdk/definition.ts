@@ -29,6 +29,17 @@ export interface HandlerContext {
  */
 export interface WriterDefinition {
   metadata: WriterMetadata | (() => Promise<WriterMetadata>);
+  /**
+   * What `freeze` reaches. `application` (the default): it holds the application at a transaction
+   * boundary. `filesystem`: it only freezes or syncs file systems under applications that take no
+   * part, as the QEMU guest agent's fsfreeze does. The runtime says so in every thaw answer
+   * (`consistency: 'filesystem'`), and the coordinator records this writer's components that froze
+   * and thawed in time at `filesystem`, never `application`.
+   *
+   * @example
+   * const definition: WriterDefinition = { metadata, level: 'filesystem', freeze: fsfreezeAll, thaw: thawAll };
+   */
+  level?: 'application' | 'filesystem';
   prepareBackup?(request: PrepareBackupRequest, context: HandlerContext): Promise<ComponentPlan[] | void>;
   prepareSnapshot?(context: HandlerContext): Promise<void>;
   freeze(context: HandlerContext): Promise<void>;

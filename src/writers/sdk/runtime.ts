@@ -308,7 +308,9 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
           throw fail('thaw', error);
         }
       }
-      const response = { selfThawed: set.selfThawed, frozenMs: set.frozenMs };
+      const response: ThawResponse = { selfThawed: set.selfThawed, frozenMs: set.frozenMs };
+      // A writer that freezes file systems alone never claims more than that.
+      if (definition.level === 'filesystem') response.consistency = 'filesystem';
       if (set.step === 'freeze') {
         set.step = 'thaw';
         if (!set.selfThawed) state = stateAfter('thaw');
