@@ -62,9 +62,10 @@ void describe('a valid config', () => {
         'paths: [/srv/files]',
         'providers: { /srv/files: copy }',
         'guests:',
-        '  - { name: vm1, agent: "tls://10.0.0.5:7443", disks: [/var/lib/vms/vm1.img], quiesce: prefer, honorFull: true }',
+        '  - { name: vm1, agent: "tls://10.0.0.5:7443", certificate: /etc/quiesce/guests/vm1.crt, disks: [/var/lib/vms/vm1.img], quiesce: prefer, honorFull: true }',
         '  - name: vm2',
         '    disks: [/var/lib/vms/vm2.img]',
+        'tls: { key: /etc/quiesce/tls/agent.key, cert: /etc/quiesce/tls/agent.crt }',
       ),
       FILE,
     );
@@ -98,7 +99,7 @@ void describe('a valid config', () => {
     assert.deepEqual(config.paths, ['/srv/files']);
     assert.deepEqual(config.providers, { '/srv/files': 'copy' });
     assert.deepEqual(config.guests, [
-      { name: 'vm1', agent: 'tls://10.0.0.5:7443', disks: ['/var/lib/vms/vm1.img'], quiesce: 'prefer', honorFull: true },
+      { name: 'vm1', agent: 'tls://10.0.0.5:7443', certificate: '/etc/quiesce/guests/vm1.crt', disks: ['/var/lib/vms/vm1.img'], quiesce: 'prefer', honorFull: true },
       { name: 'vm2', disks: ['/var/lib/vms/vm2.img'], honorFull: true },
     ]);
   });
@@ -274,6 +275,44 @@ void describe('every mistake is reported with its line and field', () => {
     );
     assertIssue(error, 4, 'writers[0].freeze', /freeze without thaw/);
     assertIssue(error, 5, 'writers[1]', /needs freeze and thaw commands, or a hooksDir/);
+  });
+
+  void test('guests and agents: a quiesce agent needs a pinned certificate and this host\'s identity; a bad listen address; mountpoints only for qga', () => {
+    const error = mistakes(
+      lines(
+        'guests:',
+        '  - { name: vm1, agent: "tls://10.0.0.5:7443", disks: [/vm1.img] }',
+        '  - { name: vm2, agent: "tls://10.0.0.6:7443", disks: [/vm2.img], mountpoints: [/srv] }',
+        '  - { name: vm3, agent: "qga:///run/vm3.sock", disks: [/vm3.img], mountpoints: [srv] }',
+        'agent:',
+        '  listen: "everywhere"',
+        '  hosts: []',
+      ),
+    );
+    assertIssue(error, 2, 'guests[0].agent', /needs its certificate pinned: add certificate:/);
+    assertIssue(error, 2, 'guests[0].agent', /needs this host's own identity: add tls:/);
+    assertIssue(error, 3, 'guests[1].mountpoints', /mountpoints are for a QEMU guest agent/);
+    assertIssue(error, 4, 'guests[2].mountpoints[0]', /must be an absolute path/);
+    assertIssue(error, 6, 'agent.listen', /"everywhere" is not an address to listen on; write host:port/);
+    assertIssue(error, 7, 'agent.hosts', /at least 1/);
+    assertIssue(error, 6, 'agent', /an agent needs its identity: add tls:/);
+  });
+
+  void test('a guest and agent config that is right parses with its defaults', () => {
+    const config = parseConfig(
+      lines(
+        'tls: { key: /etc/quiesce/tls/agent.key, cert: /etc/quiesce/tls/agent.crt }',
+        'guests:',
+        '  - { name: vm1, agent: "tls://10.0.0.5:7443", certificate: /etc/quiesce/guests/vm1.crt, disks: [/var/lib/vms/vm1.img], quiesce: require }',
+        '  - { name: vm2, agent: "qga:///run/vm2.qga.sock", disks: [/var/lib/vms/vm2.img], mountpoints: [/, /srv] }',
+        '  - { name: vm3, disks: [/var/lib/vms/vm3.img] }',
+        'agent: { hosts: [/etc/quiesce/hosts/backup.crt] }',
+      ),
+      FILE,
+    );
+    assert.equal(config.guests.length, 3);
+    assert.deepEqual(config.agent, { listen: '0.0.0.0:7443', hosts: ['/etc/quiesce/hosts/backup.crt'], freezeFilesystems: true, freezeRoot: false });
+    assert.equal(config.guests[0]!.honorFull, true);
   });
 
   void test('invalid characters in a name', () => {
