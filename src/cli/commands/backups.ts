@@ -44,7 +44,7 @@ export function registerBackups(program: Command): void {
               e.meta.status,
               e.meta.consistency,
               bytes(e.meta.report.stats.bytesRead),
-              e.meta.components.map((c) => `${c.component}:${c.actualType}`).join(' ') || '-',
+              e.meta.components.map((c) => `${c.writer}/${c.component}:${c.actualType}`).join(' ') || '-',
             ]),
           ),
         );
@@ -77,7 +77,7 @@ export function registerBackups(program: Command): void {
         stdio.out(formatReport(entry.meta.report));
         stdio.out(`  manifest ${entry.manifestId}, host ${entry.meta.hostname}${entry.meta.tags.length ? `, tags ${entry.meta.tags.join(',')}` : ''}`);
         for (const c of entry.meta.components) {
-          stdio.out(`  chain ${c.component}: ${c.actualType}${c.basedOn ? ` based on ${c.basedOn}` : ''}${c.stamp ? ', stamp recorded' : ''}; files ${c.files.join(', ')}`);
+          stdio.out(`  chain ${c.writer}/${c.component}: ${c.actualType}${c.basedOn ? ` based on ${c.basedOn}` : ''}${c.stamp ? ', stamp recorded' : ''}; files ${c.files.join(', ')}`);
         }
         if (opts.events) {
           if (!events) stdio.out(`  no event log for ${entry.setId} under ${config.stateDir} (it is kept on the host that took the set)`);
