@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runSnapshotSet, type SetWriter } from '../src/coordinator/index.ts';
 import { startAgent, type RunningAgent } from '../src/daemon/agent/index.ts';
-import { QuiesceError, type QuiescePolicy } from '../src/model/index.ts';
+import { QuiesceError, type BackupType, type QuiescePolicy } from '../src/model/index.ts';
+import { createSqliteWriter } from '../src/writers/sqlite/index.ts';
+import { createBank } from '../src/cli/demo/bank.ts';
 import { createProviders } from '../src/providers/index.ts';
 import {
   MAX_MESSAGE_BYTES,
@@ -52,14 +54,17 @@ interface TestGuest {
   writers: ReturnType<typeof scriptedWriter>[];
 }
 
-async function startGuest(name: string, inner: Omit<ScriptedWriterOptions, 'log'>[], freezeTimeoutMs = 5_000): Promise<TestGuest> {
+async function startGuest(name: string, inner: Omit<ScriptedWriterOptions, 'log'>[], freezeTimeoutMs = 5_000, more: (dir: string) => SetWriter[] = () => []): Promise<TestGuest> {
   const dir = join(root, name);
   const files = await makeIdentity(join(dir, 'tls'), 'agent', name);
   const disk = join(dir, `${name}.img`);
   await writeFile(disk, `disk of ${name}`);
   const log: string[] = [];
   const definitions = inner.map((spec) => scriptedWriter({ ...spec, log, files: spec.files ?? [join(dir, 'data')] }));
-  const writers: SetWriter[] = definitions.map((definition, i) => ({ name: inner[i]!.name, policy: 'prefer', endpoint: createWriterRuntime(definition) }));
+  const writers: SetWriter[] = [
+    ...definitions.map((definition, i): SetWriter => ({ name: inner[i]!.name, policy: 'prefer', endpoint: createWriterRuntime(definition) })),
+    ...more(dir),
+  ];
   const agent = await startAgent({
     name,
     listen: '127.0.0.1:0',
@@ -80,14 +85,17 @@ async function connect(guest: TestGuest, identity: TlsIdentity = host, pinned?: 
   return connectAgent(guest.agent.address, { identity, pinned: pinned ?? (await readPem(guest.files.cert, 'cert')), callTimeoutMs: 10_000, keepaliveTimeMs: 2000 });
 }
 
-async function hostSet(guests: TestGuest[], policy: QuiescePolicy) {
-  const writers: SetWriter[] = await Promise.all(
-    guests.map(async (g) => ({ name: g.name, policy, endpoint: createGuestWriter({ name: g.name, disks: [g.disk], agent: await connect(g), honorFull: true }) })),
-  );
+async function hostSet(guests: TestGuest[], policy: QuiescePolicy, options: { backupType?: BackupType; honorFull?: boolean; hostWriters?: SetWriter[] } = {}) {
+  const writers: SetWriter[] = [
+    ...(await Promise.all(
+      guests.map(async (g) => ({ name: g.name, policy, endpoint: createGuestWriter({ name: g.name, disks: [g.disk], agent: await connect(g), honorFull: options.honorFull ?? true }) })),
+    )),
+    ...(options.hostWriters ?? []),
+  ];
   try {
     return await runSnapshotSet({
       kind: 'backup',
-      backupType: 'full',
+      backupType: options.backupType ?? 'full',
       writers,
       paths: [],
       stateDir: join(root, 'host-state'),
@@ -150,14 +158,63 @@ describe('recursive sets over the agent wire', () => {
 
       good.log.length = 0;
       bad.log.length = 0;
-      const failed = await hostSet([good, bad], 'require');
+      const hostLog: string[] = [];
+      const hostWriter = scriptedWriter({ name: 'hostdb', log: hostLog, files: [good.disk] });
+      const failed = await hostSet([good, bad], 'require', { hostWriters: [{ name: 'hostdb', policy: 'prefer', endpoint: createWriterRuntime(hostWriter) }] });
       assert.equal(failed.status, 'failed');
       assert.equal(failed.error?.code, 'nonretryable');
       assert.ok(good.log.includes('db:abort'), `the good guest was aborted too: ${good.log.join(' ')}`);
+      assert.ok(hostLog.includes('hostdb:abort') && !hostWriter.frozen(), `the host's own writer was aborted and is not frozen: ${hostLog.join(' ')}`);
       for (const g of [good, bad]) assert.ok(g.writers.every((w) => !w.frozen()), `${g.name} left nothing frozen`);
     } finally {
       await Promise.all([good, bad].map((g) => g.agent.close()));
     }
+  });
+
+  test('the host\'s type reaches the guest\'s writers, subject to their honorFull; a guest with honorFull: false on the host gets copy', async () => {
+    const guest = await startGuest('typed', [], 5_000, (dir) => {
+      createBank(join(dir, 'shop.db'));
+      createBank(join(dir, 'ledger.db'));
+      return [
+        { name: 'shop', policy: 'prefer', endpoint: createWriterRuntime(createSqliteWriter({ name: 'shop', path: join(dir, 'shop.db'), stateDir: join(dir, 'writer-state'), honorFull: false })) },
+        { name: 'ledger', policy: 'prefer', endpoint: createWriterRuntime(createSqliteWriter({ name: 'ledger', path: join(dir, 'ledger.db'), stateDir: join(dir, 'writer-state') })) },
+      ];
+    });
+    try {
+      const full = await hostSet([guest], 'require');
+      assert.equal(full.status, 'succeeded', JSON.stringify(full.error));
+      const inner = new Map(full.guests[0]!.components.map((c) => [c.writer, c]));
+      assert.deepEqual([inner.get('shop')!.requestedType, inner.get('shop')!.actualType, inner.get('shop')!.typeReason], ['full', 'copy', 'policy'], 'the guest administrator keeps their chain');
+      assert.deepEqual([inner.get('ledger')!.actualType, inner.get('ledger')!.typeReason], ['full', null]);
+
+      const copied = await hostSet([guest], 'require', { honorFull: false });
+      assert.equal(copied.components[0]!.actualType, 'copy');
+      assert.equal(copied.components[0]!.typeReason, 'policy');
+      assert.ok(copied.guests[0]!.components.every((c) => c.requestedType === 'copy' && c.actualType === 'copy'), 'the whole guest took a copy');
+    } finally {
+      await guest.agent.close();
+    }
+  });
+
+  test('a guest with no agent is taken crash-consistent, and the report says so', async () => {
+    const disk = join(root, 'bare.img');
+    await writeFile(disk, 'a guest without an agent');
+    const report = await runSnapshotSet({
+      kind: 'backup',
+      backupType: 'full',
+      writers: [{ name: 'bare', policy: 'off', endpoint: createGuestWriter({ name: 'bare', disks: [disk], agent: null, honorFull: true }) }],
+      paths: [],
+      stateDir: join(root, 'host-state'),
+      stagingDir: join(root, 'host-staging'),
+      resolveProvider: async () => ({ provider: copy, level: 'crash' }),
+    });
+    assert.equal(report.status, 'succeeded');
+    assert.equal(report.consistency, 'crash');
+    const [node] = report.guests;
+    assert.equal(node?.agent, 'none');
+    assert.equal(node?.consistency, 'crash');
+    assert.match(node?.message ?? '', /no agent in this guest: its disks were taken crash-consistent/);
+    assert.deepEqual(report.snapshots.map((s) => s.original), [disk], 'its disk is in the set all the same');
   });
 
   test('strangers are refused; malformed, oversized and out-of-order messages get errors and the agent keeps serving', async () => {
