@@ -10,13 +10,13 @@
 // and mkfs.ext4; makeGuestHost answers { skip } with the reason when something is missing.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, rmdirSync, rmSync, unlinkSync } from 'node:fs';
-import { access, constants, link, mkdir, mkdtemp, open, readFile, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, mkdtemp, open, readFile, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkBank, type BankCheck, type WorkerStats } from '../../src/cli/demo/bank.ts';
 import type { GuestConfig, GuestMessage, GuestRequest } from '../fixtures/guest-main.ts';
-import { makeLoopFs, type LoopFs } from './loop-fs.ts';
+import { makeLoopFs, onPath, type LoopFs } from './loop-fs.ts';
 
 const execFileAsync = promisify(execFile);
 const PATH = `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
@@ -236,18 +236,6 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await delay(everyMs);
   }
-}
-
-async function onPath(command: string): Promise<boolean> {
-  for (const dir of PATH.split(':')) {
-    try {
-      await access(join(dir, command), constants.X_OK);
-      return true;
-    } catch {
-      // next
-    }
-  }
-  return false;
 }
 
 function alive(pid: number): boolean {

@@ -113,7 +113,8 @@ async function unmount(mountPoint: string): Promise<void> {
   }
 }
 
-async function onPath(command: string): Promise<boolean> {
+/** Whether `command` is an executable on PATH (with the sbin directories root's tools live in). */
+export async function onPath(command: string): Promise<boolean> {
   for (const dir of PATH.split(':')) {
     try {
       await access(join(dir, command), constants.X_OK);
