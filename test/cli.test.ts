@@ -137,4 +137,15 @@ describe('quiesce command line', () => {
     assert.equal(quiesce('snapshot', '--config', config, '--quiesce', 'sometimes').code, 2);
     assert.equal(quiesce('no-such-command').code, 2);
   });
+
+  test('the demo (the README\'s first command) proves every snapshot, backup, restore and guest consistent, exit 0', () => {
+    const demo = spawnSync(process.execPath, [bin, 'demo'], { encoding: 'utf8', timeout: 180_000 });
+    assert.equal(demo.status, 0, demo.stderr);
+    assert.doesNotMatch(demo.stdout, /INCONSISTENT|DAMAGED/);
+    assert.match(demo.stdout, /the restored bank\.db: integrity_check ok, sum 100000 \(consistent\)/);
+    assert.match(demo.stdout, /check --read-data: .* no errors were found/);
+    assert.match(demo.stdout, /guest vm1 \(quiesce agent\): succeeded, application/);
+    assert.match(demo.stdout, /guest vm2 \(no agent\): succeeded, crash/);
+    assert.match(demo.stdout, /saw 0 errors while quiesce worked/);
+  });
 });

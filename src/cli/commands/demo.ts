@@ -15,6 +15,9 @@ import { initRepository } from '../../repository/index.ts';
 import { bytes } from '../progress.ts';
 import { providerResolver } from '../compose.ts';
 import { formatReport, formatWriters, stdio } from '../output.ts';
+import { startAgent } from '../../daemon/agent/index.ts';
+import { connectAgent, loadIdentity, makeIdentity, readPem } from '../../rpc/index.ts';
+import { createGuestWriter } from '../../writers/guest/index.ts';
 
 /**
  * `quiesce demo`: the whole story on embedded defaults, with no root, no server and no config.
@@ -110,6 +113,7 @@ export function registerDemo(program: Command): void {
             const verified = await repository.check({ readData: true });
             say(`\n8. quiesce check --read-data: ${verified.manifests} sets, ${verified.blobs} blobs in ${verified.packs} packs, ${bytes(verified.bytesRead)} re-read: ${verified.ok ? 'no errors were found' : 'DAMAGED'}`);
             if (!verified.ok) process.exitCode = 1;
+            await demoGuests({ dir, say, repository, resolveProvider, stateDir: config.stateDir, stagingDir: config.stagingDir });
           } finally {
             await repository.close();
           }
@@ -118,7 +122,7 @@ export function registerDemo(program: Command): void {
           await endpoint.close();
           const transfers = stats.reduce((n, s) => n + s.transfers, 0);
           const errors = stats.reduce((n, s) => n + s.errors, 0);
-          say(`\n9. the application made ${transfers} transfers and saw ${errors} errors while quiesce worked`);
+          say(`\n10. the application made ${transfers} transfers and saw ${errors} errors while quiesce worked`);
           const final = await checkBank(dbPath);
           say(`   the live database: integrity_check ${final.integrity}, sum ${final.sum}`);
           if (errors > 0) process.exitCode = 1;
@@ -127,6 +131,77 @@ export function registerDemo(program: Command): void {
         if (!opts.keepFiles) await rm(dir, { recursive: true, force: true });
       }
     });
+}
+
+/**
+ * A recursive set on loopback: a guest's agent (mutual TLS, pinned certificates) with its own
+ * SQLite writer, and a guest with no agent; one host backup takes both disk images, the first
+ * application-consistent, the second crash-consistent, and the report nests each guest's own.
+ */
+async function demoGuests(options: {
+  dir: string;
+  say: (text: string) => void;
+  repository: Awaited<ReturnType<typeof initRepository>>;
+  resolveProvider: ReturnType<typeof providerResolver>;
+  stateDir: string;
+  stagingDir: string;
+}): Promise<void> {
+  const { dir, say } = options;
+  const guestDir = join(dir, 'guest-vm1');
+  let host;
+  let guest;
+  try {
+    host = await makeIdentity(join(dir, 'host-tls'), 'host', 'demo-host');
+    guest = await makeIdentity(join(guestDir, 'tls'), 'agent', 'vm1');
+  } catch (error) {
+    say(`\n9. a recursive set: skipped (${error instanceof Error ? error.message : String(error)})`);
+    return;
+  }
+  const guestDb = join(guestDir, 'shop.db');
+  createBank(guestDb);
+  const images = join(dir, 'images');
+  await mkdir(images, { recursive: true });
+  const disks = { vm1: join(images, 'vm1.img'), vm2: join(images, 'vm2.img') };
+  await writeFile(disks.vm1, Buffer.alloc(1024 * 1024, 1));
+  await writeFile(disks.vm2, Buffer.alloc(1024 * 1024, 2));
+  const agent = await startAgent({
+    name: 'vm1',
+    listen: '127.0.0.1:0',
+    hosts: [host.cert],
+    tls: guest,
+    writers: [{ name: 'shop', policy: 'prefer', endpoint: createWriterRuntime(createSqliteWriter({ name: 'shop', path: guestDb, stateDir: join(guestDir, 'state', 'writers'), honorFull: false })) }],
+    paths: [],
+    stateDir: join(guestDir, 'state'),
+    stagingDir: join(guestDir, 'staging'),
+    freezeTimeoutMs: 30_000,
+    // No root here: the guest's writers quiesce it; a real guest also freezes its file systems.
+    freezeFilesystems: false,
+    freezeRoot: false,
+  });
+  say(`\n9. a recursive set: guest vm1 runs \`quiesce agent\` on ${agent.address} (mutual TLS, pinned certificates) with its own SQLite writer (honorFull: false); guest vm2 has no agent`);
+  const connection = connectAgent(agent.address, { identity: await loadIdentity(host), pinned: await readPem(guest.cert, 'certificate'), callTimeoutMs: 30_000, keepaliveTimeMs: 2000 });
+  const writers = [
+    { name: 'vm1', policy: 'prefer' as const, endpoint: createGuestWriter({ name: 'vm1', disks: [disks.vm1], agent: connection, honorFull: true }) },
+    { name: 'vm2', policy: 'off' as const, endpoint: createGuestWriter({ name: 'vm2', disks: [disks.vm2], agent: null, honorFull: true }) },
+  ];
+  try {
+    say('   quiesce backup --type full (on the host)');
+    const { report } = await runBackup({
+      repository: options.repository,
+      catalogCache: join(dir, 'state', 'catalog.sqlite'),
+      backupType: 'full',
+      writers,
+      paths: [],
+      stateDir: options.stateDir,
+      stagingDir: options.stagingDir,
+      resolveProvider: options.resolveProvider,
+    });
+    say(indent(formatReport(report)));
+    if (report.guests.find((g) => g.name === 'vm1')?.consistency !== 'application') process.exitCode = 1;
+  } finally {
+    await Promise.all(writers.map((w) => w.endpoint.close()));
+    await agent.close();
+  }
 }
 
 function indent(text: string): string {
