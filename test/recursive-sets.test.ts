@@ -49,7 +49,8 @@ function quiesce(...args: string[]): Promise<{ code: number | null; stdout: stri
 }
 
 /** A guest whose agent serves its bank writer, or (bad) a scripted writer that refuses prepare-snapshot. */
-async function startGuest(name: string, options: { bad?: boolean; workers?: number } = {}): Promise<Guest> {
+/** `filesOnly`: no writer, only a directory the guest's file-system freeze holds still (level `filesystem`). */
+async function startGuest(name: string, options: { bad?: boolean; workers?: number; filesOnly?: boolean } = {}): Promise<Guest> {
   const gdir = join(dir, name);
   await mkdir(gdir, { recursive: true });
   const files = await makeIdentity(join(gdir, 'tls'), 'agent', name);
@@ -68,7 +69,8 @@ async function startGuest(name: string, options: { bad?: boolean; workers?: numb
       policy: { freezeTimeout: `${GUEST_FREEZE_MS}ms` },
       tls: { key: files.key, cert: files.cert },
       agent: { name, listen: `@ADDRESS@:${port}`, hosts: [hostFiles.cert] },
-      writers: [{ type: 'sqlite', name: 'bank', path: '@MOUNT@/bank.db' }],
+      writers: options.filesOnly ? [] : [{ type: 'sqlite', name: 'bank', path: '@MOUNT@/bank.db' }],
+      paths: options.filesOnly ? ['@MOUNT@/notes'] : [],
     }),
   );
   const agent = options.bad
@@ -79,7 +81,7 @@ async function startGuest(name: string, options: { bad?: boolean; workers?: numb
     name,
     // One writing process per guest: four guests' workers already keep both cores of a test machine busy.
     imageMiB: 256,
-    bankWorkers: options.workers ?? 1,
+    bankWorkers: options.filesOnly ? 0 : (options.workers ?? 1),
     files: { 'notes/readme.txt': `the notes of ${name}\n` },
     command,
     commandReady: /listening on/,
@@ -178,7 +180,7 @@ describe('recursive sets on test hosts in network namespaces', () => {
 
   test('one bad guest: prefer gives partial (exit 3) with that guest crash and explained; require fails the set and leaves every guest thawed', async (t) => {
     if (skip) return t.skip(skip);
-    const guests = await Promise.all([startGuest('ok1'), startGuest('ok2'), startGuest('bad', { bad: true })]);
+    const guests = await Promise.all([startGuest('ok1'), startGuest('files', { filesOnly: true }), startGuest('bad', { bad: true })]);
     try {
       const config = await hostConfig('bad', guests);
       assert.equal((await quiesce('init', '--config', config)).code, 0);
@@ -188,7 +190,8 @@ describe('recursive sets on test hosts in network namespaces', () => {
       assert.equal(report.status, 'partial');
       const byName = new Map(report.guests.map((g) => [g.name, g]));
       assert.equal(byName.get('ok1')!.consistency, 'application');
-      assert.equal(byName.get('ok2')!.consistency, 'application');
+      assert.equal(byName.get('files')!.consistency, 'filesystem', 'a guest with no writer, its file system frozen, is file-system consistent');
+      assert.equal(byName.get('files')!.status, 'succeeded');
       const bad = byName.get('bad')!;
       assert.equal(bad.consistency, 'crash');
       assert.equal(bad.error?.code, 'nonretryable');
@@ -210,6 +213,7 @@ describe('recursive sets on test hosts in network namespaces', () => {
       for (const g of guests) {
         const probe = await g.guest.exec(['/bin/sh', '-c', `echo ok > "${g.guest.mountPoint}/probe" && sync "${g.guest.mountPoint}/probe"`], { timeoutMs: 3_000 });
         assert.equal(probe.code, 0, `${g.guest.name}'s disk is writable: ${probe.stderr}`);
+        if (g.guest.bankPath === null) continue;
         const p0 = await g.guest.bankProgress();
         await new Promise((r) => setTimeout(r, 300));
         assert.ok((await g.guest.bankProgress()) > p0, `${g.guest.name}'s application runs`);
