@@ -66,8 +66,8 @@ async function startGuest(i: number): Promise<Guest> {
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       out += chunk;
-      const line = out.split('\n').find((l) => l.includes('"listening"'));
-      if (line) resolve((JSON.parse(line) as { listening: string }).listening);
+      const listening = /"listening":\s*"([^"]+)"/.exec(out);
+      if (listening) resolve(listening[1]!);
     });
     child.once('exit', (code) => reject(new Error(`agent ${name} exited with ${code}: ${out}`)));
   });
