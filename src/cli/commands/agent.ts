@@ -54,6 +54,14 @@ export function registerAgent(program: Command): void {
           freezeFilesystems: config.agent.freezeFilesystems,
           freezeRoot: config.agent.freezeRoot,
           onError: (error) => stdio.err(`quiesce agent: ${error instanceof Error ? error.message : String(error)}`),
+          // What an operator on the guest wants to see: each set's start and outcome, and every failure.
+          onEvent: (event) => {
+            if (event.event === 'fail' && event.error) {
+              stdio.err(`set ${event.setId}: ${event.phase}${event.writer ? ` of writer ${event.writer}` : ''} failed (${event.error.code}): ${event.error.message}`);
+            } else if (event.event === 'info' && event.result) {
+              stdio.err(`set ${event.setId}: ${event.result}`);
+            }
+          },
         });
       } catch (error) {
         await closeWriters(writers);
