@@ -100,7 +100,11 @@ describe('backup and restore', () => {
       await handle.close();
       const changed = await runBackup(backupOptions(repository, 'dedup', { paths: [source] }));
       const added = changed.report.stats.bytesAdded;
-      const overhead = 2 * (4 << 20); // at most the two cut chunks around the change, at the chunker's maximum size
+      // The chunks the change overlaps are stored again: the one it starts in and the one it ends
+      // in (each up to the chunker's maximum size) and the one after, where the cut points may
+      // take a chunk to fall back in line with the old ones. Two was one too few: a change whose
+      // end cut point moved (1 in about 60 random files) added 9.3 MiB.
+      const overhead = 3 * (4 << 20);
       assert.ok(added >= size / 100, `a 1% change added ${added} bytes`);
       assert.ok(added < size / 100 + overhead, `a 1% change added ${added} bytes (1% is ${size / 100})`);
     } finally {
