@@ -66,16 +66,12 @@ class TreeCopier {
     this.limit = Math.max(1, options.concurrency ?? 8);
   }
 
-  async visit(source: Path, target: Path, top: boolean): Promise<boolean> {
+  /** `known`: the stats of `source` when its directory's walk already read them (null: it vanished). */
+  async visit(source: Path, target: Path, top: boolean, known?: BigIntStats | null): Promise<boolean> {
     throwIfAborted(this.signal, 'copying the snapshot');
     this.throwIfFailed();
-    let stats: BigIntStats;
-    try {
-      stats = await lstat(source, { bigint: true });
-    } catch (error) {
-      if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
-      throw error;
-    }
+    const stats = known === undefined ? await statOrNull(source) : known;
+    if (stats === null) return false;
     if (stats.isDirectory()) {
       await makeDirectory(target);
       this.directories.push({ target, stats });
@@ -87,10 +83,15 @@ class TreeCopier {
         if (isErrno(error, 'ENOENT', 'ENOTDIR')) return true;
         throw error;
       }
-      for (const name of names) {
-        const child = joinBytes(source, name);
-        if (this.exclude.has(child.toString()) || this.skipNames.has(name.toString())) continue;
-        await this.visit(child, joinBytes(target, name), false);
+      const children = names.filter((name) => !this.exclude.has(joinBytes(source, name).toString()) && !this.skipNames.has(name.toString()));
+      // The entries' stats a batch at a time (each is a round trip to the thread pool), then
+      // each entry in order: files go to the copy queue, directories are walked.
+      for (let from = 0; from < children.length; from += STAT_BATCH) {
+        const batch = children.slice(from, from + STAT_BATCH);
+        const stats = await Promise.all(batch.map((name) => statOrNull(joinBytes(source, name))));
+        for (let i = 0; i < batch.length; i++) {
+          await this.visit(joinBytes(source, batch[i]!), joinBytes(target, batch[i]!), false, stats[i]);
+        }
       }
     } else if (stats.isFile()) {
       await this.schedule(() => this.copyFile(source, target, stats));
@@ -150,13 +151,18 @@ class TreeCopier {
       if (isErrno(error, 'ENOENT')) return; // deleted while we walked
       throw error;
     }
-    await this.applyMetadata(target, stats);
+    await this.applyMetadata(target, stats, true);
   }
 
-  private async applyMetadata(target: Path, stats: BigIntStats): Promise<void> {
+  /**
+   * `copied`: a file made by copyFile, which already gave it the source's mode (libuv fchmods the
+   * new file); only set-id bits, which chown clears, need a chmod then.
+   */
+  private async applyMetadata(target: Path, stats: BigIntStats, copied = false): Promise<void> {
+    const mode = Number(stats.mode) & 0o7777;
     // chown first: it clears set-id bits that chmod then restores.
     if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
-    await chmod(target, Number(stats.mode) & 0o7777);
+    if (!copied || (mode & 0o6000) !== 0) await chmod(target, mode);
     await utimes(target, utimesSeconds(stats.atimeNs), utimesSeconds(stats.mtimeNs));
   }
 
@@ -173,6 +179,18 @@ class TreeCopier {
 
   private throwIfFailed(): void {
     if (this.failure !== undefined) throw this.failure.error;
+  }
+}
+
+/** Entries of one directory whose stats are read at once. */
+const STAT_BATCH = 32;
+
+async function statOrNull(path: Path): Promise<BigIntStats | null> {
+  try {
+    return await lstat(path, { bigint: true });
+  } catch (error) {
+    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return null;
+    throw error;
   }
 }
 

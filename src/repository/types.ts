@@ -75,8 +75,11 @@ export interface RepositoryLock extends AsyncDisposable {
 export interface Repository {
   readonly id: string;
   readonly backend: Backend;
-  /** Content-defined chunk boundaries for this repository (keyed: boundaries reveal nothing). */
-  createChunker(): Chunker;
+  /**
+   * Content-defined chunk boundaries for this repository (keyed: boundaries reveal nothing);
+   * `allocate` gives each chunk its buffer (exactly `length` bytes), for callers that recycle them.
+   */
+  createChunker(allocate?: (length: number) => Uint8Array): Chunker;
   blobId(plaintext: Uint8Array): string;
   hasBlob(id: string): boolean;
   saveBlob(type: BlobType, plaintext: Uint8Array, options?: CallOptions): Promise<SaveBlobResult>;
@@ -98,6 +101,8 @@ export interface Repository {
 
 /** Streaming content-defined chunker: feed bytes, get complete chunks; `finish` gives the rest. */
 export interface Chunker {
+  /** A stream no longer than this is always one chunk: a caller may store it without chunking it. */
+  readonly minSize?: number;
   update(data: Uint8Array): Uint8Array[];
   finish(): Uint8Array[];
 }
