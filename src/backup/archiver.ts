@@ -57,10 +57,6 @@ export interface ArchiveResult {
  */
 const MAX_IN_FLIGHT = 12;
 
-/** Chunk buffers come in whole MiBs, so one serves the next chunks of other sizes; a few are kept. */
-const CHUNK_UNIT = 1 << 20;
-const MAX_SPARE_CHUNKS = 8;
-
 /** Directory entries walked at once, and so files being read at once (each with its own buffer). */
 const ENTRY_CONCURRENCY = 8;
 
@@ -203,29 +199,6 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     else readBuffers.push(buffer);
   }
 
-  // Chunk buffers (whole MiBs) recycled once their save is done: a fresh buffer per chunk kept the
-  // garbage collector busy with a gigabyte of short-lived external memory per gigabyte read.
-  const spareChunks: ArrayBuffer[] = [];
-  const ownChunks = new WeakSet<ArrayBuffer>();
-  function allocateChunk(length: number): Uint8Array {
-    let best = -1;
-    for (let i = 0; i < spareChunks.length; i++) {
-      const size = spareChunks[i]!.byteLength;
-      if (size >= length && (best < 0 || size < spareChunks[best]!.byteLength)) best = i;
-    }
-    let storage: ArrayBuffer;
-    if (best >= 0) storage = spareChunks.splice(best, 1)[0]!;
-    else {
-      storage = new ArrayBuffer(Math.max(1, Math.ceil(length / CHUNK_UNIT)) * CHUNK_UNIT);
-      ownChunks.add(storage);
-    }
-    return Buffer.from(storage, 0, length);
-  }
-  function recycleChunk(chunk: Uint8Array): void {
-    const storage = chunk.buffer;
-    if (storage instanceof ArrayBuffer && ownChunks.has(storage) && spareChunks.length < MAX_SPARE_CHUNKS) spareChunks.push(storage);
-  }
-
   // Saves in flight across all files; a file's content refs are filled in as its saves finish.
   const inFlight = new Set<Promise<void>>();
   async function throttle(): Promise<void> {
@@ -242,7 +215,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     const handle = await open(path, 'r').catch((error: unknown) => {
       throw QuiesceError.from(error, 'nonretryable', { component: original });
     });
-    const chunker = repository.createChunker(allocateChunk);
+    const chunker = repository.createChunker();
     const refs: ContentRef[] = [];
     const saves: Promise<void>[] = [];
     const store = async (chunk: Uint8Array) => {
@@ -252,36 +225,12 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       const saving = repository.saveBlob('data', chunk, options).then((saved) => {
         ref.id = saved.id;
         result.bytesAdded += saved.storedBytes;
-        recycleChunk(chunk); // the repository has copied what it keeps
       });
       const tracked = saving.finally(() => inFlight.delete(tracked));
       tracked.catch(() => undefined);
       inFlight.add(tracked);
       saves.push(saving);
     };
-    if (length > 0 && chunker.minSize !== undefined && length <= chunker.minSize) {
-      // One chunk whatever its bytes (a small file): read straight into it, no chunker, no copy.
-      try {
-        const chunk = Buffer.allocUnsafeSlow(length);
-        let filled = 0;
-        while (filled < length) {
-          options.signal?.throwIfAborted();
-          const { bytesRead } = await handle.read(chunk, filled, length - filled, offset + filled);
-          if (bytesRead === 0) throw new QuiesceError('inconsistent-snapshot', `${original} shrank while it was read from the snapshot`, { component: original });
-          filled += bytesRead;
-          result.bytesRead += bytesRead;
-        }
-        await store(chunk);
-      } catch (error) {
-        await Promise.allSettled(saves);
-        throw error;
-      } finally {
-        await handle.close();
-      }
-      const done = Promise.all(saves).then(() => undefined);
-      done.catch(() => undefined);
-      return { refs, done };
-    }
     const buffer = await takeReadBuffer();
     try {
       let position = offset;

@@ -1,9 +1,9 @@
 import type { CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { encodeBlob, sealedLength, type SealedParts } from './blob-codec.ts';
-import { BlobEncoderPool, type KeptBlob } from './blob-encoder-pool.ts';
+import { BlobEncoderPool } from './blob-encoder-pool.ts';
 import type { BlobIndex } from './blob-index.ts';
-import { blobIdOf, sha256Hex, type RepositoryKeys } from './crypto/keys.ts';
+import type { RepositoryKeys } from './crypto/keys.ts';
 import { encodeIndex, type IndexedPack } from './index-file.ts';
 import { PackAssembler } from './pack-file.ts';
 import { storageError } from './storage-error.ts';
@@ -23,9 +23,6 @@ export interface BlobSaverOptions {
   indexEveryPacks: number;
 }
 
-/** Blobs at least this large are hashed on a worker; smaller ones cost less to hash than to send. */
-const WORKER_HASH_MIN = 64 * 1024;
-
 /**
  * The write path: compresses and seals blobs (on worker threads when asked), gathers them into
  * packs, stores each full pack, and writes the index naming stored packs. Packs first, index
@@ -39,11 +36,8 @@ export class BlobSaver {
   /** Blobs being encoded, by id; settled once they are in the current pack. */
   private readonly encoding = new Map<string, Promise<void>>();
   private current: PackAssembler | null = null;
-  /**
-   * Buffers of stored packs, filled again by the next ones (as many as can be in use at once:
-   * a fresh buffer costs a page fault per page it is filled through).
-   */
-  private readonly spare: Buffer[] = [];
+  /** The buffer of the last stored pack, filled again by the next one. */
+  private spare: Buffer | undefined = undefined;
   /** Blobs of packs not stored yet (filling, or built and uploading), for `loadBlob` and dedup. */
   private readonly unstored = new Map<string, { pack: PackAssembler; offset: number; length: number }>();
   private readonly uploads = new Set<Promise<void>>();
@@ -60,22 +54,7 @@ export class BlobSaver {
     private readonly index: BlobIndex,
     private readonly options: BlobSaverOptions,
   ) {
-    this.pool = options.workers > 0 ? new BlobEncoderPool(keys.encryption, options.compressionLevel, options.workers, keys.mac) : null;
-  }
-
-  /**
-   * The id of a blob about to be saved. A large one is hashed on a worker, which keeps a copy:
-   * pass `kept` to `save`, or to `drop` when the blob turns out to be stored already.
-   */
-  async hash(plaintext: Uint8Array): Promise<{ id: string; kept: KeptBlob | null }> {
-    const inline = () => ({ id: blobIdOf(this.keys, plaintext), kept: null });
-    if (this.pool === null || plaintext.length < WORKER_HASH_MIN) return inline();
-    return this.pool.hash(plaintext).catch(inline);
-  }
-
-  /** Forgets a blob `hash` kept on a worker. */
-  drop(kept: KeptBlob | null): void {
-    if (kept !== null) this.pool?.drop(kept);
+    this.pool = options.workers > 0 ? new BlobEncoderPool(keys.encryption, options.compressionLevel, options.workers) : null;
   }
 
   /** Is the blob on its way into a pack in this session? */
@@ -105,13 +84,8 @@ export class BlobSaver {
   }
 
   /** Encodes and packs one blob (the caller has checked it is new); answers its sealed size. */
-  async save(id: string, type: BlobType, plaintext: Uint8Array, options: CallOptions = {}, kept: KeptBlob | null = null): Promise<number> {
-    try {
-      this.throwIfFailed();
-    } catch (error) {
-      this.drop(kept);
-      throw error;
-    }
+  async save(id: string, type: BlobType, plaintext: Uint8Array, options: CallOptions = {}): Promise<number> {
+    this.throwIfFailed();
     // Marked pending before any await, so a concurrent save of the same id deduplicates.
     let settle!: () => void;
     this.encoding.set(
@@ -122,22 +96,16 @@ export class BlobSaver {
     );
     let stored: number;
     try {
-      try {
-        await this.reserve(plaintext.length, options.signal);
-      } catch (error) {
-        this.drop(kept);
-        throw error;
-      }
+      await this.reserve(plaintext.length, options.signal);
       try {
         const inline = (): SealedParts => encodeBlob(this.keys.encryption, plaintext, this.options.compressionLevel);
         // A pool that lost its workers (one crashed, or could not start) degrades to inline work.
-        const sealed = this.pool === null ? inline() : await (kept === null ? this.pool.encode(plaintext) : this.pool.encodeKept(kept)).catch(inline);
+        const sealed = this.pool === null ? inline() : await this.pool.encode(plaintext).catch(inline);
         this.throwIfFailed();
         // Room for a full pack plus its last (largest) blob and the header; untouched pages cost nothing.
         if (this.current === null) {
-          const capacity = this.options.packSize + 4 * 1024 * 1024 + 64 * 1024;
-          // Shared memory, so a worker can hash the finished pack without a copy.
-          this.current = new PackAssembler(capacity, this.spare.pop() ?? (this.pool === null ? undefined : Buffer.from(new SharedArrayBuffer(capacity))));
+          this.current = new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare);
+          this.spare = undefined;
         }
         const entry = this.current.add(id, type, plaintext.length, sealed);
         this.unstored.set(id, { pack: this.current, offset: entry.offset, length: entry.length });
@@ -174,24 +142,17 @@ export class BlobSaver {
     const assembler = this.current;
     if (assembler === null) return;
     this.current = null;
-    const { bytes, header } = assembler.seal(this.keys.encryption);
-    // The pack's name (SHA-256 of its bytes) is computed on a worker when its buffer is shared;
-    // nothing writes to the buffer until the pack is stored.
-    const shared = this.pool !== null && bytes.buffer instanceof SharedArrayBuffer && bytes.byteOffset === 0 ? bytes.buffer : null;
-    const naming = shared === null || this.pool === null ? Promise.resolve(sha256Hex(bytes)) : this.pool.digest(shared, bytes.length).catch(() => sha256Hex(bytes));
-    let pack!: IndexedPack;
-    const upload = naming
-      .then((name) => {
-        pack = { id: name, size: bytes.length, blobs: header.blobs };
-        return this.backend.save('data', name, bytes, options.signal === undefined ? {} : { signal: options.signal });
-      })
+    const built = assembler.finish(this.keys.encryption);
+    const pack: IndexedPack = { id: built.name, size: built.bytes.length, blobs: built.header.blobs };
+    const upload = this.backend
+      .save('data', built.name, built.bytes, options.signal === undefined ? {} : { signal: options.signal })
       .then(() => {
         this.index.addPack(pack);
         this.unindexed.push(pack);
         this.stored.push(pack);
         for (const entry of pack.blobs) this.unstored.delete(entry.id);
         // Nothing refers to the stored pack's bytes any more: the next pack fills its buffer.
-        if (this.spare.length <= this.options.maxUploads) this.spare.push(assembler.storage);
+        this.spare ??= assembler.storage;
       })
       .catch((error: unknown) => {
         this.failure ??= storageError(error, this.backend.location);

@@ -95,12 +95,6 @@ export class PackAssembler {
   }
 
   finish(key: Uint8Array, created = new Date()): BuiltPack {
-    const { bytes, header } = this.seal(key, created);
-    return { name: sha256Hex(bytes), bytes, header };
-  }
-
-  /** `finish` without the name: the caller hashes the bytes (maybe on another thread). */
-  seal(key: Uint8Array, created = new Date()): { bytes: Buffer; header: PackHeader } {
     const header: PackHeader = { version: 1, created: created.toISOString(), blobs: this.entries };
     const sealedHeader = seal(key, Buffer.from(JSON.stringify(header), 'utf8'));
     this.reserve(sealedHeader.length + 4);
@@ -108,7 +102,8 @@ export class PackAssembler {
     this.size += sealedHeader.length;
     this.buffer.writeUInt32LE(sealedHeader.length, this.size);
     this.size += 4;
-    return { bytes: this.buffer.subarray(0, this.size), header };
+    const bytes = this.buffer.subarray(0, this.size);
+    return { name: sha256Hex(bytes), bytes, header };
   }
 
   private reserve(more: number): void {

@@ -163,8 +163,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     return this;
   }
 
-  createChunker(allocate?: (length: number) => Uint8Array): Chunker {
-    return new FastCdcChunker(this.gear, this.config.chunker, allocate);
+  createChunker(): Chunker {
+    return new FastCdcChunker(this.gear, this.config.chunker);
   }
 
   blobId(plaintext: Uint8Array): string {
@@ -178,14 +178,9 @@ class QuiesceRepository implements Repository, RepositoryInternals {
   async saveBlob(type: BlobType, plaintext: Uint8Array, options: CallOptions = {}): Promise<SaveBlobResult> {
     this.assertOpen();
     options.signal?.throwIfAborted();
-    // Hashed on a worker for large blobs; the check and `save`'s pending mark happen with no
-    // await between them, so concurrent saves of the same content store it once.
-    const { id, kept } = await this.saver.hash(plaintext);
-    if (this.hasBlob(id)) {
-      this.saver.drop(kept);
-      return { id, added: false, storedBytes: 0 };
-    }
-    const storedBytes = await this.saver.save(id, type, plaintext, options, kept);
+    const id = this.blobId(plaintext);
+    if (this.hasBlob(id)) return { id, added: false, storedBytes: 0 };
+    const storedBytes = await this.saver.save(id, type, plaintext, options);
     return { id, added: true, storedBytes };
   }
 
