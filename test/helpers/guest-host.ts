@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { checkBank, type BankCheck, type WorkerStats } from '../../src/cli/demo/bank.ts';
 import type { GuestConfig, GuestMessage, GuestRequest } from '../fixtures/guest-main.ts';
-import { makeLoopFs, onPath, type LoopFs } from './loop-fs.ts';
+import { makeLoopFs, onPath, unmount, type LoopFs } from './loop-fs.ts';
 
 const execFileAsync = promisify(execFile);
 const PATH = `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
@@ -784,20 +784,7 @@ export async function mountImage(image: string): Promise<MountedImage> {
   let cleaned: Promise<void> | null = null;
   const cleanup = (): Promise<void> => {
     cleaned ??= (async () => {
-      if (mounted) {
-        for (let attempt = 0; ; attempt++) {
-          try {
-            await run('umount', [dir]);
-            break;
-          } catch (error) {
-            if (attempt >= 25 || !errorText(error).includes('busy')) {
-              await run('umount', ['-l', dir]).catch(() => {});
-              break;
-            }
-            await delay(200);
-          }
-        }
-      }
+      if (mounted) await unmount(dir);
       if (entry.device !== null) await run('losetup', ['-d', entry.device]).catch(() => {});
       await rm(tempDir, { recursive: true, force: true });
       liveImageMounts.delete(tempDir);

@@ -98,7 +98,8 @@ export async function makeLoopFs(kind: LoopFsKind, sizeMiB: number): Promise<Loo
   }
 }
 
-async function unmount(mountPoint: string): Promise<void> {
+/** Unmounts, retrying for about five seconds while busy, then detaches lazily. */
+export async function unmount(mountPoint: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
       await run('umount', [mountPoint]);
