@@ -3,6 +3,7 @@
 export {
   runSnapshotSet,
   resolveSnapshotPath,
+  untilAborted,
   type KeptSet,
   type ResolvedProvider,
   type SetWriter,

@@ -672,7 +672,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
  * signal cannot hold the set: the coordinator stops waiting and calls it not-responding; the
  * writer's own watchdog and the later abort undo whatever that call still does.
  */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) {
     promise.catch(() => undefined);
     return Promise.reject(signal.reason as Error);

@@ -1,3 +1,4 @@
+import { untilAborted } from '../../coordinator/index.ts';
 import {
   QuiesceError,
   type CallOptions,
@@ -64,7 +65,8 @@ export class HeldFreezeProvider implements Provider {
         for (const { paths } of plan.values()) held.push(...paths);
       }
       this.options.onFrozen();
-      await untilReleased(this.options.released(), options.signal);
+      const released = this.options.released();
+      await (options.signal ? untilAborted(released, options.signal) : released);
       const early = guardians.find((guardian) => guardian.thawedEarly);
       if (early !== undefined) {
         throw new QuiesceError('timeout', `${early.mountPoint} thawed by itself before the host said thaw (the guest's freeze deadline of ${this.options.maxFrozenMs} ms passed)`, { phase: 'commit' });
@@ -101,23 +103,4 @@ export class HeldFreezeProvider implements Provider {
     }
     return groups;
   }
-}
-
-function untilReleased(released: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
-  if (!signal) return released;
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    released.then(
-      () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error instanceof Error ? error : new Error(String(error)));
-      },
-    );
-  });
 }
