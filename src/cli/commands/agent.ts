@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { startAgent } from '../../daemon/agent/index.ts';
+import { agentSettings, startAgent } from '../../daemon/agent/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { makeIdentity } from '../../rpc/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
@@ -42,17 +42,8 @@ export function registerAgent(program: Command): void {
       let agent;
       try {
         agent = await startAgent({
-          name: config.agent.name,
-          listen: opts.listen ?? config.agent.listen,
-          hosts: config.agent.hosts,
-          tls: config.tls,
-          writers,
-          paths: config.paths,
-          stateDir: config.stateDir,
-          stagingDir: config.stagingDir,
-          freezeTimeoutMs: config.policy.freezeTimeout,
-          freezeFilesystems: config.agent.freezeFilesystems,
-          freezeRoot: config.agent.freezeRoot,
+          ...agentSettings(config, writers),
+          ...(opts.listen === undefined ? {} : { listen: opts.listen }),
           onError: (error) => stdio.err(`quiesce agent: ${error instanceof Error ? error.message : String(error)}`),
           // What an operator on the guest wants to see: each set's start and outcome, and every failure.
           onEvent: (event) => {

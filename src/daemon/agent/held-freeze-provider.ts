@@ -8,11 +8,9 @@ import {
   type ProviderSupport,
 } from '../../model/index.ts';
 import { freezeWithGuardian, type FreezeGuardian } from '../../providers/fsfreeze/freeze-guardian.ts';
+import { FREEZABLE } from '../../providers/fsfreeze/fsfreeze-provider.ts';
 import { mountOf, physicalPath, readMounts, type Mount } from '../../providers/mounts.ts';
 import { findCommand } from '../../providers/run-command.ts';
-
-/** File systems whose kernel driver implements freeze. */
-const FREEZABLE = new Set(['ext3', 'ext4', 'xfs', 'btrfs']);
 
 export interface HeldFreezeOptions {
   /** Freeze the file systems at all (false: the guest's writers alone quiesce it). */

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { Config } from '../../config/index.ts';
 import type { SetWriter } from '../../coordinator/index.ts';
 import { QuiesceError, type SetEvent } from '../../model/index.ts';
 import { loadIdentity, readPem, serveAgent } from '../../rpc/index.ts';
@@ -20,6 +21,26 @@ export interface AgentSettings {
   freezeRoot: boolean;
   onEvent?: (event: SetEvent) => void;
   onError?: (error: unknown) => void;
+}
+
+/** The settings a config with `agent:` and `tls:` sections gives, for these writers. */
+export function agentSettings(config: Config, writers: SetWriter[]): AgentSettings {
+  if (!config.agent || !config.tls) {
+    throw new QuiesceError('bad-config', 'the config has no agent: section (with hosts:) and tls: { key, cert }; run quiesce agent --init first');
+  }
+  return {
+    name: config.agent.name,
+    listen: config.agent.listen,
+    hosts: config.agent.hosts,
+    tls: config.tls,
+    writers,
+    paths: config.paths,
+    stateDir: config.stateDir,
+    stagingDir: config.stagingDir,
+    freezeTimeoutMs: config.policy.freezeTimeout,
+    freezeFilesystems: config.agent.freezeFilesystems,
+    freezeRoot: config.agent.freezeRoot,
+  };
 }
 
 export interface RunningAgent {

@@ -11,7 +11,7 @@ import {
 import { freezeWithGuardian, type FreezeGuardian } from './freeze-guardian.ts';
 
 /** File systems whose kernel driver implements freeze. */
-const FREEZABLE = new Set(['ext3', 'ext4', 'xfs', 'btrfs']);
+export const FREEZABLE = new Set(['ext3', 'ext4', 'xfs', 'btrfs']);
 
 export interface FsfreezeProviderOptions {
   /**
