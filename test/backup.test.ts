@@ -2,7 +2,7 @@
 // SQLite database, the chain guard, and restore safety. Real files, a real repository on disk.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,6 +108,80 @@ describe('backup and restore', () => {
       assert.ok(added >= size / 100, `a 1% change added ${added} bytes`);
       assert.ok(added < size / 100 + overhead, `a 1% change added ${added} bytes (1% is ${size / 100})`);
     } finally {
+      await repository.close();
+    }
+  });
+
+  test('an incremental copies into its snapshot only the files that changed, and restores the tree as it is now', async () => {
+    const source = join(dir, 'known');
+    await mkdir(join(source, 'sub'), { recursive: true });
+    const hourAgo = new Date(Date.now() - 3600_000);
+    for (let i = 0; i < 40; i++) {
+      const file = join(source, i % 2 ? 'sub' : '', `f${i}.bin`);
+      await writeFile(file, randomBytes(4096));
+      await utimes(file, hourAgo, hourAgo);
+    }
+    // Written just before the parent set: the parent may have read it between two writes within
+    // one timestamp tick, so the next set reads it again even though size and mtime still match.
+    await writeFile(join(source, 'racy.bin'), randomBytes(4096));
+    const racyStats = await stat(join(source, 'racy.bin'));
+    // A database under the same plain path, with its writer: always captured by the snapshot
+    // (its writer reads it there), even when it looks unchanged.
+    const dbPath = join(source, 'shop.db');
+    const db = new Database(dbPath);
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+    db.prepare('INSERT INTO t (v) VALUES (?)').run('first');
+    db.close();
+    await utimes(dbPath, hourAgo, hourAgo);
+    const endpoint = createWriterRuntime(createSqliteWriter({ name: 'shop', path: dbPath, stateDir: join(dir, 'known-writer') }));
+    const writers: SetWriter[] = [{ name: 'shop', endpoint, policy: 'require' }];
+    // The copy provider, and a record of what each of its snapshots left out.
+    const leftOut: string[][] = [];
+    const recording = {
+      ...copy,
+      name: copy.name,
+      supports: copy.supports.bind(copy),
+      prepare: copy.prepare.bind(copy),
+      release: copy.release.bind(copy),
+      async commit(...args: Parameters<typeof copy.commit>) {
+        const snapshot = await copy.commit(...args);
+        leftOut.push((snapshot.unchanged ?? []).map((f) => join(f.snapshotDir, f.name)));
+        return snapshot;
+      },
+    };
+    const repository = await newRepository('known');
+    const options = (type: 'full' | 'incremental') =>
+      backupOptions(repository, 'known', { paths: [source], writers, backupType: type, resolveProvider: async () => ({ provider: recording, level: 'crash' }) });
+    try {
+      const full = await runBackup(options('full'));
+      assert.equal(full.report.status, 'succeeded', JSON.stringify(full.report.error));
+      assert.deepEqual(leftOut[0], [], 'a full backup copies everything');
+
+      await writeFile(join(source, 'f4.bin'), randomBytes(4096)); // changed, new mtime
+      await writeFile(join(source, 'new.bin'), randomBytes(100));
+      await rm(join(source, 'sub', 'f5.bin'));
+      await writeFile(join(source, 'racy.bin'), randomBytes(4096));
+      await utimes(join(source, 'racy.bin'), racyStats.atime, racyStats.mtime);
+
+      const incremental = await runBackup(options('incremental'));
+      assert.equal(incremental.report.status, 'succeeded', JSON.stringify(incremental.report.error));
+      const notCopied = leftOut[1]!.map((path) => path.slice(path.lastIndexOf(source)));
+      // 40 old files, less the changed and the removed one; never the racy file or the database.
+      assert.equal(notCopied.length, 38, notCopied.join('\n'));
+      for (const name of ['f4.bin', 'racy.bin', 'shop.db', 'new.bin']) assert.ok(!notCopied.includes(join(source, name)), `${name} was left out`);
+      // What was read: the changed, new and racy files and the database, not the 38 others.
+      assert.ok(incremental.report.stats.bytesRead < 3 * 4096 + 100 + (await stat(dbPath)).size + 4096, `read ${incremental.report.stats.bytesRead} bytes`);
+
+      const catalog = await Catalog.load(repository, null);
+      const target = join(dir, 'known-restored');
+      const result = await restore({ repository, tree: catalog.find(incremental.report.id)!.tree, target });
+      assert.deepEqual(result.failed, []);
+      assert.deepEqual(diffTrees(await describeTree(source), await describeTree(join(target, source))), []);
+      const restored = new Database(join(target, dbPath), { readonly: true });
+      assert.deepEqual(restored.prepare('SELECT v FROM t ORDER BY id').pluck().all(), ['first']);
+      restored.close();
+    } finally {
+      await endpoint.close();
       await repository.close();
     }
   });

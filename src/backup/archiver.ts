@@ -1,9 +1,10 @@
 import { open, lstat, readdir, readlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
-import { QuiesceError, type ByteRange, type CallOptions } from '../model/index.ts';
+import { QuiesceError, type ByteRange, type CallOptions, type UnchangedFile } from '../model/index.ts';
 import type { ContentRef, FileNode, Tree, TreeNode } from '../repository/tree.ts';
 import type { Repository } from '../repository/types.ts';
+import { reusable, trustedBy } from './known-files.ts';
 
 /** Where one original path can be read, and how much of it must be read. */
 export interface ArchiveSource {
@@ -27,6 +28,10 @@ export interface ArchiveOptions extends CallOptions {
   parentTree?: string | null;
   /** Original path prefixes where the parent may be trusted (plain paths, file components). */
   parentPaths?: string[];
+  /** Only files with an mtime before this (ns) reuse the parent's content (see `reusable`). */
+  parentBefore?: bigint;
+  /** Files the provider left out of the snapshot as unchanged since the parent: their content is the parent's. */
+  unchanged?: readonly UnchangedFile[];
   /** Original file path -> what changed since its base. */
   partial?: Map<string, PartialSource>;
   onProgress?: (progress: ArchiveProgress) => void;
@@ -78,6 +83,9 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     source: ArchiveSource | null;
   }
   const root: Skeleton = { children: new Map(), source: null };
+  // A source inside another (a database's file under a plain path) is read from its own snapshot
+  // when the walk of the outer one reaches it.
+  const sourceAt = new Map(options.sources.map((s) => [s.original, s]));
   for (const source of options.sources) {
     let node = root;
     for (const part of source.original.split('/').filter(Boolean)) {
@@ -99,7 +107,15 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     }
     return tree;
   }
-  const parentUsable = (original: string) => (options.parentPaths ?? []).some((p) => original === p || original.startsWith(`${p}/`));
+  const parentUsable = trustedBy(options.parentPaths ?? []);
+  const parentBefore = options.parentBefore ?? BigInt(Number.MAX_SAFE_INTEGER) * 1_000_000n;
+  // Snapshot directory -> the files left out of it, by name.
+  const leftOut = new Map<string, Map<string, UnchangedFile>>();
+  for (const file of options.unchanged ?? []) {
+    let files = leftOut.get(file.snapshotDir);
+    if (files === undefined) leftOut.set(file.snapshotDir, (files = new Map<string, UnchangedFile>()));
+    files.set(file.name, file);
+  }
 
   async function saveTree(nodes: TreeNode[]): Promise<string> {
     nodes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -114,7 +130,8 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     for (const [name, child] of [...skeleton.children].sort(([a], [b]) => (a < b ? -1 : 1))) {
       const childOriginal = `${original}/${name}`;
       const parentNode = parent?.nodes.find((n) => n.name === name) ?? null;
-      if (child.source && child.children.size === 0) {
+      // A captured path: everything below it is in its snapshot, nested captured paths included.
+      if (child.source) {
         const waits: Promise<void>[] = [];
         const node = await archivePath(child.source.snapshot, childOriginal, name, parentNode, waits);
         await Promise.all(waits);
@@ -146,7 +163,9 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     if (stats.isDirectory()) {
       const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
       const parentByName = new Map((subParent?.nodes ?? []).map((n) => [n.name, n]));
-      const entries = (await readdir(path)).filter((entry) => entry !== '.quiesce-snapshots').sort();
+      const notCopied = leftOut.get(path);
+      const read = (await readdir(path)).filter((entry) => entry !== '.quiesce-snapshots');
+      const entries = notCopied === undefined ? read.sort() : [...new Set([...read, ...notCopied.keys()])].sort();
       const children: (TreeNode | null)[] = new Array<TreeNode | null>(entries.length).fill(null);
       const childWaits: Promise<void>[] = [];
       // A few entries at a time: a run of small files is a run of open/read/close round trips.
@@ -155,7 +174,14 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
         while (next < entries.length) {
           const i = next++;
           const entry = entries[i]!;
-          children[i] = await archivePath(join(path, entry), `${original}/${entry}`, entry, parentByName.get(entry) ?? null, childWaits);
+          const file = notCopied?.get(entry);
+          if (file !== undefined) {
+            children[i] = unchangedNode(file, parentByName.get(entry), `${original}/${entry}`);
+            continue;
+          }
+          const childOriginal = `${original}/${entry}`;
+          const snapshot = sourceAt.get(childOriginal)?.snapshot ?? join(path, entry);
+          children[i] = await archivePath(snapshot, childOriginal, entry, parentByName.get(entry) ?? null, childWaits);
         }
       };
       await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, entries.length) }, walker));
@@ -175,7 +201,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       progress(original);
       return { ...base, type: 'file', size: fileSize, content: refs };
     }
-    if (parentNode?.type === 'file' && parentUsable(original) && parentNode.size === fileSize && parentNode.mtimeNs === base.mtimeNs && parentNode.content.every((c) => repository.hasBlob(c.id))) {
+    if (parentUsable(original) && reusable(repository, parentNode, fileSize, base.mtimeNs, parentBefore)) {
       result.unchangedFiles++;
       progress(original);
       return { ...base, type: 'file', size: fileSize, content: parentNode.content };
@@ -184,6 +210,17 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     waits.push(done);
     progress(original);
     return { ...base, type: 'file', size: fileSize, content: refs };
+  }
+
+  /** A file the provider left out: the parent's content, with the original's metadata at the commit. */
+  function unchangedNode(file: UnchangedFile, parentNode: TreeNode | undefined, original: string): TreeNode {
+    if (!reusable(repository, parentNode, file.size, file.mtimeNs, parentBefore)) {
+      throw new QuiesceError('inconsistent-snapshot', `${original} was left out of the snapshot as unchanged, but the parent set does not hold it as it is now`, { component: original });
+    }
+    result.files++;
+    result.unchangedFiles++;
+    progress(original);
+    return { name: file.name, mode: file.mode, uid: file.uid, gid: file.gid, mtimeNs: file.mtimeNs, type: 'file', size: file.size, content: parentNode.content };
   }
 
   // Read buffers shared by the whole archive, one per file being read (the chunker copies what it

@@ -4,6 +4,7 @@ import { runSnapshotSet, type SnapshotSetOptions, type SnapshotView, type UseOut
 import { QuiesceError, type BackupType, type SetReport } from '../model/index.ts';
 import type { Repository } from '../repository/types.ts';
 import { archive, findNode, type ArchiveProgress, type PartialSource } from './archiver.ts';
+import { parentKnownFiles } from './known-files.ts';
 
 export interface BackupOptions extends Omit<SnapshotSetOptions, 'kind' | 'use' | 'previousStamp' | 'keep'> {
   repository: Repository;
@@ -31,10 +32,14 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
     const catalog = await Catalog.load(repository, options.catalogCache, { signal: options.signal });
     let manifestId: string | null = null;
     const bases = new Map<string, CatalogEntry>();
+    const parent = parentSet(catalog, options.backupType);
+    const before = parent === null ? 0n : parentBefore(parent);
     const report = await runSnapshotSet({
       ...options,
       kind: 'backup',
       keep: false,
+      // The plain paths' files that the parent holds unchanged are not even copied into the snapshot.
+      ...(parent !== null && options.paths.length > 0 ? { knownFiles: parentKnownFiles(repository, parent.tree, options.paths, before) } : {}),
       previousStamp: (writer, component, type) => {
         const base = catalog.baseFor(writer, component, type);
         if (!base) return undefined;
@@ -42,7 +47,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
         return base.record.stamp ?? undefined;
       },
       use: async (view, signal): Promise<UseOutcome> => {
-        const stored = await store(view, catalog, bases, options, signal);
+        const stored = await store(view, bases, { parent, before }, options, signal);
         manifestId = stored.manifestId;
         return { stats: stored.stats };
       },
@@ -53,7 +58,29 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
   }
 }
 
-async function store(view: SnapshotView, catalog: Catalog, bases: Map<string, CatalogEntry>, options: BackupOptions, signal: AbortSignal) {
+/**
+ * The set whose tree a backup of `type` compares plain paths and file components with by size
+ * and mtime: incremental against the newest set, differential against the newest full.
+ */
+function parentSet(catalog: Catalog, type: BackupType): CatalogEntry | null {
+  if (type === 'incremental') return catalog.latestWith(() => true);
+  if (type === 'differential') return catalog.latestWith((e) => e.meta.requestedType === 'full');
+  return null;
+}
+
+/** A second before the parent set started (ns): files with a later mtime are read again (see `reusable`). */
+function parentBefore(parent: CatalogEntry): bigint {
+  const started = Date.parse(parent.meta.report.startedAt);
+  return Number.isFinite(started) ? BigInt(started - 1000) * 1_000_000n : 0n;
+}
+
+async function store(
+  view: SnapshotView,
+  bases: Map<string, CatalogEntry>,
+  { parent, before }: { parent: CatalogEntry | null; before: bigint },
+  options: BackupOptions,
+  signal: AbortSignal,
+) {
   const { repository } = options;
   const started = performance.now();
   const type = options.backupType;
@@ -74,18 +101,14 @@ async function store(view: SnapshotView, catalog: Catalog, bases: Map<string, Ca
   // Change detection by size and mtime for plain paths and file components (never for databases,
   // whose writers say what changed): incremental against the newest set, differential the newest full.
   const trusted = [...options.paths, ...view.components.filter((c) => c.kind === 'files').flatMap((c) => c.files.map((f) => f.path))];
-  const parent =
-    type === 'incremental'
-      ? catalog.latestWith(() => true)
-      : type === 'differential'
-        ? catalog.latestWith((e) => e.meta.requestedType === 'full')
-        : null;
 
   const result = await archive({
     repository,
     sources: view.snapshots.map((s) => ({ original: s.original, snapshot: s.snapshot })),
     parentTree: parent?.tree ?? null,
     parentPaths: trusted,
+    parentBefore: before,
+    unchanged: view.unchanged,
     partial,
     signal,
     onProgress: options.onProgress,

@@ -7,7 +7,6 @@ import type { Config, WriterConfig } from '../config/index.ts';
 import type { ResolvedProvider, SetWriter } from '../coordinator/index.ts';
 import { QuiesceError, type Provider, type ProviderName, type QuiescePolicy, type WriterEndpoint } from '../model/index.ts';
 import { chooseProvider, createProviders } from '../providers/index.ts';
-import { connectAgent, connectWriter, loadIdentity, readPem } from '../rpc/index.ts';
 import { createGuestWriter } from '../writers/guest/index.ts';
 import { createQgaGuest } from '../writers/qga/index.ts';
 import { createExecWriter } from '../writers/exec/index.ts';
@@ -18,8 +17,14 @@ export interface ComposedWriter extends SetWriter {
   type: WriterConfig['type'] | 'registered' | 'guest';
 }
 
+/**
+ * The wire (gRPC and its protobuf loader) loads only for a config that reaches out of process:
+ * it costs about a third of a second at start, which every local backup would otherwise pay.
+ */
+const loadRpc = () => import('../rpc/index.ts');
+
 /** The endpoint for one configured writer. */
-export function writerEndpoint(config: WriterConfig, root: Config): WriterEndpoint {
+export async function writerEndpoint(config: WriterConfig, root: Config): Promise<WriterEndpoint> {
   switch (config.type) {
     case 'sqlite':
       return createWriterRuntime(
@@ -44,7 +49,7 @@ export function writerEndpoint(config: WriterConfig, root: Config): WriterEndpoi
         }),
       );
     case 'remote':
-      return connectWriter(config.socket ?? join(root.registrationDir, `${config.name}.sock`), { callTimeoutMs: root.policy.freezeTimeout });
+      return (await loadRpc()).connectWriter(config.socket ?? join(root.registrationDir, `${config.name}.sock`), { callTimeoutMs: root.policy.freezeTimeout });
     case 'postgres':
       throw new QuiesceError('bad-config', `writer ${config.name}: the postgres writer is not available in this version; remove it or use an exec writer`, { writer: config.name });
     default:
@@ -57,18 +62,16 @@ export function writerEndpoint(config: WriterConfig, root: Config): WriterEndpoi
  * directory that the config does not name (out-of-process writers announce themselves that way).
  */
 export async function composeWriters(config: Config, overridePolicy?: QuiescePolicy): Promise<ComposedWriter[]> {
-  const writers: ComposedWriter[] = config.writers.map((w) => ({
-    type: w.type,
-    name: w.name,
-    policy: overridePolicy ?? w.quiesce ?? config.policy.quiesce,
-    endpoint: writerEndpoint(w, config),
-  }));
+  const writers: ComposedWriter[] = [];
+  for (const w of config.writers) {
+    writers.push({ type: w.type, name: w.name, policy: overridePolicy ?? w.quiesce ?? config.policy.quiesce, endpoint: await writerEndpoint(w, config) });
+  }
   const named = new Set(config.writers.map((w) => w.name));
   const claimed = new Set(config.writers.flatMap((w) => (w.type === 'remote' && w.socket ? [w.socket] : [])));
   for (const socket of await registeredSockets(config.registrationDir)) {
     const name = basename(socket, '.sock');
     if (named.has(name) || claimed.has(socket)) continue;
-    writers.push({ type: 'registered', name, policy: overridePolicy ?? config.policy.quiesce, endpoint: connectWriter(socket, { callTimeoutMs: config.policy.freezeTimeout }) });
+    writers.push({ type: 'registered', name, policy: overridePolicy ?? config.policy.quiesce, endpoint: (await loadRpc()).connectWriter(socket, { callTimeoutMs: config.policy.freezeTimeout }) });
   }
   writers.push(...(await composeGuests(config, overridePolicy)));
   return writers;
@@ -79,7 +82,8 @@ export async function composeWriters(config: Config, overridePolicy?: QuiescePol
  * the QEMU guest agent on its socket, or none at all (crash-consistent, policy `off`).
  */
 export async function composeGuests(config: Config, overridePolicy?: QuiescePolicy): Promise<ComposedWriter[]> {
-  const identity = config.guests.some((g) => g.agent?.startsWith('tls:')) && config.tls ? await loadIdentity(config.tls) : null;
+  const rpc = config.guests.some((g) => g.agent?.startsWith('tls:')) ? await loadRpc() : null;
+  const identity = rpc && config.tls ? await rpc.loadIdentity(config.tls) : null;
   return Promise.all(
     config.guests.map(async (guest): Promise<ComposedWriter> => {
       const policy = overridePolicy ?? guest.quiesce ?? config.policy.quiesce;
@@ -91,12 +95,12 @@ export async function composeGuests(config: Config, overridePolicy?: QuiescePoli
         const endpoint = createQgaGuest({ name: guest.name, socket, disks: guest.disks, mountpoints: guest.mountpoints });
         return { type: 'guest', name: guest.name, policy, endpoint };
       }
-      if (!identity || !guest.certificate) {
+      if (!rpc || !identity || !guest.certificate) {
         throw new QuiesceError('bad-config', `guest ${guest.name}: a quiesce agent needs tls: { key, cert } and the guest's certificate pinned`, { writer: guest.name });
       }
-      const agent = connectAgent(guest.agent, {
+      const agent = rpc.connectAgent(guest.agent, {
         identity,
-        pinned: await readPem(guest.certificate, `certificate of guest ${guest.name}`),
+        pinned: await rpc.readPem(guest.certificate, `certificate of guest ${guest.name}`),
         callTimeoutMs: config.policy.freezeTimeout,
         // A guest that vanishes (killed agent, cut network) is noticed within about three seconds.
         keepaliveTimeMs: 2000,

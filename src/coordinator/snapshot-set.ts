@@ -22,6 +22,8 @@ import {
   type SetReport,
   type SetStatus,
   type SnapshotPath,
+  type KnownFiles,
+  type UnchangedFile,
   type SnapshotReport,
   type WriterEndpoint,
   type WriterMetadata,
@@ -63,6 +65,8 @@ export interface SnapshotComponent {
 export interface SnapshotView {
   setId: string;
   snapshots: SnapshotPath[];
+  /** Files the providers left out because `knownFiles` holds them unchanged. */
+  unchanged: UnchangedFile[];
   components: SnapshotComponent[];
   /** Map an original path to where it can be read in the snapshot, or null if it is not in the set. */
   resolve(original: string): string | null;
@@ -115,6 +119,11 @@ export interface SnapshotSetOptions {
    * images), so writers get no post-snapshot and hand out no stamp. Default true.
    */
   postSnapshot?: boolean;
+  /**
+   * Files the requester already holds (a backup's parent set): providers that copy file by file
+   * leave out the plain-path files that still match. Never applied to a writer's component file.
+   */
+  knownFiles?: KnownFiles;
 }
 
 /** A set kept with `--keep`: what `releaseKeptSet` needs. */
@@ -363,6 +372,8 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       byProvider.set(resolved.provider, entry);
     }
     const stagingDir = options.stagingDir;
+    const componentFiles = new Set(participants.flatMap((p) => (p.metadata?.components ?? []).flatMap((c) => c.files.map((f) => f.path))));
+    const known = options.knownFiles === undefined ? undefined : withoutComponentFiles(options.knownFiles, componentFiles);
     for (const [provider, entry] of byProvider) {
       const t0 = log.elapsed();
       await provider.prepare({ setId, paths: entry.paths, stagingDir }, { signal: deadline(callTimeoutMs) });
@@ -417,7 +428,7 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       await Promise.all(
         [...byProvider].map(async ([provider, entry]) => {
           const t0 = log.elapsed();
-          const snapshot = await provider.commit({ setId, paths: entry.paths, stagingDir }, { signal: commitSignal });
+          const snapshot = await provider.commit({ setId, paths: entry.paths, stagingDir, ...(known ? { known } : {}) }, { signal: commitSignal });
           snapshots.push(snapshot);
           for (const path of snapshot.paths) {
             snapshotLevels.set(path.original, entry.level);
@@ -532,7 +543,8 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     const paths = snapshots.flatMap((s) => s.paths);
     const resolve = (original: string): string | null => resolveSnapshotPath(paths, original);
     const writers = participants.flatMap((p) => (p.metadata ? [p.metadata] : []));
-    return { setId, snapshots: paths, components: componentsOf(), resolve, report: buildReport, writers };
+    const unchanged = snapshots.flatMap((s) => s.unchanged ?? []);
+    return { setId, snapshots: paths, unchanged, components: componentsOf(), resolve, report: buildReport, writers };
   }
 
   function componentsOf(): SnapshotComponent[] {
@@ -722,4 +734,19 @@ async function saveKeptSet(stateDir: string, kept: KeptSet): Promise<void> {
   const path = join(dir, `${kept.setId}.json`);
   await writeFile(`${path}.tmp`, JSON.stringify(kept, null, 2), { mode: 0o600 });
   await rename(`${path}.tmp`, path);
+}
+
+/** `known` minus whatever the writers' components name (files, or directories and all below): those are always captured. */
+function withoutComponentFiles(known: KnownFiles, componentFiles: ReadonlySet<string>): KnownFiles {
+  if (componentFiles.size === 0) return known;
+  const within = (dir: string) => [...componentFiles].some((path) => dir === path || dir.startsWith(`${path}/`));
+  return {
+    async inDirectory(originalDir, options) {
+      if (within(originalDir)) return null;
+      const files = await known.inDirectory(originalDir, options);
+      if (files === null) return null;
+      const prefix = originalDir === '/' ? '/' : `${originalDir}/`;
+      return new Map([...files].filter(([name]) => !componentFiles.has(`${prefix}${name}`)));
+    },
+  };
 }

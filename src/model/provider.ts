@@ -23,6 +23,40 @@ export interface ProviderSnapshotRequest {
   paths: string[];
   /** A directory this provider may use for its copies when it has no better place (the copy and fsfreeze providers). */
   stagingDir: string;
+  /**
+   * Files the requester already holds from an earlier set (an incremental's parent). A provider
+   * that copies file by file need not copy a file whose size and mtime still match what is held:
+   * it lists it in `ProviderSnapshot.unchanged` instead. Providers that snapshot whole file
+   * systems at once (btrfs) ignore it.
+   */
+  known?: KnownFiles;
+}
+
+/** What a requester already holds of a file: its size and mtime then. */
+export interface KnownFile {
+  size: bigint;
+  mtimeNs: bigint;
+}
+
+export interface KnownFiles {
+  /**
+   * The files held in one original directory, by name, or null when none are. Only files whose
+   * content the requester can reuse as it is are listed (never a writer's component file).
+   */
+  inDirectory(originalDir: string, options?: CallOptions): Promise<ReadonlyMap<string, KnownFile> | null>;
+}
+
+/** A file a provider left out of its snapshot because the requester holds it unchanged. */
+export interface UnchangedFile {
+  /** The snapshot directory where the file would have been (the other entries of the directory are there). */
+  snapshotDir: string;
+  name: string;
+  /** The original's metadata at the commit. */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeNs: string;
 }
 
 /** A taken snapshot; release it with `release`. */
@@ -33,6 +67,8 @@ export interface ProviderSnapshot {
   paths: SnapshotPath[];
   /** Provider-private data needed to release (e.g. subvolumes created); JSON-serialisable, for --keep. */
   handle: unknown;
+  /** Files left out because the request's `known` holds them unchanged (absent: none). */
+  unchanged?: UnchangedFile[];
 }
 
 /**

@@ -4,7 +4,7 @@ import {
   chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, utimes,
 } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
-import type { CallOptions } from '../model/index.ts';
+import type { CallOptions, KnownFiles, UnchangedFile } from '../model/index.ts';
 import { isErrno, throwIfAborted } from './provider-error.ts';
 import { isRoot } from './run-command.ts';
 
@@ -19,6 +19,14 @@ export interface CopyTreeOptions extends CallOptions {
   stopAt?: ReadonlySet<string>;
   /** Files copied at once. */
   concurrency?: number;
+  /**
+   * Files the requester holds already: one whose size and mtime match is not copied but pushed
+   * onto `unchanged`. With `known`, `original` names the source in the requester's terms (the
+   * source's path with its parents' symlinks as the requester wrote them); default `source`.
+   */
+  known?: KnownFiles;
+  original?: string;
+  unchanged?: UnchangedFile[];
 }
 
 type Path = Buffer;
@@ -34,7 +42,7 @@ type Path = Buffer;
 export async function copyTree(source: string, target: string, options: CopyTreeOptions = {}): Promise<boolean> {
   const copier = new TreeCopier(options);
   try {
-    const copied = await copier.visit(Buffer.from(source), Buffer.from(target), true);
+    const copied = await copier.visit(Buffer.from(source), Buffer.from(target), true, undefined, options.original ?? source);
     await copier.finish();
     return copied;
   } catch (error) {
@@ -50,6 +58,8 @@ class TreeCopier {
   private readonly stopAt: ReadonlySet<string>;
   private readonly skipNames: ReadonlySet<string>;
   private readonly limit: number;
+  private readonly known: KnownFiles | undefined;
+  private readonly unchanged: UnchangedFile[];
   private readonly asRoot = isRoot();
   private readonly running = new Set<Promise<void>>();
   private readonly directories: { target: Path; stats: BigIntStats }[] = [];
@@ -64,10 +74,16 @@ class TreeCopier {
     this.stopAt = options.stopAt ?? new Set();
     this.skipNames = options.skipNames ?? new Set();
     this.limit = Math.max(1, options.concurrency ?? 8);
+    this.known = options.known;
+    this.unchanged = options.unchanged ?? [];
   }
 
-  /** `known`: the stats of `source` when its directory's walk already read them (null: it vanished). */
-  async visit(source: Path, target: Path, top: boolean, known?: BigIntStats | null): Promise<boolean> {
+  /**
+   * `known`: the stats of `source` when its directory's walk already read them (null: it vanished).
+   * `original`: the source's path in the requester's terms, while it is valid UTF-8 (the known
+   * files are looked up by it); undefined below a name that is not.
+   */
+  async visit(source: Path, target: Path, top: boolean, known?: BigIntStats | null, original?: string): Promise<boolean> {
     throwIfAborted(this.signal, 'copying the snapshot');
     this.throwIfFailed();
     const stats = known === undefined ? await statOrNull(source) : known;
@@ -84,13 +100,31 @@ class TreeCopier {
         throw error;
       }
       const children = names.filter((name) => !this.exclude.has(joinBytes(source, name).toString()) && !this.skipNames.has(name.toString()));
+      const held = this.known !== undefined && original !== undefined ? await this.known.inDirectory(original, { signal: this.signal }) : null;
       // The entries' stats a batch at a time (each is a round trip to the thread pool), then
       // each entry in order: files go to the copy queue, directories are walked.
       for (let from = 0; from < children.length; from += STAT_BATCH) {
         const batch = children.slice(from, from + STAT_BATCH);
         const stats = await Promise.all(batch.map((name) => statOrNull(joinBytes(source, name))));
         for (let i = 0; i < batch.length; i++) {
-          await this.visit(joinBytes(source, batch[i]!), joinBytes(target, batch[i]!), false, stats[i]);
+          const name = batch[i]!;
+          const text = utf8Name(name);
+          const childOriginal = original !== undefined && text !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
+          const childStats = stats[i];
+          const was = text === undefined ? undefined : held?.get(text);
+          if (was !== undefined && childStats?.isFile() && childStats.size === was.size && childStats.mtimeNs === was.mtimeNs) {
+            this.unchanged.push({
+              snapshotDir: target.toString(),
+              name: text!,
+              mode: Number(childStats.mode),
+              uid: Number(childStats.uid),
+              gid: Number(childStats.gid),
+              size: Number(childStats.size),
+              mtimeNs: childStats.mtimeNs.toString(),
+            });
+            continue;
+          }
+          await this.visit(joinBytes(source, name), joinBytes(target, name), false, childStats, childOriginal);
         }
       }
     } else if (stats.isFile()) {
@@ -201,6 +235,12 @@ async function makeDirectory(target: Path): Promise<void> {
   } catch (error) {
     if (!isErrno(error, 'EEXIST') || !(await lstat(target)).isDirectory()) throw error;
   }
+}
+
+/** A name as text, or undefined when it is not valid UTF-8 (it would not survive the round trip). */
+function utf8Name(name: Path): string | undefined {
+  const text = name.toString('utf8');
+  return text.includes('\ufffd') && !Buffer.from(text, 'utf8').equals(name) ? undefined : text;
 }
 
 function joinBytes(dir: Path, name: Path): Path {

@@ -1,7 +1,7 @@
 import { lstat, mkdir, rmdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
-import type { SnapshotPath } from '../model/index.ts';
+import type { SnapshotPath, UnchangedFile } from '../model/index.ts';
 import { copyTree, removeTree, type CopyTreeOptions } from './fs-tree.ts';
 import { contains, physicalPath } from './mounts.ts';
 import { isErrno, providerFailed } from './provider-error.ts';
@@ -51,20 +51,28 @@ export async function createSetDir(setDir: string): Promise<void> {
 
 /**
  * Copies every path into `setDir` in the layout of `layoutPath` and answers where each original
- * that existed can be read. Originals that did not exist are omitted.
+ * that existed can be read, and which files were left out as unchanged (see `CopyTreeOptions.known`).
+ * Originals that did not exist are omitted.
  */
-export async function copyIntoSet(setDir: string, paths: readonly ResolvedPath[], options: CopyTreeOptions): Promise<SnapshotPath[]> {
+export async function copyIntoSet(
+  setDir: string,
+  paths: readonly ResolvedPath[],
+  options: Omit<CopyTreeOptions, 'original' | 'unchanged'>,
+): Promise<{ paths: SnapshotPath[]; unchanged: UnchangedFile[] }> {
+  const unchanged: UnchangedFile[] = [];
   for (const root of outermost(paths.map((p) => p.physical))) {
     const target = layoutPath(setDir, root);
     await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-    await copyTree(root, target, options);
+    // The known files are the requester's, named by its original paths: the root's own one.
+    const original = paths.find((p) => p.physical === root)?.original ?? root;
+    await copyTree(root, target, { ...options, original, unchanged });
   }
   const result: SnapshotPath[] = [];
   for (const { original, physical } of paths) {
     const snapshot = layoutPath(setDir, physical);
     if (await exists(snapshot)) result.push({ original, snapshot });
   }
-  return result;
+  return { paths: result, unchanged };
 }
 
 export async function exists(path: string): Promise<boolean> {

@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { join } from 'node:path';
 import { agentSettings, startAgent } from '../../daemon/agent/index.ts';
 import { QuiesceError } from '../../model/index.ts';
-import { makeIdentity } from '../../rpc/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
 import { resolveConfig } from '../load-config.ts';
 import { stdio } from '../output.ts';
@@ -27,6 +26,7 @@ export function registerAgent(program: Command): void {
       if (opts.init) {
         const dir = opts.tlsDir ?? join(config.stateDir, 'tls');
         const name = opts.name ?? config.agent?.name ?? (await import('node:os')).hostname();
+        const { makeIdentity } = await import('../../rpc/index.ts');
         const files = await makeIdentity(dir, 'agent', name);
         if (opts.json) stdio.json(files);
         else {

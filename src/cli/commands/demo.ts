@@ -16,7 +16,6 @@ import { bytes } from '../progress.ts';
 import { providerResolver } from '../compose.ts';
 import { formatReport, formatWriters, stdio } from '../output.ts';
 import { startAgent } from '../../daemon/agent/index.ts';
-import { connectAgent, loadIdentity, makeIdentity, readPem } from '../../rpc/index.ts';
 import { createGuestWriter } from '../../writers/guest/index.ts';
 
 /**
@@ -147,6 +146,7 @@ async function demoGuests(options: {
   stagingDir: string;
 }): Promise<void> {
   const { dir, say } = options;
+  const { connectAgent, loadIdentity, makeIdentity, readPem } = await import('../../rpc/index.ts');
   const guestDir = join(dir, 'guest-vm1');
   let host;
   let guest;

@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import type { Config } from '../../config/index.ts';
 import type { SetWriter } from '../../coordinator/index.ts';
 import { QuiesceError, type SetEvent } from '../../model/index.ts';
-import { loadIdentity, readPem, serveAgent } from '../../rpc/index.ts';
 import { createGuestRuntime } from './guest-runtime.ts';
 
 export interface AgentSettings {
@@ -55,6 +54,8 @@ export interface RunningAgent {
  * pinned hosts. Stops with `close()`, which ends any set in progress (thawing everything).
  */
 export async function startAgent(settings: AgentSettings): Promise<RunningAgent> {
+  // The wire (gRPC) loads only when an agent starts: every other command starts faster without it.
+  const { loadIdentity, readPem, serveAgent } = await import('../../rpc/index.ts');
   const name = settings.name ?? hostname().split('.')[0] ?? 'guest';
   const [identity, trusted] = await Promise.all([
     loadIdentity(settings.tls),

@@ -33,13 +33,14 @@ export class CopyProvider implements Provider {
       const paths = await resolvePaths(request.paths);
       await createSetDir(setDir);
       try {
-        const snapshots = await copyIntoSet(setDir, paths, {
+        const copied = await copyIntoSet(setDir, paths, {
           signal: options.signal,
           clone: 'auto',
           exclude: new Set([staging]),
           skipNames: new Set([SNAPSHOT_STORE]),
+          ...(request.known ? { known: request.known } : {}),
         });
-        return { provider: this.name, setId: request.setId, paths: snapshots, handle: setDirsHandle([setDir]) };
+        return { provider: this.name, setId: request.setId, paths: copied.paths, handle: setDirsHandle([setDir]), unchanged: copied.unchanged };
       } catch (error) {
         await removeSetDir(setDir, { removeEmptyParent: false });
         throw error;

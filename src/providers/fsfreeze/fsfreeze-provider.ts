@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type {
-  CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport, SnapshotPath,
+  CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport, SnapshotPath, UnchangedFile,
 } from '../../model/index.ts';
 import { canonicalPath, findMount, mountOf, nearestExisting, readMounts, type Mount } from '../mounts.ts';
 import { asProviderFailure, providerFailed, providerOperation, throwIfAborted } from '../provider-error.ts';
@@ -83,21 +83,25 @@ export class FsfreezeProvider implements Provider {
         if (refused !== undefined) throw asProviderFailure(refused.reason, doing);
 
         const paths: SnapshotPath[] = [];
+        const unchanged: UnchangedFile[] = [];
         for (const { paths: group } of plan.groups.values()) {
-          paths.push(...await copyIntoSet(setDir, group, {
+          const copied = await copyIntoSet(setDir, group, {
             signal,
             clone: 'auto',
             exclude: new Set([plan.staging]),
             skipNames: new Set([SNAPSHOT_STORE]),
             stopAt: plan.mountPoints,
-          }));
+            ...(request.known ? { known: request.known } : {}),
+          });
+          paths.push(...copied.paths);
+          unchanged.push(...copied.unchanged);
         }
         const early = guardians.find((guardian) => guardian.thawedEarly);
         if (early !== undefined) {
           throw providerFailed(`${early.mountPoint} thawed before the copy ended (the guardian's ${this.maxFrozenMs} ms ran out); raise maxFrozenMs or use a snapshotting provider (btrfs, reflink).`);
         }
         await thawAll(guardians.splice(0));
-        return { provider: this.name, setId: request.setId, paths, handle: setDirsHandle([setDir]) };
+        return { provider: this.name, setId: request.setId, paths, handle: setDirsHandle([setDir]), unchanged };
       } catch (error) {
         try {
           await thawAll(guardians); // a thaw failure is the more urgent news

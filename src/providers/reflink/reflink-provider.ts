@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type {
-  CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport, SnapshotPath,
+  CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport, SnapshotPath, UnchangedFile,
 } from '../../model/index.ts';
 import { removeTree } from '../fs-tree.ts';
 import { findMount, mountOf, nearestExisting, readMounts, type Mount } from '../mounts.ts';
@@ -47,20 +47,24 @@ export class ReflinkProvider implements Provider {
       const setDirs: string[] = [];
       try {
         const snapshots: SnapshotPath[] = [];
+        const unchanged: UnchangedFile[] = [];
         for (const { mount, paths: group } of groups.values()) {
           const store = join(mount.mountPoint, SNAPSHOT_STORE);
           const setDir = join(store, request.setId);
           await createSetDir(setDir);
           setDirs.push(setDir);
-          snapshots.push(...await copyIntoSet(setDir, group, {
+          const copied = await copyIntoSet(setDir, group, {
             signal: options.signal,
             clone: 'force',
             exclude: new Set([store]),
             skipNames: new Set([SNAPSHOT_STORE]),
             stopAt: mountPoints,
-          }));
+            ...(request.known ? { known: request.known } : {}),
+          });
+          snapshots.push(...copied.paths);
+          unchanged.push(...copied.unchanged);
         }
-        return { provider: this.name, setId: request.setId, paths: snapshots, handle: setDirsHandle(setDirs) };
+        return { provider: this.name, setId: request.setId, paths: snapshots, handle: setDirsHandle(setDirs), unchanged };
       } catch (error) {
         for (const setDir of setDirs) await removeSetDir(setDir, { removeEmptyParent: true });
         if (isErrno(error, 'EXDEV', 'EOPNOTSUPP', 'ENOTSUP', 'EINVAL')) {

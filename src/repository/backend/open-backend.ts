@@ -4,7 +4,7 @@ import type { CallOptions } from '../../model/index.ts';
 import { BackendError, type Backend } from './backend.ts';
 import { FsBackend } from './fs-backend.ts';
 import { RetryBackend, type RetryOptions } from './retry-backend.ts';
-import { S3Backend, type S3BackendOptions } from './s3-backend.ts';
+import type { S3BackendOptions } from './s3-backend.ts';
 
 export interface OpenBackendOptions extends CallOptions {
   /** For a local path: make the repository directory tree (see `FsBackend.create`). S3 needs nothing made. */
@@ -27,6 +27,8 @@ export async function openBackend(location: string, options: OpenBackendOptions 
   if (location.trim() === '') throw new BackendError('no repository location given');
   if (location.startsWith('s3://')) {
     options.signal?.throwIfAborted();
+    // The AWS SDK loads only for an S3 repository: it costs a third of a second at start.
+    const { S3Backend } = await import('./s3-backend.ts');
     return new RetryBackend(new S3Backend(location, options.s3), options.retry);
   }
   let path = location;
