@@ -10,7 +10,7 @@ const layer = (files, patterns) => ({
 });
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'web/dist/**'] },
+  { ignores: ['node_modules/**', 'web/dist/**', 'dist/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -24,7 +24,7 @@ export default tseslint.config(
     },
   },
   { files: ['**/*.js', '**/*.mjs'], ...tseslint.configs.disableTypeChecked },
-  { files: ['scripts/**', 'bin/**'], languageOptions: { globals: { process: 'readonly', console: 'readonly' } } },
+  { files: ['scripts/**', 'bin/**'], languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } } },
   layer(['src/model/**'], [{ group: ['../*', '!../model/*'], message: 'model/ is the bottom layer: no I/O, no other layer.' }]),
   layer(['src/writers/**', 'src/providers/**'], [
     { group: ['**/coordinator/**', '**/coordinator', '**/cli/**', '**/backup/**'], message: 'writers and providers implement model interfaces; they never import the coordinator or above.' },

@@ -1,4 +1,4 @@
-import type { CallOptions, KnownFile, KnownFiles } from '../model/index.ts';
+import { sameMicrosecond, type CallOptions, type KnownFile, type KnownFiles } from '../model/index.ts';
 import type { FileNode, Tree, TreeNode } from '../repository/tree.ts';
 import type { Repository } from '../repository/types.ts';
 
@@ -9,7 +9,7 @@ export function trustedBy(paths: readonly string[]): (original: string) => boole
 
 /**
  * Can a file's content be taken from its node in the parent set, unread? Only when the node is
- * a file of the same size and mtime, every blob of it is in the repository, and its mtime is
+ * a file of the same size and mtime (to the microsecond: a snapshot's copies keep no finer), every blob of it is in the repository, and its mtime is
  * older than `before` (the parent set's start, less a second): a file written again within the
  * same timestamp tick after the parent read it would look unchanged, so a file the parent saw
  * being written is always read again (git's "racy" entries).
@@ -18,7 +18,7 @@ export function reusable(repository: Repository, node: TreeNode | null | undefin
   return (
     node?.type === 'file' &&
     node.size === Number(size) &&
-    node.mtimeNs === mtimeNs.toString() &&
+    sameMicrosecond(node.mtimeNs, mtimeNs) &&
     BigInt(node.mtimeNs) < before &&
     node.content.every((c) => repository.hasBlob(c.id))
   );

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
 import { QuiesceError } from '../model/index.ts';
-import { openBackend } from '../repository/backend/index.ts';
+import { openBackend } from '../repository/backend/open-backend.ts';
 import { initRepository, openRepository } from '../repository/index.ts';
 import type { Repository } from '../repository/types.ts';
 

@@ -8,3 +8,12 @@ export function utimesSeconds(nanoseconds: bigint | string): number {
   const micros = BigInt(nanoseconds) / 1000n;
   return Number(micros) / 1e6 + 2.5e-7;
 }
+
+/**
+ * Do two times in nanoseconds fall in the same microsecond? A copy whose times were set with
+ * `utimesSeconds` keeps only the microseconds of its original, so a snapshot's file and the
+ * original it was cloned from compare equal here and nowhere finer.
+ */
+export function sameMicrosecond(a: bigint | string, b: bigint | string): boolean {
+  return BigInt(a) / 1000n === BigInt(b) / 1000n;
+}

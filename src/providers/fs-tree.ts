@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { utimesSeconds } from '../model/index.ts';
+import { sameMicrosecond, utimesSeconds } from '../model/index.ts';
 import {
   chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, utimes,
 } from 'node:fs/promises';
@@ -58,6 +58,8 @@ class TreeCopier {
   private readonly stopAt: ReadonlySet<string>;
   private readonly skipNames: ReadonlySet<string>;
   private readonly limit: number;
+  /** Directory walks under way besides the caller's own. */
+  private walks = 0;
   private readonly known: KnownFiles | undefined;
   private readonly unchanged: UnchangedFile[];
   private readonly asRoot = isRoot();
@@ -101,8 +103,10 @@ class TreeCopier {
       }
       const children = names.filter((name) => !this.exclude.has(joinBytes(source, name).toString()) && !this.skipNames.has(name.toString()));
       const held = this.known !== undefined && original !== undefined ? await this.known.inDirectory(original, { signal: this.signal }) : null;
+
       // The entries' stats a batch at a time (each is a round trip to the thread pool), then
-      // each entry in order: files go to the copy queue, directories are walked.
+      // each entry in order: files go to the copy queue, directories are walked after them.
+      const subdirectories: (() => Promise<boolean>)[] = [];
       for (let from = 0; from < children.length; from += STAT_BATCH) {
         const batch = children.slice(from, from + STAT_BATCH);
         const stats = await Promise.all(batch.map((name) => statOrNull(joinBytes(source, name))));
@@ -112,7 +116,7 @@ class TreeCopier {
           const childOriginal = original !== undefined && text !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
           const childStats = stats[i];
           const was = text === undefined ? undefined : held?.get(text);
-          if (was !== undefined && childStats?.isFile() && childStats.size === was.size && childStats.mtimeNs === was.mtimeNs) {
+          if (was !== undefined && childStats?.isFile() && childStats.size === was.size && sameMicrosecond(childStats.mtimeNs, was.mtimeNs)) {
             this.unchanged.push({
               snapshotDir: target.toString(),
               name: text!,
@@ -124,9 +128,12 @@ class TreeCopier {
             });
             continue;
           }
-          await this.visit(joinBytes(source, name), joinBytes(target, name), false, childStats, childOriginal);
+          const visit = () => this.visit(joinBytes(source, name), joinBytes(target, name), false, childStats, childOriginal);
+          if (childStats?.isDirectory()) subdirectories.push(visit);
+          else await visit();
         }
       }
+      await this.walkDirectories(subdirectories);
     } else if (stats.isFile()) {
       await this.schedule(() => this.copyFile(source, target, stats));
     } else if (stats.isSymbolicLink()) {
@@ -144,12 +151,46 @@ class TreeCopier {
     return true;
   }
 
-  /** Waits for every file copy, then sets directory metadata deepest first (copying into a directory changes its mtime). */
+  /**
+   * Walks subdirectories, several at once while the whole copy has fewer than `DIRECTORY_WALKS`
+   * under way (each directory is a few round trips: mkdir, readdir, the stats, the known files),
+   * the rest one after another.
+   */
+  private async walkDirectories(visits: (() => Promise<boolean>)[]): Promise<void> {
+    const parallel: Promise<boolean>[] = [];
+    const inline: (() => Promise<boolean>)[] = [];
+    for (const visit of visits) {
+      if (this.walks < DIRECTORY_WALKS) {
+        this.walks++;
+        const walking = visit().finally(() => this.walks--);
+        walking.catch(() => undefined); // awaited below; never unhandled meanwhile
+        parallel.push(walking);
+      } else {
+        inline.push(visit);
+      }
+    }
+    let failure: { error: unknown } | undefined;
+    try {
+      for (const visit of inline) await visit();
+    } catch (error) {
+      failure = { error };
+    }
+    // The parallel walks end before this one does, failed or not: nothing is left writing.
+    const settled = await Promise.allSettled(parallel);
+    const rejected = settled.find((s) => s.status === 'rejected');
+    failure ??= rejected === undefined ? undefined : { error: rejected.reason };
+    if (failure !== undefined) throw failure.error;
+  }
+
+  /**
+   * Waits for every file copy, then sets directory metadata (copying into a directory changes its
+   * mtime, so never before). Once nothing more is made, the order does not matter: a few at once.
+   */
   async finish(): Promise<void> {
     await this.settle();
     this.throwIfFailed();
-    for (const { target, stats } of this.directories.reverse()) {
-      await this.applyMetadata(target, stats);
+    for (let from = 0; from < this.directories.length; from += STAT_BATCH) {
+      await Promise.all(this.directories.slice(from, from + STAT_BATCH).map(({ target, stats }) => this.applyMetadata(target, stats)));
     }
   }
 
@@ -218,6 +259,8 @@ class TreeCopier {
 
 /** Entries of one directory whose stats are read at once. */
 const STAT_BATCH = 32;
+/** Directories walked at once in one copy. */
+const DIRECTORY_WALKS = 8;
 
 async function statOrNull(path: Path): Promise<BigIntStats | null> {
   try {

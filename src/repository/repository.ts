@@ -59,6 +59,8 @@ export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
  */
 export const DEFAULT_WORKERS = Math.min(2, Math.max(1, availableParallelism() - 1));
 const CONFIG_NAME = 'config';
+/** Parsed trees kept by `loadTree`: a few thousand directories' listings, some megabytes. */
+const TREE_CACHE_SIZE = 2048;
 
 /**
  * Creates a repository on an empty backend and opens it: writes the first key (the master
@@ -122,6 +124,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
   readonly keys: RepositoryKeys;
   readonly packSize: number;
   private readonly index = new BlobIndex();
+  /** Trees loaded lately, oldest first (see `loadTree`). */
+  private readonly trees = new Map<string, Tree>();
   private readonly saver: BlobSaver;
   private readonly locker: Locker;
   private readonly gear: Uint32Array;
@@ -202,8 +206,14 @@ class QuiesceRepository implements Repository, RepositoryInternals {
   }
 
   async loadTree(id: string, options: CallOptions = {}): Promise<Tree> {
-    const bytes = await this.loadBlob(id, options);
-    return parseTree(id, bytes);
+    // Trees are immutable and named by their content: one read serves every later walk of the
+    // same tree (an incremental walks its parent's twice: for the snapshot, then for the archive).
+    const cached = this.trees.get(id);
+    if (cached !== undefined) return cached;
+    const tree = parseTree(id, await this.loadBlob(id, options));
+    if (this.trees.size >= TREE_CACHE_SIZE) this.trees.delete(this.trees.keys().next().value!);
+    this.trees.set(id, tree);
+    return tree;
   }
 
   async flush(options: CallOptions = {}): Promise<void> {

@@ -1,4 +1,5 @@
-import { z } from 'zod';
+// zod's v4 core: these formats are parsed on every backup (each tree, each index) and v4 parses them about five times as fast.
+import { z } from 'zod/v4';
 
 /**
  * A tree is one directory's listing, stored as a `tree` blob (JSON), so unchanged directories

@@ -85,6 +85,7 @@ export interface Repository {
   saveBlob(type: BlobType, plaintext: Uint8Array, options?: CallOptions): Promise<SaveBlobResult>;
   loadBlob(id: string, options?: CallOptions): Promise<Buffer>;
   saveTree(tree: Tree, options?: CallOptions): Promise<SaveBlobResult>;
+  /** A tree, shared with later callers (trees are immutable): never modify it. */
   loadTree(id: string, options?: CallOptions): Promise<Tree>;
   flush(options?: CallOptions): Promise<void>;
   saveManifest(manifest: ManifestEnvelope, options?: CallOptions): Promise<string>;

@@ -4,7 +4,8 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../package-root.ts';
 
 /** The largest message either end sends or accepts, in bytes: 16 MiB. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
@@ -17,7 +18,7 @@ export const WRITER_SERVICE = 'quiesce.v1.WriterService';
 export const AGENT_SERVICE = 'quiesce.v1.AgentService';
 
 /** The proto root (the include directory) and the service's file under it. */
-export const PROTO_ROOT = fileURLToPath(new URL('../../proto/', import.meta.url));
+export const PROTO_ROOT = join(PACKAGE_ROOT, 'proto');
 export const WRITER_PROTO_FILE = 'quiesce/v1/writer.proto';
 export const AGENT_PROTO_FILE = 'quiesce/v1/agent.proto';
 

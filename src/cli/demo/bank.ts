@@ -7,7 +7,7 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../../package-root.ts';
 
 export const ACCOUNTS = 100;
 export const OPENING_BALANCE = 1000;
@@ -67,7 +67,7 @@ export interface BankLoad {
   progress(): number;
 }
 
-const workerScript = fileURLToPath(new URL('./bank-worker.ts', import.meta.url));
+const workerScript = join(PACKAGE_ROOT, 'src', 'cli', 'demo', 'bank-worker.ts');
 
 /** Starts `count` processes that move money between accounts of `path` as fast as they can. */
 export async function startBankLoad(path: string, count = 4): Promise<BankLoad> {
