@@ -15,7 +15,12 @@ const repository = await initRepository(await FsBackend.create(join(repoDir, 're
 const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 let peak = 0;
-const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+const peaks = { heapUsed: 0, external: 0, arrayBuffers: 0 };
+const timer = setInterval(() => {
+  const usage = process.memoryUsage();
+  peak = Math.max(peak, usage.rss);
+  for (const key of Object.keys(peaks) as (keyof typeof peaks)[]) peaks[key] = Math.max(peaks[key], usage[key]);
+}, 50);
 const result = await archive({ repository, sources: [{ original: source, snapshot: source }] });
 await repository.flush();
 const seconds = (performance.now() - t0) / 1000;
@@ -24,6 +29,7 @@ clearInterval(timer);
 await repository.close();
 console.log(
   `${(result.bytesRead / 2 ** 20).toFixed(0)} MiB, ${result.files} files in ${seconds.toFixed(2)} s: ${(result.bytesRead / 2 ** 20 / seconds).toFixed(0)} MiB/s; ` +
-    `CPU (this thread and workers) ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s; peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB`,
+    `CPU (this thread and workers) ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s; peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB ` +
+    `(this thread: heap ${(peaks.heapUsed / 2 ** 20).toFixed(0)}, array buffers ${(peaks.arrayBuffers / 2 ** 20).toFixed(0)} MiB)`,
 );
 if (!process.argv[3]) await rm(repoDir, { recursive: true, force: true });

@@ -3,7 +3,7 @@ import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { QuiesceError, type ByteRange, type CallOptions, type UnchangedFile } from '../model/index.ts';
 import type { ContentRef, FileNode, Tree, TreeNode } from '../repository/tree.ts';
-import type { Repository } from '../repository/types.ts';
+import type { Chunker, Repository } from '../repository/types.ts';
 import { reusable, trustedBy } from './known-files.ts';
 
 /** Where one original path can be read, and how much of it must be read. */
@@ -64,6 +64,11 @@ const MAX_IN_FLIGHT = 12;
 
 /** Directory entries walked at once, and so files being read at once (each with its own buffer). */
 const ENTRY_CONCURRENCY = 8;
+
+/** A batch of small files goes to a worker at this many files or bytes, or when its directory is walked. */
+const SMALL_BATCH_FILES = 64;
+const SMALL_BATCH_BYTES = 1024 * 1024;
+const SMALL_BATCH_WAIT_MS = 20;
 
 /**
  * Stores the given original paths, read from their snapshot locations, as one tree of
@@ -134,6 +139,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       if (child.source) {
         const waits: Promise<void>[] = [];
         const node = await archivePath(child.source.snapshot, childOriginal, name, parentNode, waits);
+        void sendSmall();
         await Promise.all(waits);
         if (node) nodes.push(node);
         continue;
@@ -185,6 +191,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
         }
       };
       await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, entries.length) }, walker));
+      void sendSmall();
       await Promise.all(childWaits);
       const nodes = children.filter((n): n is TreeNode => n !== null);
       return { ...meta(name, stats), type: 'dir', subtree: await saveTree(nodes) };
@@ -206,10 +213,66 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       progress(original);
       return { ...base, type: 'file', size: fileSize, content: parentNode.content };
     }
+    if (fileSize > 0 && fileSize <= smallLimit) {
+      const ref: ContentRef = { id: '', length: fileSize };
+      waits.push(storeSmall(path, fileSize, original, ref));
+      return { ...base, type: 'file', size: fileSize, content: [ref] };
+    }
     const { refs, done } = await readAndStore(path, 0, fileSize, original);
     waits.push(done);
     progress(original);
     return { ...base, type: 'file', size: fileSize, content: refs };
+  }
+
+  // Small files (one chunk each) go to the encoding workers whole, many to a batch: they read,
+  // name and seal them there, and no file I/O for them costs the main thread a round trip.
+  const smallLimit = repository.createChunker().minSize ?? 0;
+  let batch: { path: string; size: number; original: string; ref: ContentRef; settle: (error?: Error) => void }[] = [];
+  let batchBytes = 0;
+  function storeSmall(path: string, size: number, original: string, ref: ContentRef): Promise<void> {
+    const stored = new Promise<void>((resolve, reject) => {
+      batch.push({ path, size, original, ref, settle: (error) => (error === undefined ? resolve() : reject(error)) });
+    });
+    stored.catch(() => undefined); // awaited by the directory; never an unhandled rejection meanwhile
+    batchBytes += size;
+    if (batch.length >= SMALL_BATCH_FILES || batchBytes >= SMALL_BATCH_BYTES) void sendSmall();
+    // Whoever waits for these files sends the batch first; this timer only makes sure it goes.
+    else if (batch.length === 1) setTimeout(() => void sendSmall(), SMALL_BATCH_WAIT_MS);
+    return stored;
+  }
+  /** Sends the batch so far; a directory calls it before it waits for its files. */
+  async function sendSmall(): Promise<void> {
+    if (batch.length === 0) return;
+    const files = batch;
+    batch = [];
+    batchBytes = 0;
+    await throttle();
+    const sending = (async () => {
+      try {
+        const results = await repository.saveSmallFiles(files.map(({ path, size }) => ({ path, size })), options);
+        files.forEach((file, i) => {
+          const saved = results[i]!;
+          if ('error' in saved) {
+            const error =
+              saved.code === 'CHANGED'
+                ? new QuiesceError('inconsistent-snapshot', `${file.original} changed while it was read from the snapshot: ${saved.error}`, { component: file.original })
+                : new QuiesceError('nonretryable', `cannot read ${file.original} from the snapshot: ${saved.error}`, { component: file.original });
+            file.settle(error);
+            return;
+          }
+          file.ref.id = saved.id;
+          result.bytesRead += file.size;
+          result.bytesAdded += saved.storedBytes;
+          file.settle();
+        });
+        progress(files.at(-1)!.original);
+      } catch (error) {
+        for (const file of files) file.settle(error instanceof Error ? error : new Error(String(error)));
+      }
+    })();
+    const tracked = sending.finally(() => inFlight.delete(tracked));
+    inFlight.add(tracked);
+    await sending;
   }
 
   /** A file the provider left out: the parent's content, with the original's metadata at the commit. */
@@ -223,17 +286,26 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     return { name: file.name, mode: file.mode, uid: file.uid, gid: file.gid, mtimeNs: file.mtimeNs, type: 'file', size: file.size, content: parentNode.content };
   }
 
-  // Read buffers shared by the whole archive, one per file being read (the chunker copies what it
-  // keeps). A fresh 1 MiB buffer per file made every small file cost a garbage collection.
-  const readBuffers: Buffer[] = Array.from({ length: ENTRY_CONCURRENCY }, () => Buffer.allocUnsafe(1 << 20));
-  const bufferWaiters: ((buffer: Buffer) => void)[] = [];
-  async function takeReadBuffer(): Promise<Buffer> {
-    return readBuffers.pop() ?? new Promise<Buffer>((resolve) => bufferWaiters.push(resolve));
+  // A read buffer and a chunker per file being read, shared by the whole archive (the chunker
+  // copies what it keeps, and its carry buffer lives as long as it does).
+  interface Reader {
+    buffer: Buffer;
+    chunker: Chunker;
   }
-  function giveReadBuffer(buffer: Buffer): void {
-    const waiter = bufferWaiters.shift();
-    if (waiter) waiter(buffer);
-    else readBuffers.push(buffer);
+  const readers: Reader[] = Array.from({ length: ENTRY_CONCURRENCY }, () => ({
+    buffer: Buffer.allocUnsafe(1 << 20),
+    // Chunks go into the repository's recycled buffers, which move to the encoding workers whole.
+    chunker: repository.createChunker(),
+  }));
+  const readerWaiters: ((reader: Reader) => void)[] = [];
+  async function takeReader(): Promise<Reader> {
+    return readers.pop() ?? new Promise<Reader>((resolve) => readerWaiters.push(resolve));
+  }
+  function giveReader(reader: Reader): void {
+    reader.chunker.reset();
+    const waiter = readerWaiters.shift();
+    if (waiter) waiter(reader);
+    else readers.push(reader);
   }
 
   // Saves in flight across all files; a file's content refs are filled in as its saves finish.
@@ -252,7 +324,6 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     const handle = await open(path, 'r').catch((error: unknown) => {
       throw QuiesceError.from(error, 'nonretryable', { component: original });
     });
-    const chunker = repository.createChunker();
     const refs: ContentRef[] = [];
     const saves: Promise<void>[] = [];
     const store = async (chunk: Uint8Array) => {
@@ -268,7 +339,8 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       inFlight.add(tracked);
       saves.push(saving);
     };
-    const buffer = await takeReadBuffer();
+    const reader = await takeReader();
+    const { buffer, chunker } = reader;
     try {
       let position = offset;
       const end = offset + length;
@@ -287,7 +359,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       await Promise.allSettled(saves);
       throw error;
     } finally {
-      giveReadBuffer(buffer);
+      giveReader(reader);
       await handle.close();
     }
     const done = Promise.all(saves).then(() => undefined);

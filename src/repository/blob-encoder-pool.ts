@@ -1,13 +1,33 @@
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { PACKAGE_ROOT } from '../package-root.ts';
+import { BufferPool } from './buffer-pool.ts';
 import type { SealedParts } from './blob-codec.ts';
 
-const MIB = 1024 * 1024;
-/** Spare input buffers kept: enough for every job in flight (the saver bounds those by bytes). */
+/**
+ * Spare input buffers kept: enough for every chunk in flight (the archiver bounds those by
+ * count, the saver by bytes).
+ */
 const MAX_SPARE = 24;
 
 interface Job {
-  resolve: (sealed: SealedParts) => void;
+  resolve: (reply: Reply) => void;
   reject: (error: Error) => void;
+}
+
+/** A small file to read, name and seal on a worker (see `sealFiles`). */
+export interface SmallFile {
+  path: string;
+  /** Its size when listed: a file read at another size is refused (`code` CHANGED). */
+  size: number;
+}
+
+/** One file of a sealed batch: where its sealed blob lies in `data`, or why it could not be read. */
+export type SealedFileItem = { id: string; rawLength: number; offset: number; length: number } | { error: string; code: string | null };
+
+export interface SealedFileBatch {
+  data: Uint8Array;
+  items: SealedFileItem[];
 }
 
 interface PoolWorker {
@@ -20,6 +40,7 @@ interface Reply {
   /** The input buffer, handed back for reuse. */
   input?: ArrayBuffer;
   parts?: SealedParts;
+  batch?: SealedFileBatch;
   error?: string;
 }
 
@@ -34,13 +55,19 @@ export class BlobEncoderPool {
   private readonly workers: PoolWorker[] = [];
   private seq = 0;
   private closed = false;
-  /** Input buffers that came back from the workers, reused for the next blobs. */
-  private readonly spare: ArrayBuffer[] = [];
+  /**
+   * Input buffers, reused for the next blobs once the workers hand them back. Chunkers write
+   * chunks straight into them (see `Repository.createChunker`), so such a chunk goes to a worker
+   * without a copy.
+   */
+  readonly inputs = new BufferPool(MAX_SPARE);
+  /** Which worker each sealed body came from, to hand its buffer back there (`recycle`). */
+  private readonly bodies = new WeakMap<ArrayBufferLike, PoolWorker>();
 
-  constructor(key: Uint8Array, level: number, size: number) {
+  constructor(key: Uint8Array, macKey: Uint8Array, level: number, size: number) {
     for (let i = 0; i < size; i += 1) {
-      const worker = new Worker(new URL('./blob-encoder-worker.mjs', import.meta.url), {
-        workerData: { key: new Uint8Array(key), level },
+      const worker = new Worker(join(PACKAGE_ROOT, 'src', 'repository', 'blob-encoder-worker.mjs'), {
+        workerData: { key: new Uint8Array(key), macKey: new Uint8Array(macKey), level },
         // The worker is plain JavaScript: it needs no TypeScript loader.
         execArgv: [],
       });
@@ -53,43 +80,74 @@ export class BlobEncoderPool {
     }
   }
 
-  /** `seal(flag || zstd-or-raw(plaintext))` in pieces; the plaintext is copied, the caller keeps it. */
+  /**
+   * `seal(flag || zstd-or-raw(plaintext))` in pieces. A plaintext in one of `inputs`' buffers
+   * (a chunk a chunker wrote there) moves to the worker: it is detached here, and comes back to
+   * `inputs` for later chunks. Any other plaintext is copied, and the caller keeps it.
+   */
   encode(plaintext: Uint8Array): Promise<SealedParts> {
     if (this.closed) return Promise.reject(new Error('the blob encoder pool is closed'));
-    let target: PoolWorker | undefined;
-    for (const entry of this.workers) if (target === undefined || entry.jobs.size < target.jobs.size) target = entry;
+    const target = this.leastBusy();
     if (target === undefined) return Promise.reject(new Error('the blob encoder pool has no worker'));
-    const chosen = target;
-    const seq = (this.seq += 1);
-    // Copied into a buffer that goes to the worker and comes back: the caller keeps its
-    // plaintext, and neither thread allocates per blob.
-    const input = this.takeBuffer(plaintext.length);
-    new Uint8Array(input, 0, plaintext.length).set(plaintext);
-    return new Promise<SealedParts>((resolve, reject) => {
-      if (chosen.jobs.size === 0) chosen.worker.ref();
-      chosen.jobs.set(seq, { resolve, reject });
-      chosen.worker.postMessage({ seq, data: input, length: plaintext.length }, [input]);
+    let input = plaintext.buffer;
+    if (plaintext.byteOffset !== 0 || !(input instanceof ArrayBuffer) || !this.inputs.owns(input)) {
+      // Copied into a buffer that goes to the worker and comes back: neither thread allocates per blob.
+      input = this.inputs.takeBuffer(plaintext.length);
+      new Uint8Array(input, 0, plaintext.length).set(plaintext);
+    }
+    return this.post(target, { data: input, length: plaintext.length }, [input]).then((reply) => reply.parts!);
+  }
+
+  /**
+   * Reads small files (each no longer than the chunker's minimum, so one chunk) on a worker and
+   * names, compresses and seals each there. Hand `data` back with `recycle` once copied.
+   */
+  sealFiles(files: SmallFile[]): Promise<SealedFileBatch> {
+    if (this.closed) return Promise.reject(new Error('the blob encoder pool is closed'));
+    const target = this.leastBusy();
+    if (target === undefined) return Promise.reject(new Error('the blob encoder pool has no worker'));
+    return this.post(target, { files }, []).then((reply) => {
+      this.bodies.set(reply.batch!.data.buffer, target);
+      return reply.batch!;
     });
   }
 
-  private takeBuffer(length: number): ArrayBuffer {
-    let best = -1;
-    for (let i = 0; i < this.spare.length; i += 1) {
-      const size = this.spare[i]!.byteLength;
-      if (size >= length && (best < 0 || size < this.spare[best]!.byteLength)) best = i;
-    }
-    if (best >= 0) return this.spare.splice(best, 1)[0]!;
-    // Whole MiBs, so a buffer serves the next chunks of other sizes too.
-    return new ArrayBuffer(Math.max(1, Math.ceil(length / MIB)) * MIB);
+  private leastBusy(): PoolWorker | undefined {
+    let target: PoolWorker | undefined;
+    for (const entry of this.workers) if (target === undefined || entry.jobs.size < target.jobs.size) target = entry;
+    return target;
+  }
+
+  private post(entry: PoolWorker, message: object, transfer: ArrayBuffer[]): Promise<Reply> {
+    const seq = (this.seq += 1);
+    return new Promise<Reply>((resolve, reject) => {
+      if (entry.jobs.size === 0) entry.worker.ref();
+      entry.jobs.set(seq, { resolve, reject });
+      entry.worker.postMessage({ seq, ...message }, transfer);
+    });
+  }
+
+  /**
+   * Hands a sealed body back to the worker that made it once its bytes are copied elsewhere (into
+   * a pack): the worker seals the next blobs into it instead of into fresh memory.
+   */
+  recycle(sealed: SealedParts | SealedFileBatch): void {
+    const buffer = 'body' in sealed ? sealed.body.buffer : sealed.data.buffer;
+    const entry = this.bodies.get(buffer);
+    if (entry === undefined || !this.workers.includes(entry) || !(buffer instanceof ArrayBuffer)) return;
+    this.bodies.delete(buffer);
+    entry.worker.postMessage({ recycle: buffer }, [buffer]);
   }
 
   private settle(entry: PoolWorker, reply: Reply): void {
-    if (reply.input !== undefined && this.spare.length < MAX_SPARE) this.spare.push(reply.input);
+    // A transferred buffer comes back as a new object: adopted, not recognised.
+    if (reply.input !== undefined) this.inputs.adopt(reply.input);
+    if (reply.parts !== undefined) this.bodies.set(reply.parts.body.buffer, entry);
     const job = entry.jobs.get(reply.seq);
     if (job === undefined) return;
     entry.jobs.delete(reply.seq);
     if (entry.jobs.size === 0) entry.worker.unref();
-    if (reply.parts !== undefined) job.resolve(reply.parts);
+    if (reply.parts !== undefined || reply.batch !== undefined) job.resolve(reply);
     else job.reject(new Error(`blob encoding failed: ${reply.error ?? 'unknown error'}`));
   }
 

@@ -1,7 +1,7 @@
 import type { CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
-import { encodeBlob, sealedLength, type SealedParts } from './blob-codec.ts';
-import { BlobEncoderPool } from './blob-encoder-pool.ts';
+import { encodeBlob, type SealedParts } from './blob-codec.ts';
+import { BlobEncoderPool, type SealedFileBatch, type SmallFile } from './blob-encoder-pool.ts';
 import type { BlobIndex } from './blob-index.ts';
 import type { RepositoryKeys } from './crypto/keys.ts';
 import { encodeIndex, type IndexedPack } from './index-file.ts';
@@ -54,7 +54,7 @@ export class BlobSaver {
     private readonly index: BlobIndex,
     private readonly options: BlobSaverOptions,
   ) {
-    this.pool = options.workers > 0 ? new BlobEncoderPool(keys.encryption, options.compressionLevel, options.workers) : null;
+    this.pool = options.workers > 0 ? new BlobEncoderPool(keys.encryption, keys.mac, options.compressionLevel, options.workers) : null;
   }
 
   /** Is the blob on its way into a pack in this session? */
@@ -95,33 +95,84 @@ export class BlobSaver {
       }),
     );
     let stored: number;
+    // The plaintext may move to a worker (and read as empty here after): its length is kept now.
+    const length = plaintext.length;
     try {
-      await this.reserve(plaintext.length, options.signal);
+      await this.reserve(length, options.signal);
       try {
         const inline = (): SealedParts => encodeBlob(this.keys.encryption, plaintext, this.options.compressionLevel);
-        // A pool that lost its workers (one crashed, or could not start) degrades to inline work.
-        const sealed = this.pool === null ? inline() : await this.pool.encode(plaintext).catch(inline);
+        // A pool that lost its workers (one crashed, or could not start) degrades to inline work,
+        // unless the plaintext already moved to the worker (detached here): then the save fails.
+        const sealed =
+          this.pool === null
+            ? inline()
+            : await this.pool.encode(plaintext).catch((error: unknown) => {
+                if (plaintext.length !== length) throw error;
+                return inline();
+              });
         this.throwIfFailed();
-        // Room for a full pack plus its last (largest) blob and the header; untouched pages cost nothing.
-        if (this.current === null) {
-          this.current = new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare);
-          this.spare = undefined;
-        }
-        const entry = this.current.add(id, type, plaintext.length, sealed);
-        this.unstored.set(id, { pack: this.current, offset: entry.offset, length: entry.length });
-        stored = sealedLength(sealed);
+        stored = this.pack(id, type, length, sealed);
+        // Copied into the pack: the worker may seal the next blob into the same memory.
+        this.pool?.recycle(sealed);
       } finally {
-        this.release(plaintext.length);
+        this.release(length);
       }
     } finally {
       this.encoding.delete(id);
       settle();
     }
+    await this.afterPacking(options);
+    return stored;
+  }
+
+  /**
+   * Packs a blob sealed elsewhere (by `sealFiles`); the caller has checked it is new. It is in
+   * the pack (and deduplicates) before this first waits.
+   */
+  async saveSealed(id: string, type: BlobType, rawLength: number, sealed: Uint8Array, options: CallOptions = {}): Promise<number> {
+    this.throwIfFailed();
+    const stored = this.pack(id, type, rawLength, sealed);
+    await this.afterPacking(options);
+    return stored;
+  }
+
+  /** A buffer for a chunk that `save` can hand to a worker without a copy (see `BlobEncoderPool.encode`). */
+  chunkBuffer(length: number): Uint8Array {
+    return this.pool === null ? Buffer.allocUnsafeSlow(length) : this.pool.inputs.take(length);
+  }
+
+  /** A chunk from `chunkBuffer` that turned out not to be needed (already stored). */
+  giveBack(chunk: Uint8Array): void {
+    if (chunk.buffer instanceof ArrayBuffer) this.pool?.inputs.give(chunk.buffer);
+  }
+
+  /** Small files read, named and sealed on the workers, or null without workers. */
+  sealFiles(files: SmallFile[]): Promise<SealedFileBatch> | null {
+    return this.pool === null ? null : this.pool.sealFiles(files);
+  }
+
+  /** A batch's bytes are all copied into packs: its buffer may serve the next batch. */
+  recycle(batch: SealedFileBatch): void {
+    this.pool?.recycle(batch);
+  }
+
+  private pack(id: string, type: BlobType, rawLength: number, sealed: SealedParts | Uint8Array): number {
+    // Room for a full pack plus its last (largest) blob and the header; untouched pages cost nothing.
+    if (this.current === null) {
+      this.current = new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare);
+      this.spare = undefined;
+    }
+    const entry = this.current.add(id, type, rawLength, sealed);
+    this.unstored.set(id, { pack: this.current, offset: entry.offset, length: entry.length });
+    return entry.length;
+  }
+
+  /** Stores the pack once full; waits while too many are being stored; writes an index now and then. */
+  private async afterPacking(options: CallOptions): Promise<void> {
     if (this.current !== null && this.current.length >= this.options.packSize) this.finishPack();
     while (this.uploads.size > this.options.maxUploads) await Promise.race(this.uploads);
     this.throwIfFailed();
     if (this.unindexed.length >= this.options.indexEveryPacks) await this.writeIndex(options);
-    return stored;
   }
 
   /** Stores the current pack, waits for every pack, then writes the index naming them. */

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
 import type { Backend } from './backend/backend.ts';
 import { BlobIndex } from './blob-index.ts';
 import { readBlob, verifyBlob } from './blob-reader.ts';
+import type { SmallFile } from './blob-encoder-pool.ts';
 import { BlobSaver } from './blob-saver.ts';
 import { checkRepository } from './check.ts';
 import { DEFAULT_CHUNKER_PARAMS, FastCdcChunker, validateChunkerParams, type ChunkerParams } from './chunker/fastcdc.ts';
@@ -30,6 +32,7 @@ import {
   type Repository,
   type RepositoryLock,
   type SaveBlobResult,
+  type SmallFileResult,
 } from './types.ts';
 
 export interface OpenRepositoryOptions extends CallOptions {
@@ -146,7 +149,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
       compressionLevel: config.compression.level,
       workers: options.workers ?? DEFAULT_WORKERS,
       maxPendingBytes: options.maxPendingBytes ?? 16 * 1024 * 1024,
-      maxUploads: 2,
+      maxUploads: 1,
       indexEveryPacks: 64,
     });
     this.locker = new Locker(backend, this.keys.encryption, options.lock);
@@ -167,8 +170,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     return this;
   }
 
-  createChunker(): Chunker {
-    return new FastCdcChunker(this.gear, this.config.chunker);
+  createChunker(allocate?: (length: number) => Uint8Array): Chunker {
+    return new FastCdcChunker(this.gear, this.config.chunker, allocate ?? ((length) => this.saver.chunkBuffer(length)));
   }
 
   blobId(plaintext: Uint8Array): string {
@@ -183,9 +186,47 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     this.assertOpen();
     options.signal?.throwIfAborted();
     const id = this.blobId(plaintext);
-    if (this.hasBlob(id)) return { id, added: false, storedBytes: 0 };
+    if (this.hasBlob(id)) {
+      this.saver.giveBack(plaintext);
+      return { id, added: false, storedBytes: 0 };
+    }
     const storedBytes = await this.saver.save(id, type, plaintext, options);
     return { id, added: true, storedBytes };
+  }
+
+  async saveSmallFiles(files: SmallFile[], options: CallOptions = {}): Promise<SmallFileResult[]> {
+    this.assertOpen();
+    options.signal?.throwIfAborted();
+    const limit = this.config.chunker.minSize;
+    if (files.some((file) => file.size > limit || file.size <= 0)) throw new RangeError(`saveSmallFiles takes files of 1 to ${limit} bytes`);
+    // A pool that lost its workers degrades to reading and saving here.
+    const batch = await (this.saver.sealFiles(files)?.catch(() => null) ?? null);
+    if (batch === null) return Promise.all(files.map((file) => this.saveFileHere(file, options)));
+    const results: SmallFileResult[] = [];
+    try {
+      for (const item of batch.items) {
+        if ('error' in item) results.push(item);
+        else if (this.hasBlob(item.id)) results.push({ id: item.id, added: false, storedBytes: 0 });
+        else {
+          const sealed = batch.data.subarray(item.offset, item.offset + item.length);
+          results.push({ id: item.id, added: true, storedBytes: await this.saver.saveSealed(item.id, 'data', item.rawLength, sealed, options) });
+        }
+      }
+    } finally {
+      this.saver.recycle(batch);
+    }
+    return results;
+  }
+
+  private async saveFileHere(file: SmallFile, options: CallOptions): Promise<SmallFileResult> {
+    let content: Buffer;
+    try {
+      content = await readFile(file.path);
+    } catch (error) {
+      return { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code ?? null };
+    }
+    if (content.length !== file.size) return { error: `it was ${file.size} bytes when listed and ${content.length} when read`, code: 'CHANGED' };
+    return this.saveBlob('data', content, options);
   }
 
   async loadBlob(id: string, options: CallOptions = {}): Promise<Buffer> {

@@ -5,6 +5,8 @@ import type { Tree } from './tree.ts';
 
 export type BlobType = 'data' | 'tree';
 
+export type SmallFileResult = SaveBlobResult | { error: string; code: string | null };
+
 export interface SaveBlobResult {
   /** Keyed SHA-256 of the plaintext, hex. */
   id: string;
@@ -82,7 +84,19 @@ export interface Repository {
   createChunker(allocate?: (length: number) => Uint8Array): Chunker;
   blobId(plaintext: Uint8Array): string;
   hasBlob(id: string): boolean;
+  /**
+   * A chunk from a chunker made with the default allocator is consumed: it moves to an encoding
+   * worker, or back to the pool it came from; never read it after this call. Any other
+   * plaintext is copied and stays the caller's.
+   */
   saveBlob(type: BlobType, plaintext: Uint8Array, options?: CallOptions): Promise<SaveBlobResult>;
+  /**
+   * Stores whole small files as data blobs, each no longer than the chunker's minimum size (so
+   * one chunk: the blob `saveBlob` would store for it). They are read, named and sealed on the
+   * encoding workers, many to a message. Answers per file, in order, its blob or why it could
+   * not be read (`code` CHANGED: not the listed size).
+   */
+  saveSmallFiles(files: { path: string; size: number }[], options?: CallOptions): Promise<SmallFileResult[]>;
   loadBlob(id: string, options?: CallOptions): Promise<Buffer>;
   saveTree(tree: Tree, options?: CallOptions): Promise<SaveBlobResult>;
   /** A tree, shared with later callers (trees are immutable): never modify it. */
@@ -106,4 +120,6 @@ export interface Chunker {
   readonly minSize?: number;
   update(data: Uint8Array): Uint8Array[];
   finish(): Uint8Array[];
+  /** Forgets the stream so far (after `finish`, or after a failed one): ready for the next stream. */
+  reset(): void;
 }

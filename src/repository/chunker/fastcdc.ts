@@ -178,6 +178,12 @@ export class FastCdcChunker implements Chunker {
     return out;
   }
 
+  reset(): void {
+    this.pos = 0;
+    this.hash = 0;
+    this.carried = 0;
+  }
+
   finish(): Uint8Array[] {
     const out: Uint8Array[] = [];
     if (this.pos > 0) out.push(this.take(new Uint8Array(0), 0, 0, this.pos));
