@@ -41,8 +41,14 @@ interface Reply {
   input?: ArrayBuffer;
   parts?: SealedParts;
   batch?: SealedFileBatch;
+  opened?: { data: ArrayBuffer; offset: number; length: number };
   error?: string;
+  /** The error says the blob is not what was asked for (it does not authenticate, decompress or hash to its id). */
+  damaged?: boolean;
 }
+
+/** A blob a worker could not open: it is not the blob asked for. */
+export class DamagedBlobError extends Error {}
 
 /**
  * A few worker threads that compress and seal blobs (blob-codec's format), so hashing and
@@ -112,6 +118,26 @@ export class BlobEncoderPool {
     });
   }
 
+  /**
+   * Opens a sealed blob on a worker (decrypt, decompress, check it hashes to `id`), as
+   * `verifyBlob` does on this thread. The sealed buffer moves to the worker when it owns its
+   * whole ArrayBuffer (a ranged load's does), else it is copied. Rejects with DamagedBlobError
+   * for a blob that is not the one asked for.
+   */
+  open(sealed: Uint8Array, rawLength: number, id: string): Promise<Buffer> {
+    if (this.closed) return Promise.reject(new Error('the blob encoder pool is closed'));
+    const target = this.leastBusy();
+    if (target === undefined) return Promise.reject(new Error('the blob encoder pool has no worker'));
+    let data = sealed.buffer;
+    if (sealed.byteOffset !== 0 || sealed.byteLength !== data.byteLength || !(data instanceof ArrayBuffer)) {
+      data = new ArrayBuffer(sealed.length);
+      new Uint8Array(data).set(sealed);
+    }
+    return this.post(target, { open: { data, length: sealed.length, rawLength, id } }, [data]).then((reply) =>
+      Buffer.from(reply.opened!.data, reply.opened!.offset, reply.opened!.length),
+    );
+  }
+
   private leastBusy(): PoolWorker | undefined {
     let target: PoolWorker | undefined;
     for (const entry of this.workers) if (target === undefined || entry.jobs.size < target.jobs.size) target = entry;
@@ -147,7 +173,8 @@ export class BlobEncoderPool {
     if (job === undefined) return;
     entry.jobs.delete(reply.seq);
     if (entry.jobs.size === 0) entry.worker.unref();
-    if (reply.parts !== undefined || reply.batch !== undefined) job.resolve(reply);
+    if (reply.parts !== undefined || reply.batch !== undefined || reply.opened !== undefined) job.resolve(reply);
+    else if (reply.damaged === true) job.reject(new DamagedBlobError(reply.error ?? 'damaged'));
     else job.reject(new Error(`blob encoding failed: ${reply.error ?? 'unknown error'}`));
   }
 

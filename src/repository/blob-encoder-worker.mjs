@@ -2,7 +2,7 @@
 // (flag byte 0 raw / 1 zstd, then AES-256-GCM as nonce || ciphertext || tag), answering the
 // pieces: head (nonce and encrypted flag), body, tag. Plain JavaScript, so it runs whatever
 // loader the main thread used for TypeScript.
-import { createCipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import binding from 'zstd-napi/binding.js';
@@ -21,6 +21,7 @@ const key = workerData.key;
 const macKey = workerData.macKey;
 const level = workerData.level;
 const cctx = new binding.CCtx();
+const dctx = new binding.DCtx();
 // Reused for every blob: compression allocates nothing.
 let scratch = new Uint8Array(0);
 const spareBodies = [];
@@ -100,11 +101,64 @@ function sealFiles(files) {
   return { data: out, items };
 }
 
+/** A blob that cannot be what was asked for: the main thread reports it as damaged. */
+class Damaged extends Error {}
+
+/**
+ * The plaintext of a sealed blob (the inverse of `encode`, as blob-codec's decodeBlob), proven
+ * to be blob `id`: it must authenticate, decompress to `rawLength` bytes and hash to its id.
+ */
+function open(sealed, rawLength, id) {
+  if (sealed.length < 12 + 1 + 16) throw new Damaged('it is too short to be a sealed blob');
+  const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12));
+  decipher.setAuthTag(sealed.subarray(sealed.length - 16));
+  const cipherText = sealed.subarray(12, sealed.length - 16);
+  const framed = new Uint8Array(takeBody(cipherText.length), 0, cipherText.length);
+  let written = 0;
+  for (let offset = 0; offset < cipherText.length; offset += PIECE) {
+    const piece = decipher.update(cipherText.subarray(offset, offset + PIECE));
+    framed.set(piece, written);
+    written += piece.length;
+  }
+  try {
+    decipher.final();
+  } catch {
+    throw new Damaged('it does not authenticate (run quiesce check --read-data)');
+  }
+  let plain;
+  if (framed[0] === 0) plain = framed.subarray(1);
+  else if (framed[0] === 1) {
+    plain = new Uint8Array(takeBody(rawLength), 0, rawLength);
+    let length;
+    try {
+      length = dctx.decompress(plain, framed.subarray(1));
+    } catch {
+      throw new Damaged('its zstd frame does not decompress');
+    }
+    if (length !== rawLength) throw new Damaged(`it decompresses to ${length} bytes, not ${rawLength}`);
+    if (spareBodies.length < MAX_SPARE) spareBodies.push(framed.buffer);
+  } else throw new Damaged(`unknown blob encoding ${framed[0]}`);
+  if (plain.length !== rawLength || createHmac('sha256', macKey).update(plain).digest('hex') !== id) {
+    throw new Damaged('its content does not match its id (run quiesce check --read-data)');
+  }
+  return plain;
+}
+
 // The input buffer goes back with the answer, for the next blob; the body comes back by
 // `recycle` once the main thread has copied it into a pack: no allocation per blob here.
 parentPort.on('message', (message) => {
   if (message.recycle !== undefined) {
     if (spareBodies.length < MAX_SPARE) spareBodies.push(message.recycle);
+    return;
+  }
+  if (message.open !== undefined) {
+    const { data, length, rawLength, id } = message.open;
+    try {
+      const plain = open(new Uint8Array(data, 0, length), rawLength, id);
+      parentPort.postMessage({ seq: message.seq, opened: { data: plain.buffer, offset: plain.byteOffset, length: plain.length } }, [plain.buffer]);
+    } catch (error) {
+      parentPort.postMessage({ seq: message.seq, error: error instanceof Error ? error.message : String(error), damaged: error instanceof Damaged });
+    }
     return;
   }
   if (message.files !== undefined) {

@@ -2,6 +2,7 @@ import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
 import type { Backend } from './backend/backend.ts';
 import { decodeBlob } from './blob-codec.ts';
+import { DamagedBlobError } from './blob-encoder-pool.ts';
 import type { BlobLocation } from './blob-index.ts';
 import { blobIdOf, type RepositoryKeys } from './crypto/keys.ts';
 import { isNotFound } from './storage-error.ts';
@@ -19,8 +20,14 @@ export function verifyBlob(keys: RepositoryKeys, id: string, sealed: Uint8Array,
   return plain;
 }
 
-/** Reads one blob's byte range from its pack (a ranged load), then verifies it. */
-export async function readBlob(backend: Backend, keys: RepositoryKeys, id: string, location: BlobLocation, options: CallOptions = {}): Promise<Buffer> {
+/**
+ * Opens and verifies a sealed blob elsewhere (on a worker), or answers null to have it done here.
+ * Rejects with `DamagedBlobError` for a blob that is not the one asked for.
+ */
+export type BlobOpener = (sealed: Buffer, rawLength: number, id: string) => Promise<Buffer> | null;
+
+/** Reads one blob's byte range from its pack (a ranged load), then verifies it (through `opener` when it takes it). */
+export async function readBlob(backend: Backend, keys: RepositoryKeys, id: string, location: BlobLocation, options: CallOptions = {}, opener?: BlobOpener): Promise<Buffer> {
   let sealed: Buffer;
   try {
     sealed = await backend.load('data', location.pack, { ...options, offset: location.offset, length: location.length });
@@ -30,5 +37,12 @@ export async function readBlob(backend: Backend, keys: RepositoryKeys, id: strin
     }
     throw error;
   }
-  return verifyBlob(keys, id, sealed, location.pack, location.rawLength);
+  const opening = opener?.(sealed, location.rawLength, id) ?? null;
+  if (opening === null) return verifyBlob(keys, id, sealed, location.pack, location.rawLength);
+  try {
+    return await opening;
+  } catch (error) {
+    if (error instanceof DamagedBlobError) throw new QuiesceError('damaged', `blob ${id} in pack ${location.pack} is damaged: ${error.message}`);
+    throw error;
+  }
 }

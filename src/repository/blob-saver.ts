@@ -9,6 +9,9 @@ import { PackAssembler } from './pack-file.ts';
 import { storageError } from './storage-error.ts';
 import type { BlobType } from './types.ts';
 
+/** Blobs at least this long are opened on a worker when read back (restore, check --read-data). */
+const OPEN_ON_WORKER_BYTES = 64 * 1024;
+
 export interface BlobSaverOptions {
   /** A pack is stored once its blobs reach this many bytes. */
   packSize: number;
@@ -144,6 +147,15 @@ export class BlobSaver {
   /** A chunk from `chunkBuffer` that turned out not to be needed (already stored). */
   giveBack(chunk: Uint8Array): void {
     if (chunk.buffer instanceof ArrayBuffer) this.pool?.inputs.give(chunk.buffer);
+  }
+
+  /**
+   * Opens a stored blob on a worker (see `BlobEncoderPool.open`), or null to open it on this
+   * thread: without workers, or for small blobs, which cost less here than a message.
+   */
+  openBlob(sealed: Buffer, rawLength: number, id: string): Promise<Buffer> | null {
+    if (this.pool === null || sealed.length < OPEN_ON_WORKER_BYTES) return null;
+    return this.pool.open(sealed, rawLength, id);
   }
 
   /** Small files read, named and sealed on the workers, or null without workers. */

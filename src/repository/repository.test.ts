@@ -213,6 +213,25 @@ describe('repository', () => {
     await repo.close();
   });
 
+  test('large blobs are opened on the workers: they round trip, and a flipped byte is damaged naming blob and pack', async () => {
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, packSize: 4 * 1024 * 1024, workers: 2 });
+    const blobs = [pseudoRandom(300_000, 'raw'), Buffer.alloc(200_000, 0x42), pseudoRandom(100_000, 'other')];
+    const saved: { id: string }[] = [];
+    for (const blob of blobs) saved.push(await repo.saveBlob('data', blob)); // one after another: the first is first in the pack
+    await repo.flush();
+    const fresh = await openRepository(backend, PASSWORD, { workers: 2 });
+    for (const [i, blob] of blobs.entries()) assert.deepEqual(await fresh.loadBlob(saved[i]!.id), blob);
+    const [pack] = backend.names('data');
+    const bytes = Buffer.from(backend.get('data', pack!));
+    bytes[150_000]! ^= 0x01; // inside the first blob (stored raw: random data does not compress)
+    backend.put('data', pack!, bytes);
+    const damaged = await openRepository(backend, PASSWORD, { workers: 2 });
+    await assert.rejects(damaged.loadBlob(saved[0]!.id), (e: unknown) => isCode('damaged', saved[0]!.id)(e) && (e as Error).message.includes(pack!));
+    assert.deepEqual(await damaged.loadBlob(saved[1]!.id), blobs[1]);
+    await Promise.all([fresh.close(), damaged.close(), repo.close()]);
+  });
+
   test('a blob whose content does not match its id is damaged', async () => {
     // Two repositories share nothing: a pack copied from another one does not open.
     const backend = new MemoryBackend();

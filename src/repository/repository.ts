@@ -239,7 +239,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     if (location === undefined) {
       throw new QuiesceError('damaged', `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`);
     }
-    return readBlob(this.backend, this.keys, id, location, options);
+    return readBlob(this.backend, this.keys, id, location, options, (sealed, rawLength) => this.saver.openBlob(sealed, rawLength, id));
   }
 
   async saveTree(tree: Tree, options: CallOptions = {}): Promise<SaveBlobResult> {
