@@ -2,7 +2,7 @@
 // SQLite database, the chain guard, and restore safety. Real files, a real repository on disk.
 import assert from 'node:assert/strict';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -187,6 +187,9 @@ describe('backup and restore', () => {
       const result = await restore({ repository, tree: catalog.find(incremental.report.id)!.tree, target });
       assert.deepEqual(result.failed, []);
       assert.deepEqual(diffTrees(await describeTree(source), await describeTree(join(target, source))), []);
+      // Files restored in parallel all count (none of these has a hole).
+      const sizes = await Promise.all((await readdir(source, { recursive: true })).map(async (name) => stat(join(source, name))));
+      assert.equal(result.bytesWritten, sizes.filter((s) => s.isFile()).reduce((sum, s) => sum + s.size, 0));
       const restored = new Database(join(target, dbPath), { readonly: true });
       assert.deepEqual(restored.prepare('SELECT v FROM t ORDER BY id').pluck().all(), ['first']);
       restored.close();

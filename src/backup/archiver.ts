@@ -60,7 +60,7 @@ export interface ArchiveResult {
  * How many blob saves may be in flight, across files, before reading waits: keeps the compressing
  * workers busy through runs of small files while bounding memory to a few dozen chunks.
  */
-const MAX_IN_FLIGHT = 12;
+const MAX_IN_FLIGHT = 8;
 
 /** Directory entries walked at once, and so files being read at once (each with its own buffer). */
 const ENTRY_CONCURRENCY = 8;

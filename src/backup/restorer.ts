@@ -155,7 +155,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         loads.delete(i);
         load(i + PREFETCH);
         if (data.length !== ref.length) throw new QuiesceError('damaged', `blob ${ref.id} of ${original} has ${data.length} bytes, not ${ref.length}`);
-        result.bytesWritten += await writeSparse(handle, data, position);
+        // Not `+= await`: that reads the total before the wait, and files are restored in parallel.
+        const written = await writeSparse(handle, data, position);
+        result.bytesWritten += written;
         position += data.length;
       }
       if (position !== node.size) throw new QuiesceError('damaged', `${original} should have ${node.size} bytes but its content adds up to ${position}`);

@@ -8,7 +8,7 @@ import type { SealedParts } from './blob-codec.ts';
  * Spare input buffers kept: enough for every chunk in flight (the archiver bounds those by
  * count, the saver by bytes).
  */
-const MAX_SPARE = 24;
+const MAX_SPARE = 12;
 
 interface Job {
   resolve: (reply: Reply) => void;
@@ -76,6 +76,9 @@ export class BlobEncoderPool {
         workerData: { key: new Uint8Array(key), macKey: new Uint8Array(macKey), level },
         // The worker is plain JavaScript: it needs no TypeScript loader.
         execArgv: [],
+        // A small young generation: the worker's garbage (cipher output pieces, file contents)
+        // is mostly memory outside the heap, freed only when a collection finds its handles.
+        resourceLimits: { maxYoungGenerationSizeMb: 4 },
       });
       const entry: PoolWorker = { worker, jobs: new Map() };
       worker.on('message', (reply: Reply) => this.settle(entry, reply));

@@ -40,7 +40,7 @@ export interface OpenRepositoryOptions extends CallOptions {
   packSize?: number;
   /** Worker threads compressing and sealing blobs (default: one per spare core, at most 2; 0 works on the calling thread). */
   workers?: number;
-  /** Plaintext bytes being compressed and sealed at once before `saveBlob` waits (default 16 MiB). */
+  /** Plaintext bytes being compressed and sealed at once before `saveBlob` waits (default 8 MiB). */
   maxPendingBytes?: number;
   /** scrypt cost for passwords added with `addPassword` (default N=2^15, r=8, p=1). */
   kdf?: KdfParams;
@@ -148,7 +148,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
       packSize: this.packSize,
       compressionLevel: config.compression.level,
       workers: options.workers ?? DEFAULT_WORKERS,
-      maxPendingBytes: options.maxPendingBytes ?? 16 * 1024 * 1024,
+      maxPendingBytes: options.maxPendingBytes ?? 8 * 1024 * 1024,
       maxUploads: 1,
       indexEveryPacks: 64,
     });
