@@ -154,6 +154,17 @@ describe('repository from the command line', () => {
     assert.equal(quiesce({}, 'key', 'add', '--config', config, '--new-password-file', join(dir, 'second-password')).code, 0);
     assert.equal(quiesce({ QUIESCE_PASSWORD: 'the second one' }, 'backups', '--config', config).code, 0);
     assert.equal(quiesce({}, 'backups', '--config', config).code, 0);
+    // Two keys; the second password's is removed with the first password, and no longer opens.
+    const keys = JSON.parse(quiesce({}, 'key', 'list', '--config', config, '--json').stdout) as { id: string; current: boolean }[];
+    assert.equal(keys.length, 2);
+    const mine = keys.find((k) => k.current)!;
+    const other = keys.find((k) => !k.current)!;
+    const own = quiesce({}, 'key', 'remove', mine.id.slice(0, 12), '--config', config);
+    assert.equal(own.code, 2, 'the key of the password in use is refused');
+    assert.match(own.stderr, /another password/);
+    assert.equal(quiesce({}, 'key', 'remove', other.id.slice(0, 12), '--config', config).code, 0);
+    assert.equal(quiesce({ QUIESCE_PASSWORD: 'the second one' }, 'backups', '--config', config).code, 2);
+    assert.equal(quiesce({}, 'backups', '--config', config).code, 0);
     const none = quiesce({}, 'backups', '--repo', join(dir, 'nothing-here'));
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no quiesce repository|not a quiesce repository|quiesce init/);

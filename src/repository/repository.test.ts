@@ -148,6 +148,31 @@ describe('repository', () => {
     assert.equal(backend.names('keys').length, 2);
   });
 
+  test('keys list and remove: the key in use stays, another goes and its password no longer opens', async () => {
+    const backend = new MemoryBackend('memory:keys');
+    const first = await initRepository(backend, PASSWORD, OPTIONS);
+    const secondId = await first.addPassword('second password');
+    const keys = await first.listKeys();
+    assert.equal(keys.length, 2);
+    assert.deepEqual(keys.filter((k) => k.current).map((k) => k.id).length, 1);
+    assert.ok(keys.every((k) => k.created !== null && k.hostname !== null));
+    assert.equal(keys.find((k) => !k.current)!.id, secondId);
+    // The key this session opened with is refused, by id or by prefix; an unknown id says so.
+    const current = keys.find((k) => k.current)!.id;
+    await assert.rejects(first.removeKey(current), isCode('bad-usage', 'another password'));
+    await assert.rejects(first.removeKey(current.slice(0, 10)), isCode('bad-usage', 'another password'));
+    await assert.rejects(first.removeKey('f'.repeat(64)), isCode('bad-usage', 'no key'));
+    await assert.rejects(first.removeKey('abc'), isCode('bad-usage', 'no key'), 'a prefix shorter than 8 characters is not taken');
+    // A session opened with the second password removes the first's key...
+    const second = await openRepository(backend, 'second password', { workers: 0 });
+    assert.equal(await second.removeKey(current.slice(0, 8)), current);
+    await assert.rejects(openRepository(backend, PASSWORD), isCode('wrong-password'));
+    // ...and the first session, whose key is gone, removes nothing more: one key always opens.
+    await assert.rejects(first.removeKey(secondId), isCode('bad-usage', 'no longer'));
+    assert.deepEqual(backend.names('keys'), [secondId]);
+    await Promise.all([first.close(), second.close()]);
+  });
+
   test('no config, a truncated or a foreign config is not-a-repository; a newer format is unsupported-version', async () => {
     await assert.rejects(openRepository(new MemoryBackend('memory:empty'), PASSWORD), isCode('not-a-repository', 'no quiesce repository at memory:empty: run quiesce init'));
     const backend = new MemoryBackend();

@@ -13,7 +13,9 @@ import { DEFAULT_CHUNKER_PARAMS, FastCdcChunker, validateChunkerParams, type Chu
 import { gearTable } from './chunker/gear-table.ts';
 import { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
 import { checkConfigPrefix, decodeConfig, encodeConfig, sealedConfig, type RepositoryConfig } from './config-file.ts';
-import { addKey, blobIdOf, DEFAULT_KDF, deriveKeys, newMasterSecret, openMasterSecret, sha256Hex, type KdfParams, type RepositoryKeys } from './crypto/keys.ts';
+import {
+  addKey, blobIdOf, DEFAULT_KDF, deriveKeys, listKeyFiles, newMasterSecret, openMasterSecret, sha256Hex, type KdfParams, type KeyInfo, type RepositoryKeys,
+} from './crypto/keys.ts';
 import { openSealed, seal, tryOpenSealed } from './crypto/seal.ts';
 import { loadAllIndexes } from './index-file.ts';
 import { Locker, type LockOptions } from './locks.ts';
@@ -87,13 +89,14 @@ export async function initRepository(backend: Backend, password: string, options
     chunker: { minSize: chunker.minSize, avgSize: chunker.avgSize, maxSize: chunker.maxSize },
     compression: { algorithm: 'zstd', level: options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL },
   };
+  let keyName: string;
   try {
-    await addKey(backend, master, password, options.kdf ?? DEFAULT_KDF, options);
+    keyName = await addKey(backend, master, password, options.kdf ?? DEFAULT_KDF, options);
     await backend.save('config', CONFIG_NAME, encodeConfig(keys.encryption, config), options);
   } catch (error) {
     throw storageError(error, backend.location);
   }
-  return QuiesceRepository.start(backend, master, config, options);
+  return QuiesceRepository.start(backend, master, keyName, config, options);
 }
 
 /**
@@ -117,9 +120,9 @@ export async function openRepository(backend: Backend, password: string, options
   }
   checkConfigPrefix(configBytes, backend.location);
   const sealed = sealedConfig(configBytes);
-  const { master } = await openMasterSecret(backend, password, (candidate) => tryOpenSealed(deriveKeys(candidate).encryption, sealed) !== null, options);
+  const { master, keyName } = await openMasterSecret(backend, password, (candidate) => tryOpenSealed(deriveKeys(candidate).encryption, sealed) !== null, options);
   const config = decodeConfig(deriveKeys(master).encryption, configBytes, backend.location);
-  return QuiesceRepository.start(backend, master, config, options);
+  return QuiesceRepository.start(backend, master, keyName, config, options);
 }
 
 class QuiesceRepository implements Repository, RepositoryInternals {
@@ -137,6 +140,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
   private constructor(
     readonly backend: Backend,
     private readonly master: Buffer,
+    /** The key file this session's password opened. */
+    private readonly keyName: string,
     private readonly config: RepositoryConfig,
     private readonly options: OpenRepositoryOptions,
   ) {
@@ -155,8 +160,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     this.locker = new Locker(backend, this.keys.encryption, options.lock);
   }
 
-  static async start(backend: Backend, master: Buffer, config: RepositoryConfig, options: OpenRepositoryOptions): Promise<QuiesceRepository> {
-    const repo = new QuiesceRepository(backend, master, config, options);
+  static async start(backend: Backend, master: Buffer, keyName: string, config: RepositoryConfig, options: OpenRepositoryOptions): Promise<QuiesceRepository> {
+    const repo = new QuiesceRepository(backend, master, keyName, config, options);
     try {
       await repo.reloadIndex(options);
     } catch (error) {
@@ -333,13 +338,46 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     return pruneRepository(this, options);
   }
 
-  async addPassword(password: string, options: CallOptions = {}): Promise<void> {
+  async addPassword(password: string, options: CallOptions = {}): Promise<string> {
     this.assertOpen();
     try {
-      await addKey(this.backend, this.master, password, this.options.kdf ?? DEFAULT_KDF, options);
+      return await addKey(this.backend, this.master, password, this.options.kdf ?? DEFAULT_KDF, options);
     } catch (error) {
       throw storageError(error, this.backend.location);
     }
+  }
+
+  async listKeys(options: CallOptions = {}): Promise<(KeyInfo & { current: boolean })[]> {
+    this.assertOpen();
+    try {
+      return (await listKeyFiles(this.backend, options)).map((key) => ({ ...key, current: key.id === this.keyName }));
+    } catch (error) {
+      throw storageError(error, this.backend.location);
+    }
+  }
+
+  async removeKey(id: string, options: CallOptions = {}): Promise<string> {
+    this.assertOpen();
+    const keys = await this.listKeys(options);
+    // Another session may have removed this session's key meanwhile: then removing any other
+    // could leave none that opens.
+    if (!keys.some((key) => key.current)) {
+      throw new QuiesceError('bad-usage', `the key this password opened is no longer in the repository at ${this.backend.location}; no key is removed`);
+    }
+    const matches = id.length >= 8 ? keys.filter((key) => key.id.startsWith(id)) : keys.filter((key) => key.id === id);
+    if (matches.length === 0) throw new QuiesceError('bad-usage', `the repository at ${this.backend.location} has no key ${id} (quiesce key list shows them)`);
+    if (matches.length > 1) throw new QuiesceError('bad-usage', `${id} names ${matches.length} keys; give more of the id`);
+    const key = matches[0]!;
+    // The key this session opened with always stays, so the repository always keeps a key that opens.
+    if (key.current) {
+      throw new QuiesceError('bad-usage', `key ${key.id.slice(0, 12)} is the one this password opens: to remove it, give another password (--password-file) whose key stays`);
+    }
+    try {
+      await this.backend.remove('keys', key.id, options);
+    } catch (error) {
+      throw storageError(error, this.backend.location);
+    }
+    return key.id;
   }
 
   /** Stops the worker threads. Unflushed blobs are dropped (flush first); the backend stays open. */

@@ -110,7 +110,15 @@ export interface Repository {
   lock(kind: 'shared' | 'exclusive', options?: CallOptions): Promise<RepositoryLock>;
   check(options?: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void }): Promise<CheckReport>;
   prune(options?: CallOptions & { graceMs?: number; dryRun?: boolean }): Promise<PruneReport>;
-  addPassword(password: string, options?: CallOptions): Promise<void>;
+  /** Seals the master key under another password, in a key file of its own; answers its id. */
+  addPassword(password: string, options?: CallOptions): Promise<string>;
+  /** Every key file, and which one this session's password opened (`current`). */
+  listKeys(options?: CallOptions): Promise<{ id: string; created: string | null; hostname: string | null; current: boolean }[]>;
+  /**
+   * Removes a key file, named by its id or a unique prefix of 8 or more characters; answers its
+   * full id. The key this session opened with is refused, so a key that opens always remains.
+   */
+  removeKey(id: string, options?: CallOptions): Promise<string>;
   close(): Promise<void>;
 }
 

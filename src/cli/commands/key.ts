@@ -5,17 +5,27 @@ import { resolveConfig } from '../load-config.ts';
 import { stdio } from '../output.ts';
 import { useRepository, type RepositoryFlags } from '../repository-access.ts';
 
-/** `quiesce key add --new-password-file F`: another password for the same repository (its own key file). */
+interface KeyFlags extends RepositoryFlags {
+  config?: string;
+  json?: boolean;
+}
+
+/**
+ * `quiesce key add|list|remove`: the passwords of a repository, each a key file wrapping the
+ * same master key. The key the current password opens is never removed, so one always opens.
+ */
 export function registerKey(program: Command): void {
   const key = program.command('key').description('manage the passwords of a repository');
-  key
-    .command('add')
-    .description('add a password: a new key file wrapping the same master key')
-    .option('-c, --config <file>', 'config file')
-    .option('-r, --repo <location>', 'repository')
-    .option('--password-file <file>', 'a current password, from a file (default QUIESCE_PASSWORD)')
+  const common = (command: Command) =>
+    command
+      .option('-c, --config <file>', 'config file')
+      .option('-r, --repo <location>', 'repository')
+      .option('--password-file <file>', 'a current password, from a file (default QUIESCE_PASSWORD)')
+      .option('--json', 'print JSON');
+
+  common(key.command('add').description('add a password: a new key file wrapping the same master key'))
     .requiredOption('--new-password-file <file>', 'the new password, from a file')
-    .action(async (opts: RepositoryFlags & { config?: string; newPasswordFile: string }) => {
+    .action(async (opts: KeyFlags & { newPasswordFile: string }) => {
       let password: string;
       try {
         password = (await readFile(opts.newPasswordFile, 'utf8')).replace(/\r?\n$/, '');
@@ -23,11 +33,41 @@ export function registerKey(program: Command): void {
         throw new QuiesceError('bad-usage', `cannot read the new password file ${opts.newPasswordFile}: ${(error as Error).message}`);
       }
       if (password.length === 0) throw new QuiesceError('bad-usage', `the new password file ${opts.newPasswordFile} is empty`);
-      const config = await resolveConfig(opts.config);
-      const repository = await useRepository(opts, config);
+      const repository = await useRepository(opts, await resolveConfig(opts.config));
       try {
-        await repository.addPassword(password);
-        stdio.out(`added a password to repository ${repository.id}`);
+        const id = await repository.addPassword(password);
+        if (opts.json) stdio.json({ added: id });
+        else stdio.out(`added key ${id.slice(0, 12)} to repository ${repository.id}`);
+      } finally {
+        await repository.close();
+      }
+    });
+
+  common(key.command('list').description('list the key files; * marks the one this password opens')).action(async (opts: KeyFlags) => {
+    const repository = await useRepository(opts, await resolveConfig(opts.config));
+    try {
+      const keys = await repository.listKeys();
+      if (opts.json) stdio.json(keys);
+      else for (const k of keys) stdio.out(`${k.current ? '*' : ' '} ${k.id.slice(0, 12)}  ${k.created ?? '(not a key file)'}  ${k.hostname ?? ''}`);
+    } finally {
+      await repository.close();
+    }
+  });
+
+  common(key.command('remove').description('remove a key file (an id or a unique prefix of 8 or more characters)'))
+    .argument('<id>', 'the key to remove (quiesce key list shows them)')
+    .action(async (id: string, opts: KeyFlags) => {
+      const repository = await useRepository(opts, await resolveConfig(opts.config));
+      try {
+        // Exclusive: two removals at once, each with another password, could otherwise remove both keys.
+        const lock = await repository.lock('exclusive');
+        try {
+          const removed = await repository.removeKey(id);
+          if (opts.json) stdio.json({ removed });
+          else stdio.out(`removed key ${removed.slice(0, 12)}`);
+        } finally {
+          await lock.release();
+        }
       } finally {
         await repository.close();
       }

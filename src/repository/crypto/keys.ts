@@ -136,6 +136,31 @@ export async function addKey(backend: Backend, master: Uint8Array, password: str
   return name;
 }
 
+/** What a key file says of itself without its password: when and where it was made. */
+export interface KeyInfo {
+  /** The key file's object name (the SHA-256 of its bytes). */
+  id: string;
+  /** ISO time and host name of its making, or null for a file that is not a key file. */
+  created: string | null;
+  hostname: string | null;
+}
+
+/** Every key file of the repository, with what it says of itself. */
+export async function listKeyFiles(backend: Backend, options: CallOptions = {}): Promise<KeyInfo[]> {
+  const keys: KeyInfo[] = [];
+  for await (const info of backend.list('keys', options)) {
+    let file: KeyFile | null = null;
+    try {
+      file = KeyFileSchema.parse(JSON.parse((await backend.load('keys', info.name, options)).toString('utf8')));
+    } catch (error) {
+      if (error instanceof QuiesceError) throw error;
+      file = null;
+    }
+    keys.push({ id: info.name, created: file?.created ?? null, hostname: file?.hostname ?? null });
+  }
+  return keys.sort((a, b) => (a.created ?? '').localeCompare(b.created ?? '') || a.id.localeCompare(b.id));
+}
+
 /**
  * Tries every key file of the repository with `password`, answering the first master secret
  * that `accept` takes (the caller checks it opens the config: a key left by a crashed `init`
