@@ -56,6 +56,22 @@ function takeBody(length) {
   return new ArrayBuffer(Math.max(1, Math.ceil(length / MIB)) * MIB);
 }
 
+/**
+ * Runs a cipher or decipher over `source` a piece at a time into a recycled buffer; answers a
+ * view of exactly the bytes written. GCM is a stream cipher: as many out as in.
+ */
+function cipherInto(cipher, source) {
+  const out = new Uint8Array(takeBody(source.length), 0, source.length);
+  let written = 0;
+  for (let offset = 0; offset < source.length; offset += PIECE) {
+    const piece = cipher.update(source.subarray(offset, offset + PIECE));
+    out.set(piece, written);
+    written += piece.length;
+    madeGarbage(piece.length);
+  }
+  return out.subarray(0, written);
+}
+
 function encode(plaintext) {
   const bound = binding.compressBound(plaintext.length);
   if (scratch.length < bound) scratch = new Uint8Array(bound);
@@ -67,17 +83,9 @@ function encode(plaintext) {
   head.set(nonce, 0);
   head.set(cipher.update(Uint8Array.of(useZstd ? 1 : 0)), 12);
   const source = useZstd ? scratch.subarray(0, compressedLength) : plaintext;
-  // GCM is a stream cipher: its output is exactly as long as its input.
-  const body = new Uint8Array(takeBody(source.length), 0, source.length);
-  let written = 0;
-  for (let offset = 0; offset < source.length; offset += PIECE) {
-    const piece = cipher.update(source.subarray(offset, offset + PIECE));
-    body.set(piece, written);
-    written += piece.length;
-    madeGarbage(piece.length);
-  }
+  const body = cipherInto(cipher, source);
   const rest = cipher.final();
-  if (rest.length > 0 || written !== source.length) throw new Error('the cipher did not answer one byte per byte');
+  if (rest.length > 0 || body.length !== source.length) throw new Error('the cipher did not answer one byte per byte');
   return { head, body, tag: new Uint8Array(cipher.getAuthTag()) };
 }
 
@@ -134,15 +142,7 @@ function open(sealed, rawLength, id) {
   if (sealed.length < 12 + 1 + 16) throw new Damaged('it is too short to be a sealed blob');
   const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, 12));
   decipher.setAuthTag(sealed.subarray(sealed.length - 16));
-  const cipherText = sealed.subarray(12, sealed.length - 16);
-  const framed = new Uint8Array(takeBody(cipherText.length), 0, cipherText.length);
-  let written = 0;
-  for (let offset = 0; offset < cipherText.length; offset += PIECE) {
-    const piece = decipher.update(cipherText.subarray(offset, offset + PIECE));
-    framed.set(piece, written);
-    written += piece.length;
-    madeGarbage(piece.length);
-  }
+  const framed = cipherInto(decipher, sealed.subarray(12, sealed.length - 16));
   try {
     decipher.final();
   } catch {
