@@ -48,6 +48,22 @@ function gearScan(data: Uint8Array, gear: Int32Array, i: number, end: number, ma
   return -1;
 }
 
+/** Whether the last `scanToward` ended at a cut point. */
+let scanCut = false;
+
+/**
+ * Rolls the hash from `data[i]` for at most `room` bytes (and no further than `n`): answers the
+ * index where it stopped, with `scanCut` telling whether that is a cut point and `scanHash` the
+ * hash to carry on with (0 after a cut: the next chunk starts afresh).
+ */
+function scanToward(data: Uint8Array, gear: Int32Array, i: number, n: number, room: number, mask: number, h: number): number {
+  const end = i + Math.min(room, n - i);
+  const cut = gearScan(data, gear, i, end, mask, h);
+  scanCut = cut >= 0;
+  if (scanCut) scanHash = 0;
+  return scanCut ? cut : end;
+}
+
 /** A mask of `bits` ones in the top of a 32-bit word: the Gear hash's top bits see the last 32 bytes. */
 function topMask(bits: number): number {
   return bits <= 0 ? 0 : (0xffffffff << (32 - Math.min(bits, 31))) | 0;
@@ -126,34 +142,20 @@ export class FastCdcChunker implements Chunker {
         if (pos < this.min) break;
       }
       let found = false;
+      // Harder to match before the normal size, easier after it, up to the maximum.
       if (pos < this.normal) {
-        const end = i + Math.min(this.normal - pos, n - i);
-        const mask = this.maskS;
-        const from = i;
-        const cut = gearScan(data, gear, i, end, mask, h);
-        if (cut >= 0) {
-          i = cut;
-          found = true;
-        } else {
-          i = end;
-          h = scanHash;
-        }
-        pos += i - from;
+        const next = scanToward(data, gear, i, n, this.normal - pos, this.maskS, h);
+        pos += next - i;
+        i = next;
+        found = scanCut;
+        h = scanHash;
       }
       if (!found && pos >= this.normal) {
-        const end = i + Math.min(this.max - pos, n - i);
-        const mask = this.maskL;
-        const from = i;
-        const cut = gearScan(data, gear, i, end, mask, h);
-        if (cut >= 0) {
-          i = cut;
-          found = true;
-        } else {
-          i = end;
-          h = scanHash;
-        }
-        pos += i - from;
-        if (pos >= this.max) found = true;
+        const next = scanToward(data, gear, i, n, this.max - pos, this.maskL, h);
+        pos += next - i;
+        i = next;
+        found = scanCut || pos >= this.max;
+        h = scanHash;
       }
       if (found) {
         out.push(this.take(data, start, i, pos));
