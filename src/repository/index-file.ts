@@ -5,6 +5,7 @@ import { isNotFound } from './storage-error.ts';
 import { QuiesceError } from '../model/failure.ts';
 import { sha256Hex } from './crypto/keys.ts';
 import { openSealed, seal } from './crypto/seal.ts';
+import { isPlainIndex } from './fast-check.ts';
 import { HEX64, PackedBlobSchema } from './pack-file.ts';
 
 /**
@@ -41,7 +42,8 @@ export function encodeIndex(key: Uint8Array, packs: IndexedPack[]): { name: stri
 export function decodeIndex(key: Uint8Array, bytes: Uint8Array, name: string): IndexFile {
   const plain = openSealed(key, bytes, `index ${name}`);
   try {
-    return IndexFileSchema.parse(JSON.parse(plain.toString('utf8')));
+    const raw: unknown = JSON.parse(plain.toString('utf8'));
+    return isPlainIndex(raw) ? raw : IndexFileSchema.parse(raw);
   } catch (error) {
     throw new QuiesceError('damaged', `index ${name} is damaged: it is not a valid index`, { cause: error });
   }

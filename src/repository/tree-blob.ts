@@ -1,4 +1,5 @@
 import { QuiesceError } from '../model/failure.ts';
+import { canonicalTree, isPlainTree } from './fast-check.ts';
 import { TreeSchema, type Tree } from './tree.ts';
 
 /** A tree blob's plaintext as a validated Tree; anything else is `damaged`. */
@@ -9,6 +10,7 @@ export function parseTree(id: string, bytes: Buffer): Tree {
   } catch (error) {
     throw new QuiesceError('damaged', `tree ${id} is damaged: it is not JSON`, { cause: error });
   }
+  if (isPlainTree(raw)) return raw;
   const parsed = TreeSchema.safeParse(raw);
   if (!parsed.success) throw new QuiesceError('damaged', `tree ${id} is not a valid tree: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
   return parsed.data;
@@ -16,5 +18,5 @@ export function parseTree(id: string, bytes: Buffer): Tree {
 
 /** The canonical bytes of a tree: validated, keys in schema order, so equal trees deduplicate. */
 export function serializeTree(tree: Tree): Buffer {
-  return Buffer.from(JSON.stringify(TreeSchema.parse(tree)), 'utf8');
+  return Buffer.from(JSON.stringify(isPlainTree(tree) ? canonicalTree(tree) : TreeSchema.parse(tree)), 'utf8');
 }

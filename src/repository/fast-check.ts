@@ -1,0 +1,108 @@
+// Quick checks for the two formats every backup, restore, check and prune reads by the thousand:
+// trees and indexes. A check says yes only to a value that is already exactly what its zod schema
+// would give back (the schema's keys and no others, every value valid); anything else goes on to
+// the schema, which then decides and words the error. So the schemas stay the one definition of
+// the formats, and the common case skips their cost (they made half of an unchanged backup's work).
+import type { IndexFile } from './index-file.ts';
+import type { Tree, TreeNode } from './tree.ts';
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** How many enumerable keys an object has, without making a list of them. */
+function keyCount(value: object): number {
+  let count = 0;
+  for (const key in value) if (Object.hasOwn(value, key)) count++;
+  else return -1; // an inherited key: not a plain value, leave it to the schema
+  return count;
+}
+
+function isHex64(value: unknown): boolean {
+  if (typeof value !== 'string' || value.length !== 64) return false;
+  for (let i = 0; i < 64; i++) {
+    const c = value.charCodeAt(i);
+    if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** A decimal integer string, as /^-?\d+$/ accepts. */
+function isDecimal(value: unknown): boolean {
+  if (typeof value !== 'string') return false;
+  const start = value.charCodeAt(0) === 45 ? 1 : 0;
+  if (value.length <= start) return false;
+  for (let i = start; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+}
+
+function isNodeName(value: unknown): value is string {
+  return typeof value === 'string' && value.length >= 1 && value.length <= 4096 && value !== '.' && value !== '..' && !value.includes('/') && !value.includes('\0');
+}
+
+function isNode(node: unknown): node is TreeNode {
+  if (!isObject(node)) return false;
+  if (!isNodeName(node.name) || !isCount(node.mode) || !isCount(node.uid) || !isCount(node.gid) || !isDecimal(node.mtimeNs)) return false;
+  const keys = keyCount(node);
+  switch (node.type) {
+    case 'file': {
+      if (keys !== 8 || !isCount(node.size) || !Array.isArray(node.content)) return false;
+      for (const ref of node.content as unknown[]) {
+        if (!isObject(ref) || keyCount(ref) !== 2 || !isHex64(ref.id) || !isCount(ref.length)) return false;
+      }
+      return true;
+    }
+    case 'dir':
+      return keys === 7 && isHex64(node.subtree);
+    case 'symlink':
+      return keys === 7 && typeof node.target === 'string' && node.target.length >= 1 && node.target.length <= 4096;
+    default:
+      return false;
+  }
+}
+
+/** Is `value` a valid tree exactly as `TreeSchema` would give it back? */
+export function isPlainTree(value: unknown): value is Tree {
+  if (!isObject(value) || keyCount(value) !== 1 || !Array.isArray(value.nodes)) return false;
+  const nodes = value.nodes as unknown[];
+  for (let i = 0; i < nodes.length; i++) {
+    const node = nodes[i];
+    if (!isNode(node)) return false;
+    if (i > 0 && !((nodes[i - 1] as TreeNode).name < node.name)) return false;
+  }
+  return true;
+}
+
+/** Is `value` a valid index exactly as `IndexFileSchema` would give it back? */
+export function isPlainIndex(value: unknown): value is IndexFile {
+  if (!isObject(value) || keyCount(value) !== 2 || value.version !== 1 || !Array.isArray(value.packs)) return false;
+  for (const pack of value.packs as unknown[]) {
+    if (!isObject(pack) || !isHex64(pack.id) || !isCount(pack.size) || pack.size === 0 || !Array.isArray(pack.blobs)) return false;
+    const keys = keyCount(pack);
+    if (pack.unusedSince === undefined ? keys !== 3 : keys !== 4 || typeof pack.unusedSince !== 'string') return false;
+    for (const blob of pack.blobs as unknown[]) {
+      if (!isObject(blob) || keyCount(blob) !== 5 || !isHex64(blob.id) || (blob.type !== 'data' && blob.type !== 'tree')) return false;
+      if (!isCount(blob.offset) || !isCount(blob.length) || blob.length === 0 || !isCount(blob.rawLength)) return false;
+    }
+  }
+  return true;
+}
+
+/** A valid tree rebuilt with its keys in the schema's order: the canonical form that is stored. */
+export function canonicalTree(tree: Tree): Tree {
+  return {
+    nodes: tree.nodes.map((n): TreeNode => {
+      const common = { name: n.name, mode: n.mode, uid: n.uid, gid: n.gid, mtimeNs: n.mtimeNs };
+      if (n.type === 'file') return { ...common, type: 'file', size: n.size, content: n.content.map((c) => ({ id: c.id, length: c.length })) };
+      if (n.type === 'dir') return { ...common, type: 'dir', subtree: n.subtree };
+      return { ...common, type: 'symlink', target: n.target };
+    }),
+  };
+}
