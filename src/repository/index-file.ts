@@ -1,4 +1,4 @@
-import { z } from 'zod/v4';
+import { z } from 'zod';
 import type { CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { isNotFound } from './storage-error.ts';

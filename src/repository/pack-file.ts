@@ -1,5 +1,4 @@
-// zod's v4 core: these formats are parsed on every backup (each tree, each index) and v4 parses them about five times as fast.
-import { z } from 'zod/v4';
+import { z } from 'zod';
 import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
 import type { Backend } from './backend/backend.ts';
