@@ -63,6 +63,20 @@ describe('locks', () => {
     await assert.rejects(locker.lock('shared'), (e: unknown) => locked(e) && (e as Error).message.includes('elsewhere'));
   });
 
+  test('a lock a crash left empty or half-written (locks are not synced) stands in nobody’s way', async () => {
+    const backend = new MemoryBackend();
+    const locker = new Locker(backend, KEY);
+    backend.put('locks', 'd'.repeat(64), Buffer.alloc(0));
+    const whole = seal(KEY, Buffer.from(JSON.stringify({ kind: 'exclusive', hostname: 'elsewhere', pid: 1, time: 'x', refreshed: new Date().toISOString() })));
+    backend.put('locks', 'e'.repeat(64), whole.subarray(0, whole.length >> 1));
+    const shared = await locker.lock('shared');
+    await shared.release();
+    const x = await locker.lock('exclusive');
+    assert.deepEqual(backend.names('locks').length, 1, 'an exclusive locker removes them, keeping only its own');
+    await x.release();
+    assert.deepEqual(backend.names('locks'), []);
+  });
+
   test('a conflicting lock that appears while we lock makes us back off', async () => {
     const backend = new MemoryBackend();
     const locker = new Locker(backend, KEY);
