@@ -55,10 +55,20 @@ export interface LoadedIndexes {
   damaged: { name: string; message: string }[];
 }
 
-/** Reads every index object (a few at a time); damaged ones are listed, not thrown. */
-export async function loadAllIndexes(backend: Backend, key: Uint8Array, options: CallOptions = {}): Promise<LoadedIndexes> {
+/** The names of the index objects stored now. */
+export async function listIndexes(backend: Backend, options: CallOptions = {}): Promise<string[]> {
   const names: string[] = [];
   for await (const info of backend.list('index', options)) names.push(info.name);
+  return names;
+}
+
+/** Reads every index object (a few at a time); damaged ones are listed, not thrown. */
+export async function loadAllIndexes(backend: Backend, key: Uint8Array, options: CallOptions = {}): Promise<LoadedIndexes> {
+  return loadIndexes(backend, key, await listIndexes(backend, options), options);
+}
+
+/** Reads the index objects named (a few at a time); damaged ones are listed, not thrown, and vanished ones skipped. */
+export async function loadIndexes(backend: Backend, key: Uint8Array, names: readonly string[], options: CallOptions = {}): Promise<LoadedIndexes> {
   const result: LoadedIndexes = { files: [], damaged: [] };
   let next = 0;
   const worker = async (): Promise<void> => {

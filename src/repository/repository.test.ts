@@ -107,6 +107,27 @@ describe('repository', () => {
     await repo.close();
   });
 
+  test('taking a lock reads the index again only when other runs changed it, and then sees their blobs', async () => {
+    const backend = new MemoryBackend();
+    const first = await initRepository(backend, PASSWORD, OPTIONS);
+    const old = await first.saveBlob('data', pseudoRandom(5000, 'old'));
+    await first.flush();
+    const reader = await openRepository(backend, PASSWORD, OPTIONS);
+    const loaded = backend.bytesLoaded;
+    await (await reader.lock('shared')).release();
+    const indexBytes = backend.names('index').reduce((sum, name) => sum + backend.objects.get(`index/${name}`)!.length, 0);
+    assert.ok(backend.bytesLoaded - loaded < indexBytes, 'an unchanged index is not read again');
+    assert.ok(reader.hasBlob(old.id));
+    // Another run stores a blob: the next lock reads the new index and knows it.
+    const fresh = await first.saveBlob('data', pseudoRandom(5000, 'new'));
+    await first.flush();
+    assert.equal(reader.hasBlob(fresh.id), false);
+    await (await reader.lock('shared')).release();
+    assert.ok(reader.hasBlob(fresh.id), 'the blob another run stored is known after the lock');
+    assert.ok(reader.hasBlob(old.id));
+    await Promise.all([first.close(), reader.close()]);
+  });
+
   test('trees and manifests round trip; manifests list and remove', async () => {
     const backend = new MemoryBackend();
     const repo = await initRepository(backend, PASSWORD, OPTIONS);

@@ -17,7 +17,7 @@ import {
   addKey, blobIdOf, DEFAULT_KDF, deriveKeys, listKeyFiles, newMasterSecret, openMasterSecret, sha256Hex, type KdfParams, type KeyInfo, type RepositoryKeys,
 } from './crypto/keys.ts';
 import { openSealed, seal, tryOpenSealed } from './crypto/seal.ts';
-import { loadAllIndexes } from './index-file.ts';
+import { listIndexes, loadIndexes } from './index-file.ts';
 import { Locker, type LockOptions } from './locks.ts';
 import { pruneRepository } from './prune.ts';
 import type { RepositoryInternals } from './repository-internals.ts';
@@ -130,6 +130,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
   readonly keys: RepositoryKeys;
   readonly packSize: number;
   private readonly index = new BlobIndex();
+  /** The index objects `index` was loaded from, null when it must be read again. */
+  private indexNames: ReadonlySet<string> | null = null;
   /** Trees loaded lately, oldest first (see `loadTree`). */
   private readonly trees = new Map<string, Tree>();
   private readonly saver: BlobSaver;
@@ -392,14 +394,21 @@ class QuiesceRepository implements Repository, RepositoryInternals {
   }
 
   async reloadIndex(options: CallOptions = {}): Promise<void> {
-    const { files } = await loadAllIndexes(this.backend, this.keys.encryption, options);
+    const names = await listIndexes(this.backend, options);
+    // Index objects are immutable and named by their content: the same names, the same index.
+    // (A backup locks right after opening: this spares it reading the whole index twice.)
+    if (this.indexNames !== null && names.length === this.indexNames.size && names.every((n) => this.indexNames!.has(n))) return;
+    this.indexNames = null;
+    const { files } = await loadIndexes(this.backend, this.keys.encryption, names, options);
     this.index.clear();
     for (const { file } of files) for (const pack of file.packs) this.index.addPack(pack);
     for (const pack of this.saver.sessionPacks) this.index.addPack(pack);
+    this.indexNames = new Set(names);
   }
 
   async reloadAfterPrune(options: CallOptions = {}): Promise<void> {
     this.saver.forgetSessionPacks();
+    this.indexNames = null;
     try {
       await this.reloadIndex(options);
     } catch (error) {
