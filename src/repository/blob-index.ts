@@ -17,9 +17,12 @@ export interface BlobLocation {
 export class BlobIndex {
   private readonly blobs = new Map<string, BlobLocation>();
   private readonly packSizes = new Map<string, number>();
+  /** Packs that hold trees and nothing else (see `BlobSaver`: trees are packed apart from data). */
+  private readonly treePacks = new Set<string>();
 
   addPack(pack: IndexedPack): void {
     this.packSizes.set(pack.id, pack.size);
+    if (pack.blobs.length > 0 && pack.blobs.every((b) => b.type === 'tree')) this.treePacks.add(pack.id);
     for (const blob of pack.blobs) {
       if (this.blobs.has(blob.id)) continue;
       this.blobs.set(blob.id, { pack: pack.id, type: blob.type, offset: blob.offset, length: blob.length, rawLength: blob.rawLength });
@@ -28,6 +31,11 @@ export class BlobIndex {
 
   get(id: string): BlobLocation | undefined {
     return this.blobs.get(id);
+  }
+
+  /** The size of a pack that holds only trees, else undefined. */
+  treePackSize(pack: string): number | undefined {
+    return this.treePacks.has(pack) ? this.packSizes.get(pack) : undefined;
   }
 
   has(id: string): boolean {
@@ -45,6 +53,7 @@ export class BlobIndex {
   clear(): void {
     this.blobs.clear();
     this.packSizes.clear();
+    this.treePacks.clear();
   }
 }
 

@@ -26,17 +26,24 @@ export function verifyBlob(keys: RepositoryKeys, id: string, sealed: Uint8Array,
  */
 export type BlobOpener = (sealed: Buffer, rawLength: number, id: string) => Promise<Buffer> | null;
 
-/** Reads one blob's byte range from its pack (a ranged load), then verifies it (through `opener` when it takes it). */
-export async function readBlob(backend: Backend, keys: RepositoryKeys, id: string, location: BlobLocation, options: CallOptions = {}, opener?: BlobOpener): Promise<Buffer> {
-  let sealed: Buffer;
+/**
+ * Loads a pack's bytes, `range` of them or all; a missing pack is `damaged`, naming `id`, a blob
+ * it should hold.
+ */
+export async function loadPack(backend: Backend, pack: string, id: string, range: { offset: number; length: number } | null, options: CallOptions = {}): Promise<Buffer> {
   try {
-    sealed = await backend.load('data', location.pack, { ...options, offset: location.offset, length: location.length });
+    return await backend.load('data', pack, range === null ? options : { ...options, ...range });
   } catch (error) {
     if (isNotFound(error)) {
-      throw new QuiesceError('damaged', `pack ${location.pack}, which holds blob ${id}, is missing from the repository at ${backend.location} (run quiesce check)`, { cause: error });
+      throw new QuiesceError('damaged', `pack ${pack}, which holds blob ${id}, is missing from the repository at ${backend.location} (run quiesce check)`, { cause: error });
     }
     throw error;
   }
+}
+
+/** Reads one blob's byte range from its pack (a ranged load), then verifies it (through `opener` when it takes it). */
+export async function readBlob(backend: Backend, keys: RepositoryKeys, id: string, location: BlobLocation, options: CallOptions = {}, opener?: BlobOpener): Promise<Buffer> {
+  const sealed = await loadPack(backend, location.pack, id, { offset: location.offset, length: location.length }, options);
   const opening = opener?.(sealed, location.rawLength, id) ?? null;
   if (opening === null) return verifyBlob(keys, id, sealed, location.pack, location.rawLength);
   try {

@@ -9,6 +9,8 @@ import { PackAssembler } from './pack-file.ts';
 import { storageError } from './storage-error.ts';
 import type { BlobType } from './types.ts';
 
+const BLOB_TYPES: readonly BlobType[] = ['data', 'tree'];
+
 /** Blobs at least this long are opened on a worker when read back (restore, check --read-data). */
 const OPEN_ON_WORKER_BYTES = 64 * 1024;
 
@@ -38,7 +40,12 @@ export class BlobSaver {
   private readonly pool: BlobEncoderPool | null;
   /** Blobs being encoded, by id; settled once they are in the current pack. */
   private readonly encoding = new Map<string, Promise<void>>();
-  private current: PackAssembler | null = null;
+  /**
+   * The packs being filled: trees apart from data, so a set's directories lie together in a few
+   * small packs that a later backup, restore or check reads whole, instead of one ranged read
+   * each from all over the repository (restic does the same).
+   */
+  private readonly filling: Record<BlobType, PackAssembler | null> = { data: null, tree: null };
   /** The buffer of the last stored pack, filled again by the next one. */
   private spare: Buffer | undefined = undefined;
   /** Blobs of packs not stored yet (filling, or built and uploading), for `loadBlob` and dedup. */
@@ -169,19 +176,22 @@ export class BlobSaver {
   }
 
   private pack(id: string, type: BlobType, rawLength: number, sealed: SealedParts | Uint8Array): number {
-    // Room for a full pack plus its last (largest) blob and the header; untouched pages cost nothing.
-    if (this.current === null) {
-      this.current = new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare);
-      this.spare = undefined;
+    let assembler = this.filling[type];
+    if (assembler === null) {
+      // Data: room for a full pack plus its last (largest) blob and the header; untouched pages
+      // cost nothing. Trees: a set's trees are mostly few and small; the buffer grows if not.
+      assembler = type === 'data' ? new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare) : new PackAssembler(256 * 1024);
+      if (type === 'data') this.spare = undefined;
+      this.filling[type] = assembler;
     }
-    const entry = this.current.add(id, type, rawLength, sealed);
-    this.unstored.set(id, { pack: this.current, offset: entry.offset, length: entry.length });
+    const entry = assembler.add(id, type, rawLength, sealed);
+    this.unstored.set(id, { pack: assembler, offset: entry.offset, length: entry.length });
     return entry.length;
   }
 
-  /** Stores the pack once full; waits while too many are being stored; writes an index now and then. */
+  /** Stores a pack once full; waits while too many are being stored; writes an index now and then. */
   private async afterPacking(options: CallOptions): Promise<void> {
-    if (this.current !== null && this.current.length >= this.options.packSize) this.finishPack();
+    for (const type of BLOB_TYPES) if ((this.filling[type]?.length ?? 0) >= this.options.packSize) this.finishPack(type);
     while (this.uploads.size > this.options.maxUploads) await Promise.race(this.uploads);
     this.throwIfFailed();
     if (this.unindexed.length >= this.options.indexEveryPacks) await this.writeIndex(options);
@@ -191,7 +201,7 @@ export class BlobSaver {
   async flush(options: CallOptions = {}): Promise<void> {
     this.throwIfFailed();
     while (this.encoding.size > 0) await Promise.all(this.encoding.values());
-    if (this.current !== null && this.current.count > 0) this.finishPack(options);
+    for (const type of BLOB_TYPES) if ((this.filling[type]?.count ?? 0) > 0) this.finishPack(type, options);
     while (this.uploads.size > 0) await Promise.all(this.uploads);
     this.throwIfFailed();
     await this.writeIndex(options);
@@ -201,10 +211,10 @@ export class BlobSaver {
     await this.pool?.close();
   }
 
-  private finishPack(options: CallOptions = {}): void {
-    const assembler = this.current;
+  private finishPack(type: BlobType, options: CallOptions = {}): void {
+    const assembler = this.filling[type];
     if (assembler === null) return;
-    this.current = null;
+    this.filling[type] = null;
     const built = assembler.finish(this.keys.encryption);
     const pack: IndexedPack = { id: built.name, size: built.bytes.length, blobs: built.header.blobs };
     const upload = this.backend
@@ -215,7 +225,7 @@ export class BlobSaver {
         this.stored.push(pack);
         for (const entry of pack.blobs) this.unstored.delete(entry.id);
         // Nothing refers to the stored pack's bytes any more: the next pack fills its buffer.
-        this.spare ??= assembler.storage;
+        if (type === 'data') this.spare ??= assembler.storage;
       })
       .catch((error: unknown) => {
         this.failure ??= storageError(error, this.backend.location);

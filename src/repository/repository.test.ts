@@ -128,6 +128,40 @@ describe('repository', () => {
     await Promise.all([first.close(), reader.close()]);
   });
 
+  test('trees are packed apart from data and read a pack at a time; a flipped byte in one is damaged naming tree and pack', async () => {
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, packSize: 1024 * 1024 });
+    const trees: { id: string; tree: Tree }[] = [];
+    for (let i = 0; i < 20; i++) {
+      const content = await repo.saveBlob('data', pseudoRandom(3000, `t${i}`));
+      const tree: Tree = { nodes: [{ name: `f${i}`, type: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: '1', size: 3000, content: [{ id: content.id, length: 3000 }] }] };
+      trees.push({ id: (await repo.saveTree(tree)).id, tree });
+    }
+    await repo.flush();
+    assert.equal(backend.names('data').length, 2, 'one pack of data, one of trees');
+    const [treePack, dataPack] = backend.names('data').sort((a, b) => backend.get('data', a).length - backend.get('data', b).length) as [string, string];
+    assert.ok(backend.get('data', dataPack).length > 60_000 && backend.get('data', treePack).length < 20_000);
+    const fresh = await openRepository(backend, PASSWORD, { workers: 0 });
+    const before = backend.bytesLoaded;
+    for (const { id, tree } of trees) assert.deepEqual(await fresh.loadTree(id), tree);
+    assert.equal(backend.bytesLoaded - before, backend.get('data', treePack).length, 'twenty trees, one read of their pack');
+    await fresh.close();
+
+    // One flipped byte amid the pack's blobs: one tree is damaged, named with its pack; the others load.
+    const bytes = Buffer.from(backend.get('data', treePack));
+    const blobsEnd = bytes.length - 4 - bytes.readUInt32LE(bytes.length - 4);
+    bytes[blobsEnd >> 1]! ^= 0x01;
+    backend.put('data', treePack, bytes);
+    const damaged = await openRepository(backend, PASSWORD, { workers: 0 });
+    const outcomes = await Promise.allSettled(trees.map(({ id }) => damaged.loadTree(id)));
+    const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [{ error: o.reason as unknown, id: trees[i]!.id }] : []));
+    assert.equal(failed.length, 1, 'exactly the tree holding the byte fails');
+    assert.ok(isCode('damaged', failed[0]!.id)(failed[0]!.error) && (failed[0]!.error as Error).message.includes(treePack));
+    outcomes.forEach((o, i) => o.status === 'fulfilled' && assert.deepEqual(o.value, trees[i]!.tree));
+    await damaged.close();
+    await repo.close();
+  });
+
   test('trees and manifests round trip; manifests list and remove', async () => {
     const backend = new MemoryBackend();
     const repo = await initRepository(backend, PASSWORD, OPTIONS);

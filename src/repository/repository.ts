@@ -5,7 +5,7 @@ import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
 import type { Backend } from './backend/backend.ts';
 import { BlobIndex } from './blob-index.ts';
-import { readBlob, verifyBlob } from './blob-reader.ts';
+import { loadPack, readBlob, verifyBlob } from './blob-reader.ts';
 import type { SmallFile } from './blob-encoder-pool.ts';
 import { BlobSaver } from './blob-saver.ts';
 import { checkRepository } from './check.ts';
@@ -66,6 +66,8 @@ export const DEFAULT_WORKERS = Math.min(2, Math.max(1, availableParallelism() - 
 const CONFIG_NAME = 'config';
 /** Parsed trees kept by `loadTree`: a few thousand directories' listings, some megabytes. */
 const TREE_CACHE_SIZE = 2048;
+/** Bytes of whole tree packs kept by `loadTreeBlob` (at least two full packs). */
+const TREE_PACK_CACHE_BYTES = 64 * 1024 * 1024;
 
 /**
  * Creates a repository on an empty backend and opens it: writes the first key (the master
@@ -130,6 +132,9 @@ class QuiesceRepository implements Repository, RepositoryInternals {
   readonly keys: RepositoryKeys;
   readonly packSize: number;
   private readonly index = new BlobIndex();
+  /** Whole packs of trees read lately, oldest first (see `loadTreeBlob`), and their total size. */
+  private readonly treePacks = new Map<string, Promise<Buffer>>();
+  private treePackBytes = 0;
   /** The index objects `index` was loaded from, null when it must be read again. */
   private indexNames: ReadonlySet<string> | null = null;
   /** Trees loaded lately, oldest first (see `loadTree`). */
@@ -258,10 +263,40 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     // same tree (an incremental walks its parent's twice: for the snapshot, then for the archive).
     const cached = this.trees.get(id);
     if (cached !== undefined) return cached;
-    const tree = parseTree(id, await this.loadBlob(id, options));
+    const tree = parseTree(id, await this.loadTreeBlob(id, options));
     if (this.trees.size >= TREE_CACHE_SIZE) this.trees.delete(this.trees.keys().next().value!);
     this.trees.set(id, tree);
     return tree;
+  }
+
+  /**
+   * A tree's plaintext. A tree in a pack of trees alone (see `BlobSaver`) is read with the whole
+   * pack, which stays cached: a set's directories mostly share a few such packs, so walking a
+   * set costs a few reads, not one per directory.
+   */
+  private async loadTreeBlob(id: string, options: CallOptions): Promise<Buffer> {
+    this.assertOpen();
+    await this.saver.settled(id);
+    const location = this.index.get(id);
+    const packSize = location === undefined || this.saver.unstoredBlob(id) !== undefined ? undefined : this.index.treePackSize(location.pack);
+    if (location === undefined || packSize === undefined || packSize > 2 * this.packSize) return this.loadBlob(id, options);
+    let pack = this.treePacks.get(location.pack);
+    if (pack === undefined) {
+      pack = loadPack(this.backend, location.pack, id, null, options);
+      pack.catch(() => this.treePacks.delete(location.pack)); // a failed read is not kept: a retry reads again
+      this.treePacks.set(location.pack, pack);
+      this.treePackBytes += packSize;
+      for (const [name] of this.treePacks) {
+        if (this.treePackBytes <= TREE_PACK_CACHE_BYTES || name === location.pack) break;
+        this.treePacks.delete(name);
+        this.treePackBytes -= this.index.treePackSize(name) ?? 0;
+      }
+    }
+    const bytes = await pack;
+    if (location.offset + location.length > bytes.length) {
+      throw new QuiesceError('damaged', `pack ${location.pack}, which holds blob ${id}, is shorter than the index says (run quiesce check)`);
+    }
+    return verifyBlob(this.keys, id, bytes.subarray(location.offset, location.offset + location.length), location.pack, location.rawLength);
   }
 
   async flush(options: CallOptions = {}): Promise<void> {
