@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { constants, lstatSync } from 'node:fs';
 import { sameMicrosecond, utimesSeconds } from '../model/index.ts';
 import {
   chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, utimes,
@@ -63,6 +63,9 @@ class TreeCopier {
   private readonly known: KnownFiles | undefined;
   private readonly unchanged: UnchangedFile[];
   private readonly asRoot = isRoot();
+  /** Entries' stats are read on this thread until a batch was slow (see `statBatch`). */
+  private statsInline = true;
+  private readonly inlineStats = { count: 0, ms: 0 };
   private readonly running = new Set<Promise<void>>();
   private readonly directories: { target: Path; stats: BigIntStats }[] = [];
   /** First copy of each multiply-linked inode, so later names become hard links to it. */
@@ -109,7 +112,7 @@ class TreeCopier {
       const subdirectories: (() => Promise<boolean>)[] = [];
       for (let from = 0; from < children.length; from += STAT_BATCH) {
         const batch = children.slice(from, from + STAT_BATCH);
-        const stats = await Promise.all(batch.map((name) => statOrNull(joinBytes(source, name))));
+        const stats = await this.statBatch(batch.map((name) => joinBytes(source, name)));
         for (let i = 0; i < batch.length; i++) {
           const name = batch[i]!;
           const text = utf8Name(name);
@@ -149,6 +152,23 @@ class TreeCopier {
       await lutimes(target, utimesSeconds(stats.atimeNs), utimesSeconds(stats.mtimeNs));
     }
     return true;
+  }
+
+  /**
+   * The stats of a directory's entries. Read one after another on this thread while that is
+   * quick: a local file system with its inodes cached answers an lstat in microseconds, where a
+   * round trip to the thread pool costs this thread tens of them. Once the first few hundred
+   * average more than SLOW_STAT_MS (a slow disk, a network file system), the rest of the walk reads
+   * them through the thread pool, a batch at once, so the reads overlap instead.
+   */
+  private async statBatch(paths: Path[]): Promise<(BigIntStats | null)[]> {
+    if (!this.statsInline) return Promise.all(paths.map(statOrNull));
+    const started = performance.now();
+    const stats = paths.map(statOrNullNow);
+    this.inlineStats.count += paths.length;
+    this.inlineStats.ms += performance.now() - started;
+    if (this.inlineStats.count >= 256 && this.inlineStats.ms > SLOW_STAT_MS * this.inlineStats.count) this.statsInline = false;
+    return stats;
   }
 
   /**
@@ -261,6 +281,18 @@ class TreeCopier {
 const STAT_BATCH = 32;
 /** Directories walked at once in one copy. */
 const DIRECTORY_WALKS = 8;
+
+/** An inline lstat slower than this on average (ms) is a slow file system (see `statBatch`). */
+const SLOW_STAT_MS = 0.2;
+
+function statOrNullNow(path: Path): BigIntStats | null {
+  try {
+    return lstatSync(path, { bigint: true, throwIfNoEntry: false }) ?? null;
+  } catch (error) {
+    if (isErrno(error, 'ENOTDIR')) return null;
+    throw error;
+  }
+}
 
 async function statOrNull(path: Path): Promise<BigIntStats | null> {
   try {
