@@ -1,5 +1,5 @@
 import { QuiesceError } from '../model/failure.ts';
-import { canonicalTree, isPlainTree } from './fast-check.ts';
+import { isPlainTree, TREE_KEY_ORDER } from './fast-check.ts';
 import { TreeSchema, type Tree } from './tree.ts';
 
 /** A tree blob's plaintext as a validated Tree; anything else is `damaged`. */
@@ -18,5 +18,6 @@ export function parseTree(id: string, bytes: Buffer): Tree {
 
 /** The canonical bytes of a tree: validated, keys in schema order, so equal trees deduplicate. */
 export function serializeTree(tree: Tree): Buffer {
-  return Buffer.from(JSON.stringify(isPlainTree(tree) ? canonicalTree(tree) : TreeSchema.parse(tree)), 'utf8');
+  if (isPlainTree(tree)) return Buffer.from(JSON.stringify(tree, TREE_KEY_ORDER as string[]), 'utf8');
+  return Buffer.from(JSON.stringify(TreeSchema.parse(tree)), 'utf8');
 }
