@@ -2,12 +2,13 @@
 // SQLite database, the chain guard, and restore safety. Real files, a real repository on disk.
 import assert from 'node:assert/strict';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { findNode } from '../src/backup/archiver.ts';
 import { restore, runBackup, type BackupOptions } from '../src/backup/index.ts';
 import { Catalog } from '../src/catalog/index.ts';
 import type { SetWriter } from '../src/coordinator/index.ts';
@@ -155,7 +156,7 @@ describe('backup and restore', () => {
       release: copy.release.bind(copy),
       async commit(...args: Parameters<typeof copy.commit>) {
         const snapshot = await copy.commit(...args);
-        leftOut.push((snapshot.unchanged ?? []).map((f) => join(f.snapshotDir, f.name)));
+        leftOut.push((snapshot.unchanged ?? []).map((f) => join(f.snapshotDir, f.name) + (f.directory ? '/' : '')));
         return snapshot;
       },
     };
@@ -177,7 +178,9 @@ describe('backup and restore', () => {
       assert.equal(incremental.report.status, 'succeeded', JSON.stringify(incremental.report.error));
       const notCopied = leftOut[1]!.map((path) => path.slice(path.lastIndexOf(source)));
       // 40 old files, less the changed and the removed one; never the racy file or the database.
-      assert.equal(notCopied.length, 38, notCopied.join('\n'));
+      assert.equal(notCopied.filter((path) => !path.endsWith('/')).length, 38, notCopied.join('\n'));
+      // `sub` holds nothing but unchanged files now: it is left out whole, not even made.
+      assert.deepEqual(notCopied.filter((path) => path.endsWith('/')), [`${join(source, 'sub')}/`]);
       for (const name of ['f4.bin', 'racy.bin', 'shop.db', 'new.bin']) assert.ok(!notCopied.includes(join(source, name)), `${name} was left out`);
       // What was read: the changed, new and racy files and the database, not the 38 others.
       assert.ok(incremental.report.stats.bytesRead < 3 * 4096 + 100 + (await stat(dbPath)).size + 4096, `read ${incremental.report.stats.bytesRead} bytes`);
@@ -193,6 +196,23 @@ describe('backup and restore', () => {
       const restored = new Database(join(target, dbPath), { readonly: true });
       assert.deepEqual(restored.prepare('SELECT v FROM t ORDER BY id').pluck().all(), ['first']);
       restored.close();
+
+      // A mode changed without a write (the mtime stays): `sub` is still left out whole, and the
+      // new mode is what the next set holds.
+      await chmod(join(source, 'sub', 'f7.bin'), 0o600);
+      const chmodded = await runBackup(options('incremental'));
+      assert.ok(leftOut[2]!.some((path) => path.endsWith('/sub/')));
+      const again = await Catalog.load(repository, null);
+      const chmodTarget = join(dir, 'known-chmod');
+      await restore({ repository, tree: again.find(chmodded.report.id)!.tree, target: chmodTarget });
+      assert.equal((await stat(join(chmodTarget, source, 'sub', 'f7.bin'))).mode & 0o777, 0o600);
+      assert.deepEqual(diffTrees(await describeTree(source), await describeTree(join(chmodTarget, source))), []);
+      // Nothing changed since: the next set's tree is the same tree, every directory the parent's own.
+      const unchanged = await runBackup(options('incremental'));
+      const latest = await Catalog.load(repository, null);
+      const sourceNode = async (setId: string) => findNode(repository, latest.find(setId)!.tree, source);
+      const [now, before] = [await sourceNode(unchanged.report.id), await sourceNode(chmodded.report.id)];
+      assert.ok(now?.type === 'dir' && before?.type === 'dir' && now.subtree === before.subtree, 'the same subtree');
     } finally {
       await endpoint.close();
       await repository.close();

@@ -166,36 +166,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     if (stats.isSymbolicLink()) {
       return { ...meta(name, stats), type: 'symlink', target: await readlink(path) };
     }
-    if (stats.isDirectory()) {
-      const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
-      const parentByName = new Map((subParent?.nodes ?? []).map((n) => [n.name, n]));
-      const notCopied = leftOut.get(path);
-      const read = (await readdir(path)).filter((entry) => entry !== '.quiesce-snapshots');
-      const entries = notCopied === undefined ? read.sort() : [...new Set([...read, ...notCopied.keys()])].sort();
-      const children: (TreeNode | null)[] = new Array<TreeNode | null>(entries.length).fill(null);
-      const childWaits: Promise<void>[] = [];
-      // A few entries at a time: a run of small files is a run of open/read/close round trips.
-      let next = 0;
-      const walker = async () => {
-        while (next < entries.length) {
-          const i = next++;
-          const entry = entries[i]!;
-          const file = notCopied?.get(entry);
-          if (file !== undefined) {
-            children[i] = unchangedNode(file, parentByName.get(entry), `${original}/${entry}`);
-            continue;
-          }
-          const childOriginal = `${original}/${entry}`;
-          const snapshot = sourceAt.get(childOriginal)?.snapshot ?? join(path, entry);
-          children[i] = await archivePath(snapshot, childOriginal, entry, parentByName.get(entry) ?? null, childWaits);
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, entries.length) }, walker));
-      void sendSmall();
-      await Promise.all(childWaits);
-      const nodes = children.filter((n): n is TreeNode => n !== null);
-      return { ...meta(name, stats), type: 'dir', subtree: await saveTree(nodes) };
-    }
+    if (stats.isDirectory()) return archiveDirectory(path, original, meta(name, stats), parentNode, true);
     if (!stats.isFile()) return null; // sockets, fifos, devices are not backed up
     result.files++;
     const fileSize = Number(stats.size);
@@ -222,6 +193,51 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     waits.push(done);
     progress(original);
     return { ...base, type: 'file', size: fileSize, content: refs };
+  }
+
+  /**
+   * A directory as a node: its entries in the snapshot (`inSnapshot`; else the provider left it
+   * out whole) and those the provider left out. A directory equal to its parent's, entry for
+   * entry, is the parent's subtree: nothing to write or even hash.
+   */
+  async function archiveDirectory(path: string, original: string, dirMeta: ReturnType<typeof meta>, parentNode: TreeNode | null, inSnapshot: boolean): Promise<TreeNode> {
+    const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
+    const parentByName = new Map((subParent?.nodes ?? []).map((n) => [n.name, n]));
+    const notCopied = leftOut.get(path);
+    const read = inSnapshot ? (await readdir(path)).filter((entry) => entry !== '.quiesce-snapshots') : [];
+    const entries = notCopied === undefined ? read.sort() : [...new Set([...read, ...notCopied.keys()])].sort();
+    const children: (TreeNode | null)[] = new Array<TreeNode | null>(entries.length).fill(null);
+    const childWaits: Promise<void>[] = [];
+    // A few entries at a time: a run of small files is a run of open/read/close round trips.
+    let next = 0;
+    const walker = async () => {
+      while (next < entries.length) {
+        const i = next++;
+        const entry = entries[i]!;
+        const file = notCopied?.get(entry);
+        if (file?.directory) {
+          const { name: dirName, mode, uid, gid, mtimeNs } = file;
+          children[i] = await archiveDirectory(join(path, entry), `${original}/${entry}`, { name: dirName, mode, uid, gid, mtimeNs }, parentByName.get(entry) ?? null, false);
+          continue;
+        }
+        if (file !== undefined) {
+          children[i] = unchangedNode(file, parentByName.get(entry), `${original}/${entry}`);
+          continue;
+        }
+        const childOriginal = `${original}/${entry}`;
+        const snapshot = sourceAt.get(childOriginal)?.snapshot ?? join(path, entry);
+        children[i] = await archivePath(snapshot, childOriginal, entry, parentByName.get(entry) ?? null, childWaits);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, entries.length) }, walker));
+    void sendSmall();
+    await Promise.all(childWaits);
+    const nodes = children.filter((n): n is TreeNode => n !== null);
+    if (parentNode?.type === 'dir' && subParent !== null && sameNodes(nodes, subParent.nodes) && repository.hasBlob(parentNode.subtree)) {
+      result.dirs++;
+      return { ...dirMeta, type: 'dir', subtree: parentNode.subtree };
+    }
+    return { ...dirMeta, type: 'dir', subtree: await saveTree(nodes) };
   }
 
   // Small files (one chunk each) go to the encoding workers whole, many to a batch: they read,
@@ -429,6 +445,24 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
 }
 
 /** The common metadata of a node; `stats` null (an original parent that vanished) gives a plain directory. */
+/** Are two sorted lists of nodes the same, so that they make the same tree? */
+function sameNodes(a: readonly TreeNode[], b: readonly TreeNode[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.name !== y.name || x.type !== y.type || x.mode !== y.mode || x.uid !== y.uid || x.gid !== y.gid || x.mtimeNs !== y.mtimeNs) return false;
+    if (x.type === 'dir' && x.subtree !== (y as typeof x).subtree) return false;
+    if (x.type === 'symlink' && x.target !== (y as typeof x).target) return false;
+    if (x.type === 'file') {
+      const other = y as typeof x;
+      if (x.size !== other.size || x.content.length !== other.content.length) return false;
+      if (x.content !== other.content && x.content.some((c, k) => c.id !== other.content[k]!.id || c.length !== other.content[k]!.length)) return false;
+    }
+  }
+  return true;
+}
+
 function meta(name: string, stats: BigIntStats | null): { name: string; mode: number; uid: number; gid: number; mtimeNs: string } {
   if (!stats) return { name, mode: 0o40755, uid: 0, gid: 0, mtimeNs: '0' };
   return { name, mode: Number(stats.mode), uid: Number(stats.uid), gid: Number(stats.gid), mtimeNs: stats.mtimeNs.toString() };

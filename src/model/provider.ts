@@ -46,17 +46,23 @@ export interface KnownFiles {
   inDirectory(originalDir: string, options?: CallOptions): Promise<ReadonlyMap<string, KnownFile> | null>;
 }
 
-/** A file a provider left out of its snapshot because the requester holds it unchanged. */
+/**
+ * A file a provider left out of its snapshot because the requester holds it unchanged, or a
+ * directory left out whole because it holds nothing else (`directory`: its entries are further
+ * unchanged entries, with its would-be path as their `snapshotDir`).
+ */
 export interface UnchangedFile {
-  /** The snapshot directory where the file would have been (the other entries of the directory are there). */
+  /** The snapshot directory where the entry would have been (the other entries of the directory are there, or it was left out too). */
   snapshotDir: string;
   name: string;
   /** The original's metadata at the commit. */
   mode: number;
   uid: number;
   gid: number;
+  /** 0 for a directory. */
   size: number;
   mtimeNs: string;
+  directory?: true;
 }
 
 /** A taken snapshot; release it with `release`. */

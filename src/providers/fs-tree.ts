@@ -87,15 +87,27 @@ class TreeCopier {
    * `known`: the stats of `source` when its directory's walk already read them (null: it vanished).
    * `original`: the source's path in the requester's terms, while it is valid UTF-8 (the known
    * files are looked up by it); undefined below a name that is not.
+   * `madeParent`: makes the target's parent directory (it may be made only once something is
+   * copied into it; see below); absent when it exists.
    */
-  async visit(source: Path, target: Path, top: boolean, known?: BigIntStats | null, original?: string): Promise<boolean> {
+  async visit(source: Path, target: Path, top: boolean, known?: BigIntStats | null, original?: string, madeParent?: () => Promise<void>): Promise<boolean> {
     throwIfAborted(this.signal, 'copying the snapshot');
     this.throwIfFailed();
     const stats = known === undefined ? await statOrNull(source) : known;
     if (stats === null) return false;
     if (stats.isDirectory()) {
-      await makeDirectory(target);
-      this.directories.push({ target, stats });
+      // With known files, a directory below the top is made only when something is copied into
+      // it. One that holds nothing but known files (and such directories) is left out whole, and
+      // listed in `unchanged` as a directory: an unchanged tree is walked, not rebuilt.
+      let making: Promise<void> | undefined;
+      const made = (): Promise<void> =>
+        (making ??= (async () => {
+          await madeParent?.();
+          await makeDirectory(target);
+          this.directories.push({ target, stats });
+        })());
+      const mayLeaveOut = !top && this.known !== undefined && original !== undefined && !this.stopAt.has(source.toString());
+      if (!mayLeaveOut) await made();
       if (!top && this.stopAt.has(source.toString())) return true;
       let names: Path[];
       try {
@@ -131,15 +143,30 @@ class TreeCopier {
             });
             continue;
           }
-          const visit = () => this.visit(joinBytes(source, name), joinBytes(target, name), false, childStats, childOriginal);
+          const visit = () => this.visit(joinBytes(source, name), joinBytes(target, name), false, childStats, childOriginal, made);
           if (childStats?.isDirectory()) subdirectories.push(visit);
           else await visit();
         }
       }
       await this.walkDirectories(subdirectories);
+      if (making === undefined) {
+        const slash = target.lastIndexOf(0x2f);
+        this.unchanged.push({
+          snapshotDir: target.subarray(0, slash).toString(),
+          name: original!.slice(original!.lastIndexOf('/') + 1),
+          mode: Number(stats.mode),
+          uid: Number(stats.uid),
+          gid: Number(stats.gid),
+          size: 0,
+          mtimeNs: stats.mtimeNs.toString(),
+          directory: true,
+        });
+      }
     } else if (stats.isFile()) {
+      await madeParent?.();
       await this.schedule(() => this.copyFile(source, target, stats));
     } else if (stats.isSymbolicLink()) {
+      await madeParent?.();
       let destination: Path;
       try {
         destination = await readlink(source, { encoding: 'buffer' });
