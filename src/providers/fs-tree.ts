@@ -1,4 +1,4 @@
-import { constants, lstatSync } from 'node:fs';
+import { constants, lstatSync, readdirSync } from 'node:fs';
 import { sameMicrosecond, utimesSeconds } from '../model/index.ts';
 import {
   chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, utimes,
@@ -63,7 +63,7 @@ class TreeCopier {
   private readonly known: KnownFiles | undefined;
   private readonly unchanged: UnchangedFile[];
   private readonly asRoot = isRoot();
-  /** Entries' stats are read on this thread until a batch was slow (see `statBatch`). */
+  /** Directories are listed and entries' stats read on this thread until that proved slow (see `statBatch`). */
   private statsInline = true;
   private readonly inlineStats = { count: 0, ms: 0 };
   private readonly running = new Set<Promise<void>>();
@@ -111,7 +111,7 @@ class TreeCopier {
       if (!top && this.stopAt.has(source.toString())) return true;
       let names: Path[];
       try {
-        names = await readdir(source, { encoding: 'buffer' });
+        names = this.statsInline ? readdirSync(source, { encoding: 'buffer' }) : await readdir(source, { encoding: 'buffer' });
       } catch (error) {
         if (isErrno(error, 'ENOENT', 'ENOTDIR')) return true;
         throw error;
@@ -183,8 +183,8 @@ class TreeCopier {
 
   /**
    * The stats of a directory's entries. Read one after another on this thread while that is
-   * quick: a local file system with its inodes cached answers an lstat in microseconds, where a
-   * round trip to the thread pool costs this thread tens of them. Once the first few hundred
+   * quick (directories are listed the same way then): a local file system answers an lstat in
+   * microseconds, where a round trip to the thread pool costs this thread tens of them. Once the first few hundred
    * average more than SLOW_STAT_MS (a slow disk, a network file system), the rest of the walk reads
    * them through the thread pool, a batch at once, so the reads overlap instead.
    */
