@@ -70,7 +70,14 @@ export class BlobEncoderPool {
   /** Which worker each sealed body came from, to hand its buffer back there (`recycle`). */
   private readonly bodies = new WeakMap<ArrayBufferLike, PoolWorker>();
 
+  private pending: (() => void) | null;
+
+  /** The workers start when first needed: a backup that finds nothing new, or a listing, never pays for them. */
   constructor(key: Uint8Array, macKey: Uint8Array, level: number, size: number) {
+    this.pending = () => this.start(key, macKey, level, size);
+  }
+
+  private start(key: Uint8Array, macKey: Uint8Array, level: number, size: number): void {
     for (let i = 0; i < size; i += 1) {
       const worker = new Worker(join(PACKAGE_ROOT, 'src', 'repository', 'blob-encoder-worker.mjs'), {
         workerData: { key: new Uint8Array(key), macKey: new Uint8Array(macKey), level },
@@ -142,6 +149,9 @@ export class BlobEncoderPool {
   }
 
   private leastBusy(): PoolWorker | undefined {
+    const start = this.pending;
+    this.pending = null;
+    start?.();
     let target: PoolWorker | undefined;
     for (const entry of this.workers) if (target === undefined || entry.jobs.size < target.jobs.size) target = entry;
     return target;
@@ -190,6 +200,7 @@ export class BlobEncoderPool {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.pending = null;
     const workers = this.workers.splice(0);
     await Promise.all(
       workers.map(async (entry) => {

@@ -10,6 +10,12 @@ import { storageError } from './storage-error.ts';
 import type { BlobType } from './types.ts';
 
 const BLOB_TYPES: readonly BlobType[] = ['data', 'tree'];
+/**
+ * Blobs smaller than this (trees, the tails of files) are compressed and sealed on this thread:
+ * a message to a worker costs more, and a backup that stores only a few new trees never starts
+ * the workers at all.
+ */
+const ENCODE_ON_WORKER_BYTES = 16 * 1024;
 
 /** Blobs at least this long are opened on a worker when read back (restore, check --read-data). */
 const OPEN_ON_WORKER_BYTES = 64 * 1024;
@@ -114,7 +120,7 @@ export class BlobSaver {
         // A pool that lost its workers (one crashed, or could not start) degrades to inline work,
         // unless the plaintext already moved to the worker (detached here): then the save fails.
         const sealed =
-          this.pool === null
+          this.pool === null || length < ENCODE_ON_WORKER_BYTES
             ? inline()
             : await this.pool.encode(plaintext).catch((error: unknown) => {
                 if (plaintext.length !== length) throw error;
@@ -124,6 +130,7 @@ export class BlobSaver {
         stored = this.pack(id, type, length, sealed);
         // Copied into the pack: the worker may seal the next blob into the same memory.
         this.pool?.recycle(sealed);
+        if (length < ENCODE_ON_WORKER_BYTES) this.giveBack(plaintext);
       } finally {
         this.release(length);
       }

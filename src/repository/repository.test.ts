@@ -405,9 +405,10 @@ describe('repository', () => {
   }
 
   test('a chunk moves to an encoding worker without a copy, and comes back as the same data', async () => {
-    const repo = await initRepository(new MemoryBackend(), PASSWORD, { ...OPTIONS, workers: 2 });
+    // Chunks of 16 KiB and more go to the workers; smaller blobs are sealed on the calling thread.
+    const repo = await initRepository(new MemoryBackend(), PASSWORD, { ...OPTIONS, workers: 2, chunker: { minSize: 16384, avgSize: 32768, maxSize: 65536 } });
     try {
-      const data = pseudoRandom(200_000, 'moved');
+      const data = pseudoRandom(600_000, 'moved');
       const chunker = repo.createChunker();
       const chunks = [...chunker.update(data), ...chunker.finish()];
       const copies = chunks.map((c) => Buffer.from(c));
