@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { backupTypeOrThrow, runBackup } from '../../backup/index.ts';
+import { prefetchMetadata } from '../../backup/metadata-prefetch.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { exitForStatus } from '../exit-codes.ts';
@@ -36,6 +37,8 @@ export function registerBackup(program: Command): void {
       const policy = parsePolicyFlag(opts.quiesce);
       const waitForLockMs = parseWaitFlag(opts.wait);
       const config = await resolveConfig(opts.config);
+      // The paths' metadata is read ahead on another thread while the repository opens.
+      const prefetch = prefetchMetadata(config.paths);
       const repository = await useRepository(opts, config);
       const writers = await composeWriters(config, policy);
       const interrupt = interruptSignal();
@@ -65,6 +68,7 @@ export function registerBackup(program: Command): void {
         }
         process.exitCode = exitForStatus(report.status);
       } finally {
+        prefetch.stop();
         progress.done();
         interrupt.dispose();
         await closeWriters(writers);

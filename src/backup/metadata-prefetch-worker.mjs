@@ -1,0 +1,34 @@
+// A worker thread of prefetchMetadata: lists the directories under the given paths and reads
+// each entry's metadata (readdir and lstat, nothing else, never following a link), so that the
+// snapshot's walk that follows finds it cached. Plain JavaScript, so it runs whatever loader the
+// main thread used for TypeScript.
+import { lstatSync, readdirSync } from 'node:fs';
+import { workerData } from 'node:worker_threads';
+
+const { paths, skipNames, limit } = workerData;
+const skip = new Set(skipNames);
+let seen = 0;
+// Depth first, in listing order, as the walk goes.
+const stack = [...paths].reverse();
+while (stack.length > 0 && seen < limit) {
+  const dir = stack.pop();
+  let entries;
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    continue; // gone, not a directory, not readable: the walk will say so if it matters
+  }
+  const below = [];
+  for (const entry of entries) {
+    if (skip.has(entry.name)) continue;
+    const path = dir.endsWith('/') ? `${dir}${entry.name}` : `${dir}/${entry.name}`;
+    seen += 1;
+    try {
+      lstatSync(path);
+    } catch {
+      // vanished meanwhile
+    }
+    if (entry.isDirectory()) below.push(path);
+  }
+  for (let i = below.length - 1; i >= 0; i -= 1) stack.push(below[i]);
+}
