@@ -133,7 +133,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
   readonly packSize: number;
   private readonly index = new BlobIndex();
   /** Whole packs of trees read lately, oldest first (see `loadTreeBlob`), and their total size. */
-  private readonly treePacks = new Map<string, Promise<Buffer>>();
+  private readonly treePacks = new Map<string, { bytes: Promise<Buffer>; size: number }>();
   private treePackBytes = 0;
   /** The index objects `index` was loaded from, null when it must be read again. */
   private indexNames: ReadonlySet<string> | null = null;
@@ -282,21 +282,28 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     if (location === undefined || packSize === undefined || packSize > 2 * this.packSize) return this.loadBlob(id, options);
     let pack = this.treePacks.get(location.pack);
     if (pack === undefined) {
-      pack = loadPack(this.backend, location.pack, id, null, options);
-      pack.catch(() => this.treePacks.delete(location.pack)); // a failed read is not kept: a retry reads again
-      this.treePacks.set(location.pack, pack);
+      const entry = { bytes: loadPack(this.backend, location.pack, id, null, options), size: packSize };
+      pack = entry;
+      // A failed read is not kept: a retry reads again.
+      entry.bytes.catch(() => this.forgetTreePack(location.pack, entry));
+      this.treePacks.set(location.pack, entry);
       this.treePackBytes += packSize;
-      for (const [name] of this.treePacks) {
-        if (this.treePackBytes <= TREE_PACK_CACHE_BYTES || name === location.pack) break;
-        this.treePacks.delete(name);
-        this.treePackBytes -= this.index.treePackSize(name) ?? 0;
+      for (const [name, kept] of this.treePacks) {
+        if (this.treePackBytes <= TREE_PACK_CACHE_BYTES || kept === entry) break;
+        this.forgetTreePack(name, kept);
       }
     }
-    const bytes = await pack;
+    const bytes = await pack.bytes;
     if (location.offset + location.length > bytes.length) {
       throw new QuiesceError('damaged', `pack ${location.pack}, which holds blob ${id}, is shorter than the index says (run quiesce check)`);
     }
     return verifyBlob(this.keys, id, bytes.subarray(location.offset, location.offset + location.length), location.pack, location.rawLength);
+  }
+
+  private forgetTreePack(name: string, entry: { size: number }): void {
+    if (this.treePacks.get(name) !== entry) return;
+    this.treePacks.delete(name);
+    this.treePackBytes -= entry.size;
   }
 
   async flush(options: CallOptions = {}): Promise<void> {
