@@ -123,6 +123,31 @@ describe('backup and restore', () => {
     }
   });
 
+  test('an unchanged incremental after a full records the very same tree: left-out entries keep the times their copies would have', async () => {
+    const source = join(dir, 'same-times');
+    await mkdir(join(source, 'sub'), { recursive: true });
+    for (let i = 0; i < 10; i++) {
+      const file = join(source, i % 2 ? 'sub' : '', `f${i}`);
+      await writeFile(file, `${i}`);
+      // An mtime with nanoseconds, which the full's copies keep only to the microsecond.
+      await utimes(file, 1_700_000_000.123456, 1_700_000_000 + i + 0.987654321);
+    }
+    const repository = await newRepository('same-times');
+    const options = (type: 'full' | 'incremental') =>
+      backupOptions(repository, 'same-times', { paths: [source], backupType: type, resolveProvider: async () => ({ provider: copy, level: 'crash' }) });
+    try {
+      const full = await runBackup(options('full'));
+      const incremental = await runBackup(options('incremental'));
+      assert.equal(incremental.report.stats.bytesRead, 0, 'nothing read again');
+      const catalog = await Catalog.load(repository, null);
+      const [a, b] = await Promise.all([full, incremental].map(({ report }) => findNode(repository, catalog.find(report.id)!.tree, source)));
+      assert.ok(a?.type === 'dir' && b?.type === 'dir');
+      assert.equal(b.subtree, a.subtree, 'the same tree, to the nanosecond of every mtime');
+    } finally {
+      await repository.close();
+    }
+  });
+
   test('an incremental copies into its snapshot only the files that changed, and restores the tree as it is now', async () => {
     const source = join(dir, 'known');
     await mkdir(join(source, 'sub'), { recursive: true });

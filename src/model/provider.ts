@@ -55,7 +55,7 @@ export interface UnchangedFile {
   /** The snapshot directory where the entry would have been (the other entries of the directory are there, or it was left out too). */
   snapshotDir: string;
   name: string;
-  /** The original's metadata at the commit. */
+  /** The original's metadata at the commit, its mtime cut to the microsecond as a copy keeps it (`copiedTimeNs`). */
   mode: number;
   uid: number;
   gid: number;

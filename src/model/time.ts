@@ -17,3 +17,12 @@ export function utimesSeconds(nanoseconds: bigint | string): number {
 export function sameMicrosecond(a: bigint | string, b: bigint | string): boolean {
   return BigInt(a) / 1000n === BigInt(b) / 1000n;
 }
+
+/**
+ * The mtime (ns) of a copy whose times were set with `utimesSeconds`: the original's, cut to the
+ * microsecond (libuv keeps no finer). What a provider reports for a file it did not copy, so the
+ * set records the same time whether its snapshot copied the file or left it out.
+ */
+export function copiedTimeNs(nanoseconds: bigint | string): string {
+  return ((BigInt(nanoseconds) / 1000n) * 1000n).toString();
+}

@@ -1,5 +1,5 @@
 import { constants, lstatSync, readdirSync } from 'node:fs';
-import { sameMicrosecond, utimesSeconds } from '../model/index.ts';
+import { copiedTimeNs, sameMicrosecond, utimesSeconds } from '../model/index.ts';
 import {
   chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, utimes,
 } from 'node:fs/promises';
@@ -139,7 +139,7 @@ class TreeCopier {
               uid: Number(childStats.uid),
               gid: Number(childStats.gid),
               size: Number(childStats.size),
-              mtimeNs: childStats.mtimeNs.toString(),
+              mtimeNs: copiedTimeNs(childStats.mtimeNs),
             });
             continue;
           }
@@ -158,7 +158,7 @@ class TreeCopier {
           uid: Number(stats.uid),
           gid: Number(stats.gid),
           size: 0,
-          mtimeNs: stats.mtimeNs.toString(),
+          mtimeNs: copiedTimeNs(stats.mtimeNs),
           directory: true,
         });
       }
@@ -184,9 +184,9 @@ class TreeCopier {
   /**
    * The stats of a directory's entries. Read one after another on this thread while that is
    * quick (directories are listed the same way then): a local file system answers an lstat in
-   * microseconds, where a round trip to the thread pool costs this thread tens of them. Once the first few hundred
-   * average more than SLOW_STAT_MS (a slow disk, a network file system), the rest of the walk reads
-   * them through the thread pool, a batch at once, so the reads overlap instead.
+   * microseconds, where a round trip to the thread pool costs this thread tens of them. Once the
+   * first few hundred average more than SLOW_STAT_MS (a slow disk, a network file system), the
+   * rest of the walk reads them through the thread pool, a batch at once, so the reads overlap.
    */
   private async statBatch(paths: Path[]): Promise<(BigIntStats | null)[]> {
     if (!this.statsInline) return Promise.all(paths.map(statOrNull));
