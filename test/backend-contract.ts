@@ -190,6 +190,33 @@ export function runBackendContract(name: string, make: () => Promise<BackendFixt
         assert.equal((await backend.load('data', keep)).toString(), 'stays');
       }));
 
+    test('an object written piece by piece (where the backend offers it) is listed only once committed, and an aborted one leaves nothing', (t) =>
+      withBackend(async (backend) => {
+        if (backend.createWriter === undefined) {
+          t.skip('this backend has no createWriter: packs are saved whole');
+          return;
+        }
+        const pieces = [randomBytes(100_000), randomBytes(1), randomBytes(300_000)];
+        const whole = Buffer.concat(pieces);
+        const writer = await backend.createWriter('data');
+        for (const piece of pieces) await writer.write(piece);
+        assert.deepEqual(await writer.read(99_990, 20), whole.subarray(99_990, 100_010), 'read back before the commit');
+        await assert.rejects(writer.read(whole.length - 1, 2), isPlainBackendError, 'not past what was written');
+        assert.deepEqual(await listNames(backend, 'data'), [], 'not listed before the commit');
+        const objectName = randomName();
+        await writer.commit(objectName);
+        assert.deepEqual(await backend.load('data', objectName), whole);
+        assert.deepEqual(await writer.read(5, 10), whole.subarray(5, 15), 'and after');
+        assert.deepEqual(await listNames(backend, 'data'), [objectName]);
+        await assert.rejects(writer.write(Buffer.from('late')), isPlainBackendError);
+
+        const dropped = await backend.createWriter('data');
+        await dropped.write(randomBytes(1000));
+        await dropped.abort();
+        await dropped.abort();
+        assert.deepEqual(await listNames(backend, 'data'), [objectName]);
+      }));
+
     test('a lock object can be replaced by saving it again', () =>
       withBackend(async (backend) => {
         const objectName = randomName();

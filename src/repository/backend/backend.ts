@@ -42,6 +42,24 @@ export interface Backend {
   /** Is there a repository here at all (a `config` object)? */
   exists(options?: CallOptions): Promise<boolean>;
   close(): Promise<void>;
+  /**
+   * A new object written piece by piece and named only at the end (a pack is named by the hash
+   * of all its bytes), so its writer need not hold it whole in memory. Offered by backends that
+   * can write in place (a local directory); for the others the caller assembles the object and
+   * `save`s it. Committing is as atomic as `save`; an object never committed is never listed.
+   */
+  createWriter?(type: ObjectType, options?: CallOptions): Promise<ObjectWriter>;
+}
+
+export interface ObjectWriter {
+  /** Appends `data`; the caller may reuse it once this settles. */
+  write(data: Uint8Array): Promise<void>;
+  /** Bytes written so far, read back. */
+  read(offset: number, length: number): Promise<Buffer>;
+  /** Makes what was written the object `name`, whole or not at all, as `save` does. */
+  commit(name: string, options?: CallOptions): Promise<void>;
+  /** Throws away what was written (after a failure, or instead of committing); idempotent. */
+  abort(): Promise<void>;
 }
 
 export class BackendError extends Error {

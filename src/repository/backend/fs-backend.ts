@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { CallOptions } from '../../model/index.ts';
-import { BackendError, OBJECT_TYPES, type Backend, type LoadOptions, type ObjectInfo, type ObjectType } from './backend.ts';
+import { BackendError, OBJECT_TYPES, type Backend, type LoadOptions, type ObjectInfo, type ObjectType, type ObjectWriter } from './backend.ts';
 import { CONFIG_NAME, TEMP_PREFIX, describeObject, isObjectName, objectSegments } from './object-path.ts';
 import { checkRange } from './range.ts';
 
@@ -204,19 +204,96 @@ export class FsBackend implements Backend {
 
   async close(): Promise<void> {}
 
+  async createWriter(type: ObjectType, options: CallOptions = {}): Promise<ObjectWriter> {
+    options.signal?.throwIfAborted();
+    // At the top of the type's folder, beside the fan-out folders: never listed (see `list`).
+    const temp = join(this.location, type, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
+    let handle: FileHandle | undefined;
+    try {
+      handle = await this.openTemp(temp, 'wx+'); // read too: blobs of a pack not committed yet are read back
+    } catch (error) {
+      throw this.failure(error, 'save', type, undefined, options.signal);
+    }
+    const file = handle;
+    let size = 0;
+    let done = false;
+    let committed: string | undefined;
+    let closed = false;
+    const abort = async (): Promise<void> => {
+      if (done) return;
+      done = true;
+      await file.close().catch(() => {});
+      await rm(temp, { force: true }).catch(() => {});
+    };
+    return {
+      write: async (data) => {
+        if (done) throw new BackendError(`the new ${type} object in ${this.location} is already committed or dropped`);
+        try {
+          for (let offset = 0; offset < data.length; ) {
+            const { bytesWritten } = await file.write(data, offset, data.length - offset, size + offset);
+            offset += bytesWritten;
+          }
+          size += data.length;
+        } catch (error) {
+          throw this.failure(error, 'save', type, undefined, undefined);
+        }
+      },
+      read: async (offset, length) => {
+        checkRange({ offset, length }, `the new ${type} object`);
+        if (offset + length > size) throw new BackendError(`the new ${type} object in ${this.location} has only ${size} bytes written, not ${offset + length}`);
+        // Once committed and closed, it is read as the object it became.
+        if (committed !== undefined && closed) return this.load(type, committed, { offset, length });
+        const buffer = Buffer.allocUnsafe(length);
+        for (let got = 0; got < length; ) {
+          const { bytesRead } = await file.read(buffer, got, length - got, offset + got);
+          if (bytesRead === 0) throw new BackendError(`the new ${type} object in ${this.location} ends early`);
+          got += bytesRead;
+        }
+        return buffer;
+      },
+      commit: async (name, commitOptions = {}) => {
+        if (done) throw new BackendError(`the new ${type} object in ${this.location} is already committed or dropped`);
+        const target = this.pathOf(type, name);
+        try {
+          commitOptions.signal?.throwIfAborted();
+          await file.sync();
+          done = true;
+          try {
+            await rename(temp, target);
+          } catch (error) {
+            if (!isErrno(error, 'ENOENT')) throw error;
+            await this.makeDirectory(dirname(target)); // a fan-out folder not made yet
+            await rename(temp, target);
+          }
+          // Reads go on through the open file until it is closed, then to the object.
+          committed = name;
+          closed = true;
+          await file.close();
+          await syncDirectory(dirname(target));
+        } catch (error) {
+          await file.close().catch(() => {});
+          await rm(temp, { force: true }).catch(() => {});
+          done = true;
+          throw this.failure(error, 'save', type, name, commitOptions.signal);
+        }
+      },
+      abort,
+    };
+  }
+
   private pathOf(type: ObjectType, name: string): string {
     return join(this.location, ...objectSegments(type, name));
   }
 
   /** Opens a new temp file, making its folder (and the folder's parents inside the repository) if missing. */
-  private async openTemp(temp: string): Promise<FileHandle> {
+  private async openTemp(temp: string, flags: 'wx' | 'wx+' = 'wx'): Promise<FileHandle> {
     try {
-      return await open(temp, 'wx', 0o600);
+      return await open(temp, flags, 0o600);
     } catch (error) {
       if (!isErrno(error, 'ENOENT')) throw error;
     }
     await this.makeDirectory(dirname(temp));
-    return await open(temp, 'wx', 0o600);
+    return await open(temp, flags, 0o600);
   }
 
   private async makeDirectory(dir: string): Promise<void> {
