@@ -5,11 +5,13 @@ import { BlobEncoderPool, type SealedFileBatch, type SmallFile } from './blob-en
 import type { BlobIndex } from './blob-index.ts';
 import type { RepositoryKeys } from './crypto/keys.ts';
 import { encodeIndex, type IndexedPack } from './index-file.ts';
-import { PackAssembler } from './pack-file.ts';
+import { PackAssembler, StreamedPack } from './pack-file.ts';
 import { storageError } from './storage-error.ts';
 import type { BlobType } from './types.ts';
 
 const BLOB_TYPES: readonly BlobType[] = ['data', 'tree'];
+/** A pack being filled: in memory (to `save` whole), or streamed into its object (`Backend.createWriter`). */
+type PackBuilder = PackAssembler | StreamedPack;
 /**
  * Blobs smaller than this (trees, the tails of files) are compressed and sealed on this thread:
  * a message to a worker costs more, and a backup that stores only a few new trees never starts
@@ -51,11 +53,11 @@ export class BlobSaver {
    * small packs that a later backup, restore or check reads whole, instead of one ranged read
    * each from all over the repository (restic does the same).
    */
-  private readonly filling: Record<BlobType, PackAssembler | null> = { data: null, tree: null };
+  private readonly filling: Record<BlobType, PackBuilder | null> = { data: null, tree: null };
   /** The buffer of the last stored pack, filled again by the next one. */
   private spare: Buffer | undefined = undefined;
   /** Blobs of packs not stored yet (filling, or built and uploading), for `loadBlob` and dedup. */
-  private readonly unstored = new Map<string, { pack: PackAssembler; offset: number; length: number }>();
+  private readonly unstored = new Map<string, { pack: PackBuilder; offset: number; length: number }>();
   private readonly uploads = new Set<Promise<void>>();
   private readonly unindexed: IndexedPack[] = [];
   /** Every pack this session stored, so a reload of the index never forgets them. */
@@ -93,10 +95,17 @@ export class BlobSaver {
     await this.encoding.get(id);
   }
 
+  /** Is the blob in a pack not stored yet? */
+  isUnstored(id: string): boolean {
+    return this.unstored.has(id);
+  }
+
   /** The sealed bytes of a blob whose pack is not stored yet. */
-  unstoredBlob(id: string): Buffer | undefined {
+  unstoredBlob(id: string): Promise<Buffer> | undefined {
     const blob = this.unstored.get(id);
-    return blob === undefined ? undefined : blob.pack.slice(blob.offset, blob.length);
+    if (blob === undefined) return undefined;
+    const { pack, offset, length } = blob;
+    return pack instanceof StreamedPack ? pack.read(offset, length) : Promise.resolve(pack.slice(offset, length));
   }
 
   /** Encodes and packs one blob (the caller has checked it is new); answers its sealed size. */
@@ -187,8 +196,13 @@ export class BlobSaver {
     if (assembler === null) {
       // Data: room for a full pack plus its last (largest) blob and the header; untouched pages
       // cost nothing. Trees: a set's trees are mostly few and small; the buffer grows if not.
-      assembler = type === 'data' ? new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare) : new PackAssembler(256 * 1024);
-      if (type === 'data') this.spare = undefined;
+      if (this.backend.createWriter !== undefined) {
+        // Written out as it fills: the pack is never whole in memory.
+        assembler = new StreamedPack(this.backend.createWriter('data'));
+      } else {
+        assembler = type === 'data' ? new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare) : new PackAssembler(256 * 1024);
+        if (type === 'data') this.spare = undefined;
+      }
       this.filling[type] = assembler;
     }
     const entry = assembler.add(id, type, rawLength, sealed);
@@ -199,6 +213,15 @@ export class BlobSaver {
   /** Stores a pack once full; waits while too many are being stored; writes an index now and then. */
   private async afterPacking(options: CallOptions): Promise<void> {
     for (const type of BLOB_TYPES) if ((this.filling[type]?.length ?? 0) >= this.options.packSize) this.finishPack(type);
+    // A streamed pack's writes keep up, or packing waits for them (one segment may wait).
+    for (const type of BLOB_TYPES) {
+      const filling = this.filling[type];
+      if (filling instanceof StreamedPack && filling.backlog > 1) {
+        await filling.drain(1).catch((error: unknown) => {
+          this.failure ??= storageError(error, this.backend.location);
+        });
+      }
+    }
     while (this.uploads.size > this.options.maxUploads) await Promise.race(this.uploads);
     this.throwIfFailed();
     if (this.unindexed.length >= this.options.indexEveryPacks) await this.writeIndex(options);
@@ -215,6 +238,12 @@ export class BlobSaver {
   }
 
   async close(): Promise<void> {
+    // Packs never finished (a failed or cancelled backup): their written parts are dropped.
+    for (const type of BLOB_TYPES) {
+      const filling = this.filling[type];
+      this.filling[type] = null;
+      if (filling instanceof StreamedPack) await filling.abort();
+    }
     await this.pool?.close();
   }
 
@@ -222,20 +251,27 @@ export class BlobSaver {
     const assembler = this.filling[type];
     if (assembler === null) return;
     this.filling[type] = null;
-    const built = assembler.finish(this.keys.encryption);
-    const pack: IndexedPack = { id: built.name, size: built.bytes.length, blobs: built.header.blobs };
-    const upload = this.backend
-      .save('data', built.name, built.bytes, options.signal === undefined ? {} : { signal: options.signal })
-      .then(() => {
+    const signal = options.signal === undefined ? {} : { signal: options.signal };
+    const storing: Promise<IndexedPack> =
+      assembler instanceof StreamedPack
+        ? assembler.finish(this.keys.encryption, signal).then(({ name, size, header }) => ({ id: name, size, blobs: header.blobs }))
+        : (async () => {
+            const built = assembler.finish(this.keys.encryption);
+            await this.backend.save('data', built.name, built.bytes, signal);
+            return { id: built.name, size: built.bytes.length, blobs: built.header.blobs };
+          })();
+    const upload = storing
+      .then((pack) => {
         this.index.addPack(pack);
         this.unindexed.push(pack);
         this.stored.push(pack);
         for (const entry of pack.blobs) this.unstored.delete(entry.id);
         // Nothing refers to the stored pack's bytes any more: the next pack fills its buffer.
-        if (type === 'data') this.spare ??= assembler.storage;
+        if (type === 'data' && assembler instanceof PackAssembler) this.spare ??= assembler.storage;
       })
-      .catch((error: unknown) => {
+      .catch(async (error: unknown) => {
         this.failure ??= storageError(error, this.backend.location);
+        if (assembler instanceof StreamedPack) await assembler.abort();
       })
       .finally(() => {
         this.uploads.delete(upload);

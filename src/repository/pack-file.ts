@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
-import type { Backend } from './backend/backend.ts';
+import { createHash } from 'node:crypto';
+import type { Backend, ObjectWriter } from './backend/backend.ts';
 import { sha256Hex } from './crypto/keys.ts';
 import { openSealed, seal } from './crypto/seal.ts';
 import type { SealedParts } from './blob-codec.ts';
@@ -111,6 +112,134 @@ export class PackAssembler {
     const grown = Buffer.allocUnsafeSlow(Math.max(this.size + more, Math.ceil(this.buffer.length * 1.5)));
     this.buffer.copy(grown, 0, 0, this.size);
     this.buffer = grown;
+  }
+}
+
+/** Bytes a streamed pack gathers before it writes them out. */
+const SEGMENT = 4 * 1024 * 1024;
+
+/**
+ * Builds one pack straight into its object (`Backend.createWriter`): sealed blobs are copied
+ * into a segment of 4 MiB, and each full segment is written out (in order, hashed as it goes)
+ * while the next fills, so the pack is never whole in memory. `finish` writes the sealed header
+ * and its length and commits the object under its hash; `abort` drops it.
+ */
+export class StreamedPack {
+  private readonly entries: PackedBlob[] = [];
+  private readonly hash = createHash('sha256');
+  private segment: Buffer;
+  /** Bytes in `segment`, and bytes before it (written, or queued to be). */
+  private filled = 0;
+  private flushed = 0;
+  /** Segments written or being written, oldest first, with their place in the pack. */
+  private readonly queued: { at: number; bytes: Buffer; written: Promise<void> }[] = [];
+  private readonly spare: Buffer[] = [];
+  private failure: { error: unknown } | undefined;
+
+  constructor(private readonly writer: Promise<ObjectWriter>) {
+    this.segment = Buffer.allocUnsafeSlow(SEGMENT);
+    // A writer that could not be made fails the first write, seen at `drain` or `finish`.
+    writer.catch(() => undefined);
+  }
+
+  get length(): number {
+    return this.flushed + this.filled;
+  }
+
+  get count(): number {
+    return this.entries.length;
+  }
+
+  add(id: string, type: 'data' | 'tree', rawLength: number, sealed: SealedParts | Uint8Array): PackedBlob {
+    const pieces = sealed instanceof Uint8Array ? [sealed] : [sealed.head, sealed.body, sealed.tag];
+    const entry: PackedBlob = { id, type, offset: this.length, length: 0, rawLength };
+    for (const piece of pieces) this.append(piece);
+    entry.length = this.length - entry.offset;
+    this.entries.push(entry);
+    return entry;
+  }
+
+  /** Segments waiting to be written, beyond the one filling. */
+  get backlog(): number {
+    return this.queued.length;
+  }
+
+  /** Waits until at most `segments` are waiting to be written; throws a write's failure. */
+  async drain(segments = 0): Promise<void> {
+    while (this.queued.length > segments) await this.queued[0]!.written;
+    if (this.failure !== undefined) throw this.failure.error;
+  }
+
+  /** Bytes of a blob added before, from memory or from what was written. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (offset >= this.flushed) return Buffer.from(this.segment.subarray(offset - this.flushed, offset - this.flushed + length));
+    const inMemory = this.queued.find((q) => offset >= q.at && offset + length <= q.at + q.bytes.length);
+    if (inMemory !== undefined) return Buffer.from(inMemory.bytes.subarray(offset - inMemory.at, offset - inMemory.at + length));
+    // Written out (perhaps partly still queued): wait for the writes, then read the object.
+    await Promise.all(this.queued.map((q) => q.written));
+    if (this.failure !== undefined) throw this.failure.error;
+    const writer = await this.writer;
+    if (offset + length <= this.flushed) return writer.read(offset, length);
+    const head = await writer.read(offset, this.flushed - offset);
+    return Buffer.concat([head, this.segment.subarray(0, offset + length - this.flushed)]);
+  }
+
+  /** Writes the rest and the header, and commits the pack under its hash. */
+  async finish(key: Uint8Array, options: CallOptions = {}, created = new Date()): Promise<{ name: string; size: number; header: PackHeader }> {
+    const header: PackHeader = { version: 1, created: created.toISOString(), blobs: this.entries };
+    const sealedHeader = seal(key, Buffer.from(JSON.stringify(header), 'utf8'));
+    const trailer = Buffer.alloc(4);
+    trailer.writeUInt32LE(sealedHeader.length, 0);
+    this.append(sealedHeader);
+    this.append(trailer);
+    if (this.filled > 0) this.queue(this.segment.subarray(0, this.filled));
+    await this.drain();
+    const name = this.hash.digest('hex');
+    await (await this.writer).commit(name, options);
+    return { name, size: this.flushed, header };
+  }
+
+  async abort(): Promise<void> {
+    await Promise.allSettled(this.queued.map((q) => q.written));
+    await (await this.writer.catch(() => null))?.abort();
+  }
+
+  private append(bytes: Uint8Array): void {
+    for (let at = 0; at < bytes.length; ) {
+      const n = Math.min(bytes.length - at, this.segment.length - this.filled);
+      this.segment.set(bytes.subarray(at, at + n), this.filled);
+      this.filled += n;
+      at += n;
+      if (this.filled === this.segment.length) {
+        this.queue(this.segment);
+        this.segment = this.spare.pop() ?? Buffer.allocUnsafeSlow(SEGMENT);
+      }
+    }
+  }
+
+  /** Queues a full (or the last) segment to be written after the ones before it. */
+  private queue(bytes: Buffer): void {
+    this.hash.update(bytes);
+    const at = this.flushed;
+    this.flushed += bytes.length;
+    this.filled = 0;
+    const before = this.queued.at(-1)?.written ?? Promise.resolve();
+    const item = {
+      at,
+      bytes,
+      written: before
+        .then(async () => {
+          if (this.failure === undefined) await (await this.writer).write(bytes);
+        })
+        .catch((error: unknown) => {
+          this.failure ??= { error };
+        })
+        .finally(() => {
+          this.queued.splice(this.queued.indexOf(item), 1);
+          if (bytes.length === SEGMENT && this.spare.length < 1) this.spare.push(bytes);
+        }),
+    };
+    this.queued.push(item);
   }
 }
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, test } from 'node:test';
 import { QuiesceError } from '../model/failure.ts';
@@ -363,6 +363,30 @@ describe('repository', () => {
     const again = await openRepository(new FsBackend(join(dir, 'repo')), PASSWORD, { workers: 0 });
     assert.deepEqual(await again.loadBlob(answer.id), Buffer.from('from the child'));
     await again.close();
+  });
+
+  test('packs are written to their file as they fill (FsBackend): blobs read back before and after, and an unfinished pack leaves nothing', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'quiesce-repo-'));
+    dirs.push(dir);
+    const backend = await FsBackend.create(join(dir, 'repo'));
+    const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, workers: 0, packSize: 12 * 1024 * 1024 });
+    // Random blobs of 0.9–1.5 MB: some straddle the 4 MiB segments a streamed pack writes out.
+    const blobs = Array.from({ length: 12 }, (_, i) => pseudoRandom(900_000 + i * 50_000, `stream${i}`));
+    const saved = [];
+    for (const blob of blobs) saved.push(await repo.saveBlob('data', blob));
+    for (const [i, blob] of blobs.entries()) assert.deepEqual(await repo.loadBlob(saved[i]!.id), blob, `blob ${i} read back before its pack is stored`);
+    await repo.flush();
+    for (const [i, blob] of blobs.entries()) assert.deepEqual(await repo.loadBlob(saved[i]!.id), blob);
+    const reopened = await openRepository(new FsBackend(join(dir, 'repo')), PASSWORD, { workers: 0 });
+    for (const [i, blob] of blobs.entries()) assert.deepEqual(await reopened.loadBlob(saved[i]!.id), blob);
+    const checked = await reopened.check({ readData: true });
+    assert.ok(checked.ok && checked.packs >= 2, JSON.stringify(checked.problems));
+    await reopened.close();
+    // A pack still filling when the repository closes (a failed backup) leaves no file behind.
+    await repo.saveBlob('data', pseudoRandom(5_000_000, 'unfinished'));
+    await repo.close();
+    const leftovers = (await readdir(join(dir, 'repo', 'data'), { recursive: true })).filter((name) => basename(name).startsWith('.tmp-'));
+    assert.deepEqual(leftovers, []);
   });
 
   for (const workers of [0, 2]) {

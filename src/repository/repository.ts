@@ -246,7 +246,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     options.signal?.throwIfAborted();
     await this.saver.settled(id);
     const unstored = this.saver.unstoredBlob(id);
-    if (unstored !== undefined) return verifyBlob(this.keys, id, unstored, '(not stored yet)');
+    if (unstored !== undefined) return verifyBlob(this.keys, id, await unstored, '(not stored yet)');
     const location = this.index.get(id);
     if (location === undefined) {
       throw new QuiesceError('damaged', `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`);
@@ -278,7 +278,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     this.assertOpen();
     await this.saver.settled(id);
     const location = this.index.get(id);
-    const packSize = location === undefined || this.saver.unstoredBlob(id) !== undefined ? undefined : this.index.treePackSize(location.pack);
+    const packSize = location === undefined || this.saver.isUnstored(id) ? undefined : this.index.treePackSize(location.pack);
     if (location === undefined || packSize === undefined || packSize > 2 * this.packSize) return this.loadBlob(id, options);
     let pack = this.treePacks.get(location.pack);
     if (pack === undefined) {
