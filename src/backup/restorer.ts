@@ -34,6 +34,9 @@ export interface RestoreResult {
 
 /** Directory entries restored at once. */
 const ENTRY_CONCURRENCY = 8;
+/** A directory's entries whose small files' blobs are read ahead at once, and what counts as small. */
+const PRELOAD_BATCH = 128;
+const PRELOAD_MAX = 64 * 1024;
 /** Blobs of one file loaded ahead of the one being written. */
 const PREFETCH = 3;
 
@@ -88,7 +91,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     return false;
   }
 
-  async function restoreDir(treeId: string, dir: string, original: string, mode: 'all' | 'path'): Promise<void> {
+  /** `fresh`: `dir` was made by this restore, so nothing is in the way of its entries. */
+  async function restoreDir(treeId: string, dir: string, original: string, mode: 'all' | 'path', fresh: boolean): Promise<void> {
     const tree = await repository.loadTree(treeId, options);
     // Every name is checked before anything of this directory is written.
     for (const node of tree.nodes) {
@@ -96,10 +100,30 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         throw new QuiesceError('damaged', `tree ${treeId} has an entry named ${JSON.stringify(node.name)}, which is not a single path element; refusing to restore it`);
       }
     }
+    // Small files' blobs are read ahead, a batch of entries at a time, with one ranged load for
+    // each run of them that lies together in a pack (as the backup packed them).
+    const preloaded = new Map<string, Promise<Buffer>>();
+    let preloadedUpTo = 0;
+    const preload = (upTo: number) => {
+      const ids: string[] = [];
+      for (; preloadedUpTo < Math.min(upTo, tree.nodes.length); preloadedUpTo++) {
+        const node = tree.nodes[preloadedUpTo]!;
+        if (node.type !== 'file' || node.content.length !== 1 || node.size > PRELOAD_MAX) continue;
+        if (mode === 'all' || wanted(`${original}/${node.name}`) === 'all') ids.push(node.content[0]!.id);
+      }
+      for (const [id, loading] of repository.loadBlobs(ids, options)) preloaded.set(id, loading);
+    };
+    const preloadedBlob = (id: string): Promise<Buffer> | undefined => {
+      const loading = preloaded.get(id);
+      preloaded.delete(id); // held no longer than needed (a second file of the same content loads its own)
+      return loading;
+    };
+    preload(PRELOAD_BATCH);
     // A few entries at a time: small files are a run of round trips to the disk.
     let next = 0;
     const walker = async () => {
       while (next < tree.nodes.length) {
+        if (next + PRELOAD_BATCH / 2 >= preloadedUpTo) preload(preloadedUpTo + PRELOAD_BATCH);
         const node = tree.nodes[next++]!;
         options.signal?.throwIfAborted();
         const childOriginal = `${original}/${node.name}`;
@@ -109,32 +133,36 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         if (!path.startsWith(`${target}/`)) throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${target}`);
         switch (node.type) {
           case 'dir':
-            await restoreDirNode(node, path, childOriginal, childMode);
+            await restoreDirNode(node, path, childOriginal, childMode, fresh);
             break;
           case 'file':
-            if (childMode === 'all') await restoreFile(node, path, childOriginal);
+            if (childMode === 'all') await restoreFile(node, path, childOriginal, fresh, preloadedBlob(node.content[0]?.id ?? ''));
             break;
           case 'symlink':
-            if (childMode === 'all') await restoreSymlink(node, path);
+            if (childMode === 'all') await restoreSymlink(node, path, fresh);
             break;
           default:
             node satisfies never;
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, tree.nodes.length) }, walker));
+    try {
+      await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, tree.nodes.length) }, walker));
+    } finally {
+      preloaded.clear();
+    }
   }
 
-  async function restoreDirNode(node: DirNode, path: string, original: string, mode: 'all' | 'path'): Promise<void> {
-    const existing = await lstat(path).catch(() => null);
+  async function restoreDirNode(node: DirNode, path: string, original: string, mode: 'all' | 'path', inFresh: boolean): Promise<void> {
+    const existing = inFresh ? null : await lstat(path).catch(() => null);
     if (existing && !existing.isDirectory()) await rm(path, { force: true });
     if (!existing || !existing.isDirectory()) await mkdir(path, { mode: 0o700 });
-    await restoreDir(node.subtree, path, original, mode);
+    await restoreDir(node.subtree, path, original, mode, !existing?.isDirectory());
     result.dirs++;
     await applyMeta(node, path);
   }
 
-  async function restoreFile(node: FileNode, path: string, original: string): Promise<void> {
+  async function restoreFile(node: FileNode, path: string, original: string, inFresh: boolean, preloaded: Promise<Buffer> | undefined): Promise<void> {
     const temp = join(path, '..', `.${node.name.slice(0, 200)}.quiesce-restore-${randomBytes(4).toString('hex')}`);
     const handle = await open(temp, 'wx', 0o600);
     let position = 0;
@@ -144,7 +172,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       const load = (i: number) => {
         const ref = node.content[i];
         if (ref === undefined) return;
-        const loading = repository.loadBlob(ref.id, options);
+        const loading = (i === 0 ? preloaded : undefined) ?? repository.loadBlob(ref.id, options);
         loading.catch(() => undefined); // awaited below in order; never an unhandled rejection meanwhile
         loads.set(i, loading);
       };
@@ -174,7 +202,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       throw error;
     }
     await handle.close();
-    const existing = await lstat(path).catch(() => null);
+    const existing = inFresh ? null : await lstat(path).catch(() => null);
     if (existing?.isDirectory()) await rm(path, { recursive: true, force: true });
     await rename(temp, path);
     await applyMeta(node, path);
@@ -182,8 +210,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     options.onProgress?.({ files: result.files, bytesWritten: result.bytesWritten, currentPath: original });
   }
 
-  async function restoreSymlink(node: SymlinkNode, path: string): Promise<void> {
-    const existing = await lstat(path).catch(() => null);
+  async function restoreSymlink(node: SymlinkNode, path: string, inFresh: boolean): Promise<void> {
+    const existing = inFresh ? null : await lstat(path).catch(() => null);
     if (existing) await rm(path, { recursive: true, force: true });
     await symlink(node.target, path);
     result.symlinks++;
@@ -199,6 +227,6 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await utimes(path, time, time);
   }
 
-  await restoreDir(options.tree, target, '', include.length === 0 ? 'all' : 'path');
+  await restoreDir(options.tree, target, '', include.length === 0 ? 'all' : 'path', false);
   return result;
 }

@@ -128,6 +128,35 @@ describe('repository', () => {
     await Promise.all([first.close(), reader.close()]);
   });
 
+  test('loadBlobs reads blobs lying together in a pack with one ranged load; a damaged one fails alone', async () => {
+    const backend = new MemoryBackend();
+    const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, packSize: 1024 * 1024 });
+    const blobs = Array.from({ length: 30 }, (_, i) => pseudoRandom(1000 + i * 100, `gather${i}`));
+    const ids: string[] = [];
+    for (const blob of blobs) ids.push((await repo.saveBlob('data', blob)).id);
+    await repo.flush();
+    await repo.close();
+    const [pack] = backend.names('data');
+    // One flipped byte amid the blobs.
+    const bytes = Buffer.from(backend.get('data', pack!));
+    bytes[20_000]! ^= 0x01;
+    backend.put('data', pack!, bytes);
+    const fresh = await openRepository(backend, PASSWORD, { workers: 0 });
+    let loads = 0;
+    const load = backend.load.bind(backend);
+    backend.load = (...args) => (loads++, load(...args));
+    const outcomes = await Promise.allSettled([...fresh.loadBlobs([...ids, ids[0]!]).entries()].map(async ([id, loading]) => ({ id, data: await loading })));
+    assert.equal(loads, 1, 'one ranged load for thirty blobs');
+    assert.equal(outcomes.length, 30, 'each blob once');
+    const failed = outcomes.filter((o) => o.status === 'rejected');
+    assert.equal(failed.length, 1, 'only the blob holding the flipped byte fails');
+    assert.ok(isCode('damaged')((failed[0] as PromiseRejectedResult).reason));
+    for (const outcome of outcomes) {
+      if (outcome.status === 'fulfilled') assert.deepEqual(outcome.value.data, blobs[ids.indexOf(outcome.value.id)]);
+    }
+    await fresh.close();
+  });
+
   test('trees are packed apart from data and read a pack at a time; a flipped byte in one is damaged naming tree and pack', async () => {
     const backend = new MemoryBackend();
     const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, packSize: 1024 * 1024 });

@@ -66,6 +66,9 @@ export const DEFAULT_WORKERS = Math.min(2, Math.max(1, availableParallelism() - 
 const CONFIG_NAME = 'config';
 /** Parsed trees kept by `loadTree`: a few thousand directories' listings, some megabytes. */
 const TREE_CACHE_SIZE = 2048;
+/** `loadBlobs` reads blobs of one pack as one range across gaps up to this, and ranges up to GATHER_MAX. */
+const GATHER_GAP = 64 * 1024;
+const GATHER_MAX = 8 * 1024 * 1024;
 /** Bytes of whole tree packs kept by `loadTreeBlob` (at least two full packs). */
 const TREE_PACK_CACHE_BYTES = 64 * 1024 * 1024;
 
@@ -252,6 +255,50 @@ class QuiesceRepository implements Repository, RepositoryInternals {
       throw new QuiesceError('damaged', `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`);
     }
     return readBlob(this.backend, this.keys, id, location, options, (sealed, rawLength) => this.saver.openBlob(sealed, rawLength, id));
+  }
+
+  loadBlobs(ids: readonly string[], options: CallOptions = {}): Map<string, Promise<Buffer>> {
+    this.assertOpen();
+    const loads = new Map<string, Promise<Buffer>>();
+    // Stored blobs by pack, in pack order; anything else is loaded on its own.
+    const byPack = new Map<string, { id: string; offset: number; length: number; rawLength: number }[]>();
+    for (const id of new Set(ids)) {
+      const location = this.saver.has(id) || this.saver.isUnstored(id) ? undefined : this.index.get(id);
+      if (location === undefined) {
+        const loading = this.loadBlob(id, options);
+        loading.catch(() => undefined); // the caller awaits it; never unhandled meanwhile
+        loads.set(id, loading);
+        continue;
+      }
+      const blobs = byPack.get(location.pack) ?? [];
+      blobs.push({ id, offset: location.offset, length: location.length, rawLength: location.rawLength });
+      byPack.set(location.pack, blobs);
+    }
+    for (const [pack, blobs] of byPack) {
+      blobs.sort((a, b) => a.offset - b.offset);
+      for (let first = 0; first < blobs.length; ) {
+        // A run of blobs read as one range: gaps of other blobs up to GATHER_GAP are read and dropped.
+        let last = first;
+        while (
+          last + 1 < blobs.length &&
+          blobs[last + 1]!.offset - (blobs[last]!.offset + blobs[last]!.length) <= GATHER_GAP &&
+          blobs[last + 1]!.offset + blobs[last + 1]!.length - blobs[first]!.offset <= GATHER_MAX
+        ) {
+          last++;
+        }
+        const run = blobs.slice(first, last + 1);
+        const start = run[0]!.offset;
+        const end = run.at(-1)!.offset + run.at(-1)!.length;
+        const bytes = loadPack(this.backend, pack, run[0]!.id, { offset: start, length: end - start }, options);
+        for (const blob of run) {
+          const opened = bytes.then((range) => verifyBlob(this.keys, blob.id, range.subarray(blob.offset - start, blob.offset - start + blob.length), pack, blob.rawLength));
+          opened.catch(() => undefined); // the caller awaits it; never unhandled meanwhile
+          loads.set(blob.id, opened);
+        }
+        first = last + 1;
+      }
+    }
+    return loads;
   }
 
   async saveTree(tree: Tree, options: CallOptions = {}): Promise<SaveBlobResult> {

@@ -98,6 +98,12 @@ export interface Repository {
    */
   saveSmallFiles(files: { path: string; size: number }[], options?: CallOptions): Promise<SmallFileResult[]>;
   loadBlob(id: string, options?: CallOptions): Promise<Buffer>;
+  /**
+   * Many blobs at once, each verified as `loadBlob` does (a damaged one fails alone): blobs that
+   * lie close together in a pack (a directory's small files, as a backup packs them) are read
+   * with one ranged load.
+   */
+  loadBlobs(ids: readonly string[], options?: CallOptions): Map<string, Promise<Buffer>>;
   saveTree(tree: Tree, options?: CallOptions): Promise<SaveBlobResult>;
   /** A tree, shared with later callers (trees are immutable): never modify it. */
   loadTree(id: string, options?: CallOptions): Promise<Tree>;
