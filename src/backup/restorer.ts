@@ -44,14 +44,19 @@ const PREFETCH = 3;
 const SPARSE_BLOCK = 64 << 10;
 const ZERO = Buffer.alloc(SPARSE_BLOCK);
 
-/** Writes `data` at `position`, leaving all-zero blocks as holes; returns the bytes written. */
-async function writeSparse(handle: FileHandle, data: Buffer, position: number): Promise<number> {
+/**
+ * Writes `data` at `position`, leaving all-zero blocks as holes; returns the bytes written and
+ * where the last write ended in the file (0 if nothing was written).
+ */
+async function writeSparse(handle: FileHandle, data: Buffer, position: number): Promise<{ written: number; end: number }> {
   let written = 0;
   let runStart = -1;
+  let lastEnd = 0;
   const flush = async (end: number) => {
     if (runStart < 0) return;
     await handle.write(data, runStart, end - runStart, position + runStart);
     written += end - runStart;
+    lastEnd = position + end;
     runStart = -1;
   };
   for (let offset = 0; offset < data.length; offset += SPARSE_BLOCK) {
@@ -61,7 +66,7 @@ async function writeSparse(handle: FileHandle, data: Buffer, position: number): 
     else if (runStart < 0) runStart = offset;
   }
   await flush(data.length);
-  return written;
+  return { written, end: lastEnd };
 }
 
 /**
@@ -166,6 +171,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     const temp = join(path, '..', `.${node.name.slice(0, 200)}.quiesce-restore-${randomBytes(4).toString('hex')}`);
     const handle = await open(temp, 'wx', 0o600);
     let position = 0;
+    let fileEnd = 0;
     try {
       // The next blobs load while this one is written.
       const loads = new Map<number, Promise<Buffer>>();
@@ -184,13 +190,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         load(i + PREFETCH);
         if (data.length !== ref.length) throw new QuiesceError('damaged', `blob ${ref.id} of ${original} has ${data.length} bytes, not ${ref.length}`);
         // Not `+= await`: that reads the total before the wait, and files are restored in parallel.
-        const written = await writeSparse(handle, data, position);
+        const { written, end } = await writeSparse(handle, data, position);
         result.bytesWritten += written;
+        if (written > 0) fileEnd = end;
         position += data.length;
       }
       if (position !== node.size) throw new QuiesceError('damaged', `${original} should have ${node.size} bytes but its content adds up to ${position}`);
       // No fsync per file (restic does none either): a restore interrupted by a crash is simply run again.
-      await handle.truncate(node.size);
+      // A file that ends in a hole gets its length here.
+      if (fileEnd !== node.size) await handle.truncate(node.size);
     } catch (error) {
       await handle.close().catch(() => undefined);
       await unlink(temp).catch(() => undefined);
