@@ -54,6 +54,8 @@ export class BlobSaver {
    * each from all over the repository (restic does the same).
    */
   private readonly filling: Record<BlobType, PackBuilder | null> = { data: null, tree: null };
+  /** Segment buffers of streamed packs, handed from one pack to the next. */
+  private readonly segments: Buffer[] = [];
   /** The buffer of the last stored pack, filled again by the next one. */
   private spare: Buffer | undefined = undefined;
   /** Blobs of packs not stored yet (filling, or built and uploading), for `loadBlob` and dedup. */
@@ -198,7 +200,7 @@ export class BlobSaver {
       // cost nothing. Trees: a set's trees are mostly few and small; the buffer grows if not.
       if (this.backend.createWriter !== undefined) {
         // Written out as it fills: the pack is never whole in memory.
-        assembler = new StreamedPack(this.backend.createWriter('data'));
+        assembler = new StreamedPack(this.backend.createWriter('data'), this.segments);
       } else {
         assembler = type === 'data' ? new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare) : new PackAssembler(256 * 1024);
         if (type === 'data') this.spare = undefined;

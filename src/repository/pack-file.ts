@@ -117,6 +117,8 @@ export class PackAssembler {
 
 /** Bytes a streamed pack gathers before it writes them out. */
 const SEGMENT = 4 * 1024 * 1024;
+/** Spare segments kept for the next ones: one filling and two being written need no fresh memory. */
+const SPARE_SEGMENTS = 4;
 
 /**
  * Builds one pack straight into its object (`Backend.createWriter`): sealed blobs are copied
@@ -133,11 +135,17 @@ export class StreamedPack {
   private flushed = 0;
   /** Segments written or being written, oldest first, with their place in the pack. */
   private readonly queued: { at: number; bytes: Buffer; written: Promise<void> }[] = [];
-  private readonly spare: Buffer[] = [];
   private failure: { error: unknown } | undefined;
 
-  constructor(private readonly writer: Promise<ObjectWriter>) {
-    this.segment = Buffer.allocUnsafeSlow(SEGMENT);
+  /**
+   * `segments`: spare segment buffers shared by the packs of a session (taken from, given back
+   * to): fresh memory costs a page fault per 4 KiB, more than the copy into it.
+   */
+  constructor(
+    private readonly writer: Promise<ObjectWriter>,
+    private readonly segments: Buffer[] = [],
+  ) {
+    this.segment = this.takeSegment();
     // A writer that could not be made fails the first write, seen at `drain` or `finish`.
     writer.catch(() => undefined);
   }
@@ -192,8 +200,10 @@ export class StreamedPack {
     trailer.writeUInt32LE(sealedHeader.length, 0);
     this.append(sealedHeader);
     this.append(trailer);
-    if (this.filled > 0) this.queue(this.segment.subarray(0, this.filled));
+    const last = this.segment;
+    if (this.filled > 0) this.queue(last.subarray(0, this.filled));
     await this.drain();
+    this.giveSegment(last);
     const name = this.hash.digest('hex');
     await (await this.writer).commit(name, options);
     return { name, size: this.flushed, header };
@@ -212,9 +222,17 @@ export class StreamedPack {
       at += n;
       if (this.filled === this.segment.length) {
         this.queue(this.segment);
-        this.segment = this.spare.pop() ?? Buffer.allocUnsafeSlow(SEGMENT);
+        this.segment = this.takeSegment();
       }
     }
+  }
+
+  private takeSegment(): Buffer {
+    return this.segments.pop() ?? Buffer.allocUnsafeSlow(SEGMENT);
+  }
+
+  private giveSegment(segment: Buffer): void {
+    if (this.segments.length < SPARE_SEGMENTS && !this.segments.includes(segment)) this.segments.push(segment);
   }
 
   /** Queues a full (or the last) segment to be written after the ones before it. */
@@ -236,7 +254,7 @@ export class StreamedPack {
         })
         .finally(() => {
           this.queued.splice(this.queued.indexOf(item), 1);
-          if (bytes.length === SEGMENT && this.spare.length < 1) this.spare.push(bytes);
+          if (bytes.length === SEGMENT) this.giveSegment(bytes);
         }),
     };
     this.queued.push(item);
