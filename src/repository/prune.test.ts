@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { QuiesceError } from '../model/failure.ts';
 import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
 import { PASSWORD, pseudoRandom, SMALL, storeTwoSets, type TwoSets } from '../../test/helpers/repository-fixtures.ts';
+import { FsBackend } from './backend/fs-backend.ts';
 import { initRepository, openRepository } from './repository.ts';
 import type { Repository } from './types.ts';
 
@@ -22,11 +27,37 @@ async function setup(): Promise<{ backend: MemoryBackend; repo: Repository; sets
 }
 
 describe('prune', () => {
+  test('removes the temporary files a crash left (FsBackend) once they are older than the grace period', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'quiesce-prune-'));
+    try {
+      const backend = await FsBackend.create(join(dir, 'repo'));
+      const repo = await initRepository(backend, PASSWORD, SMALL);
+      const sets = await storeTwoSets(repo);
+      const old = new Date(Date.now() - 2 * 24 * 3600_000);
+      const stale = [join(dir, 'repo', 'data', '.tmp-0123456789abcdef'), join(dir, 'repo', 'index', '.tmp-00000000aaaaaaaa')];
+      for (const path of stale) {
+        await writeFile(path, Buffer.alloc(1000));
+        await utimes(path, old, old);
+      }
+      const fresh = join(dir, 'repo', 'data', '.tmp-fedcba9876543210'); // a write under way, perhaps
+      await writeFile(fresh, Buffer.alloc(10));
+      const report = await repo.prune();
+      assert.equal(report.temporaryFilesRemoved, 2);
+      assert.ok(report.bytesFreed >= 2000);
+      for (const path of stale) assert.equal(existsSync(path), false, `${path} removed`);
+      assert.ok(existsSync(fresh), 'a young temporary file is left alone');
+      await assertReadable(repo, [...sets.blobsOf.a, ...sets.blobsOf.b, ...sets.blobsOf.c]);
+      await repo.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('removes what no manifest needs and keeps what one does', async () => {
     const { backend, repo, sets } = await setup();
     const before = storedBytes(backend);
     const nothing = await repo.prune();
-    assert.deepEqual(nothing, { packsRemoved: 0, packsRepacked: 0, bytesFreed: 0, packsKeptForGrace: 0 });
+    assert.deepEqual(nothing, { packsRemoved: 0, packsRepacked: 0, bytesFreed: 0, packsKeptForGrace: 0, temporaryFilesRemoved: 0 });
     await repo.removeManifest(sets.manifests[0]);
     const report = await repo.prune({ graceMs: 0 });
     assert.ok(report.packsRemoved + report.packsRepacked > 0, JSON.stringify(report));

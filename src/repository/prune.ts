@@ -139,6 +139,7 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
       packsRepacked: repack.length,
       bytesFreed: 0,
       packsKeptForGrace,
+      temporaryFilesRemoved: 0,
     };
     let freed = remove.reduce((sum, p) => sum + (stored.get(p.id) ?? 0), 0) + leftovers.reduce((sum, n) => sum + (stored.get(n) ?? 0), 0);
     freed += repack.reduce((sum, r) => sum + (stored.get(r.pack.id) ?? 0), 0);
@@ -146,6 +147,13 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
       // The new packs' size is not known without writing them: estimate by the live blob bytes.
       report.bytesFreed = freed - repack.reduce((sum, r) => sum + r.blobs.reduce((s, b) => s + b.length, 0), 0);
       return report;
+    }
+    // Writes a crash cut off leave temporary files no listing shows; none is live under the
+    // exclusive lock, and the grace period covers a process whose lock went stale.
+    if (backend.removeTemporary !== undefined) {
+      const temporary = await backend.removeTemporary(graceMs, call);
+      report.temporaryFilesRemoved = temporary.files;
+      report.bytesFreed += temporary.bytes;
     }
     const newlyMarked = marked.filter((p) => packs.get(p.id)?.unusedSince === undefined).length;
     const revived = keep.filter((p) => packs.get(p.id)?.unusedSince !== undefined).length;
@@ -182,7 +190,7 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
       }
     }
     await writeBatch();
-    report.bytesFreed = freed - written.reduce((sum, p) => sum + p.size, 0);
+    report.bytesFreed += freed - written.reduce((sum, p) => sum + p.size, 0);
 
     // 2. The new index: every kept pack and every new one.
     const all = [...keep, ...marked, ...written];

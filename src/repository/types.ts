@@ -55,6 +55,8 @@ export interface PruneReport {
   bytesFreed: number;
   /** Unreferenced packs younger than the grace period, left for a later prune. */
   packsKeptForGrace: number;
+  /** Temporary files of writes a crash cut off, older than the grace period, removed (their bytes are in `bytesFreed`). */
+  temporaryFilesRemoved: number;
 }
 
 export interface RepositoryLock extends AsyncDisposable {

@@ -84,7 +84,10 @@ export function registerForget(program: Command): void {
         }
         for (const k of decision.keep) stdio.out(`keep   ${k.entry.setId}  ${k.reasons.join('; ')}`);
         for (const e of decision.remove) stdio.out(`${opts.dryRun ? 'would forget' : 'forget'} ${e.setId}`);
-        if (pruned) stdio.out(`pruned: ${pruned.packsRemoved} packs removed, ${pruned.packsRepacked} repacked, ${bytes(pruned.bytesFreed)} freed, ${pruned.packsKeptForGrace} kept for the grace period`);
+        if (pruned) {
+          const temporary = pruned.temporaryFilesRemoved > 0 ? `, ${pruned.temporaryFilesRemoved} temporary files of interrupted writes removed` : '';
+          stdio.out(`pruned: ${pruned.packsRemoved} packs removed, ${pruned.packsRepacked} repacked, ${bytes(pruned.bytesFreed)} freed, ${pruned.packsKeptForGrace} kept for the grace period${temporary}`);
+        }
       } finally {
         await repository.close();
       }

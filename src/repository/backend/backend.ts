@@ -49,6 +49,12 @@ export interface Backend {
    * `save`s it. Committing is as atomic as `save`; an object never committed is never listed.
    */
   createWriter?(type: ObjectType, options?: CallOptions): Promise<ObjectWriter>;
+  /**
+   * Removes the temporary files of writes that never finished (a process killed while it saved
+   * or streamed an object) once they are older than `olderThanMs`; answers how many went and
+   * their bytes. Offered by backends that can leave such files (a local directory).
+   */
+  removeTemporary?(olderThanMs: number, options?: CallOptions): Promise<{ files: number; bytes: number }>;
 }
 
 export interface ObjectWriter {

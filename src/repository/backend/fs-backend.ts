@@ -204,6 +204,35 @@ export class FsBackend implements Backend {
 
   async close(): Promise<void> {}
 
+  async removeTemporary(olderThanMs: number, options: CallOptions = {}): Promise<{ files: number; bytes: number }> {
+    const removed = { files: 0, bytes: 0 };
+    const cutoff = Date.now() - olderThanMs;
+    const dirs = [this.location];
+    for (const type of OBJECT_TYPES) {
+      if (type === 'config') continue;
+      const base = join(this.location, type);
+      dirs.push(base);
+      if (type === 'data') dirs.push(...(await this.readDir(base, type, options.signal)).filter((d) => /^[0-9a-f]{2}$/.test(d)).map((d) => join(base, d)));
+    }
+    for (const dir of dirs) {
+      for (const entry of await this.readDir(dir, 'data', options.signal)) {
+        if (!entry.startsWith(TEMP_PREFIX)) continue;
+        options.signal?.throwIfAborted();
+        const path = join(dir, entry);
+        const info = await lstat(path).catch(() => null);
+        if (info === null || !info.isFile() || info.mtimeMs >= cutoff) continue;
+        try {
+          await unlink(path);
+          removed.files += 1;
+          removed.bytes += info.size;
+        } catch (error) {
+          if (!isErrno(error, 'ENOENT')) throw this.failure(error, 'remove', 'data', undefined, options.signal);
+        }
+      }
+    }
+    return removed;
+  }
+
   async createWriter(type: ObjectType, options: CallOptions = {}): Promise<ObjectWriter> {
     options.signal?.throwIfAborted();
     // At the top of the type's folder, beside the fan-out folders: never listed (see `list`).
