@@ -106,8 +106,7 @@ export class BlobSaver {
   unstoredBlob(id: string): Promise<Buffer> | undefined {
     const blob = this.unstored.get(id);
     if (blob === undefined) return undefined;
-    const { pack, offset, length } = blob;
-    return pack instanceof StreamedPack ? pack.read(offset, length) : Promise.resolve(pack.slice(offset, length));
+    return blob.pack.read(blob.offset, blob.length);
   }
 
   /** Encodes and packs one blob (the caller has checked it is new); answers its sealed size. */

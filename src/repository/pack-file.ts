@@ -47,6 +47,20 @@ export interface BuiltPack {
   header: PackHeader;
 }
 
+/** A sealed blob's pieces, in the order they are stored. */
+function piecesOf(sealed: SealedParts | Uint8Array): Uint8Array[] {
+  return sealed instanceof Uint8Array ? [sealed] : [sealed.head, sealed.body, sealed.tag];
+}
+
+/** What ends a pack: its sealed header and that header's length (u32le). */
+function packTail(key: Uint8Array, blobs: PackedBlob[], created: Date): { header: PackHeader; tail: Buffer } {
+  const header: PackHeader = { version: 1, created: created.toISOString(), blobs };
+  const sealedHeader = seal(key, Buffer.from(JSON.stringify(header), 'utf8'));
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(sealedHeader.length, 0);
+  return { header, tail: Buffer.concat([sealedHeader, length]) };
+}
+
 /**
  * Builds one pack in a single buffer: each sealed blob is copied in as it comes (its pieces can
  * be collected at once), then `finish` appends the sealed header and its length.
@@ -78,7 +92,7 @@ export class PackAssembler {
   }
 
   add(id: string, type: 'data' | 'tree', rawLength: number, sealed: SealedParts | Uint8Array): PackedBlob {
-    const pieces = sealed instanceof Uint8Array ? [sealed] : [sealed.head, sealed.body, sealed.tag];
+    const pieces = piecesOf(sealed);
     const length = pieces.reduce((sum, piece) => sum + piece.length, 0);
     this.reserve(length);
     const entry: PackedBlob = { id, type, offset: this.size, length, rawLength };
@@ -90,19 +104,16 @@ export class PackAssembler {
     return entry;
   }
 
-  /** A copy of stored bytes (a blob not uploaded yet). */
-  slice(offset: number, length: number): Buffer {
+  /** A copy of stored bytes (a blob not uploaded yet), as `StreamedPack.read` answers it. */
+  async read(offset: number, length: number): Promise<Buffer> {
     return Buffer.from(this.buffer.subarray(offset, offset + length));
   }
 
   finish(key: Uint8Array, created = new Date()): BuiltPack {
-    const header: PackHeader = { version: 1, created: created.toISOString(), blobs: this.entries };
-    const sealedHeader = seal(key, Buffer.from(JSON.stringify(header), 'utf8'));
-    this.reserve(sealedHeader.length + 4);
-    this.buffer.set(sealedHeader, this.size);
-    this.size += sealedHeader.length;
-    this.buffer.writeUInt32LE(sealedHeader.length, this.size);
-    this.size += 4;
+    const { header, tail } = packTail(key, this.entries, created);
+    this.reserve(tail.length);
+    this.buffer.set(tail, this.size);
+    this.size += tail.length;
     const bytes = this.buffer.subarray(0, this.size);
     return { name: sha256Hex(bytes), bytes, header };
   }
@@ -159,9 +170,8 @@ export class StreamedPack {
   }
 
   add(id: string, type: 'data' | 'tree', rawLength: number, sealed: SealedParts | Uint8Array): PackedBlob {
-    const pieces = sealed instanceof Uint8Array ? [sealed] : [sealed.head, sealed.body, sealed.tag];
     const entry: PackedBlob = { id, type, offset: this.length, length: 0, rawLength };
-    for (const piece of pieces) this.append(piece);
+    for (const piece of piecesOf(sealed)) this.append(piece);
     entry.length = this.length - entry.offset;
     this.entries.push(entry);
     return entry;
@@ -194,12 +204,8 @@ export class StreamedPack {
 
   /** Writes the rest and the header, and commits the pack under its hash. */
   async finish(key: Uint8Array, options: CallOptions = {}, created = new Date()): Promise<{ name: string; size: number; header: PackHeader }> {
-    const header: PackHeader = { version: 1, created: created.toISOString(), blobs: this.entries };
-    const sealedHeader = seal(key, Buffer.from(JSON.stringify(header), 'utf8'));
-    const trailer = Buffer.alloc(4);
-    trailer.writeUInt32LE(sealedHeader.length, 0);
-    this.append(sealedHeader);
-    this.append(trailer);
+    const { header, tail } = packTail(key, this.entries, created);
+    this.append(tail);
     const last = this.segment;
     if (this.filled > 0) this.queue(last.subarray(0, this.filled));
     await this.drain();
@@ -263,7 +269,7 @@ export class StreamedPack {
 
 /** Assembles a pack from sealed blobs (their offsets are assigned here, in order). */
 export function buildPack(key: Uint8Array, blobs: { id: string; type: 'data' | 'tree'; rawLength: number; sealed: SealedParts | Uint8Array }[], created = new Date()): BuiltPack {
-  const total = blobs.reduce((sum, b) => sum + (b.sealed instanceof Uint8Array ? b.sealed.length : b.sealed.head.length + b.sealed.body.length + b.sealed.tag.length), 0);
+  const total = blobs.reduce((sum, b) => sum + piecesOf(b.sealed).reduce((n, piece) => n + piece.length, 0), 0);
   const assembler = new PackAssembler(total + 1024 + blobs.length * 256);
   for (const blob of blobs) assembler.add(blob.id, blob.type, blob.rawLength, blob.sealed);
   return assembler.finish(key, created);
