@@ -97,11 +97,6 @@ export class BlobSaver {
     await this.encoding.get(id);
   }
 
-  /** Is the blob in a pack not stored yet? */
-  isUnstored(id: string): boolean {
-    return this.unstored.has(id);
-  }
-
   /** The sealed bytes of a blob whose pack is not stored yet. */
   unstoredBlob(id: string): Promise<Buffer> | undefined {
     const blob = this.unstored.get(id);
@@ -195,12 +190,12 @@ export class BlobSaver {
   private pack(id: string, type: BlobType, rawLength: number, sealed: SealedParts | Uint8Array): number {
     let assembler = this.filling[type];
     if (assembler === null) {
-      // Data: room for a full pack plus its last (largest) blob and the header; untouched pages
-      // cost nothing. Trees: a set's trees are mostly few and small; the buffer grows if not.
       if (this.backend.createWriter !== undefined) {
         // Written out as it fills: the pack is never whole in memory.
         assembler = new StreamedPack(this.backend.createWriter('data'), this.segments);
       } else {
+        // Data: room for a full pack plus its last (largest) blob and the header; untouched pages
+        // cost nothing. Trees: a set's trees are mostly few and small; the buffer grows if not.
         assembler = type === 'data' ? new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare) : new PackAssembler(256 * 1024);
         if (type === 'data') this.spare = undefined;
       }

@@ -263,7 +263,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     // Stored blobs by pack, in pack order; anything else is loaded on its own.
     const byPack = new Map<string, { id: string; offset: number; length: number; rawLength: number }[]>();
     for (const id of new Set(ids)) {
-      const location = this.saver.has(id) || this.saver.isUnstored(id) ? undefined : this.index.get(id);
+      const location = this.saver.has(id) ? undefined : this.index.get(id);
       if (location === undefined) {
         const loading = this.loadBlob(id, options);
         loading.catch(() => undefined); // the caller awaits it; never unhandled meanwhile
@@ -325,7 +325,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     this.assertOpen();
     await this.saver.settled(id);
     const location = this.index.get(id);
-    const packSize = location === undefined || this.saver.isUnstored(id) ? undefined : this.index.treePackSize(location.pack);
+    const packSize = location === undefined || this.saver.has(id) ? undefined : this.index.treePackSize(location.pack);
     if (location === undefined || packSize === undefined || packSize > 2 * this.packSize) return this.loadBlob(id, options);
     let pack = this.treePacks.get(location.pack);
     if (pack === undefined) {
