@@ -168,9 +168,7 @@ export class FsBackend implements Backend {
       if (info !== undefined) yield { name: CONFIG_NAME, size: info };
       return;
     }
-    const base = join(this.location, type);
-    const dirs = type === 'data' ? (await this.readDir(base, type, signal)).filter((d) => /^[0-9a-f]{2}$/.test(d)).map((d) => join(base, d)) : [base];
-    for (const dir of dirs) {
+    for (const dir of await this.folders(type, signal)) {
       for (const entry of await this.readDir(dir, type, signal)) {
         if (entry.startsWith(TEMP_PREFIX) || !isObjectName(type, entry)) continue;
         if (type === 'data' && !dir.endsWith(`/${entry.slice(0, 2)}`)) continue;
@@ -210,9 +208,9 @@ export class FsBackend implements Backend {
     const dirs = [this.location];
     for (const type of OBJECT_TYPES) {
       if (type === 'config') continue;
-      const base = join(this.location, type);
-      dirs.push(base);
-      if (type === 'data') dirs.push(...(await this.readDir(base, type, options.signal)).filter((d) => /^[0-9a-f]{2}$/.test(d)).map((d) => join(base, d)));
+      // The type's folder too: a streamed object's temporary file is there, beside the fan-out.
+      if (type === 'data') dirs.push(join(this.location, type));
+      dirs.push(...(await this.folders(type, options.signal)));
     }
     for (const dir of dirs) {
       for (const entry of await this.readDir(dir, 'data', options.signal)) {
@@ -247,7 +245,6 @@ export class FsBackend implements Backend {
     let size = 0;
     let done = false;
     let committed: string | undefined;
-    let closed = false;
     const abort = async (): Promise<void> => {
       if (done) return;
       done = true;
@@ -270,8 +267,8 @@ export class FsBackend implements Backend {
       read: async (offset, length) => {
         checkRange({ offset, length }, `the new ${type} object`);
         if (offset + length > size) throw new BackendError(`the new ${type} object in ${this.location} has only ${size} bytes written, not ${offset + length}`);
-        // Once committed and closed, it is read as the object it became.
-        if (committed !== undefined && closed) return this.load(type, committed, { offset, length });
+        // Once committed, it is read as the object it became.
+        if (committed !== undefined) return this.load(type, committed, { offset, length });
         const buffer = Buffer.allocUnsafe(length);
         for (let got = 0; got < length; ) {
           const { bytesRead } = await file.read(buffer, got, length - got, offset + got);
@@ -294,9 +291,7 @@ export class FsBackend implements Backend {
             await this.makeDirectory(dirname(target)); // a fan-out folder not made yet
             await rename(temp, target);
           }
-          // Reads go on through the open file until it is closed, then to the object.
           committed = name;
-          closed = true;
           await file.close();
           await syncDirectory(dirname(target));
         } catch (error) {
@@ -308,6 +303,13 @@ export class FsBackend implements Backend {
       },
       abort,
     };
+  }
+
+  /** The folders that hold a type's objects: its fan-out folders for `data`, else its own folder. */
+  private async folders(type: Exclude<ObjectType, 'config'>, signal: AbortSignal | undefined): Promise<string[]> {
+    const base = join(this.location, type);
+    if (type !== 'data') return [base];
+    return (await this.readDir(base, type, signal)).filter((d) => /^[0-9a-f]{2}$/.test(d)).map((d) => join(base, d));
   }
 
   private pathOf(type: ObjectType, name: string): string {
