@@ -444,7 +444,6 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
   return result;
 }
 
-/** The common metadata of a node; `stats` null (an original parent that vanished) gives a plain directory. */
 /** Are two sorted lists of nodes the same, so that they make the same tree? */
 function sameNodes(a: readonly TreeNode[], b: readonly TreeNode[]): boolean {
   if (a.length !== b.length) return false;
@@ -463,6 +462,7 @@ function sameNodes(a: readonly TreeNode[], b: readonly TreeNode[]): boolean {
   return true;
 }
 
+/** The common metadata of a node; `stats` null (an original parent that vanished) gives a plain directory. */
 function meta(name: string, stats: BigIntStats | null): { name: string; mode: number; uid: number; gid: number; mtimeNs: string } {
   if (!stats) return { name, mode: 0o40755, uid: 0, gid: 0, mtimeNs: '0' };
   return { name, mode: Number(stats.mode), uid: Number(stats.uid), gid: Number(stats.gid), mtimeNs: stats.mtimeNs.toString() };
