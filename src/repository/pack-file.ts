@@ -3,6 +3,7 @@ import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
 import { createHash } from 'node:crypto';
 import type { Backend, ObjectWriter } from './backend/backend.ts';
+import { alignedBuffer } from './backend/direct-io.ts';
 import { sha256Hex } from './crypto/keys.ts';
 import { openSealed, seal } from './crypto/seal.ts';
 import type { SealedParts } from './blob-codec.ts';
@@ -234,7 +235,8 @@ export class StreamedPack {
   }
 
   private takeSegment(): Buffer {
-    return this.segments.pop() ?? Buffer.allocUnsafeSlow(SEGMENT);
+    // Page-aligned, so a local repository can write full segments past the page cache.
+    return this.segments.pop() ?? alignedBuffer(SEGMENT);
   }
 
   private giveSegment(segment: Buffer): void {
