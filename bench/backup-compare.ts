@@ -1,7 +1,9 @@
 // Backup benchmark, side by side with restic and borgbackup (Debian packages) on the same data:
 // large image-like files and many small ones. For each tool: first backup, unchanged re-backup,
 // 1% changed, and restore: wall time, CPU time, peak memory, and the repository's size.
-// Usage: npm run bench:backup [-- --gib 2.5 --tools quiesce,restic,borg --dir /var/tmp/qbench]
+// Usage: npm run bench:backup [-- --gib 2.5 --tools quiesce,restic,borg --runs 3 --dir /var/tmp/qbench]
+// With --runs N, the first and unchanged backups run N times, the tools taking turns, and the
+// table shows the median run's figures, with every run's wall time in parentheses.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -16,15 +18,18 @@ const { values } = parseArgs({
     gib: { type: 'string', default: '2.5' },
     tools: { type: 'string', default: 'quiesce,restic,borg' },
     dir: { type: 'string' },
+    runs: { type: 'string', default: '3' },
   },
 });
 const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 // quiesce reads a snapshot: put the data on an XFS loop device so its provider is reflink (an
 // instant clone), as it would be on a real server; restic and borg read the same files live.
+// The loop device does direct I/O on its image, like a disk: a buffered one caches every byte
+// twice and spends a kernel thread copying it, which no real server does.
 let cleanupFs = async () => {};
 let root = values.dir ?? '';
 if (!root) {
-  const fs = await makeLoopFs('xfs', 24 * 1024);
+  const fs = await makeLoopFs('xfs', 24 * 1024, { directIo: true });
   if ('skip' in fs) throw new Error(`give --dir: ${fs.skip}`);
   root = fs.mountPoint;
   cleanupFs = () => fs.cleanup();
@@ -136,26 +141,45 @@ EOF`]);
   },
 };
 
+/** The run of median wall time (its CPU and memory with it): one slow moment of a noisy machine does not decide. */
+function median(measures: Measure[]): Measure {
+  return [...measures].sort((a, b) => a.wall - b.wall)[Math.floor((measures.length - 1) / 2)]!;
+}
+
 const names = values.tools.split(',');
+for (const name of names) if (!tools[name]) throw new Error(`unknown tool ${name}`);
+const runs = Math.max(1, Number.parseInt(values.runs, 10) || 1);
 await mkdir(root, { recursive: true });
 process.stderr.write(`generating ${values.gib} GiB in ${data}\n`);
 const total = await generate(Number(values.gib));
 const rows: string[][] = [];
+// First and unchanged backups `runs` times, each into a fresh repository, the tools taking turns
+// so that a slow spell of the machine falls on all of them alike.
+const firsts = new Map<string, Measure[]>(names.map((name) => [name, []]));
+const unchangeds = new Map<string, Measure[]>(names.map((name) => [name, []]));
+const sizes = new Map<string, { first: number; unchanged: number }>();
+for (let run = 1; run <= runs; run++) {
+  for (const name of names) {
+    const tool = tools[name]!;
+    const repo = join(root, `${name}-repo`);
+    await rm(repo, { recursive: true, force: true });
+    tool.init(repo);
+    dropCaches();
+    firsts.get(name)!.push(tool.backup(repo));
+    const first = du(repo);
+    dropCaches();
+    unchangeds.get(name)!.push(tool.backup(repo));
+    sizes.set(name, { first, unchanged: du(repo) });
+    process.stderr.write(`${name}: backups of run ${run} of ${runs} done\n`);
+  }
+}
 for (const name of names) {
-  const tool = tools[name];
-  if (!tool) throw new Error(`unknown tool ${name}`);
-  const repo = join(root, `${name}-repo`);
-  await rm(repo, { recursive: true, force: true });
-  tool.init(repo);
-  // Each tool starts from the same data: regenerate the 1% change on a fresh copy of the originals is costly, so run tools in order on the same sequence.
-  dropCaches();
-  const first = tool.backup(repo);
-  const sizeFirst = du(repo);
-  dropCaches();
-  const unchanged = tool.backup(repo);
-  rows.push([name, 'first backup', first.wall.toFixed(1), first.cpu.toFixed(1), first.maxRssMiB.toFixed(0), (sizeFirst / 2 ** 30).toFixed(2)]);
-  rows.push([name, 'unchanged re-backup', unchanged.wall.toFixed(1), unchanged.cpu.toFixed(1), unchanged.maxRssMiB.toFixed(0), (du(repo) / 2 ** 30).toFixed(2)]);
-  process.stderr.write(`${name}: backups done\n`);
+  const first = median(firsts.get(name)!);
+  const unchanged = median(unchangeds.get(name)!);
+  const size = sizes.get(name)!;
+  const all = (measures: Measure[]) => (runs > 1 ? ` (${measures.map((m) => m.wall.toFixed(1)).join(', ')})` : '');
+  rows.push([name, 'first backup', first.wall.toFixed(1) + all(firsts.get(name)!), first.cpu.toFixed(1), first.maxRssMiB.toFixed(0), (size.first / 2 ** 30).toFixed(2)]);
+  rows.push([name, 'unchanged re-backup', unchanged.wall.toFixed(1) + all(unchangeds.get(name)!), unchanged.cpu.toFixed(1), unchanged.maxRssMiB.toFixed(0), (size.unchanged / 2 ** 30).toFixed(2)]);
 }
 // The 1% change, then every tool backs it up, then restores.
 await changeOnePercent(total);
@@ -174,7 +198,7 @@ for (const name of names) {
   await rm(target, { recursive: true, force: true });
   process.stderr.write(`${name}: changed + restore done\n`);
 }
-const header = ['tool', 'step', 'wall s', 'CPU s', 'peak MiB', 'repo GiB'];
+const header = ['tool', 'step', runs > 1 ? `wall s, median of ${runs} (each run)` : 'wall s', 'CPU s', 'peak MiB', 'repo GiB'];
 console.log(`data: ${(total / 2 ** 30).toFixed(2)} GiB (3 image-like files, ${'many'} small files)`);
 console.log(`| ${header.join(' | ')} |`);
 console.log(`|${header.map(() => '---').join('|')}|`);
