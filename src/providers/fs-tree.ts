@@ -116,24 +116,29 @@ class TreeCopier {
         if (isErrno(error, 'ENOENT', 'ENOTDIR')) return true;
         throw error;
       }
-      const children = names.filter((name) => !this.exclude.has(joinBytes(source, name).toString()) && !this.skipNames.has(name.toString()));
+      // Each entry's name as text (undefined when it is not UTF-8) and its source path, made once.
+      const sourceDir = withSlash(source);
+      const targetDir = withSlash(target);
+      const children = names
+        .map((name) => ({ name, text: utf8Name(name), path: Buffer.concat([sourceDir, name]) }))
+        .filter(({ text, path }) => !(this.exclude.size > 0 && this.exclude.has(path.toString())) && !(text !== undefined && this.skipNames.has(text)));
       const held = this.known !== undefined && original !== undefined ? await this.known.inDirectory(original, { signal: this.signal }) : null;
+      const snapshotDir = target.toString();
 
       // The entries' stats a batch at a time (each is a round trip to the thread pool), then
       // each entry in order: files go to the copy queue, directories are walked after them.
       const subdirectories: (() => Promise<boolean>)[] = [];
       for (let from = 0; from < children.length; from += STAT_BATCH) {
         const batch = children.slice(from, from + STAT_BATCH);
-        const stats = await this.statBatch(batch.map((name) => joinBytes(source, name)));
+        const stats = await this.statBatch(batch.map((child) => child.path));
         for (let i = 0; i < batch.length; i++) {
-          const name = batch[i]!;
-          const text = utf8Name(name);
+          const { name, text, path } = batch[i]!;
           const childOriginal = original !== undefined && text !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
           const childStats = stats[i];
           const was = text === undefined ? undefined : held?.get(text);
           if (was !== undefined && childStats?.isFile() && childStats.size === was.size && sameMicrosecond(childStats.mtimeNs, was.mtimeNs)) {
             this.unchanged.push({
-              snapshotDir: target.toString(),
+              snapshotDir,
               name: text!,
               mode: Number(childStats.mode),
               uid: Number(childStats.uid),
@@ -143,7 +148,7 @@ class TreeCopier {
             });
             continue;
           }
-          const visit = () => this.visit(joinBytes(source, name), joinBytes(target, name), false, childStats, childOriginal, made);
+          const visit = () => this.visit(path, Buffer.concat([targetDir, name]), false, childStats, childOriginal, made);
           if (childStats?.isDirectory()) subdirectories.push(visit);
           else await visit();
         }
@@ -345,9 +350,11 @@ function utf8Name(name: Path): string | undefined {
   return text.includes('\ufffd') && !Buffer.from(text, 'utf8').equals(name) ? undefined : text;
 }
 
-function joinBytes(dir: Path, name: Path): Path {
-  return dir.length > 0 && dir[dir.length - 1] === 0x2f ? Buffer.concat([dir, name]) : Buffer.concat([dir, Buffer.from('/'), name]);
+/** A directory's path ending in one slash, to put names after. */
+function withSlash(dir: Path): Path {
+  return dir.length > 0 && dir[dir.length - 1] === 0x2f ? dir : Buffer.concat([dir, SLASH]);
 }
+const SLASH = Buffer.from('/');
 
 
 /**
@@ -371,7 +378,7 @@ async function makeWritable(path: Path, options: CallOptions): Promise<void> {
     if (!stats.isDirectory()) return;
     await chmod(path, (stats.mode & 0o7777) | 0o700);
     for (const name of await readdir(path, { encoding: 'buffer' })) {
-      await makeWritable(joinBytes(path, name), options);
+      await makeWritable(Buffer.concat([withSlash(path), name]), options);
     }
   } catch (error) {
     if (!isErrno(error, 'ENOENT')) throw error;
