@@ -194,6 +194,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         result.bytesWritten += written;
         if (written > 0) fileEnd = end;
         position += data.length;
+        // Written out: its memory may hold the next blob (and `data` reads as empty from here on).
+        // A preloaded blob may serve other files too: not that one.
+        if (i > 0 || preloaded === undefined) repository.releaseBlob(data);
       }
       if (position !== node.size) throw new QuiesceError('damaged', `${original} should have ${node.size} bytes but its content adds up to ${position}`);
       // No fsync per file (restic does none either): a restore interrupted by a crash is simply run again.

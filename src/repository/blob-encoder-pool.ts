@@ -140,13 +140,16 @@ export class BlobEncoderPool {
     const target = this.leastBusy();
     if (target === undefined) return Promise.reject(new Error('the blob encoder pool has no worker'));
     let data = sealed.buffer;
-    if (sealed.byteOffset !== 0 || sealed.byteLength !== data.byteLength || !(data instanceof ArrayBuffer)) {
-      data = new ArrayBuffer(sealed.length);
-      new Uint8Array(data).set(sealed);
+    // One of `inputs` (read into by `Repository.loadBlob`) moves whole and comes back with the answer.
+    const whole = sealed.byteLength === data.byteLength || (data instanceof ArrayBuffer && this.inputs.owns(data));
+    if (sealed.byteOffset !== 0 || !whole || !(data instanceof ArrayBuffer)) {
+      data = this.inputs.takeBuffer(sealed.length);
+      new Uint8Array(data, 0, sealed.length).set(sealed);
     }
-    return this.post(target, { open: { data, length: sealed.length, rawLength, id } }, [data]).then((reply) =>
-      Buffer.from(reply.opened!.data, reply.opened!.offset, reply.opened!.length),
-    );
+    return this.post(target, { open: { data, length: sealed.length, rawLength, id } }, [data]).then((reply) => {
+      this.bodies.set(reply.opened!.data, target);
+      return Buffer.from(reply.opened!.data, reply.opened!.offset, reply.opened!.length);
+    });
   }
 
   private leastBusy(): PoolWorker | undefined {
@@ -172,7 +175,11 @@ export class BlobEncoderPool {
    * a pack): the worker seals the next blobs into it instead of into fresh memory.
    */
   recycle(sealed: SealedParts | SealedFileBatch): void {
-    const buffer = 'body' in sealed ? sealed.body.buffer : sealed.data.buffer;
+    this.recycleBuffer('body' in sealed ? sealed.body.buffer : sealed.data.buffer);
+  }
+
+  /** Hands memory a worker made (a sealed body, a batch, an opened blob) back to it; ignores any other. */
+  recycleBuffer(buffer: ArrayBufferLike): void {
     const entry = this.bodies.get(buffer);
     if (entry === undefined || !this.workers.includes(entry) || !(buffer instanceof ArrayBuffer)) return;
     this.bodies.delete(buffer);

@@ -175,12 +175,13 @@ parentPort.on('message', (message) => {
     return;
   }
   if (message.open !== undefined) {
+    // The sealed bytes' buffer goes back with the answer: the main thread reads the next blob into it.
     const { data, length, rawLength, id } = message.open;
     try {
       const plain = open(new Uint8Array(data, 0, length), rawLength, id);
-      parentPort.postMessage({ seq: message.seq, opened: { data: plain.buffer, offset: plain.byteOffset, length: plain.length } }, [plain.buffer]);
+      parentPort.postMessage({ seq: message.seq, opened: { data: plain.buffer, offset: plain.byteOffset, length: plain.length }, input: data }, [plain.buffer, data]);
     } catch (error) {
-      parentPort.postMessage({ seq: message.seq, error: error instanceof Error ? error.message : String(error), damaged: error instanceof Damaged });
+      parentPort.postMessage({ seq: message.seq, error: error instanceof Error ? error.message : String(error), damaged: error instanceof Damaged, input: data }, [data]);
     }
     return;
   }

@@ -1,6 +1,6 @@
 import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
-import type { Backend } from './backend/backend.ts';
+import type { Backend, LoadOptions } from './backend/backend.ts';
 import { decodeBlob } from './blob-codec.ts';
 import { DamagedBlobError } from './blob-encoder-pool.ts';
 import type { BlobLocation } from './blob-index.ts';
@@ -30,7 +30,7 @@ export type BlobOpener = (sealed: Buffer, rawLength: number, id: string) => Prom
  * Loads a pack's bytes, `range` of them or all; a missing pack is `damaged`, naming `id`, a blob
  * it should hold.
  */
-export async function loadPack(backend: Backend, pack: string, id: string, range: { offset: number; length: number } | null, options: CallOptions = {}): Promise<Buffer> {
+export async function loadPack(backend: Backend, pack: string, id: string, range: { offset: number; length: number } | null, options: CallOptions & Pick<LoadOptions, 'into'> = {}): Promise<Buffer> {
   try {
     return await backend.load('data', pack, range === null ? options : { ...options, ...range });
   } catch (error) {
@@ -42,7 +42,14 @@ export async function loadPack(backend: Backend, pack: string, id: string, range
 }
 
 /** Reads one blob's byte range from its pack (a ranged load), then verifies it (through `opener` when it takes it). */
-export async function readBlob(backend: Backend, keys: RepositoryKeys, id: string, location: BlobLocation, options: CallOptions = {}, opener?: BlobOpener): Promise<Buffer> {
+export async function readBlob(
+  backend: Backend,
+  keys: RepositoryKeys,
+  id: string,
+  location: BlobLocation,
+  options: CallOptions & Pick<LoadOptions, 'into'> = {},
+  opener?: BlobOpener,
+): Promise<Buffer> {
   const sealed = await loadPack(backend, location.pack, id, { offset: location.offset, length: location.length }, options);
   const opening = opener?.(sealed, location.rawLength, id) ?? null;
   if (opening === null) return verifyBlob(keys, id, sealed, location.pack, location.rawLength);

@@ -177,6 +177,21 @@ export class BlobSaver {
     return this.pool.open(sealed, rawLength, id);
   }
 
+  /**
+   * Memory to read a sealed blob of `length` bytes into when a worker will open it (see
+   * `openBlob`): it moves to the worker and comes back for the next read. Undefined otherwise.
+   */
+  readBuffer(length: number): ((length: number) => Uint8Array) | undefined {
+    const pool = this.pool;
+    if (pool === null || length < OPEN_ON_WORKER_BYTES) return undefined;
+    return (size) => pool.inputs.take(size);
+  }
+
+  /** A blob a worker opened, written out by the caller: its memory goes back to that worker. */
+  releaseOpened(plaintext: Uint8Array): void {
+    this.pool?.recycleBuffer(plaintext.buffer);
+  }
+
   /** Small files read, named and sealed on the workers, or null without workers. */
   sealFiles(files: SmallFile[]): Promise<SealedFileBatch> | null {
     return this.pool === null ? null : this.pool.sealFiles(files);

@@ -254,7 +254,13 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     if (location === undefined) {
       throw new QuiesceError('damaged', `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`);
     }
-    return readBlob(this.backend, this.keys, id, location, options, (sealed, rawLength) => this.saver.openBlob(sealed, rawLength, id));
+    // A blob a worker will open is read into memory that goes to the worker and comes back.
+    const into = this.saver.readBuffer(location.length);
+    return readBlob(this.backend, this.keys, id, location, into === undefined ? options : { ...options, into }, (sealed, rawLength) => this.saver.openBlob(sealed, rawLength, id));
+  }
+
+  releaseBlob(plaintext: Uint8Array): void {
+    this.saver.releaseOpened(plaintext);
   }
 
   loadBlobs(ids: readonly string[], options: CallOptions = {}): Map<string, Promise<Buffer>> {

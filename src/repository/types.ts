@@ -101,6 +101,12 @@ export interface Repository {
   saveSmallFiles(files: { path: string; size: number }[], options?: CallOptions): Promise<SmallFileResult[]>;
   loadBlob(id: string, options?: CallOptions): Promise<Buffer>;
   /**
+   * A blob from `loadBlob` that the caller is done with, and will not touch again: its memory may
+   * hold the next blobs opened (a restore writes gigabytes, and fresh memory costs a page fault
+   * per page). Blobs of other origins are ignored.
+   */
+  releaseBlob(plaintext: Uint8Array): void;
+  /**
    * Many blobs at once, each verified as `loadBlob` does (a damaged one fails alone): blobs that
    * lie close together in a pack (a directory's small files, as a backup packs them) are read
    * with one ranged load.

@@ -13,6 +13,12 @@ export interface LoadOptions extends CallOptions {
   /** Read `length` bytes from `offset` (both or neither). */
   offset?: number;
   length?: number;
+  /**
+   * For a ranged load: memory to read into instead of a fresh buffer (at least `length` bytes,
+   * from offset 0 of its own ArrayBuffer). Fresh memory costs a page fault per page, more than
+   * reading into it; a backend that cannot use it ignores it.
+   */
+  into?: (length: number) => Uint8Array;
 }
 
 /**

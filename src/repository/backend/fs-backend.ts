@@ -126,7 +126,8 @@ export class FsBackend implements Backend {
     try {
       handle = await open(path, 'r');
       if (range === undefined) return await handle.readFile(signal === undefined ? {} : { signal });
-      const buffer = Buffer.allocUnsafe(range.length);
+      const given = options.into?.(range.length);
+      const buffer = given === undefined ? Buffer.allocUnsafe(range.length) : Buffer.from(given.buffer, given.byteOffset, range.length);
       let done = 0;
       while (done < range.length) {
         signal?.throwIfAborted();
