@@ -136,6 +136,12 @@ export function runBackendContract(name: string, make: () => Promise<BackendFixt
         }
         await assert.rejects(backend.load('data', randomName(), { offset: 0, length: 10 }), isNotFound);
         await assert.rejects(backend.load('data', objectName, { offset: 10 }), BackendError);
+        // Memory given to read into (used or not) changes nothing but where the bytes land.
+        const memory = new Uint8Array(64 * 1024).fill(0xee);
+        const into = (length: number) => new Uint8Array(memory.buffer, 0, length);
+        const part = await backend.load('data', objectName, { offset: 3000, length: 5000, into });
+        assert.ok(part.equals(data.subarray(3000, 8000)), 'a load into given memory');
+        assert.equal(part.length, 5000);
       }));
 
     test('stat gives the size, and notFound for a missing object', () =>
