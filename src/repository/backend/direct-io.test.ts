@@ -117,3 +117,17 @@ async function writeFileThrough(path: string, data: Buffer): Promise<void> {
   await handle.sync();
   await handle.close();
 }
+
+test('QUIESCE_NO_DIRECT_IO=1 turns direct writes off', () =>
+  withDir(async (dir) => {
+    const path = join(dir, 'object');
+    await (await open(path, 'w')).close();
+    const before = process.env.QUIESCE_NO_DIRECT_IO;
+    process.env.QUIESCE_NO_DIRECT_IO = '1';
+    try {
+      assert.equal(await openDirect(path), null);
+    } finally {
+      if (before === undefined) delete process.env.QUIESCE_NO_DIRECT_IO;
+      else process.env.QUIESCE_NO_DIRECT_IO = before;
+    }
+  }));
