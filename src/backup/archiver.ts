@@ -189,7 +189,8 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       waits.push(storeSmall(path, fileSize, original, ref));
       return { ...base, type: 'file', size: fileSize, content: [ref] };
     }
-    const { refs, done } = await readAndStore(path, 0, fileSize, original);
+    // A file the parent set did not have is most likely new content: named on the workers.
+    const { refs, done } = await readAndStore(path, 0, fileSize, original, parentNode?.type !== 'file');
     waits.push(done);
     progress(original);
     return { ...base, type: 'file', size: fileSize, content: refs };
@@ -332,11 +333,11 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
 
   /**
    * Reads [offset, offset+length) of a file, chunks it with a fresh chunker and starts storing the
-   * chunks. Returns the content refs (their ids are filled in as the saves finish) and `done`,
+   * chunks (`likelyNew`: see `SaveBlobOptions`). Returns the content refs (their ids are filled in as the saves finish) and `done`,
    * which settles when they all have: the directory holding the file awaits it before its tree
    * is saved, so reading the next files overlaps with compressing and sealing this one.
    */
-  async function readAndStore(path: string, offset: number, length: number, original: string): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
+  async function readAndStore(path: string, offset: number, length: number, original: string, likelyNew = false): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
     const handle = await open(path, 'r').catch((error: unknown) => {
       throw QuiesceError.from(error, 'nonretryable', { component: original });
     });
@@ -346,7 +347,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       await throttle();
       const ref: ContentRef = { id: '', length: chunk.length };
       refs.push(ref);
-      const saving = repository.saveBlob('data', chunk, options).then((saved) => {
+      const saving = repository.saveBlob('data', chunk, { ...options, likelyNew }).then((saved) => {
         ref.id = saved.id;
         result.bytesAdded += saved.storedBytes;
       });

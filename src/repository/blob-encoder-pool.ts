@@ -41,6 +41,8 @@ interface Reply {
   /** The input buffer, handed back for reuse. */
   input?: ArrayBuffer;
   parts?: SealedParts;
+  /** The blob's id, when the worker was asked to name it. */
+  id?: string;
   batch?: SealedFileBatch;
   opened?: { data: ArrayBuffer; offset: number; length: number };
   error?: string;
@@ -103,6 +105,15 @@ export class BlobEncoderPool {
    * `inputs` for later chunks. Any other plaintext is copied, and the caller keeps it.
    */
   encode(plaintext: Uint8Array): Promise<SealedParts> {
+    return this.postEncode(plaintext, false).then((reply) => reply.parts!);
+  }
+
+  /** As `encode`, and the worker names the blob too (keyed SHA-256, as `blobIdOf`). */
+  encodeNamed(plaintext: Uint8Array): Promise<{ parts: SealedParts; id: string }> {
+    return this.postEncode(plaintext, true).then((reply) => ({ parts: reply.parts!, id: reply.id! }));
+  }
+
+  private postEncode(plaintext: Uint8Array, name: boolean): Promise<Reply> {
     if (this.closed) return Promise.reject(new Error('the blob encoder pool is closed'));
     const target = this.leastBusy();
     if (target === undefined) return Promise.reject(new Error('the blob encoder pool has no worker'));
@@ -112,7 +123,7 @@ export class BlobEncoderPool {
       input = this.inputs.takeBuffer(plaintext.length);
       new Uint8Array(input, 0, plaintext.length).set(plaintext);
     }
-    return this.post(target, { data: input, length: plaintext.length }, [input]).then((reply) => reply.parts!);
+    return this.post(target, { data: input, length: plaintext.length, name }, [input]);
   }
 
   /**

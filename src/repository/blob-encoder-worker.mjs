@@ -195,8 +195,12 @@ parentPort.on('message', (message) => {
     return;
   }
   try {
-    const parts = encode(new Uint8Array(message.data, 0, message.length));
-    parentPort.postMessage({ seq: message.seq, parts, input: message.data }, [parts.body.buffer, message.data]);
+    const plaintext = new Uint8Array(message.data, 0, message.length);
+    // Named here (keyed SHA-256, like blobIdOf) when the main thread has not: it keeps the
+    // sealed blob only if the id is new to it.
+    const id = message.name === true ? createHmac('sha256', macKey).update(plaintext).digest('hex') : undefined;
+    const parts = encode(plaintext);
+    parentPort.postMessage({ seq: message.seq, parts, id, input: message.data }, [parts.body.buffer, message.data]);
   } catch (error) {
     parentPort.postMessage({ seq: message.seq, error: error instanceof Error ? error.message : String(error), input: message.data }, [message.data]);
   }

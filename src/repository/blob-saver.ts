@@ -48,6 +48,8 @@ export class BlobSaver {
   private readonly pool: BlobEncoderPool | null;
   /** Blobs being encoded, by id; settled once they are in the current pack. */
   private readonly encoding = new Map<string, Promise<void>>();
+  /** Blobs being sealed and named on a worker (`saveUnnamed`): their ids are not known yet. */
+  private readonly unnamed = new Set<Promise<void>>();
   /**
    * The packs being filled: trees apart from data, so a set's directories lie together in a few
    * small packs that a later backup, restore or check reads whole, instead of one ranged read
@@ -148,6 +150,54 @@ export class BlobSaver {
   }
 
   /**
+   * Seals and names a blob on a worker, then packs it unless `known(id)`: for content that is most
+   * likely new (a file the parent set did not have), naming it there spares this thread the
+   * hashing, and a rare duplicate costs only its sealing. Answers null when the caller should name
+   * and `save` it itself: without workers, or for a blob small enough to seal here.
+   */
+  async saveUnnamed(type: BlobType, plaintext: Uint8Array, known: (id: string) => boolean, options: CallOptions = {}): Promise<{ id: string; added: boolean; storedBytes: number } | null> {
+    const pool = this.pool;
+    if (pool === null || plaintext.length < ENCODE_ON_WORKER_BYTES) return null;
+    this.throwIfFailed();
+    const length = plaintext.length;
+    const saving = (async () => {
+      await this.reserve(length, options.signal);
+      try {
+        let named: { parts: SealedParts; id: string };
+        try {
+          named = await pool.encodeNamed(plaintext);
+        } catch (error) {
+          // A pool that lost its workers: the caller saves it the usual way, unless the plaintext moved.
+          if (plaintext.length !== length) throw error;
+          return null;
+        }
+        this.throwIfFailed();
+        // The id is checked and the blob packed with no wait between: a concurrent save of the same
+        // content finds it (in `unstored`) and keeps nothing.
+        if (known(named.id)) {
+          pool.recycle(named.parts);
+          return { id: named.id, added: false, storedBytes: 0 };
+        }
+        const storedBytes = this.pack(named.id, type, length, named.parts);
+        pool.recycle(named.parts);
+        return { id: named.id, added: true, storedBytes };
+      } finally {
+        this.release(length);
+      }
+    })();
+    // `flush` waits for these too: their ids are not in `encoding` until they are packed.
+    const tracked = saving.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.unnamed.add(tracked);
+    void tracked.finally(() => this.unnamed.delete(tracked));
+    const saved = await saving;
+    if (saved?.added === true) await this.afterPacking(options);
+    return saved;
+  }
+
+  /**
    * Packs a blob sealed elsewhere (by `sealFiles`); the caller has checked it is new. It is in
    * the pack (and deduplicates) before this first waits.
    */
@@ -241,7 +291,7 @@ export class BlobSaver {
   /** Stores the current pack, waits for every pack, then writes the index naming them. */
   async flush(options: CallOptions = {}): Promise<void> {
     this.throwIfFailed();
-    while (this.encoding.size > 0) await Promise.all(this.encoding.values());
+    while (this.encoding.size > 0 || this.unnamed.size > 0) await Promise.all([...this.encoding.values(), ...this.unnamed]);
     for (const type of BLOB_TYPES) if ((this.filling[type]?.count ?? 0) > 0) this.finishPack(type, options);
     while (this.uploads.size > 0) await Promise.all(this.uploads);
     this.throwIfFailed();

@@ -10,6 +10,7 @@ export { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
 export {
   ManifestEnvelopeSchema,
   type BlobType,
+  type SaveBlobOptions,
   type SaveBlobResult,
   type ManifestEnvelope,
   type CheckProblem,

@@ -81,6 +81,37 @@ describe('repository', () => {
     await repo.close();
   });
 
+  test('content saved as likely new is named on a worker: same ids, one copy however the saves meet, and it loads back', async () => {
+    const repo = await initRepository(new MemoryBackend(), PASSWORD, { ...OPTIONS, workers: 1 });
+    const blob = pseudoRandom(200_000, 'likely new');
+    const other = pseudoRandom(200_000, 'other');
+    const copy = () => Buffer.from(blob); // saves may move their plaintext to the worker
+    const saves = await Promise.all([
+      repo.saveBlob('data', copy(), { likelyNew: true }),
+      repo.saveBlob('data', copy(), { likelyNew: true }),
+      repo.saveBlob('data', copy()),
+      repo.saveBlob('data', Buffer.from(other), { likelyNew: true }),
+    ]);
+    const id = repo.blobId(blob);
+    assert.deepEqual(
+      saves.slice(0, 3).map((s) => s.id),
+      [id, id, id],
+    );
+    assert.equal(saves.slice(0, 3).filter((s) => s.added).length, 1, 'stored once');
+    assert.ok(saves.slice(0, 3).every((s) => s.added === s.storedBytes > 0));
+    assert.equal(saves[3]!.id, repo.blobId(other));
+    assert.ok(saves[3]!.added);
+    // A known blob saved as likely new again adds nothing.
+    assert.deepEqual(await repo.saveBlob('data', copy(), { likelyNew: true }), { id, added: false, storedBytes: 0 });
+    await repo.flush();
+    assert.deepEqual(await repo.loadBlob(id), blob);
+    assert.deepEqual(await repo.loadBlob(saves[3]!.id), other);
+    const checked = await repo.check({ readData: true });
+    assert.deepEqual(checked.problems, []);
+    assert.ok(checked.ok);
+    await repo.close();
+  });
+
   test('loadBlob reads only the blob\'s byte range', async () => {
     const backend = new MemoryBackend();
     const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, packSize: 1024 * 1024 });

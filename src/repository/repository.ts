@@ -33,6 +33,7 @@ import {
   type PruneReport,
   type Repository,
   type RepositoryLock,
+  type SaveBlobOptions,
   type SaveBlobResult,
   type SmallFileResult,
 } from './types.ts';
@@ -197,9 +198,13 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     return this.index.has(id) || this.saver.has(id);
   }
 
-  async saveBlob(type: BlobType, plaintext: Uint8Array, options: CallOptions = {}): Promise<SaveBlobResult> {
+  async saveBlob(type: BlobType, plaintext: Uint8Array, options: SaveBlobOptions = {}): Promise<SaveBlobResult> {
     this.assertOpen();
     options.signal?.throwIfAborted();
+    if (options.likelyNew === true) {
+      const saved = await this.saver.saveUnnamed(type, plaintext, (id) => this.hasBlob(id), options);
+      if (saved !== null) return saved;
+    }
     const id = this.blobId(plaintext);
     if (this.hasBlob(id)) {
       this.saver.giveBack(plaintext);

@@ -7,6 +7,15 @@ export type BlobType = 'data' | 'tree';
 
 export type SmallFileResult = SaveBlobResult | { error: string; code: string | null };
 
+export interface SaveBlobOptions extends CallOptions {
+  /**
+   * The content is most likely not stored yet (a file the parent set did not have): it is sealed
+   * and named on a worker, and dropped after if its id turns out known. Without it, the blob is
+   * named first and only a new one is sealed, the cheaper way for content that is mostly stored.
+   */
+  likelyNew?: boolean;
+}
+
 export interface SaveBlobResult {
   /** Keyed SHA-256 of the plaintext, hex. */
   id: string;
@@ -91,7 +100,7 @@ export interface Repository {
    * worker, or back to the pool it came from; never read it after this call. Any other
    * plaintext is copied and stays the caller's.
    */
-  saveBlob(type: BlobType, plaintext: Uint8Array, options?: CallOptions): Promise<SaveBlobResult>;
+  saveBlob(type: BlobType, plaintext: Uint8Array, options?: SaveBlobOptions): Promise<SaveBlobResult>;
   /**
    * Stores whole small files as data blobs, each no longer than the chunker's minimum size (so
    * one chunk: the blob `saveBlob` would store for it). They are read, named and sealed on the
