@@ -99,13 +99,13 @@ describe('repository', () => {
     );
     assert.equal(saves.slice(0, 3).filter((s) => s.added).length, 1, 'stored once');
     assert.ok(saves.slice(0, 3).every((s) => s.added === s.storedBytes > 0));
-    assert.equal(saves[3]!.id, repo.blobId(other));
-    assert.ok(saves[3]!.added);
+    assert.equal(saves[3].id, repo.blobId(other));
+    assert.ok(saves[3].added);
     // A known blob saved as likely new again adds nothing.
     assert.deepEqual(await repo.saveBlob('data', copy(), { likelyNew: true }), { id, added: false, storedBytes: 0 });
     await repo.flush();
     assert.deepEqual(await repo.loadBlob(id), blob);
-    assert.deepEqual(await repo.loadBlob(saves[3]!.id), other);
+    assert.deepEqual(await repo.loadBlob(saves[3].id), other);
     const checked = await repo.check({ readData: true });
     assert.deepEqual(checked.problems, []);
     assert.ok(checked.ok);
