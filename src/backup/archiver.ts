@@ -333,9 +333,10 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
 
   /**
    * Reads [offset, offset+length) of a file, chunks it with a fresh chunker and starts storing the
-   * chunks (`likelyNew`: see `SaveBlobOptions`). Returns the content refs (their ids are filled in as the saves finish) and `done`,
-   * which settles when they all have: the directory holding the file awaits it before its tree
-   * is saved, so reading the next files overlaps with compressing and sealing this one.
+   * chunks (`likelyNew`: see `SaveBlobOptions`). Returns the content refs (their ids are filled
+   * in as the saves finish) and `done`, which settles when they all have: the directory holding
+   * the file awaits it before its tree is saved, so reading the next files overlaps with
+   * compressing and sealing this one.
    */
   async function readAndStore(path: string, offset: number, length: number, original: string, likelyNew = false): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
     const handle = await open(path, 'r').catch((error: unknown) => {

@@ -9,7 +9,7 @@ import { alignedBuffer, DIRECT_ALIGN, openDirect, writeAt } from './direct-io.ts
 import { FsBackend } from './fs-backend.ts';
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  // Beside the repository's own checkout's temp files: the machine's ordinary disk, not tmpfs.
+  // The system's temp directory: where its file system refuses O_DIRECT, the tests below say so.
   const dir = await mkdtemp(join(tmpdir(), 'quiesce-direct-io-'));
   try {
     await fn(dir);
