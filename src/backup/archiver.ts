@@ -344,11 +344,12 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     });
     const refs: ContentRef[] = [];
     const saves: Promise<void>[] = [];
+    const saveOptions = { ...options, likelyNew };
     const store = async (chunk: Uint8Array) => {
       await throttle();
       const ref: ContentRef = { id: '', length: chunk.length };
       refs.push(ref);
-      const saving = repository.saveBlob('data', chunk, { ...options, likelyNew }).then((saved) => {
+      const saving = repository.saveBlob('data', chunk, saveOptions).then((saved) => {
         ref.id = saved.id;
         result.bytesAdded += saved.storedBytes;
       });

@@ -1,5 +1,5 @@
 import type { CallOptions } from '../model/index.ts';
-import type { Backend } from './backend/backend.ts';
+import type { Backend, LoadOptions } from './backend/backend.ts';
 import { encodeBlob, type SealedParts } from './blob-codec.ts';
 import { BlobEncoderPool, type SealedFileBatch, type SmallFile } from './blob-encoder-pool.ts';
 import type { BlobIndex } from './blob-index.ts';
@@ -186,12 +186,11 @@ export class BlobSaver {
       }
     })();
     // `flush` waits for these too: their ids are not in `encoding` until they are packed.
-    const tracked = saving.then(
+    const tracked: Promise<void> = saving.then(
       () => undefined,
       () => undefined,
-    );
+    ).finally(() => this.unnamed.delete(tracked));
     this.unnamed.add(tracked);
-    void tracked.finally(() => this.unnamed.delete(tracked));
     const saved = await saving;
     if (saved?.added === true) await this.afterPacking(options);
     return saved;
@@ -231,7 +230,7 @@ export class BlobSaver {
    * Memory to read a sealed blob of `length` bytes into when a worker will open it (see
    * `openBlob`): it moves to the worker and comes back for the next read. Undefined otherwise.
    */
-  readBuffer(length: number): ((length: number) => Uint8Array) | undefined {
+  readInto(length: number): LoadOptions['into'] {
     const pool = this.pool;
     if (pool === null || length < OPEN_ON_WORKER_BYTES) return undefined;
     return (size) => pool.inputs.take(size);

@@ -260,7 +260,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
       throw new QuiesceError('damaged', `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`);
     }
     // A blob a worker will open is read into memory that goes to the worker and comes back.
-    const into = this.saver.readBuffer(location.length);
+    const into = this.saver.readInto(location.length);
     return readBlob(this.backend, this.keys, id, location, into === undefined ? options : { ...options, into }, (sealed, rawLength) => this.saver.openBlob(sealed, rawLength, id));
   }
 
