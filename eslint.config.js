@@ -24,17 +24,41 @@ export default tseslint.config(
     },
   },
   { files: ['**/*.js', '**/*.mjs'], ...tseslint.configs.disableTypeChecked },
-  { files: ['scripts/**', 'bin/**'], languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } } },
-  layer(['src/model/**'], [{ group: ['../*', '!../model/*'], message: 'model/ is the bottom layer: no I/O, no other layer.' }]),
-  layer(['src/writers/**', 'src/providers/**'], [
-    { group: ['**/coordinator/**', '**/coordinator', '**/cli/**', '**/backup/**'], message: 'writers and providers implement model interfaces; they never import the coordinator or above.' },
-  ]),
-  layer(['src/coordinator/**'], [
-    { group: ['**/writers/*/**', '!**/writers/sdk/**', '**/providers/*/**', '**/cli/**'], message: 'the coordinator receives writers and providers as interfaces; composition happens in cli/.' },
-  ]),
-  layer(['src/rpc/**'], [
-    { group: ['**/coordinator/**', '**/cli/**', '**/writers/sqlite/**', '**/writers/exec/**', '**/providers/**'], message: 'rpc/ carries the writer interface; it knows no concrete writer.' },
-  ]),
+  {
+    files: ['scripts/**', 'bin/**'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
+  },
+  layer(
+    ['src/model/**'],
+    [{ group: ['../*', '!../model/*'], message: 'model/ is the bottom layer: no I/O, no other layer.' }],
+  ),
+  layer(
+    ['src/writers/**', 'src/providers/**'],
+    [
+      {
+        group: ['**/coordinator/**', '**/coordinator', '**/cli/**', '**/backup/**'],
+        message: 'writers and providers implement model interfaces; they never import the coordinator or above.',
+      },
+    ],
+  ),
+  layer(
+    ['src/coordinator/**'],
+    [
+      {
+        group: ['**/writers/*/**', '!**/writers/sdk/**', '**/providers/*/**', '**/cli/**'],
+        message: 'the coordinator receives writers and providers as interfaces; composition happens in cli/.',
+      },
+    ],
+  ),
+  layer(
+    ['src/rpc/**'],
+    [
+      {
+        group: ['**/coordinator/**', '**/cli/**', '**/writers/sqlite/**', '**/writers/exec/**', '**/providers/**'],
+        message: 'rpc/ carries the writer interface; it knows no concrete writer.',
+      },
+    ],
+  ),
   {
     files: ['test/**', 'bench/**', '**/*.test.ts'],
     rules: {
@@ -42,7 +66,14 @@ export default tseslint.config(
       '@typescript-eslint/no-unsafe-member-access': 'off',
       '@typescript-eslint/no-non-null-assertion': 'off',
       // node:test's describe() and test() return promises the runner awaits itself.
-      '@typescript-eslint/no-floating-promises': ['error', { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['describe', 'test', 'it', 'suite'] }] }],
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        {
+          allowForKnownSafeCalls: [
+            { from: 'package', package: 'node:test', name: ['describe', 'test', 'it', 'suite'] },
+          ],
+        },
+      ],
     },
   },
 );

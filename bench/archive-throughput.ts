@@ -11,7 +11,10 @@ const source = process.argv[2];
 if (!source) throw new Error('usage: archive-throughput.ts DIR [REPO]');
 const repoDir = process.argv[3] ?? (await mkdtemp(join(tmpdir(), 'quiesce-archive-bench-')));
 const workers = process.env.WORKERS === undefined ? {} : { workers: Number(process.env.WORKERS) };
-const repository = await initRepository(await FsBackend.create(join(repoDir, 'repo')), 'bench', { kdf: { N: 1024, r: 8, p: 1 }, ...workers });
+const repository = await initRepository(await FsBackend.create(join(repoDir, 'repo')), 'bench', {
+  kdf: { N: 1024, r: 8, p: 1 },
+  ...workers,
+});
 const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 let peak = 0;

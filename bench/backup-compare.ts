@@ -36,7 +36,14 @@ if (!root) {
 }
 const data = join(root, 'data');
 const PASSWORD = 'benchmark password';
-const env = { ...process.env, QUIESCE_PASSWORD: PASSWORD, RESTIC_PASSWORD: PASSWORD, BORG_PASSPHRASE: PASSWORD, BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes' };
+const env = {
+  ...process.env,
+  QUIESCE_PASSWORD: PASSWORD,
+  RESTIC_PASSWORD: PASSWORD,
+  BORG_PASSPHRASE: PASSWORD,
+  BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes',
+  BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes',
+};
 
 interface Measure {
   wall: number;
@@ -46,7 +53,12 @@ interface Measure {
 
 /** Runs a command under GNU time: wall seconds, user+system seconds, peak resident set. */
 function measure(cmd: string[], cwd?: string): Measure {
-  const result = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', ...cmd], { env, cwd, encoding: 'utf8', maxBuffer: 1 << 28 });
+  const result = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', ...cmd], {
+    env,
+    cwd,
+    encoding: 'utf8',
+    maxBuffer: 1 << 28,
+  });
   if (result.status !== 0) throw new Error(`${cmd.join(' ')} failed (${result.status}): ${result.stderr.slice(-2000)}`);
   const last = result.stderr.trim().split('\n').at(-1)!.split(' ').map(Number);
   return { wall: last[0]!, cpu: last[1]! + last[2]!, maxRssMiB: last[3]! / 1024 };
@@ -81,7 +93,10 @@ async function generate(totalGiB: number): Promise<number> {
     const dirName = join(data, 'small', `d${n % 200}`);
     if (n < 200) await mkdir(dirName, { recursive: true });
     const size = 1024 + ((n * 7919) % (63 * 1024));
-    const content = n % 2 ? randomBytes(size) : Buffer.from(`line ${n} of a log, nothing to see here\n`.repeat(Math.ceil(size / 40)).slice(0, size));
+    const content =
+      n % 2
+        ? randomBytes(size)
+        : Buffer.from(`line ${n} of a log, nothing to see here\n`.repeat(Math.ceil(size / 40)).slice(0, size));
     await writeFile(join(dirName, `f${n}.dat`), content);
     written += size;
     n++;
@@ -111,18 +126,23 @@ const tools: Record<string, Tool> = {
     name: 'quiesce',
     init: (repo) => {
       const config = join(root, 'quiesce.yaml');
-      spawnSync('sh', ['-c', `cat > ${config} <<EOF
+      spawnSync('sh', [
+        '-c',
+        `cat > ${config} <<EOF
 repository: ${repo}
 stateDir: ${join(root, 'quiesce-state')}
 stagingDir: ${join(root, 'quiesce-staging')}
 registrationDir: ${join(root, 'quiesce-none')}
 paths: [${data}]
-EOF`]);
+EOF`,
+      ]);
       measure([process.execPath, bin, 'init', '--config', config]);
     },
     // Incremental: unchanged files (size and mtime) reuse the last set's content, as restic's parent does.
-    backup: () => measure([process.execPath, bin, 'backup', '--config', join(root, 'quiesce.yaml'), '--type', 'incremental']),
-    restore: (_repo, target) => measure([process.execPath, bin, 'restore', 'latest', '--config', join(root, 'quiesce.yaml'), '--target', target]),
+    backup: () =>
+      measure([process.execPath, bin, 'backup', '--config', join(root, 'quiesce.yaml'), '--type', 'incremental']),
+    restore: (_repo, target) =>
+      measure([process.execPath, bin, 'restore', 'latest', '--config', join(root, 'quiesce.yaml'), '--target', target]),
   },
   restic: {
     name: 'restic',
@@ -135,7 +155,10 @@ EOF`]);
     init: (repo) => void measure(['borg', 'init', '-e', 'repokey-blake2', repo]),
     backup: (repo) => measure(['borg', 'create', '--compression', 'zstd,3', `${repo}::b${Date.now()}`, data]),
     restore: (repo, target) => {
-      const list = spawnSync('borg', ['list', '--last', '1', '--format', '{archive}', repo], { env, encoding: 'utf8' }).stdout.trim();
+      const list = spawnSync('borg', ['list', '--last', '1', '--format', '{archive}', repo], {
+        env,
+        encoding: 'utf8',
+      }).stdout.trim();
       return measure(['borg', 'extract', `${repo}::${list}`], target);
     },
   },
@@ -178,8 +201,22 @@ for (const name of names) {
   const unchanged = median(unchangeds.get(name)!);
   const size = sizes.get(name)!;
   const all = (measures: Measure[]) => (runs > 1 ? ` (${measures.map((m) => m.wall.toFixed(1)).join(', ')})` : '');
-  rows.push([name, 'first backup', first.wall.toFixed(1) + all(firsts.get(name)!), first.cpu.toFixed(1), first.maxRssMiB.toFixed(0), (size.first / 2 ** 30).toFixed(2)]);
-  rows.push([name, 'unchanged re-backup', unchanged.wall.toFixed(1) + all(unchangeds.get(name)!), unchanged.cpu.toFixed(1), unchanged.maxRssMiB.toFixed(0), (size.unchanged / 2 ** 30).toFixed(2)]);
+  rows.push([
+    name,
+    'first backup',
+    first.wall.toFixed(1) + all(firsts.get(name)!),
+    first.cpu.toFixed(1),
+    first.maxRssMiB.toFixed(0),
+    (size.first / 2 ** 30).toFixed(2),
+  ]);
+  rows.push([
+    name,
+    'unchanged re-backup',
+    unchanged.wall.toFixed(1) + all(unchangeds.get(name)!),
+    unchanged.cpu.toFixed(1),
+    unchanged.maxRssMiB.toFixed(0),
+    (size.unchanged / 2 ** 30).toFixed(2),
+  ]);
 }
 // The 1% change, then every tool backs it up, then restores.
 await changeOnePercent(total);
@@ -188,7 +225,14 @@ for (const name of names) {
   const repo = join(root, `${name}-repo`);
   dropCaches();
   const changed = tool.backup(repo);
-  rows.push([name, '1% changed', changed.wall.toFixed(1), changed.cpu.toFixed(1), changed.maxRssMiB.toFixed(0), (du(repo) / 2 ** 30).toFixed(2)]);
+  rows.push([
+    name,
+    '1% changed',
+    changed.wall.toFixed(1),
+    changed.cpu.toFixed(1),
+    changed.maxRssMiB.toFixed(0),
+    (du(repo) / 2 ** 30).toFixed(2),
+  ]);
   const target = join(root, `${name}-restore`);
   await rm(target, { recursive: true, force: true });
   await mkdir(target, { recursive: true });
@@ -198,7 +242,14 @@ for (const name of names) {
   await rm(target, { recursive: true, force: true });
   process.stderr.write(`${name}: changed + restore done\n`);
 }
-const header = ['tool', 'step', runs > 1 ? `wall s, median of ${runs} (each run)` : 'wall s', 'CPU s', 'peak MiB', 'repo GiB'];
+const header = [
+  'tool',
+  'step',
+  runs > 1 ? `wall s, median of ${runs} (each run)` : 'wall s',
+  'CPU s',
+  'peak MiB',
+  'repo GiB',
+];
 console.log(`data: ${(total / 2 ** 30).toFixed(2)} GiB (3 image-like files, ${'many'} small files)`);
 console.log(`| ${header.join(' | ')} |`);
 console.log(`|${header.map(() => '---').join('|')}|`);

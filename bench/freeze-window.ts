@@ -60,7 +60,11 @@ for (const name of names) {
       for (let i = 0; i < count; i++) {
         const path = join(dir, `db${i}.db`);
         createBank(path);
-        writers.push({ name: `db${i}`, policy: 'require', endpoint: createWriterRuntime(createSqliteWriter({ name: `db${i}`, path, stateDir: join(work, 'writers') })) });
+        writers.push({
+          name: `db${i}`,
+          policy: 'require',
+          endpoint: createWriterRuntime(createSqliteWriter({ name: `db${i}`, path, stateDir: join(work, 'writers') })),
+        });
       }
       // Load on the first database: four processes transferring as fast as they can.
       const load = await startBankLoad(join(dir, 'db0.db'), 4);
@@ -85,11 +89,17 @@ for (const name of names) {
       await Promise.all(writers.map((w) => w.endpoint.close()));
       windows.sort((a, b) => a - b);
       commits.sort((a, b) => a - b);
-      rows.push([name, String(count), percentile(windows, 50).toFixed(1), percentile(windows, 99).toFixed(1), percentile(commits, 50).toFixed(1), `${SETS} sets`]);
+      rows.push([
+        name,
+        String(count),
+        percentile(windows, 50).toFixed(1),
+        percentile(windows, 99).toFixed(1),
+        percentile(commits, 50).toFixed(1),
+        `${SETS} sets`,
+      ]);
     }
   } finally {
     await rm(work, { recursive: true, force: true });
     await cleanup();
   }
 }
-

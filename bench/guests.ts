@@ -17,7 +17,13 @@ import { createProviders } from '../src/providers/index.ts';
 import { connectAgent, loadIdentity, makeIdentity, readPem } from '../src/rpc/index.ts';
 import { createGuestWriter } from '../src/writers/guest/index.ts';
 
-const { values } = parseArgs({ options: { guests: { type: 'string', default: '1,8,32' }, sets: { type: 'string', default: '5' }, workers: { type: 'string', default: '0' } } });
+const { values } = parseArgs({
+  options: {
+    guests: { type: 'string', default: '1,8,32' },
+    sets: { type: 'string', default: '5' },
+    workers: { type: 'string', default: '0' },
+  },
+});
 const WORKERS = Number(values.workers);
 const counts = values.guests.split(',').map(Number);
 const SETS = Number(values.sets);
@@ -61,7 +67,9 @@ async function startGuest(i: number): Promise<Guest> {
       writers: [{ type: 'sqlite', name: 'bank', path: bank }],
     }),
   );
-  const child = spawn(process.execPath, [cli, 'agent', '--config', config, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [cli, 'agent', '--config', config, '--json'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const address = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
@@ -81,9 +89,20 @@ function median(values: number[]): number {
 
 const guests: Guest[] = [];
 try {
-  for (let i = 0; i < MAX; i += 4) guests.push(...(await Promise.all(Array.from({ length: Math.min(4, MAX - i) }, (_, k) => startGuest(i + k)))));
-  console.log(`${guests.length} guest agent processes, each with a SQLite writer, its bank under ${WORKERS} writing process(es); ${SETS} sets each (${new Date().toISOString().slice(0, 10)})`);
-  const header = ['guests', 'host freeze window ms (median)', 'max', 'guest freeze window ms (median of medians)', 'whole set ms (median)', 'per extra guest ms', 'status'];
+  for (let i = 0; i < MAX; i += 4)
+    guests.push(...(await Promise.all(Array.from({ length: Math.min(4, MAX - i) }, (_, k) => startGuest(i + k)))));
+  console.log(
+    `${guests.length} guest agent processes, each with a SQLite writer, its bank under ${WORKERS} writing process(es); ${SETS} sets each (${new Date().toISOString().slice(0, 10)})`,
+  );
+  const header = [
+    'guests',
+    'host freeze window ms (median)',
+    'max',
+    'guest freeze window ms (median of medians)',
+    'whole set ms (median)',
+    'per extra guest ms',
+    'status',
+  ];
   console.log(`| ${header.join(' | ')} |`);
   console.log(`|${header.map(() => '---').join('|')}|`);
   let firstSet: { n: number; ms: number } | null = null;
@@ -96,7 +115,17 @@ try {
       const writers: SetWriter[] = guests.slice(0, n).map((g) => ({
         name: g.name,
         policy: 'prefer',
-        endpoint: createGuestWriter({ name: g.name, disks: [g.disk], agent: connectAgent(g.address, { identity: host, pinned: g.cert, callTimeoutMs: 30_000, keepaliveTimeMs: 2000 }), honorFull: true }),
+        endpoint: createGuestWriter({
+          name: g.name,
+          disks: [g.disk],
+          agent: connectAgent(g.address, {
+            identity: host,
+            pinned: g.cert,
+            callTimeoutMs: 30_000,
+            keepaliveTimeMs: 2000,
+          }),
+          honorFull: true,
+        }),
       }));
       const t0 = performance.now();
       const report = await runSnapshotSet({
@@ -120,11 +149,15 @@ try {
     const whole = median(durations);
     firstSet ??= { n, ms: whole };
     const perGuest = n > firstSet.n ? ((whole - firstSet.ms) / (n - firstSet.n)).toFixed(1) : '-';
-    console.log(`| ${n} | ${median(windows).toFixed(1)} | ${Math.max(...windows).toFixed(1)} | ${median(guestWindows).toFixed(1)} | ${whole.toFixed(0)} | ${perGuest} | ${[...statuses].join(', ')} |`);
+    console.log(
+      `| ${n} | ${median(windows).toFixed(1)} | ${Math.max(...windows).toFixed(1)} | ${median(guestWindows).toFixed(1)} | ${whole.toFixed(0)} | ${perGuest} | ${[...statuses].join(', ')} |`,
+    );
   }
 } finally {
   for (const g of guests) g.child.kill('SIGTERM');
   await Promise.all(guests.map(async (g) => (g.load ? g.load.stop().catch(() => []) : [])));
-  await Promise.all(guests.map((g) => new Promise((r) => (g.child.exitCode !== null ? r(null) : g.child.once('exit', r)))));
+  await Promise.all(
+    guests.map((g) => new Promise((r) => (g.child.exitCode !== null ? r(null) : g.child.once('exit', r)))),
+  );
   await rm(root, { recursive: true, force: true });
 }

@@ -29,7 +29,8 @@ class SinkBackend implements Backend {
     return { name, size: (await this.load(type, name)).length };
   }
   async *list(type: string): AsyncIterable<ObjectInfo> {
-    for (const [key, data] of this.small) if (key.startsWith(`${type}/`)) yield { name: key.slice(type.length + 1), size: data.length };
+    for (const [key, data] of this.small)
+      if (key.startsWith(`${type}/`)) yield { name: key.slice(type.length + 1), size: data.length };
   }
   async remove(type: string, name: string): Promise<void> {
     this.small.delete(`${type}/${name}`);
@@ -62,7 +63,7 @@ const sample = (): void => {
 const sampler = setInterval(sample, 20);
 
 function mbps(bytes: number, ms: number): string {
-  return `${((bytes / 1e6) / (ms / 1000)).toFixed(0)} MB/s`;
+  return `${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
 }
 
 async function chunkerOnly(data: Buffer): Promise<void> {
@@ -117,7 +118,9 @@ if (mode === undefined) {
   const { execFileSync } = await import('node:child_process');
   const self = new URL(import.meta.url).pathname;
   const run = (...args: string[]): void => {
-    process.stdout.write(execFileSync(process.execPath, ['--import', 'tsx', self, String(total / MIB), ...args], { encoding: 'utf8' }));
+    process.stdout.write(
+      execFileSync(process.execPath, ['--import', 'tsx', self, String(total / MIB), ...args], { encoding: 'utf8' }),
+    );
   };
   run('chunker');
   for (const k of ['random', 'mixed']) for (const w of ['0', '1', '2']) run('save', k, w);

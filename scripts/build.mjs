@@ -24,5 +24,7 @@ await build({
   external: ['better-sqlite3', 'zstd-napi', 'zstd-napi/*', '@grpc/*', '@aws-sdk/*', 'pino', 'tsx', 'esbuild'],
   logLevel: 'warning',
   // Bundled CommonJS packages require Node's built-ins; ESM output needs a require to give them.
-  banner: { js: "import { createRequire as __quiesceRequire } from 'node:module'; const require = __quiesceRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __quiesceRequire } from 'node:module'; const require = __quiesceRequire(import.meta.url);",
+  },
 });

@@ -8,7 +8,11 @@ import { join } from 'node:path';
 
 function find(dir, out = []) {
   let entries;
-  try { entries = readdirSync(dir); } catch { return out; }
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return out;
+  }
   for (const name of entries) {
     const path = join(dir, name);
     if (statSync(path).isDirectory()) find(path, out);
@@ -31,7 +35,10 @@ const ALONE = ['qga.test.ts'];
 const alone = files.filter((f) => ALONE.some((name) => f.endsWith(name)));
 const together = files.filter((f) => !alone.includes(f));
 let status = 0;
-for (const [group, concurrency] of [[together, 2], [alone, 1]]) {
+for (const [group, concurrency] of [
+  [together, 2],
+  [alone, 1],
+]) {
   if (group.length === 0) continue;
   const result = spawnSync(
     process.execPath,

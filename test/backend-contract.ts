@@ -46,7 +46,11 @@ export async function listNames(backend: Backend, type: ObjectType): Promise<str
   return names.sort();
 }
 
-export function runBackendContract(name: string, make: () => Promise<BackendFixture>, options: BackendContractOptions = {}): void {
+export function runBackendContract(
+  name: string,
+  make: () => Promise<BackendFixture>,
+  options: BackendContractOptions = {},
+): void {
   const manyObjects = options.manyObjects ?? 1100;
 
   const withBackend = async (body: (backend: Backend) => Promise<void>): Promise<void> => {
@@ -127,12 +131,28 @@ export function runBackendContract(name: string, make: () => Promise<BackendFixt
         const data = randomBytes(100_000);
         const objectName = randomName();
         await backend.save('data', objectName, data);
-        for (const [offset, length] of [[0, 1], [0, data.length], [data.length - 1, 1], [12_345, 1000], [99_000, 1000], [500, 0], [data.length, 0]] as const) {
+        for (const [offset, length] of [
+          [0, 1],
+          [0, data.length],
+          [data.length - 1, 1],
+          [12_345, 1000],
+          [99_000, 1000],
+          [500, 0],
+          [data.length, 0],
+        ] as const) {
           const part = await backend.load('data', objectName, { offset, length });
           assert.ok(part.equals(data.subarray(offset, offset + length)), `range ${offset}+${length}`);
         }
-        for (const [offset, length] of [[data.length - 10, 20], [data.length + 5, 1], [data.length + 5, 0]] as const) {
-          await assert.rejects(backend.load('data', objectName, { offset, length }), isPlainBackendError, `short read ${offset}+${length}`);
+        for (const [offset, length] of [
+          [data.length - 10, 20],
+          [data.length + 5, 1],
+          [data.length + 5, 0],
+        ] as const) {
+          await assert.rejects(
+            backend.load('data', objectName, { offset, length }),
+            isPlainBackendError,
+            `short read ${offset}+${length}`,
+          );
         }
         await assert.rejects(backend.load('data', randomName(), { offset: 0, length: 10 }), isNotFound);
         await assert.rejects(backend.load('data', objectName, { offset: 10 }), BackendError);
@@ -167,7 +187,11 @@ export function runBackendContract(name: string, make: () => Promise<BackendFixt
         const names = Array.from({ length: manyObjects }, () => randomName());
         const dataNames = Array.from({ length: 40 }, () => randomName());
         for (let i = 0; i < names.length; i += 32) {
-          await Promise.all(names.slice(i, i + 32).map((n) => backend.save('index', n, Buffer.from(n.slice(0, 1 + (n.charCodeAt(0) % 7))))));
+          await Promise.all(
+            names
+              .slice(i, i + 32)
+              .map((n) => backend.save('index', n, Buffer.from(n.slice(0, 1 + (n.charCodeAt(0) % 7))))),
+          );
         }
         await Promise.all(dataNames.map((n) => backend.save('data', n, Buffer.from(n))));
         const listed: { name: string; size: number }[] = [];
@@ -240,7 +264,10 @@ export function runBackendContract(name: string, make: () => Promise<BackendFixt
         const reason = new Error('test cancelled early');
         early.abort(reason);
         const earlyName = randomName();
-        await assert.rejects(backend.save('data', earlyName, randomBytes(1000), { signal: early.signal }), (error) => error === reason);
+        await assert.rejects(
+          backend.save('data', earlyName, randomBytes(1000), { signal: early.signal }),
+          (error) => error === reason,
+        );
         await assert.rejects(backend.stat('data', earlyName), isNotFound);
 
         const big = randomBytes(8 << 20);
@@ -273,15 +300,23 @@ export function runBackendContract(name: string, make: () => Promise<BackendFixt
               outcomes.push(`${when}: landed whole before the cancel`);
             }
           } else if (outcome === 'cancelled') {
-            await assert.rejects(backend.stat('data', objectName), isNotFound, `nothing visible after a cancel at ${when}`);
+            await assert.rejects(
+              backend.stat('data', objectName),
+              isNotFound,
+              `nothing visible after a cancel at ${when}`,
+            );
           } else {
-            assert.ok((await backend.load('data', objectName)).equals(big), `a whole object after a save that won the race at ${when}`);
+            assert.ok(
+              (await backend.load('data', objectName)).equals(big),
+              `a whole object after a save that won the race at ${when}`,
+            );
           }
         }
         assert.ok(outcomes[0]?.endsWith('cancelled'), `a cancel before any I/O takes effect (${outcomes.join(', ')})`);
         t.diagnostic(outcomes.join(', '));
         const visible = await listNames(backend, 'data');
-        for (const n of visible) assert.equal((await backend.stat('data', n)).size, big.length, 'no torn object listed');
+        for (const n of visible)
+          assert.equal((await backend.stat('data', n)).size, big.length, 'no torn object listed');
       }));
 
     test('an aborted signal stops load, stat, list, remove and exists before they start', () =>
@@ -297,16 +332,23 @@ export function runBackendContract(name: string, make: () => Promise<BackendFixt
         await assert.rejects(backend.stat('index', objectName, { signal }), isReason);
         await assert.rejects(backend.remove('index', objectName, { signal }), isReason);
         await assert.rejects(backend.exists({ signal }), isReason);
-        await assert.rejects((async () => {
-          for await (const _ of backend.list('index', { signal })) assert.fail('listed despite the abort');
-        })(), isReason);
+        await assert.rejects(
+          (async () => {
+            for await (const _ of backend.list('index', { signal })) assert.fail('listed despite the abort');
+          })(),
+          isReason,
+        );
         assert.equal((await backend.load('index', objectName)).toString(), 'x', 'an aborted remove removed nothing');
       }));
 
     test('names that are not lowercase hex are refused, so nothing escapes its namespace', () =>
       withBackend(async (backend) => {
         for (const bad of ['', '../config', 'ABCDEF', 'a/b', '0', 'config', ' 00']) {
-          await assert.rejects(backend.save('data', bad, Buffer.from('x')), isPlainBackendError, `save data ${JSON.stringify(bad)}`);
+          await assert.rejects(
+            backend.save('data', bad, Buffer.from('x')),
+            isPlainBackendError,
+            `save data ${JSON.stringify(bad)}`,
+          );
           await assert.rejects(backend.load('index', bad), isPlainBackendError, `load index ${JSON.stringify(bad)}`);
         }
         await assert.rejects(backend.save('config', 'abcd', Buffer.from('x')), isPlainBackendError);

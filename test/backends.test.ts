@@ -14,7 +14,13 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import {
-  BackendError, FsBackend, RetryBackend, S3Backend, isTransient, openBackend, type RetryEvent,
+  BackendError,
+  FsBackend,
+  RetryBackend,
+  S3Backend,
+  isTransient,
+  openBackend,
+  type RetryEvent,
 } from '../src/repository/backend/index.ts';
 import { isNotFound, isPlainBackendError, listNames, randomName, runBackendContract } from './backend-contract.ts';
 import { startS3Server, type S3Server } from './helpers/s3-server.ts';
@@ -34,7 +40,10 @@ runBackendContract(
   'fs',
   async () => {
     const dir = await freshDir('contract');
-    return { backend: await FsBackend.create(join(dir, 'repo')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+    return {
+      backend: await FsBackend.create(join(dir, 'repo')),
+      cleanup: () => rm(dir, { recursive: true, force: true }),
+    };
   },
   // Pagination is S3's concern; a few hundred files prove the fan-out listing without 1100 fsyncs.
   { manyObjects: 300 },
@@ -104,8 +113,12 @@ describe('FsBackend on disk', () => {
         }
       });
     });
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: 'ignore' });
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      stdio: 'ignore',
+    });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.once('exit', (_code, signal) => resolve(signal)),
+    );
     await Promise.race([sawTemp, exited]);
     child.kill('SIGKILL');
     const signal = await exited;
@@ -181,7 +194,11 @@ describe('FsBackend on disk', () => {
       assert.ok((await backend.load('data', small)).equals(smallData), 'the earlier object is intact');
       await assert.rejects(backend.stat('data', big), isNotFound);
       for (const dir of await readdir(join(mountPoint, 'repo', 'data'))) {
-        assert.deepEqual((await readdir(join(mountPoint, 'repo', 'data', dir))).filter((f) => f.startsWith('.tmp-')), [], 'no temp file left');
+        assert.deepEqual(
+          (await readdir(join(mountPoint, 'repo', 'data', dir))).filter((f) => f.startsWith('.tmp-')),
+          [],
+          'no temp file left',
+        );
       }
       const after = randomName();
       await backend.save('index', after, randomBytes(200_000));
@@ -201,19 +218,27 @@ after(() => server?.stop());
 
 const fastRetry = { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 20 };
 
-runBackendContract('s3 (s3rver, through openBackend and RetryBackend)', async () => {
-  const backend = await openBackend(`s3://${server.bucket}/contract-${randomBytes(6).toString('hex')}`, {
-    s3: { endpoint: server.endpoint, credentials: server.credentials },
-    retry: fastRetry,
-  });
-  return { backend, cleanup: async () => {} };
-}, {
-  tornOnCancel: 's3rver writes an upload straight to its final file, so a PutObject cut off mid-body leaves a torn object there (S3 itself discards it)',
-  cancelledSaveMayLand: true,
-});
+runBackendContract(
+  's3 (s3rver, through openBackend and RetryBackend)',
+  async () => {
+    const backend = await openBackend(`s3://${server.bucket}/contract-${randomBytes(6).toString('hex')}`, {
+      s3: { endpoint: server.endpoint, credentials: server.credentials },
+      retry: fastRetry,
+    });
+    return { backend, cleanup: async () => {} };
+  },
+  {
+    tornOnCancel:
+      's3rver writes an upload straight to its final file, so a PutObject cut off mid-body leaves a torn object there (S3 itself discards it)',
+    cancelledSaveMayLand: true,
+  },
+);
 
 describe('S3Backend', () => {
-  const s3Options = (): { endpoint: string; credentials: S3Server['credentials'] } => ({ endpoint: server.endpoint, credentials: server.credentials });
+  const s3Options = (): { endpoint: string; credentials: S3Server['credentials'] } => ({
+    endpoint: server.endpoint,
+    credentials: server.credentials,
+  });
 
   test('uses the fs key layout under its prefix, and prefixes do not see each other', async () => {
     const prefix = `layout-${randomBytes(4).toString('hex')}/nested`;
@@ -225,11 +250,18 @@ describe('S3Backend', () => {
       await backend.save('config', 'config', Buffer.from('{}'));
       await backend.save('data', name, Buffer.from('d'));
       await backend.save('keys', name, Buffer.from('k'));
-      const client = new S3Client({ endpoint: server.endpoint, credentials: server.credentials, region: 'us-east-1', forcePathStyle: true });
+      const client = new S3Client({
+        endpoint: server.endpoint,
+        credentials: server.credentials,
+        region: 'us-east-1',
+        forcePathStyle: true,
+      });
       try {
         const listed = await client.send(new ListObjectsV2Command({ Bucket: server.bucket, Prefix: `${prefix}/` }));
         assert.deepEqual((listed.Contents ?? []).map((o) => o.Key).sort(), [
-          `${prefix}/config`, `${prefix}/data/${name.slice(0, 2)}/${name}`, `${prefix}/keys/${name}`,
+          `${prefix}/config`,
+          `${prefix}/data/${name.slice(0, 2)}/${name}`,
+          `${prefix}/keys/${name}`,
         ]);
       } finally {
         client.destroy();
@@ -243,7 +275,10 @@ describe('S3Backend', () => {
   });
 
   test('lists across many pages when the page size is small', async () => {
-    const backend = new S3Backend(`s3://${server.bucket}/pages-${randomBytes(4).toString('hex')}`, { ...s3Options(), listPageSize: 7 });
+    const backend = new S3Backend(`s3://${server.bucket}/pages-${randomBytes(4).toString('hex')}`, {
+      ...s3Options(),
+      listPageSize: 7,
+    });
     try {
       const names = Array.from({ length: 45 }, () => randomName());
       await Promise.all(names.map((n) => backend.save('data', n, Buffer.from(n))));
@@ -255,8 +290,10 @@ describe('S3Backend', () => {
 
   test('takes its endpoint, region and credentials from the AWS_* environment', async () => {
     const env = {
-      AWS_ENDPOINT_URL: server.endpoint, AWS_REGION: 'us-east-1',
-      AWS_ACCESS_KEY_ID: server.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: server.credentials.secretAccessKey,
+      AWS_ENDPOINT_URL: server.endpoint,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: server.credentials.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: server.credentials.secretAccessKey,
     };
     const backend = new S3Backend(`s3://${server.bucket}/env-${randomBytes(4).toString('hex')}`, { env });
     try {
@@ -268,7 +305,10 @@ describe('S3Backend', () => {
     // s3rver does not check V4 signatures, so a wrong secret goes unnoticed there; a wrong key id does not.
     const wrong = new S3Backend(`s3://${server.bucket}/env`, { env: { ...env, AWS_ACCESS_KEY_ID: 'NOT-A-KEY' } });
     try {
-      await assert.rejects(wrong.save('config', 'config', Buffer.from('x')), (error: unknown) => isPlainBackendError(error) && !isTransient(error));
+      await assert.rejects(
+        wrong.save('config', 'config', Buffer.from('x')),
+        (error: unknown) => isPlainBackendError(error) && !isTransient(error),
+      );
     } finally {
       await wrong.close();
     }
@@ -298,7 +338,10 @@ describe('S3Backend', () => {
     const port = await freePort();
     const events: RetryEvent[] = [];
     const backend = new RetryBackend(
-      new S3Backend(`s3://${server.bucket}/p`, { endpoint: `http://127.0.0.1:${port}`, credentials: server.credentials }),
+      new S3Backend(`s3://${server.bucket}/p`, {
+        endpoint: `http://127.0.0.1:${port}`,
+        credentials: server.credentials,
+      }),
       { maxAttempts: 3, initialDelayMs: 5, maxDelayMs: 10, onRetry: (event) => events.push(event) },
     );
     try {
@@ -307,7 +350,13 @@ describe('S3Backend', () => {
         assert.match((error as Error).message, /gave up after 3 attempts/);
         return true;
       });
-      assert.deepEqual(events.map((e) => [e.operation, e.attempt]), [['load', 1], ['load', 2]]);
+      assert.deepEqual(
+        events.map((e) => [e.operation, e.attempt]),
+        [
+          ['load', 1],
+          ['load', 2],
+        ],
+      );
       assert.ok(isTransient(events[0]?.error), 'a refused connection is transient');
     } finally {
       await backend.close();
@@ -327,7 +376,9 @@ describe('openBackend', () => {
     assert.ok(byUrl instanceof FsBackend);
     assert.equal(byUrl.location, repo);
 
-    const s3 = await openBackend('s3://bucket/prefix', { s3: { endpoint: 'http://127.0.0.1:1', credentials: server.credentials } });
+    const s3 = await openBackend('s3://bucket/prefix', {
+      s3: { endpoint: 'http://127.0.0.1:1', credentials: server.credentials },
+    });
     assert.ok(s3 instanceof RetryBackend);
     assert.ok(s3.inner instanceof S3Backend);
     assert.equal(s3.location, 's3://bucket/prefix');
@@ -344,7 +395,9 @@ function freePort(): Promise<number> {
     probe.once('error', reject);
     probe.listen(0, '127.0.0.1', () => {
       const address = probe.address();
-      probe.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
+      probe.close(() =>
+        typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }

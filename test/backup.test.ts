@@ -60,7 +60,9 @@ function seededBytes(length: number, seed: number): Buffer {
 }
 
 async function sha256(path: string): Promise<string> {
-  return createHash('sha256').update(await readFile(path)).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(path))
+    .digest('hex');
 }
 
 describe('backup and restore', () => {
@@ -101,7 +103,10 @@ describe('backup and restore', () => {
       const first = await runBackup(backupOptions(repository, 'dedup', { paths: [source] }));
       assert.ok(first.report.stats.bytesAdded > size * 0.9, `first backup added ${first.report.stats.bytesAdded}`);
       const again = await runBackup(backupOptions(repository, 'dedup', { paths: [source] }));
-      assert.ok(again.report.stats.bytesAdded < size * 0.01, `unchanged re-backup added ${again.report.stats.bytesAdded} bytes`);
+      assert.ok(
+        again.report.stats.bytesAdded < size * 0.01,
+        `unchanged re-backup added ${again.report.stats.bytesAdded} bytes`,
+      );
       // Change 1%, in one place, in the middle of the file.
       const handle = await open(join(source, 'image.bin'), 'r+');
       const change = seededBytes(size / 100, 2);
@@ -109,7 +114,9 @@ describe('backup and restore', () => {
       await handle.close();
       const changed = await runBackup(backupOptions(repository, 'dedup', { paths: [source] }));
       const added = changed.report.stats.bytesAdded;
-      t.diagnostic(`a 1% change (${size / 100} bytes) added ${added} bytes; the unchanged re-backup ${again.report.stats.bytesAdded}`);
+      t.diagnostic(
+        `a 1% change (${size / 100} bytes) added ${added} bytes; the unchanged re-backup ${again.report.stats.bytesAdded}`,
+      );
       // The chunks the change overlaps are stored again (each up to the chunker's maximum size),
       // and a few after it: with normalized chunking the cut points after a change fall back in
       // line with the old ones only where an old cut point passes the mask the new chunk's
@@ -134,13 +141,19 @@ describe('backup and restore', () => {
     }
     const repository = await newRepository('same-times');
     const options = (type: 'full' | 'incremental') =>
-      backupOptions(repository, 'same-times', { paths: [source], backupType: type, resolveProvider: async () => ({ provider: copy, level: 'crash' }) });
+      backupOptions(repository, 'same-times', {
+        paths: [source],
+        backupType: type,
+        resolveProvider: async () => ({ provider: copy, level: 'crash' }),
+      });
     try {
       const full = await runBackup(options('full'));
       const incremental = await runBackup(options('incremental'));
       assert.equal(incremental.report.stats.bytesRead, 0, 'nothing read again');
       const catalog = await Catalog.load(repository, null);
-      const [a, b] = await Promise.all([full, incremental].map(({ report }) => findNode(repository, catalog.find(report.id)!.tree, source)));
+      const [a, b] = await Promise.all(
+        [full, incremental].map(({ report }) => findNode(repository, catalog.find(report.id)!.tree, source)),
+      );
       assert.ok(a?.type === 'dir' && b?.type === 'dir');
       assert.equal(b.subtree, a.subtree, 'the same tree, to the nanosecond of every mtime');
     } finally {
@@ -169,7 +182,9 @@ describe('backup and restore', () => {
     db.prepare('INSERT INTO t (v) VALUES (?)').run('first');
     db.close();
     await utimes(dbPath, hourAgo, hourAgo);
-    const endpoint = createWriterRuntime(createSqliteWriter({ name: 'shop', path: dbPath, stateDir: join(dir, 'known-writer') }));
+    const endpoint = createWriterRuntime(
+      createSqliteWriter({ name: 'shop', path: dbPath, stateDir: join(dir, 'known-writer') }),
+    );
     const writers: SetWriter[] = [{ name: 'shop', endpoint, policy: 'require' }];
     // The copy provider, and a record of what each of its snapshots left out.
     const leftOut: string[][] = [];
@@ -187,7 +202,12 @@ describe('backup and restore', () => {
     };
     const repository = await newRepository('known');
     const options = (type: 'full' | 'incremental') =>
-      backupOptions(repository, 'known', { paths: [source], writers, backupType: type, resolveProvider: async () => ({ provider: recording, level: 'crash' }) });
+      backupOptions(repository, 'known', {
+        paths: [source],
+        writers,
+        backupType: type,
+        resolveProvider: async () => ({ provider: recording, level: 'crash' }),
+      });
     try {
       const full = await runBackup(options('full'));
       assert.equal(full.report.status, 'succeeded', JSON.stringify(full.report.error));
@@ -205,10 +225,17 @@ describe('backup and restore', () => {
       // 40 old files, less the changed and the removed one; never the racy file or the database.
       assert.equal(notCopied.filter((path) => !path.endsWith('/')).length, 38, notCopied.join('\n'));
       // `sub` holds nothing but unchanged files now: it is left out whole, not even made.
-      assert.deepEqual(notCopied.filter((path) => path.endsWith('/')), [`${join(source, 'sub')}/`]);
-      for (const name of ['f4.bin', 'racy.bin', 'shop.db', 'new.bin']) assert.ok(!notCopied.includes(join(source, name)), `${name} was left out`);
+      assert.deepEqual(
+        notCopied.filter((path) => path.endsWith('/')),
+        [`${join(source, 'sub')}/`],
+      );
+      for (const name of ['f4.bin', 'racy.bin', 'shop.db', 'new.bin'])
+        assert.ok(!notCopied.includes(join(source, name)), `${name} was left out`);
       // What was read: the changed, new and racy files and the database, not the 38 others.
-      assert.ok(incremental.report.stats.bytesRead < 3 * 4096 + 100 + (await stat(dbPath)).size + 4096, `read ${incremental.report.stats.bytesRead} bytes`);
+      assert.ok(
+        incremental.report.stats.bytesRead < 3 * 4096 + 100 + (await stat(dbPath)).size + 4096,
+        `read ${incremental.report.stats.bytesRead} bytes`,
+      );
 
       const catalog = await Catalog.load(repository, null);
       const target = join(dir, 'known-restored');
@@ -216,8 +243,13 @@ describe('backup and restore', () => {
       assert.deepEqual(result.failed, []);
       assert.deepEqual(diffTrees(await describeTree(source), await describeTree(join(target, source))), []);
       // Files restored in parallel all count (none of these has a hole).
-      const sizes = await Promise.all((await readdir(source, { recursive: true })).map(async (name) => stat(join(source, name))));
-      assert.equal(result.bytesWritten, sizes.filter((s) => s.isFile()).reduce((sum, s) => sum + s.size, 0));
+      const sizes = await Promise.all(
+        (await readdir(source, { recursive: true })).map(async (name) => stat(join(source, name))),
+      );
+      assert.equal(
+        result.bytesWritten,
+        sizes.filter((s) => s.isFile()).reduce((sum, s) => sum + s.size, 0),
+      );
       const restored = new Database(join(target, dbPath), { readonly: true });
       assert.deepEqual(restored.prepare('SELECT v FROM t ORDER BY id').pluck().all(), ['first']);
       restored.close();
@@ -256,7 +288,9 @@ describe('backup and restore', () => {
       for (let i = 0; i < rows; i++) insert.run(i, 1 << 20);
     })();
     db.pragma('wal_checkpoint(TRUNCATE)');
-    const endpoint = createWriterRuntime(createSqliteWriter({ name: 'app', path: dbPath, stateDir: join(dir, 'big-writer') }));
+    const endpoint = createWriterRuntime(
+      createSqliteWriter({ name: 'app', path: dbPath, stateDir: join(dir, 'big-writer') }),
+    );
     const writers: SetWriter[] = [{ name: 'app', endpoint, policy: 'require' }];
     const repository = await newRepository('big');
     try {
@@ -275,7 +309,9 @@ describe('backup and restore', () => {
       assert.equal(component.actualType, 'incremental');
       const read = incremental.report.stats.bytesRead;
       assert.ok(read < fileSize / 2, `the incremental read ${read} bytes of a ${fileSize}-byte database`);
-      t.diagnostic(`incremental of a ${fileSize}-byte database with 100 changed pages: read ${read} bytes, added ${incremental.report.stats.bytesAdded}; the full read ${full.report.stats.bytesRead}`);
+      t.diagnostic(
+        `incremental of a ${fileSize}-byte database with 100 changed pages: read ${read} bytes, added ${incremental.report.stats.bytesAdded}; the full read ${full.report.stats.bytesRead}`,
+      );
       const expected = await sha256(dbPath);
       const catalog = await Catalog.load(repository, null);
       const entry = catalog.find(incremental.report.id)!;

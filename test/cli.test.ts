@@ -54,14 +54,18 @@ describe('quiesce command line', () => {
     assert.match(r.stdout, /shop\s+quiesce\.sqlite\s+\S+shop\.db\s+stable/);
     assert.match(r.stdout, /hooks\s+quiesce\.exec/);
     assert.match(r.stdout, /component shop\/shop\.db \(database\)/);
-    const json = JSON.parse(quiesce('writers', '--config', config, '--json').stdout) as { writers: { state: string }[] };
+    const json = JSON.parse(quiesce('writers', '--config', config, '--json').stdout) as {
+      writers: { state: string }[];
+    };
     assert.equal(json.writers.length, 2);
   });
 
   test('providers says which provider takes each path and why not the others', () => {
     const r = quiesce('providers', '--config', config, '--json');
     assert.equal(r.code, 0, r.stderr);
-    const json = JSON.parse(r.stdout) as { paths: { path: string; chosen: string; candidates: { name: string; support: { reason: string } }[] }[] };
+    const json = JSON.parse(r.stdout) as {
+      paths: { path: string; chosen: string; candidates: { name: string; support: { reason: string } }[] }[];
+    };
     const files = json.paths.find((p) => p.path === join(dir, 'files'))!;
     assert.ok(files.chosen);
     assert.equal(files.candidates.length, 4);
@@ -70,7 +74,20 @@ describe('quiesce command line', () => {
 
   test('snapshot runs the command against the snapshot with its variables, then releases it', async () => {
     const out = join(dir, 'seen.txt');
-    const r = quiesce('snapshot', '--config', config, '--json', '--', `cat "$QUIESCE_SNAPSHOT_ROOT${join(dir, 'files', 'note.txt')}" > ${out}; echo "$QUIESCE_SET_ID" >> ${out}; test -f "$QUIESCE_SNAPSHOT_${join(dir, 'shop.db').slice(1).replace(/[^A-Za-z0-9]+/g, '_').toUpperCase()}"`);
+    const r = quiesce(
+      'snapshot',
+      '--config',
+      config,
+      '--json',
+      '--',
+      `cat "$QUIESCE_SNAPSHOT_ROOT${join(dir, 'files', 'note.txt')}" > ${out}; echo "$QUIESCE_SET_ID" >> ${out}; test -f "$QUIESCE_SNAPSHOT_${join(
+        dir,
+        'shop.db',
+      )
+        .slice(1)
+        .replace(/[^A-Za-z0-9]+/g, '_')
+        .toUpperCase()}"`,
+    );
     assert.equal(r.code, 0, r.stderr);
     const report = SetReportSchema.parse(JSON.parse(r.stdout));
     assert.equal(report.status, 'succeeded');
@@ -90,7 +107,11 @@ describe('quiesce command line', () => {
     const report = SetReportSchema.parse(JSON.parse(r.stdout));
     assert.equal(report.status, 'failed');
     assert.match(report.error!.message, /exit status 7/);
-    assert.equal(report.components.find((c) => c.writer === 'shop')!.consistency, 'application', 'the snapshot itself was good');
+    assert.equal(
+      report.components.find((c) => c.writer === 'shop')!.consistency,
+      'application',
+      'the snapshot itself was good',
+    );
   });
 
   test('--keep keeps the set until --release', () => {
@@ -103,16 +124,26 @@ describe('quiesce command line', () => {
     const released = quiesce('snapshot', '--config', config, '--release', report.id);
     assert.equal(released.code, 0, released.stderr);
     for (const s of report.snapshots) assert.equal(existsSync(s.snapshot), false);
-    assert.equal(quiesce('snapshot', '--config', config, '--release', report.id).code, 2, 'releasing twice is a usage error');
+    assert.equal(
+      quiesce('snapshot', '--config', config, '--release', report.id).code,
+      2,
+      'releasing twice is a usage error',
+    );
   });
 
   test('a writer that vetoes under prefer gives a partial set and exit 3', async () => {
     const veto = join(dir, 'veto.yaml');
     const hooks = join(dir, 'veto-hooks');
     await mkdir(hooks, { recursive: true });
-    await writeFile(join(hooks, '10-no'), '#!/bin/sh\n[ "$1" = freeze ] && { echo "cache is rebuilding, not now" >&2; exit 4; }\nexit 0\n');
+    await writeFile(
+      join(hooks, '10-no'),
+      '#!/bin/sh\n[ "$1" = freeze ] && { echo "cache is rebuilding, not now" >&2; exit 4; }\nexit 0\n',
+    );
     await chmod(join(hooks, '10-no'), 0o755);
-    await writeFile(veto, (await readFile(config, 'utf8')).replace(`hooksDir: ${join(dir, 'hooks')}`, `hooksDir: ${hooks}`));
+    await writeFile(
+      veto,
+      (await readFile(config, 'utf8')).replace(`hooksDir: ${join(dir, 'hooks')}`, `hooksDir: ${hooks}`),
+    );
     const r = quiesce('snapshot', '--config', veto);
     assert.equal(r.code, 3, r.stdout + r.stderr);
     assert.match(r.stdout, /partial/);
@@ -121,12 +152,19 @@ describe('quiesce command line', () => {
     assert.equal(strict.code, 1);
     assert.equal(SetReportSchema.parse(JSON.parse(strict.stdout)).error?.phase, 'freeze');
     const writers = quiesce('writers', '--config', veto);
-    assert.match(writers.stdout, /hooks\s+quiesce\.exec\s+\S+\s+failed-at-freeze\s+nonretryable at freeze: .*cache is rebuilding/, 'the last failure stays visible');
+    assert.match(
+      writers.stdout,
+      /hooks\s+quiesce\.exec\s+\S+\s+failed-at-freeze\s+nonretryable at freeze: .*cache is rebuilding/,
+      'the last failure stays visible',
+    );
   });
 
   test('bad config: file, line and field, exit 2, nothing run', async () => {
     const bad = join(dir, 'bad.yaml');
-    await writeFile(bad, ['writers:', '  - { type: sqlite, name: shop, path: relative/shop.db }', 'polcy: {}'].join('\n'));
+    await writeFile(
+      bad,
+      ['writers:', '  - { type: sqlite, name: shop, path: relative/shop.db }', 'polcy: {}'].join('\n'),
+    );
     const r = quiesce('snapshot', '--config', bad);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /bad\.yaml:2:\d+: writers\[0\]\.path: /);
@@ -138,7 +176,7 @@ describe('quiesce command line', () => {
     assert.equal(quiesce('no-such-command').code, 2);
   });
 
-  test('the demo (the README\'s first command) proves every snapshot, backup, restore and guest consistent, exit 0', () => {
+  test("the demo (the README's first command) proves every snapshot, backup, restore and guest consistent, exit 0", () => {
     const demo = spawnSync(process.execPath, [bin, 'demo'], { encoding: 'utf8', timeout: 180_000 });
     assert.equal(demo.status, 0, demo.stderr);
     assert.doesNotMatch(demo.stdout, /INCONSISTENT|DAMAGED/);

@@ -32,7 +32,10 @@ interface Harness {
   options: SnapshotSetOptions;
 }
 
-function harness(specs: (Omit<ScriptedWriterOptions, 'log'> & { policy?: QuiescePolicy })[], extra: Partial<SnapshotSetOptions> = {}): Harness {
+function harness(
+  specs: (Omit<ScriptedWriterOptions, 'log'> & { policy?: QuiescePolicy })[],
+  extra: Partial<SnapshotSetOptions> = {},
+): Harness {
   const log: string[] = [];
   const writers = specs.map((spec) => {
     const definition = scriptedWriter({ ...spec, log, files: spec.files ?? [join(data, 'a.txt')] });
@@ -56,7 +59,10 @@ function harness(specs: (Omit<ScriptedWriterOptions, 'log'> & { policy?: Quiesce
 
 async function events(options: SnapshotSetOptions, setId: string): Promise<SetEvent[]> {
   const text = await readFile(join(options.stateDir, 'events', `${setId}.jsonl`), 'utf8');
-  return text.trim().split('\n').map((line) => SetEventSchema.parse(JSON.parse(line)));
+  return text
+    .trim()
+    .split('\n')
+    .map((line) => SetEventSchema.parse(JSON.parse(line)));
 }
 
 describe('snapshot set', () => {
@@ -87,7 +93,16 @@ describe('snapshot set', () => {
     for (const w of report.writers) assert.ok(w.freezeWindowMs !== null, `${w.name} has a freeze window`);
     const log = await events(h.options, report.id);
     const phases = log.filter((e) => e.writer === 'db' && e.event === 'end').map((e) => e.phase);
-    assert.deepEqual(phases, ['identify', 'prepare-backup', 'prepare-snapshot', 'freeze', 'thaw', 'post-snapshot', 'backup-complete', 'shutdown']);
+    assert.deepEqual(phases, [
+      'identify',
+      'prepare-backup',
+      'prepare-snapshot',
+      'freeze',
+      'thaw',
+      'post-snapshot',
+      'backup-complete',
+      'shutdown',
+    ]);
     assert.ok(log.some((e) => e.phase === 'commit' && e.provider === 'copy' && e.event === 'end'));
     for (const w of h.writers) assert.equal(w.definition.frozen(), false);
   });
@@ -113,14 +128,21 @@ describe('snapshot set', () => {
         for (const w of h.writers) assert.equal(w.definition.frozen(), false, `${w.name} is thawed`);
         for (const name of ['front', 'sys']) {
           assert.ok(h.log.includes(`${name}:abort`), `${name} was aborted: ${h.log.join(' ')}`);
-          if (h.log.includes(`${name}:freeze`)) assert.ok(h.log.indexOf(`${name}:thaw`) > h.log.indexOf(`${name}:freeze`), `${name} thawed after its freeze`);
+          if (h.log.includes(`${name}:freeze`))
+            assert.ok(
+              h.log.indexOf(`${name}:thaw`) > h.log.indexOf(`${name}:freeze`),
+              `${name} thawed after its freeze`,
+            );
         }
         assert.ok(!h.log.some((l) => l.endsWith(':backup-complete')), 'no backup-complete after a failed set');
         const log = await events(h.options, report.id);
         const failAt = log.findIndex((e) => e.writer === 'bad' && e.event === 'fail' && e.phase === phase);
         assert.ok(failAt >= 0, 'the event log has the failure');
         assert.equal(log[failAt]!.error?.code, code);
-        assert.ok(log.slice(failAt).some((e) => e.phase === 'abort' && e.writer === 'front'), 'abort comes after the failure in the log');
+        assert.ok(
+          log.slice(failAt).some((e) => e.phase === 'abort' && e.writer === 'front'),
+          'abort comes after the failure in the log',
+        );
         assert.ok(log.some((e) => e.phase === 'shutdown' && e.writer === 'sys' && e.event === 'end'));
       });
     }
@@ -144,21 +166,30 @@ describe('snapshot set', () => {
   });
 
   test('errors after thaw and a good commit are benign and do not lower consistency', async () => {
-    const h = harness([
-      { name: 'a', failAt: { phase: 'post-snapshot', code: 'retryable' }, policy: 'require' },
-      { name: 'b', failAt: { phase: 'backup-complete', code: 'nonretryable' }, policy: 'require' },
-    ], { paths: [] });
+    const h = harness(
+      [
+        { name: 'a', failAt: { phase: 'post-snapshot', code: 'retryable' }, policy: 'require' },
+        { name: 'b', failAt: { phase: 'backup-complete', code: 'nonretryable' }, policy: 'require' },
+      ],
+      { paths: [] },
+    );
     const report = await runSnapshotSet(h.options);
     assert.equal(report.status, 'succeeded');
     assert.equal(report.consistency, 'application');
-    assert.deepEqual(report.benign.map((b) => [b.writer, b.phase, b.benign]).sort(), [['a', 'post-snapshot', true], ['b', 'backup-complete', true]]);
+    assert.deepEqual(report.benign.map((b) => [b.writer, b.phase, b.benign]).sort(), [
+      ['a', 'post-snapshot', true],
+      ['b', 'backup-complete', true],
+    ]);
   });
 
   test('a writer that never answers freeze: not-responding after the freeze deadline, others thawed', async () => {
-    const h = harness([
-      { name: 'first', usage: 'front-end', policy: 'require' },
-      { name: 'mute', usage: 'back-end', policy: 'require', hangAt: 'freeze', ignoreSignal: true },
-    ], { freezeTimeoutMs: 400 });
+    const h = harness(
+      [
+        { name: 'first', usage: 'front-end', policy: 'require' },
+        { name: 'mute', usage: 'back-end', policy: 'require', hangAt: 'freeze', ignoreSignal: true },
+      ],
+      { freezeTimeoutMs: 400 },
+    );
     const t0 = performance.now();
     const report = await runSnapshotSet(h.options);
     const took = performance.now() - t0;
@@ -199,10 +230,16 @@ describe('snapshot set', () => {
     const first = runSnapshotSet(h.options);
     await new Promise((r) => setTimeout(r, 200));
     const h2 = harness([{ name: 'other' }], { stateDir: h.options.stateDir });
-    await assert.rejects(runSnapshotSet(h2.options), (e: Error & { code?: string }) => e.code === 'set-in-progress' && /being created/.test(e.message));
+    await assert.rejects(
+      runSnapshotSet(h2.options),
+      (e: Error & { code?: string }) => e.code === 'set-in-progress' && /being created/.test(e.message),
+    );
     await first;
     await mkdir(join(h.options.stateDir, 'locks'), { recursive: true });
-    await writeFile(join(h.options.stateDir, 'locks', 'set.lock'), JSON.stringify({ pid: 2 ** 22 + 12345, setId: 'ghost', startedAt: 'then' }));
+    await writeFile(
+      join(h.options.stateDir, 'locks', 'set.lock'),
+      JSON.stringify({ pid: 2 ** 22 + 12345, setId: 'ghost', startedAt: 'then' }),
+    );
     const report = await runSnapshotSet(h2.options);
     assert.equal(report.status, 'succeeded');
   });

@@ -60,7 +60,13 @@ async function leftovers(names: string[]): Promise<string[]> {
   const loops = (await execFileAsync('losetup', ['-a'])).stdout;
   const mounts = await readFile('/proc/mounts', 'utf8');
   for (const name of names) {
-    for (const [what, text] of [['netns', netns], ['link', links], ['route', routes], ['loop device', loops], ['mount', mounts]] as const) {
+    for (const [what, text] of [
+      ['netns', netns],
+      ['link', links],
+      ['route', routes],
+      ['loop device', loops],
+      ['mount', mounts],
+    ] as const) {
       for (const line of text.split('\n')) if (line.includes(name)) found.push(`${what}: ${line}`);
     }
   }
@@ -97,7 +103,11 @@ if ('skip' in host) {
       assert.equal(inside.code, 0, inside.stderr);
       assert.match(inside.stdout, new RegExp(`inet ${g1.address.replaceAll('.', '\\.')}/30`));
       // Guests have no route to each other: only their own /30.
-      const across = await g1.exec([process.execPath, '-e', `require('net').connect(${PORT}, '${g2.address}').on('connect', () => process.exit(0)).on('error', (e) => { console.log(e.code); process.exit(3); })`]);
+      const across = await g1.exec([
+        process.execPath,
+        '-e',
+        `require('net').connect(${PORT}, '${g2.address}').on('connect', () => process.exit(0)).on('error', (e) => { console.log(e.code); process.exit(3); })`,
+      ]);
       assert.equal(across.code, 3, `guest-a reached guest-b: ${across.stdout}${across.stderr}`);
       assert.match(across.stdout, /ENETUNREACH|EHOSTUNREACH/);
     });
@@ -111,8 +121,13 @@ if ('skip' in host) {
         assert.equal(cat.stdout, `hello from the disk of ${guest.name}`);
         const guestMounts = await guest.exec(['cat', '/proc/self/mounts']);
         assert.ok(!guestMounts.stdout.includes(host.volume.mountPoint), 'the guest does not see the host volume');
-        assert.ok(!(await readFile('/proc/mounts', 'utf8')).includes(guest.mountPoint), 'the host sees no mount of the guest disk');
-        const onHost = await readdir(guest.mountPoint).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? [] : Promise.reject(error)));
+        assert.ok(
+          !(await readFile('/proc/mounts', 'utf8')).includes(guest.mountPoint),
+          'the host sees no mount of the guest disk',
+        );
+        const onHost = await readdir(guest.mountPoint).catch((error: NodeJS.ErrnoException) =>
+          error.code === 'ENOENT' ? [] : Promise.reject(error),
+        );
         assert.deepEqual(onHost, [], 'the mount point is empty on the host');
         assert.equal(dirname(guest.image), host.volume.workDir);
         assert.equal((await loopDevicesOf(guest.image)).length, 1, 'one loop device backs the disk');
@@ -125,10 +140,18 @@ if ('skip' in host) {
         // The host fails at once (the fallback route: its packets never leave the machine) ...
         await assert.rejects(fetchGreeting(g1.address, 1000), { code: 'EHOSTUNREACH' });
         // ... while the guest's packets to the host vanish: it sees a silent network.
-        const out = await g1.exec([process.execPath, '-e', `const s = require('net').connect(${PORT}, process.env.GUEST_HOST_ADDRESS); s.setTimeout(500, () => { console.log('timeout'); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(0); });`]);
+        const out = await g1.exec([
+          process.execPath,
+          '-e',
+          `const s = require('net').connect(${PORT}, process.env.GUEST_HOST_ADDRESS); s.setTimeout(500, () => { console.log('timeout'); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(0); });`,
+        ]);
         assert.equal(out.stdout.trim(), 'timeout', out.stderr);
         await progressAdvances(g1);
-        assert.equal(await fetchGreeting(g2.address), 'hello from the disk of guest-b from guest-b', 'the other guest is unaffected');
+        assert.equal(
+          await fetchGreeting(g2.address),
+          'hello from the disk of guest-b from guest-b',
+          'the other guest is unaffected',
+        );
       } finally {
         await g1.linkUp();
       }
@@ -149,7 +172,7 @@ if ('skip' in host) {
       assert.equal(await fetchGreeting(g1.address), 'hello from the disk of guest-a from guest-a');
     });
 
-    test('a frozen disk blocks the guest\'s writers; exec answers at its timeout; a thaw resumes them', async () => {
+    test("a frozen disk blocks the guest's writers; exec answers at its timeout; a thaw resumes them", async () => {
       const freeze = await g2.exec(['fsfreeze', '-f', g2.mountPoint]);
       assert.equal(freeze.code, 0, freeze.stderr);
       try {
@@ -162,11 +185,14 @@ if ('skip' in host) {
         await execFileAsync('fsfreeze', ['-u', `/proc/${g2.mainPid}/root${g2.mountPoint}`]);
       }
       await progressAdvances(g2);
-      const write = await g2.exec(['/bin/sh', '-c', 'echo y > probe && cat probe'], { cwd: g2.mountPoint, timeoutMs: 5000 });
+      const write = await g2.exec(['/bin/sh', '-c', 'echo y > probe && cat probe'], {
+        cwd: g2.mountPoint,
+        timeoutMs: 5000,
+      });
       assert.equal(write.stdout, 'y\n', write.stderr);
     });
 
-    test('each guest\'s application commits transfers without errors', async () => {
+    test("each guest's application commits transfers without errors", async () => {
       for (const guest of [g1, g2]) {
         const stats = await guest.stopBank();
         assert.equal(stats.length, 2);
@@ -178,20 +204,32 @@ if ('skip' in host) {
       }
     });
 
-    test('a stopped guest\'s disk holds a consistent bank', async () => {
+    test("a stopped guest's disk holds a consistent bank", async () => {
       await Promise.all([g1.stop(), g2.stop()]);
       await g1.stop(); // idempotent
       for (const guest of [g1, g2]) {
         assert.ok(guest.exited);
         assert.deepEqual(await loopDevicesOf(guest.image), []);
         assert.deepEqual(await checkImageBank(guest.image), { integrity: 'ok', sum: TOTAL, accounts: ACCOUNTS });
-        await assert.rejects(fetchGreeting(guest.address, 1000), { code: 'EHOSTUNREACH' }, 'a stopped guest is unreachable');
+        await assert.rejects(
+          fetchGreeting(guest.address, 1000),
+          { code: 'EHOSTUNREACH' },
+          'a stopped guest is unreachable',
+        );
       }
     });
 
     test('cleanup leaves no namespace, link, loop device or mount behind', async () => {
       const subnet = (guest: TestGuest) => `${guest.address.replace(/\.2$/, '.0')}/30`;
-      const names = [g1.netns, g2.netns, g1.hostLink, g2.hostLink, subnet(g1), subnet(g2), dirname(host.volume.mountPoint)];
+      const names = [
+        g1.netns,
+        g2.netns,
+        g1.hostLink,
+        g2.hostLink,
+        subnet(g1),
+        subnet(g2),
+        dirname(host.volume.mountPoint),
+      ];
       await host.cleanup();
       const until = Date.now() + 5000; // a detach can lag while something still holds the device
       let left = await leftovers(names);

@@ -26,10 +26,22 @@ after(async () => {
 });
 
 function startWriter(name: string, dbPath: string, socket: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot, 'test/fixtures/serve-sqlite-writer.ts'), name, dbPath, socket, join(dir, 'writer-state')], {
-    cwd: repoRoot,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(repoRoot, 'test/fixtures/serve-sqlite-writer.ts'),
+      name,
+      dbPath,
+      socket,
+      join(dir, 'writer-state'),
+    ],
+    {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   children.push(child);
   return new Promise((resolve, reject) => {
     child.stdout.on('data', (chunk: Buffer) => {
@@ -66,7 +78,8 @@ async function timeUntilWrite(dbPath: string, limitMs: number): Promise<number> 
         db.prepare('UPDATE accounts SET balance = balance WHERE id = 0').run();
         return performance.now() - t0;
       } catch (error) {
-        if (performance.now() - t0 > limitMs) throw new Error(`no write got through in ${limitMs} ms: ${String(error)}`);
+        if (performance.now() - t0 > limitMs)
+          throw new Error(`no write got through in ${limitMs} ms: ${String(error)}`);
         await new Promise((r) => setTimeout(r, 5));
       }
     }
@@ -101,7 +114,10 @@ async function scenario(kill: 'SIGKILL' | 'SIGSTOP'): Promise<{ resumeMs: number
       `  - { type: exec, name: stuck, hooksDir: ${hooks}, usage: system, timeout: 60s }`,
     ].join('\n'),
   );
-  const requester = spawn(process.execPath, [join(repoRoot, 'bin/quiesce.js'), 'snapshot', '--config', config], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  const requester = spawn(process.execPath, [join(repoRoot, 'bin/quiesce.js'), 'snapshot', '--config', config], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(requester);
   await Promise.all(sockets.map((s) => waitForState(s, 'waiting-for-thaw', 15_000)));
   const frozenAt = performance.now();
@@ -122,7 +138,10 @@ describe('never left frozen', () => {
 
   test('requester hangs (SIGSTOP) while writers are frozen: they thaw by their deadline plus one second', async (t) => {
     const { resumeMs } = await scenario('SIGSTOP');
-    t.diagnostic(`writes resumed ${resumeMs.map((ms) => Math.round(ms)).join(', ')} ms after SIGSTOP (deadline ${FREEZE_TIMEOUT_MS} ms)`);
-    for (const ms of resumeMs) assert.ok(ms < FREEZE_TIMEOUT_MS + 1_000, `writes resumed ${Math.round(ms)} ms after the requester hung`);
+    t.diagnostic(
+      `writes resumed ${resumeMs.map((ms) => Math.round(ms)).join(', ')} ms after SIGSTOP (deadline ${FREEZE_TIMEOUT_MS} ms)`,
+    );
+    for (const ms of resumeMs)
+      assert.ok(ms < FREEZE_TIMEOUT_MS + 1_000, `writes resumed ${Math.round(ms)} ms after the requester hung`);
   });
 });

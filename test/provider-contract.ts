@@ -4,10 +4,28 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  chmod, link, lstat, mkdir, open, readdir, readFile, readlink, rm, symlink, truncate, unlink, utimes, writeFile,
+  chmod,
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  symlink,
+  truncate,
+  unlink,
+  utimes,
+  writeFile,
 } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { QuiesceError, type Provider, type ProviderSnapshot, type ProviderSnapshotRequest } from '../src/model/index.ts';
+import {
+  QuiesceError,
+  type Provider,
+  type ProviderSnapshot,
+  type ProviderSnapshotRequest,
+} from '../src/model/index.ts';
 import { findMount } from '../src/providers/mounts.ts';
 
 /** What a tree looks like, per entry: enough to prove a snapshot equals the original byte for byte. */
@@ -27,7 +45,15 @@ interface Shot {
 }
 
 const ODD_NAMES = [
-  'with space', 'tab\there', 'new\nline', 'ünïcødé-名前.txt', '-leading-dash', `quote'"`, '.hidden', '#hash', 'x'.repeat(200),
+  'with space',
+  'tab\there',
+  'new\nline',
+  'ünïcødé-名前.txt',
+  '-leading-dash',
+  `quote'"`,
+  '.hidden',
+  '#hash',
+  'x'.repeat(200),
 ];
 
 export function runProviderContract(name: string, make: () => Provider, rootDir: string, stagingDir: string): void {
@@ -56,7 +82,9 @@ export function runProviderContract(name: string, make: () => Provider, rootDir:
       await provider.prepare(req);
       const started = performance.now();
       const snapshot = await provider.commit(req);
-      t.diagnostic(`${name}: commit of 2 paths (~3.2 MiB, ${before.tree.entries.length} entries) took ${(performance.now() - started).toFixed(1)} ms`);
+      t.diagnostic(
+        `${name}: commit of 2 paths (~3.2 MiB, ${before.tree.entries.length} entries) took ${(performance.now() - started).toFixed(1)} ms`,
+      );
       try {
         assert.equal(snapshot.provider, provider.name);
         assert.equal(snapshot.setId, req.setId);
@@ -102,9 +130,14 @@ export function runProviderContract(name: string, make: () => Provider, rootDir:
       const present = join(dir, 'present.txt');
       await writeFile(present, 'here');
       const provider = make();
-      const snapshot = await provider.commit(request('missing', [present, join(dir, 'absent'), join(dir, 'no', 'such', 'dir')]));
+      const snapshot = await provider.commit(
+        request('missing', [present, join(dir, 'absent'), join(dir, 'no', 'such', 'dir')]),
+      );
       try {
-        assert.deepEqual(snapshot.paths.map((p) => p.original), [present]);
+        assert.deepEqual(
+          snapshot.paths.map((p) => p.original),
+          [present],
+        );
         assert.equal(await readFile(snapshot.paths[0]!.snapshot, 'utf8'), 'here');
       } finally {
         await provider.release(snapshot);
@@ -164,14 +197,22 @@ export function runProviderContract(name: string, make: () => Provider, rootDir:
       await mkdir(join(tree, 'shared'));
       await mkdir(join(tree, 'readonly'));
       const files: [string, number][] = [
-        ['private/secret', 0o600], ['shared/group', 0o640], ['tool', 0o755], ['setuid-tool', 0o4755], ['readonly/file', 0o444],
+        ['private/secret', 0o600],
+        ['shared/group', 0o640],
+        ['tool', 0o755],
+        ['setuid-tool', 0o4755],
+        ['readonly/file', 0o444],
       ];
       for (const [path, mode] of files) {
         await writeFile(join(tree, path), path);
         await chmod(join(tree, path), mode);
         await utimes(join(tree, path), past, past);
       }
-      for (const [path, mode] of [['private', 0o700], ['shared', 0o2750], ['readonly', 0o555]] as const) {
+      for (const [path, mode] of [
+        ['private', 0o700],
+        ['shared', 0o2750],
+        ['readonly', 0o555],
+      ] as const) {
         await chmod(join(tree, path), mode);
         await utimes(join(tree, path), past, past);
       }
@@ -258,7 +299,9 @@ async function shoot(root: string): Promise<Shot> {
       entry.type = 'file';
       entry.size = stats.size;
       entry.nlink = stats.nlink;
-      entry.sha256 = createHash('sha256').update(await readFile(path)).digest('hex');
+      entry.sha256 = createHash('sha256')
+        .update(await readFile(path))
+        .digest('hex');
     } else if (stats.isSymbolicLink()) {
       entry.type = 'symlink';
       entry.mode = 0;

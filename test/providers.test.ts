@@ -9,7 +9,13 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { QuiesceError } from '../src/model/index.ts';
 import {
-  BtrfsProvider, chooseProvider, CopyProvider, createProviders, FsfreezeProvider, listProviderSupport, ReflinkProvider,
+  BtrfsProvider,
+  chooseProvider,
+  CopyProvider,
+  createProviders,
+  FsfreezeProvider,
+  listProviderSupport,
+  ReflinkProvider,
 } from '../src/providers/index.ts';
 import { removeTree } from '../src/providers/fs-tree.ts';
 import { findMount } from '../src/providers/mounts.ts';
@@ -72,12 +78,20 @@ onLoop('btrfs with nested subvolumes', loops.btrfs, (fs) => {
     await writeFile(join(outer, 'a'), 'outer');
     await writeFile(join(nested, 'b'), 'nested');
     const provider = new BtrfsProvider();
-    const snapshot = await provider.commit({ setId: 'nested-subvolumes', paths: [outer, join(nested, 'b'), fs.workDir], stagingDir: scratch });
+    const snapshot = await provider.commit({
+      setId: 'nested-subvolumes',
+      paths: [outer, join(nested, 'b'), fs.workDir],
+      stagingDir: scratch,
+    });
     try {
       const where = new Map(snapshot.paths.map((p) => [p.original, p.snapshot]));
       assert.equal(await readFile(join(where.get(outer)!, 'a'), 'utf8'), 'outer');
       assert.equal(await readFile(where.get(join(nested, 'b'))!, 'utf8'), 'nested');
-      assert.deepEqual(await readdir(join(where.get(outer)!, 'nested')), [], 'a nested subvolume is an empty directory in its parent\'s snapshot');
+      assert.deepEqual(
+        await readdir(join(where.get(outer)!, 'nested')),
+        [],
+        "a nested subvolume is an empty directory in its parent's snapshot",
+      );
       assert.equal(where.get(fs.workDir), join(fs.workDir, '.quiesce-snapshots', 'nested-subvolumes', 'snapshot'));
       await assert.rejects(writeFile(join(where.get(outer)!, 'a'), 'changed'), { code: 'EROFS' });
     } finally {
@@ -98,7 +112,8 @@ onLoop('fsfreeze on XFS', loops.xfsFreeze, (fs) => {
     const provider = new FsfreezeProvider();
     await assert.rejects(
       provider.commit({ setId: 'refuse-staging', paths: [data], stagingDir: join(fs.workDir, 'staging') }),
-      (error: unknown) => error instanceof QuiesceError && error.code === 'provider-failed' && /another file system/.test(error.message),
+      (error: unknown) =>
+        error instanceof QuiesceError && error.code === 'provider-failed' && /another file system/.test(error.message),
     );
     await assertWritable(join(data, 'still-writable'));
   });
@@ -141,7 +156,10 @@ describe('choosing a provider', () => {
     const dir = await dirIn(scratch, 'choose');
     const choice = await chooseProvider(dir, createProviders());
     assert.equal(choice.provider.name, 'copy');
-    assert.deepEqual(choice.rejected.map((r) => r.name), ['btrfs', 'reflink', 'fsfreeze']);
+    assert.deepEqual(
+      choice.rejected.map((r) => r.name),
+      ['btrfs', 'reflink', 'fsfreeze'],
+    );
     for (const { name, support } of choice.rejected) t.diagnostic(`${name}: ${support.reason}`);
     if (process.getuid?.() === 0 && (await findMount(dir)).mountPoint === '/') {
       assert.match(choice.rejected[2]!.support.reason, /root file system/);
@@ -150,7 +168,10 @@ describe('choosing a provider', () => {
 
   test('every provider reports its support, in preference order', async () => {
     const entries = await listProviderSupport(scratch, [new CopyProvider(), ...createProviders().slice(0, 3)]);
-    assert.deepEqual(entries.map((e) => e.name), ['btrfs', 'reflink', 'fsfreeze', 'copy']);
+    assert.deepEqual(
+      entries.map((e) => e.name),
+      ['btrfs', 'reflink', 'fsfreeze', 'copy'],
+    );
     assert.equal(entries[3]!.support.ok, true);
     for (const { support } of entries) assert.ok(support.reason.length > 0);
   });
@@ -167,12 +188,18 @@ describe('choosing a provider', () => {
     test('picks reflink, and says why not btrfs', async () => {
       const choice = await chooseProvider(fs.workDir, createProviders());
       assert.equal(choice.provider.name, 'reflink');
-      assert.deepEqual(choice.rejected.map((r) => r.name), ['btrfs']);
+      assert.deepEqual(
+        choice.rejected.map((r) => r.name),
+        ['btrfs'],
+      );
       assert.match(choice.rejected[0]!.support.reason, /xfs, not btrfs/);
     });
 
     test('honours a forced provider, and refuses one that cannot serve', async () => {
-      assert.equal((await chooseProvider(fs.workDir, createProviders(), { force: 'fsfreeze' })).provider.name, 'fsfreeze');
+      assert.equal(
+        (await chooseProvider(fs.workDir, createProviders(), { force: 'fsfreeze' })).provider.name,
+        'fsfreeze',
+      );
       await assert.rejects(
         chooseProvider(fs.workDir, createProviders(), { force: 'btrfs' }),
         (error: unknown) => error instanceof QuiesceError && error.code === 'provider-failed',
@@ -208,10 +235,15 @@ async function freezeInChild(mountPoint: string, maxFrozenMs: number): Promise<C
     console.log('child-frozen');
     setInterval(() => {}, 60_000);
   `;
-  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let output = '';
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the child did not freeze ${mountPoint} in time: ${output}`)), 20_000);
+    const timer = setTimeout(
+      () => reject(new Error(`the child did not freeze ${mountPoint} in time: ${output}`)),
+      20_000,
+    );
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       output += chunk;
       if (output.includes('child-frozen')) {

@@ -99,7 +99,10 @@ async function runCode(file: string, args: string[]): Promise<{ code: number; ou
     return { code: 0, output: stdout + stderr };
   } catch (error) {
     const failed = error as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof failed.code === 'number' ? failed.code : -1, output: `${failed.stdout ?? ''}${failed.stderr ?? ''}` };
+    return {
+      code: typeof failed.code === 'number' ? failed.code : -1,
+      output: `${failed.stdout ?? ''}${failed.stderr ?? ''}`,
+    };
   }
 }
 
@@ -118,7 +121,18 @@ async function startAgent(options: { hook?: string } = {}): Promise<Agent> {
   await mkdir(join(dir, 'state'), { recursive: true });
   const socket = join(dir, 'qga.sock');
   const log = join(dir, 'qemu-ga.log');
-  const args = ['--method', 'unix-listen', '--path', socket, '--statedir', join(dir, 'state'), '--pidfile', join(dir, 'qemu-ga.pid'), '--logfile', log];
+  const args = [
+    '--method',
+    'unix-listen',
+    '--path',
+    socket,
+    '--statedir',
+    join(dir, 'state'),
+    '--pidfile',
+    join(dir, 'qemu-ga.pid'),
+    '--logfile',
+    log,
+  ];
   if (options.hook) args.push(`--fsfreeze-hook=${options.hook}`);
   const child = spawn(QEMU_GA, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -172,7 +186,10 @@ async function agentStatus(socket: string): Promise<string> {
  * A write and fsync of `path` by another process (a frozen file system blocks it, uninterruptibly,
  * so it must never be done by this process). `started` resolves just before it opens the file.
  */
-function startWrite(path: string, content: string): { started: Promise<void>; done: Promise<number | null>; child: ChildProcess } {
+function startWrite(
+  path: string,
+  content: string,
+): { started: Promise<void>; done: Promise<number | null>; child: ChildProcess } {
   const script = `
     const fs = require('node:fs');
     process.stdout.write('started\\n');
@@ -200,12 +217,21 @@ async function writable(ms = 3_000): Promise<boolean> {
 /** The qga writer for the test's file system; the mount point is always given, never "all". */
 function guestWriter(socket: string, options: { timeoutMs?: number; mountpoints?: string[] } = {}): WriterDefinition {
   const mountpoints = options.mountpoints ?? [guestFs!.mountPoint];
-  for (const mountpoint of mountpoints) assert.ok(mountpoint.startsWith(root) || mountpoint.startsWith(dirname(guestFs!.mountPoint)), `never freeze ${mountpoint}`);
+  for (const mountpoint of mountpoints)
+    assert.ok(
+      mountpoint.startsWith(root) || mountpoint.startsWith(dirname(guestFs!.mountPoint)),
+      `never freeze ${mountpoint}`,
+    );
   return createQgaWriter({ name: 'guest', socket, disks: [image], mountpoints, timeoutMs: options.timeoutMs ?? 5_000 });
 }
 
 let setCount = 0;
-function setOptions(definition: WriterDefinition, policy: QuiescePolicy, provider: Provider = copy, extra: Partial<SnapshotSetOptions> = {}): SnapshotSetOptions {
+function setOptions(
+  definition: WriterDefinition,
+  policy: QuiescePolicy,
+  provider: Provider = copy,
+  extra: Partial<SnapshotSetOptions> = {},
+): SnapshotSetOptions {
   const n = setCount++;
   return {
     kind: 'snapshot',
@@ -267,14 +293,32 @@ describe('qga writer with the real qemu-ga', () => {
       // An application in the guest tries to write now: the frozen file system holds it.
       during = startWrite(join(fs.mountPoint, 'during-freeze.txt'), 'written during the freeze');
       await during.started;
-      writeHeldInCommit = (await Promise.race([during.done.then(() => 'done'), sleep(500).then(() => 'held')])) === 'held';
+      writeHeldInCommit =
+        (await Promise.race([during.done.then(() => 'done'), sleep(500).then(() => 'held')])) === 'held';
     });
 
-    let inSnapshot: { fsck: { code: number; output: string }; features: string; before: Buffer | null; during: boolean } | null = null;
+    let inSnapshot: {
+      fsck: { code: number; output: string };
+      features: string;
+      before: Buffer | null;
+      during: boolean;
+    } | null = null;
     const report = await runSnapshotSet({
       ...setOptions(guestWriter(agent.socket), 'require', provider),
       // As the CLI composes a qga guest: the writer plus the guest's node in the report.
-      writers: [{ name: 'guest', policy: 'require', endpoint: createQgaGuest({ name: 'guest', socket: agent.socket, disks: [image], mountpoints: [fs.mountPoint], timeoutMs: 5_000 }) }],
+      writers: [
+        {
+          name: 'guest',
+          policy: 'require',
+          endpoint: createQgaGuest({
+            name: 'guest',
+            socket: agent.socket,
+            disks: [image],
+            mountpoints: [fs.mountPoint],
+            timeoutMs: 5_000,
+          }),
+        },
+      ],
       use: async (view) => {
         const copyOfImage = view.resolve(image);
         assert.ok(copyOfImage, 'the set holds the disk image');
@@ -289,7 +333,10 @@ describe('qga writer with the real qemu-ga', () => {
             fsck,
             features,
             before: await readFile(join(mnt, 'before.bin')).catch(() => null),
-            during: await access(join(mnt, 'during-freeze.txt')).then(() => true, () => false),
+            during: await access(join(mnt, 'during-freeze.txt')).then(
+              () => true,
+              () => false,
+            ),
           };
         } finally {
           await run('umount', [mnt]);
@@ -308,14 +355,19 @@ describe('qga writer with the real qemu-ga', () => {
     const writer = report.writers.find((w) => w.name === 'guest')!;
     assert.equal(writer.classId, 'quiesce.qga');
     assert.equal(writer.instanceId, agent.socket);
-    assert.ok(writer.freezeWindowMs !== null && writer.freezeWindowMs >= 500, `frozen through the commit: ${writer.freezeWindowMs} ms`);
+    assert.ok(
+      writer.freezeWindowMs !== null && writer.freezeWindowMs >= 500,
+      `frozen through the commit: ${writer.freezeWindowMs} ms`,
+    );
 
     const [node] = report.guests;
     assert.ok(node, 'the qga guest has its node in the report');
     assert.equal(node.agent, 'qga');
     assert.equal(node.consistency, 'filesystem');
     assert.equal(node.status, 'succeeded');
-    assert.ok(node.freezeWindowMs !== null && node.freezeWindowMs >= 500 && node.frozenAtMs !== null && node.frozenAtMs >= 0);
+    assert.ok(
+      node.freezeWindowMs !== null && node.freezeWindowMs >= 500 && node.frozenAtMs !== null && node.frozenAtMs >= 0,
+    );
 
     // The write held during the freeze went through after the thaw.
     assert.equal(await (during as ReturnType<typeof startWrite> | null)?.done, 0);
@@ -325,7 +377,12 @@ describe('qga writer with the real qemu-ga', () => {
 
     // The snapshot image: a cleanly frozen ext4 with the file written before, and not the one held.
     assert.ok(inSnapshot, 'the use looked at the snapshot');
-    const seen = inSnapshot as { fsck: { code: number; output: string }; features: string; before: Buffer | null; during: boolean };
+    const seen = inSnapshot as {
+      fsck: { code: number; output: string };
+      features: string;
+      before: Buffer | null;
+      during: boolean;
+    };
     assert.equal(seen.fsck.code, 0, `e2fsck of the snapshot image: ${seen.fsck.output}`);
     assert.doesNotMatch(seen.features, /needs_recovery/, 'the freeze flushed the journal: the image needs no recovery');
     assert.match(await ext4Features(image), /needs_recovery/, 'control: the live, mounted image does need recovery');
@@ -346,7 +403,10 @@ describe('qga writer with the real qemu-ga', () => {
     assert.equal(component.error?.phase, 'prepare-snapshot');
     assert.ok(component.error?.message.includes(socket), component.error?.message);
     assert.match(component.error.message, /is qemu-ga running and listening on/);
-    assert.ok(report.snapshots.some((s) => s.original === image), 'the disk image was still taken, crash-consistent');
+    assert.ok(
+      report.snapshots.some((s) => s.original === image),
+      'the disk image was still taken, crash-consistent',
+    );
   });
 
   test('prefer: a killed qemu-ga (stale socket) is not-responding too', async (t) => {
@@ -372,7 +432,10 @@ describe('qga writer with the real qemu-ga', () => {
     assert.equal(report.status, 'failed');
     assert.equal(report.error?.code, 'not-responding');
     assert.equal(report.error?.writer, 'guest');
-    assert.match(report.error.message, new RegExp(`no answer within 500 ms: is qemu-ga running and listening on ${agent.socket}`));
+    assert.match(
+      report.error.message,
+      new RegExp(`no answer within 500 ms: is qemu-ga running and listening on ${agent.socket}`),
+    );
     assert.equal(guestComponent(report).consistency, 'none');
     process.kill(agent.pid, 'SIGCONT');
     assert.equal(await agentStatus(agent.socket), 'thawed');
@@ -444,7 +507,11 @@ describe('qga writer with the real qemu-ga', () => {
       assert.equal(component.error?.code, 'retryable');
       assert.equal(component.error?.phase, 'prepare-snapshot');
       assert.match(component.error.message, /frozen already/);
-      assert.equal(await agentStatus(agent.socket), 'frozen', "neither thaw nor abort thawed the other client's freeze");
+      assert.equal(
+        await agentStatus(agent.socket),
+        'frozen',
+        "neither thaw nor abort thawed the other client's freeze",
+      );
       const owner = await QgaClient.connect(agent.socket);
       try {
         assert.equal(await owner.thaw(), 1);

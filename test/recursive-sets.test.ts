@@ -14,7 +14,14 @@ import { TOTAL } from '../src/cli/demo/bank.ts';
 import { runSnapshotSet } from '../src/coordinator/index.ts';
 import { SetReportSchema, type Provider, type SetReport } from '../src/model/index.ts';
 import { createProviders } from '../src/providers/index.ts';
-import { connectAgent, loadIdentity, makeIdentity, readPem, type IdentityFiles, type TlsIdentity } from '../src/rpc/index.ts';
+import {
+  connectAgent,
+  loadIdentity,
+  makeIdentity,
+  readPem,
+  type IdentityFiles,
+  type TlsIdentity,
+} from '../src/rpc/index.ts';
 import { createGuestWriter } from '../src/writers/guest/index.ts';
 import { checkImageBank, makeGuestHost, type GuestHost, type TestGuest } from './helpers/guest-host.ts';
 
@@ -50,7 +57,10 @@ function quiesce(...args: string[]): Promise<{ code: number | null; stdout: stri
 
 /** A guest whose agent serves its bank writer, or (bad) a scripted writer that refuses prepare-snapshot. */
 /** `filesOnly`: no writer, only a directory the guest's file-system freeze holds still (level `filesystem`). */
-async function startGuest(name: string, options: { bad?: boolean; workers?: number; filesOnly?: boolean } = {}): Promise<Guest> {
+async function startGuest(
+  name: string,
+  options: { bad?: boolean; workers?: number; filesOnly?: boolean } = {},
+): Promise<Guest> {
   const gdir = join(dir, name);
   await mkdir(gdir, { recursive: true });
   const files = await makeIdentity(join(gdir, 'tls'), 'agent', name);
@@ -76,7 +86,11 @@ async function startGuest(name: string, options: { bad?: boolean; workers?: numb
   const agent = options.bad
     ? `cd "${repoRoot}" && exec "${process.execPath}" --import tsx "${scriptedAgent}" "${config}" ledger prepare-snapshot nonretryable`
     : `exec "${process.execPath}" "${bin}" agent --config "${config}"`;
-  const command = ['/bin/sh', '-c', `sed -e "s|@MOUNT@|$GUEST_MOUNT|g" -e "s|@ADDRESS@|$GUEST_ADDRESS|g" "${template}" > "${config}" && ${agent}`];
+  const command = [
+    '/bin/sh',
+    '-c',
+    `sed -e "s|@MOUNT@|$GUEST_MOUNT|g" -e "s|@ADDRESS@|$GUEST_ADDRESS|g" "${template}" > "${config}" && ${agent}`,
+  ];
   const guestPromise = host!.startGuest({
     name,
     // One writing process per guest: four guests' workers already keep both cores of a test machine busy.
@@ -101,7 +115,12 @@ function hostConfig(name: string, guests: Guest[], extra: Record<string, unknown
       registrationDir: join(dir, 'none'),
       policy: { freezeTimeout: '20s' },
       tls: { key: hostFiles.key, cert: hostFiles.cert },
-      guests: guests.map((g) => ({ name: g.guest.name, agent: `tls://${g.guest.address}:${g.port}`, certificate: g.files.cert, disks: [g.guest.image] })),
+      guests: guests.map((g) => ({
+        name: g.guest.name,
+        agent: `tls://${g.guest.address}:${g.port}`,
+        certificate: g.files.cert,
+        disks: [g.guest.image],
+      })),
       ...extra,
     }),
   ).then(() => file);
@@ -140,10 +159,15 @@ describe('recursive sets on test hosts in network namespaces', () => {
       const backup = await quiesce('backup', '--config', config, '--type', 'full', '--json');
       assert.equal(backup.code, 0, backup.stderr);
       const report = parseReport(backup.stdout);
-      t.diagnostic(`backup: ${report.stats.durationMs} ms, ${report.stats.bytesRead} bytes read, host freeze window ${report.freezeWindowMs} ms`);
+      t.diagnostic(
+        `backup: ${report.stats.durationMs} ms, ${report.stats.bytesRead} bytes read, host freeze window ${report.freezeWindowMs} ms`,
+      );
       assert.equal(report.status, 'succeeded');
       assert.equal(report.consistency, 'application');
-      assert.deepEqual(report.guests.map((g) => [g.name, g.consistency]), guests.map((g) => [g.guest.name, 'application']));
+      assert.deepEqual(
+        report.guests.map((g) => [g.name, g.consistency]),
+        guests.map((g) => [g.guest.name, 'application']),
+      );
       for (const g of report.guests) {
         assert.equal(g.writers.find((w) => w.name === 'bank')?.consistency, 'application');
         assert.ok(g.freezeWindowMs !== null && g.frozenAtMs !== null);
@@ -153,15 +177,21 @@ describe('recursive sets on test hosts in network namespaces', () => {
       // a guest left frozen never writes again.)
       const afterwards = await Promise.all(guests.map((g) => g.guest.bankProgress()));
       let later = afterwards;
-      for (const deadline = Date.now() + 5000; Date.now() < deadline && later.some((n, i) => n <= afterwards[i]!); ) {
+      for (const deadline = Date.now() + 5000; Date.now() < deadline && later.some((n, i) => n <= afterwards[i]!);) {
         await new Promise((r) => setTimeout(r, 100));
         later = await Promise.all(guests.map((g) => g.guest.bankProgress()));
       }
-      guests.forEach((_, i) => assert.ok(later[i]! > afterwards[i]! && afterwards[i]! > before[i]!, `guest ${i} kept writing (progress ${before[i]}, ${afterwards[i]}, ${later[i]})`));
+      guests.forEach((_, i) =>
+        assert.ok(
+          later[i]! > afterwards[i]! && afterwards[i]! > before[i]!,
+          `guest ${i} kept writing (progress ${before[i]}, ${afterwards[i]}, ${later[i]})`,
+        ),
+      );
 
       const shown = await quiesce('show', 'latest', '--config', config);
       assert.equal(shown.code, 0, shown.stderr);
-      for (const g of guests) assert.match(shown.stdout, new RegExp(`guest ${g.guest.name} \\(quiesce agent\\): succeeded, application`));
+      for (const g of guests)
+        assert.match(shown.stdout, new RegExp(`guest ${g.guest.name} \\(quiesce agent\\): succeeded, application`));
 
       const target = join(dir, 'restored-four');
       const t0 = performance.now();
@@ -176,7 +206,10 @@ describe('recursive sets on test hosts in network namespaces', () => {
       }
       for (const g of guests) {
         const stats = await g.guest.stopBank();
-        assert.ok(stats.every((s) => s.errors === 0), `${g.guest.name}'s application saw no errors: ${JSON.stringify(stats)}`);
+        assert.ok(
+          stats.every((s) => s.errors === 0),
+          `${g.guest.name}'s application saw no errors: ${JSON.stringify(stats)}`,
+        );
       }
     } finally {
       await Promise.all(guests.map((g) => g.guest.stop()));
@@ -185,7 +218,11 @@ describe('recursive sets on test hosts in network namespaces', () => {
 
   test('one bad guest: prefer gives partial (exit 3) with that guest crash and explained; require fails the set and leaves every guest thawed', async (t) => {
     if (skip) return t.skip(skip);
-    const guests = await Promise.all([startGuest('ok1'), startGuest('files', { filesOnly: true }), startGuest('bad', { bad: true })]);
+    const guests = await Promise.all([
+      startGuest('ok1'),
+      startGuest('files', { filesOnly: true }),
+      startGuest('bad', { bad: true }),
+    ]);
     try {
       const config = await hostConfig('bad', guests);
       assert.equal((await quiesce('init', '--config', config)).code, 0);
@@ -195,19 +232,25 @@ describe('recursive sets on test hosts in network namespaces', () => {
       assert.equal(report.status, 'partial');
       const byName = new Map(report.guests.map((g) => [g.name, g]));
       assert.equal(byName.get('ok1')!.consistency, 'application');
-      assert.equal(byName.get('files')!.consistency, 'filesystem', 'a guest with no writer, its file system frozen, is file-system consistent');
+      assert.equal(
+        byName.get('files')!.consistency,
+        'filesystem',
+        'a guest with no writer, its file system frozen, is file-system consistent',
+      );
       assert.equal(byName.get('files')!.status, 'succeeded');
       const bad = byName.get('bad')!;
       assert.equal(bad.consistency, 'crash');
       assert.equal(bad.error?.code, 'nonretryable');
       assert.equal(bad.error?.phase, 'prepare-snapshot');
-      assert.equal(bad.error?.writer, 'ledger', 'the guest\'s node names its writer');
+      assert.equal(bad.error?.writer, 'ledger', "the guest's node names its writer");
       const hostView = report.writers.find((w) => w.name === 'bad')!.error!;
       assert.equal(hostView.code, 'nonretryable');
-      assert.match(hostView.message, /^guest bad/, 'the host\'s writer line names the guest');
+      assert.match(hostView.message, /^guest bad/, "the host's writer line names the guest");
       assert.match(hostView.message, /ledger/, 'and the writer inside it');
 
-      const requireConfig = await hostConfig('bad-require', guests, { policy: { freezeTimeout: '20s', quiesce: 'require' } });
+      const requireConfig = await hostConfig('bad-require', guests, {
+        policy: { freezeTimeout: '20s', quiesce: 'require' },
+      });
       assert.equal((await quiesce('init', '--config', requireConfig)).code, 0);
       const failed = await quiesce('backup', '--config', requireConfig, '--type', 'full', '--json');
       assert.equal(failed.code, 1, failed.stderr);
@@ -216,7 +259,10 @@ describe('recursive sets on test hosts in network namespaces', () => {
       assert.equal(failedReport.error?.code, 'nonretryable');
       // Every guest thawed: its disk takes writes, its application goes on.
       for (const g of guests) {
-        const probe = await g.guest.exec(['/bin/sh', '-c', `echo ok > "${g.guest.mountPoint}/probe" && sync "${g.guest.mountPoint}/probe"`], { timeoutMs: 3_000 });
+        const probe = await g.guest.exec(
+          ['/bin/sh', '-c', `echo ok > "${g.guest.mountPoint}/probe" && sync "${g.guest.mountPoint}/probe"`],
+          { timeoutMs: 3_000 },
+        );
         assert.equal(probe.code, 0, `${g.guest.name}'s disk is writable: ${probe.stderr}`);
         if (g.guest.bankPath === null) continue;
         const p0 = await g.guest.bankProgress();
@@ -243,13 +289,17 @@ describe('recursive sets on test hosts in network namespaces', () => {
         prepare: (r, o) => copy.prepare(r, o),
         release: (s, o) => copy.release(s, o),
         commit: async (request, options) => {
-          const frozenProbe = await g.guest.exec(['/bin/sh', '-c', `echo x > "${g.guest.mountPoint}/probe"`], { timeoutMs: 500 });
+          const frozenProbe = await g.guest.exec(['/bin/sh', '-c', `echo x > "${g.guest.mountPoint}/probe"`], {
+            timeoutMs: 500,
+          });
           assert.notEqual(frozenProbe.code, 0, 'the guest disk is frozen during the host commit');
           faultAt = performance.now();
           if (fault.startsWith('agent')) await g.guest.killCommand('SIGKILL');
           else await g.guest.linkDown();
           for (;;) {
-            const probe = await g.guest.exec(['/bin/sh', '-c', `echo x > "${g.guest.mountPoint}/probe" && sync`], { timeoutMs: 1_000 });
+            const probe = await g.guest.exec(['/bin/sh', '-c', `echo x > "${g.guest.mountPoint}/probe" && sync`], {
+              timeoutMs: 1_000,
+            });
             if (probe.code === 0) break;
             if (performance.now() - faultAt > GUEST_FREEZE_MS + 5_000) break;
           }
@@ -257,12 +307,23 @@ describe('recursive sets on test hosts in network namespaces', () => {
           return copy.commit(request, options);
         },
       };
-      const agent = connectAgent(`${g.guest.address}:${g.port}`, { identity: hostIdentity, pinned: await readPem(g.files.cert, 'cert'), callTimeoutMs: 30_000, keepaliveTimeMs: 2000 });
+      const agent = connectAgent(`${g.guest.address}:${g.port}`, {
+        identity: hostIdentity,
+        pinned: await readPem(g.files.cert, 'cert'),
+        callTimeoutMs: 30_000,
+        keepaliveTimeMs: 2000,
+      });
       try {
         const report = await runSnapshotSet({
           kind: 'backup',
           backupType: 'copy',
-          writers: [{ name: g.guest.name, policy: 'prefer', endpoint: createGuestWriter({ name: g.guest.name, disks: [g.guest.image], agent, honorFull: true }) }],
+          writers: [
+            {
+              name: g.guest.name,
+              policy: 'prefer',
+              endpoint: createGuestWriter({ name: g.guest.name, disks: [g.guest.image], agent, honorFull: true }),
+            },
+          ],
           paths: [],
           stateDir: join(dir, `fault-${g.guest.name}-state`),
           stagingDir: join(dir, `fault-${g.guest.name}-staging`),
@@ -271,7 +332,10 @@ describe('recursive sets on test hosts in network namespaces', () => {
           commitTimeoutMs: 30_000,
           callTimeoutMs: 30_000,
         });
-        assert.ok(writableAfterMs <= GUEST_FREEZE_MS + 1_000, `writable ${Math.round(writableAfterMs)} ms after the fault (deadline ${GUEST_FREEZE_MS} ms)`);
+        assert.ok(
+          writableAfterMs <= GUEST_FREEZE_MS + 1_000,
+          `writable ${Math.round(writableAfterMs)} ms after the fault (deadline ${GUEST_FREEZE_MS} ms)`,
+        );
         assert.equal(report.status, 'partial');
         const guest = report.guests[0]!;
         assert.equal(guest.consistency, 'crash');
@@ -283,7 +347,11 @@ describe('recursive sets on test hosts in network namespaces', () => {
       }
       if (fault.startsWith('network')) {
         // The guest's side of the same story, once the network is back: its set ended, thawed.
-        const again = connectAgent(`${g.guest.address}:${g.port}`, { identity: hostIdentity, pinned: await readPem(g.files.cert, 'cert'), callTimeoutMs: 10_000 });
+        const again = connectAgent(`${g.guest.address}:${g.port}`, {
+          identity: hostIdentity,
+          pinned: await readPem(g.files.cert, 'cert'),
+          callTimeoutMs: 10_000,
+        });
         try {
           const status = await again.status();
           assert.equal(status.state, 'stable');

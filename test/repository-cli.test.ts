@@ -16,13 +16,26 @@ const PASSWORD = 'a long and secret password';
 let dir: string;
 
 function quiesce(env: Record<string, string>, ...args: string[]) {
-  const result = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, QUIESCE_PASSWORD: PASSWORD, ...env } });
+  const result = spawnSync(process.execPath, [bin, ...args], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, QUIESCE_PASSWORD: PASSWORD, ...env },
+  });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
 async function writeConfig(name: string, paths: string[], repo: string): Promise<string> {
   const file = join(dir, `${name}.yaml`);
-  await writeFile(file, [`repository: ${repo}`, `stateDir: ${join(dir, `${name}-state`)}`, `stagingDir: ${join(dir, `${name}-staging`)}`, `registrationDir: ${join(dir, 'none')}`, `paths: [${paths.join(', ')}]`].join('\n'));
+  await writeFile(
+    file,
+    [
+      `repository: ${repo}`,
+      `stateDir: ${join(dir, `${name}-state`)}`,
+      `stagingDir: ${join(dir, `${name}-staging`)}`,
+      `registrationDir: ${join(dir, 'none')}`,
+      `paths: [${paths.join(', ')}]`,
+    ].join('\n'),
+  );
   return file;
 }
 
@@ -43,7 +56,8 @@ async function hashTree(root: string): Promise<string> {
 
 async function packFiles(repo: string): Promise<string[]> {
   const out: string[] = [];
-  for (const fan of await readdir(join(repo, 'data'))) for (const name of await readdir(join(repo, 'data', fan))) out.push(join(repo, 'data', fan, name));
+  for (const fan of await readdir(join(repo, 'data')))
+    for (const name of await readdir(join(repo, 'data', fan))) out.push(join(repo, 'data', fan, name));
   return out;
 }
 
@@ -72,7 +86,10 @@ describe('repository from the command line', () => {
       const handle = await open(join(data, `file-${i % 8}.bin`), 'r+');
       await handle.write(randomBytes(1 << 20), 0, 1 << 20, (i % 4) << 20);
       await handle.close();
-      const child = spawn(process.execPath, [bin, 'backup', '--config', config, '--json'], { env: { ...process.env, QUIESCE_PASSWORD: PASSWORD }, stdio: ['ignore', 'pipe', 'ignore'] });
+      const child = spawn(process.execPath, [bin, 'backup', '--config', config, '--json'], {
+        env: { ...process.env, QUIESCE_PASSWORD: PASSWORD },
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
       let stdout = '';
       child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
       const delay = 50 + Math.floor(Math.random() * 1500);
@@ -91,11 +108,19 @@ describe('repository from the command line', () => {
     assert.equal(check.code, 0, check.stdout + check.stderr);
     const report = JSON.parse(check.stdout) as { ok: boolean; problems: { kind: string }[] };
     assert.equal(report.ok, true);
-    assert.ok(report.problems.every((p) => p.kind === 'unreferenced-pack'), JSON.stringify(report.problems));
+    assert.ok(
+      report.problems.every((p) => p.kind === 'unreferenced-pack'),
+      JSON.stringify(report.problems),
+    );
     // Every set still restores; the first one is exactly what was there.
-    const sets = (JSON.parse(quiesce({}, 'backups', '--config', config, '--json').stdout) as { sets: { id: string }[] }).sets;
+    const sets = (JSON.parse(quiesce({}, 'backups', '--config', config, '--json').stdout) as { sets: { id: string }[] })
+      .sets;
     // Every backup that finished is there; one killed after its manifest was stored may be too.
-    for (const id of completed) assert.ok(sets.some((set) => set.id === id), `completed set ${id} is listed`);
+    for (const id of completed)
+      assert.ok(
+        sets.some((set) => set.id === id),
+        `completed set ${id} is listed`,
+      );
     assert.ok(sets.length >= 1 + completed.length && sets.length <= 21);
     for (const set of sets) {
       const target = join(dir, 'crash-restore', set.id);
@@ -151,11 +176,17 @@ describe('repository from the command line', () => {
     assert.match(wrong.stderr, /password/);
     // A second password opens the same repository; the first still does.
     await writeFile(join(dir, 'second-password'), 'the second one\n');
-    assert.equal(quiesce({}, 'key', 'add', '--config', config, '--new-password-file', join(dir, 'second-password')).code, 0);
+    assert.equal(
+      quiesce({}, 'key', 'add', '--config', config, '--new-password-file', join(dir, 'second-password')).code,
+      0,
+    );
     assert.equal(quiesce({ QUIESCE_PASSWORD: 'the second one' }, 'backups', '--config', config).code, 0);
     assert.equal(quiesce({}, 'backups', '--config', config).code, 0);
     // Two keys; the second password's is removed with the first password, and no longer opens.
-    const keys = JSON.parse(quiesce({}, 'key', 'list', '--config', config, '--json').stdout) as { id: string; current: boolean }[];
+    const keys = JSON.parse(quiesce({}, 'key', 'list', '--config', config, '--json').stdout) as {
+      id: string;
+      current: boolean;
+    }[];
     assert.equal(keys.length, 2);
     const mine = keys.find((k) => k.current)!;
     const other = keys.find((k) => !k.current)!;
@@ -170,7 +201,7 @@ describe('repository from the command line', () => {
     assert.match(none.stderr, /no quiesce repository|not a quiesce repository|quiesce init/);
     const foreign = join(dir, 'foreign');
     await mkdir(foreign, { recursive: true });
-    await writeFile(join(foreign, 'config'), 'this is somebody else\'s file');
+    await writeFile(join(foreign, 'config'), "this is somebody else's file");
     const f = quiesce({}, 'backups', '--repo', foreign);
     assert.equal(f.code, 2);
     assert.equal(quiesce({}, 'init', '--config', config).code === 0, false, 'init refuses an existing repository');
@@ -233,13 +264,24 @@ describe('forget and prune', () => {
     }
     const sizeBefore = (await packFiles(repo)).length;
     assert.equal(quiesce({}, 'forget', '--config', config).code, 2, 'forget without a keep rule is refused');
-    const dry = JSON.parse(quiesce({}, 'forget', '--config', config, '--keep-last', '1', '--dry-run', '--json').stdout) as { remove: string[] };
+    const dry = JSON.parse(
+      quiesce({}, 'forget', '--config', config, '--keep-last', '1', '--dry-run', '--json').stdout,
+    ) as { remove: string[] };
     assert.deepEqual(dry.remove.sort(), ids.slice(0, 2).sort());
-    assert.equal((JSON.parse(quiesce({}, 'backups', '--config', config, '--json').stdout) as { sets: unknown[] }).sets.length, 3, 'a dry run changes nothing');
+    assert.equal(
+      (JSON.parse(quiesce({}, 'backups', '--config', config, '--json').stdout) as { sets: unknown[] }).sets.length,
+      3,
+      'a dry run changes nothing',
+    );
     // Forget two sets and prune with the default grace period: their data stays for now.
     const forgot = quiesce({}, 'forget', '--config', config, '--keep-last', '1', '--prune', '--json');
     assert.equal(forgot.code, 0, forgot.stderr);
-    assert.equal((JSON.parse(quiesce({}, 'backups', '--config', config, '--json').stdout) as { sets: { id: string }[] }).sets.map((s) => s.id).join(), ids[2]);
+    assert.equal(
+      (JSON.parse(quiesce({}, 'backups', '--config', config, '--json').stdout) as { sets: { id: string }[] }).sets
+        .map((s) => s.id)
+        .join(),
+      ids[2],
+    );
     assert.equal((await packFiles(repo)).length, sizeBefore, 'young unreferenced data is kept for the grace period');
     // With no grace period the forgotten sets' data goes; the kept set still restores and checks.
     const pruned = quiesce({}, 'forget', '--config', config, '--keep-last', '1', '--prune', '--grace', '0', '--json');
@@ -277,7 +319,10 @@ describe('object storage', () => {
       assert.equal(backup.code, 0, backup.stderr);
       const again = quiesce(env, 'backup', '--config', config, '--type', 'incremental', '--json');
       assert.equal(again.code, 0, again.stderr);
-      assert.ok((JSON.parse(again.stdout) as { stats: { bytesAdded: number } }).stats.bytesAdded < 64 << 10, 'the second backup deduplicates');
+      assert.ok(
+        (JSON.parse(again.stdout) as { stats: { bytesAdded: number } }).stats.bytesAdded < 64 << 10,
+        'the second backup deduplicates',
+      );
       const target = join(dir, 's3-restore');
       assert.equal(quiesce(env, 'restore', 'latest', '--config', config, '--target', target).code, 0);
       assert.equal(await hashTree(join(target, data)), await hashTree(data));

@@ -55,7 +55,9 @@ describe('SQLite under concurrent writers', () => {
       const dbPath = join(place.dir, 'bank.db');
       createBank(dbPath);
       const load = await startBankLoad(dbPath, 4);
-      const endpoint = createWriterRuntime(createSqliteWriter({ name: 'bank', path: dbPath, stateDir: join(work, 'writers') }));
+      const endpoint = createWriterRuntime(
+        createSqliteWriter({ name: 'bank', path: dbPath, stateDir: join(work, 'writers') }),
+      );
       const windows: number[] = [];
       const checks: string[] = [];
       try {
@@ -93,9 +95,14 @@ describe('SQLite under concurrent writers', () => {
         await endpoint.close();
         const errors = stats.reduce((n, s) => n + s.errors, 0);
         const transfers = stats.reduce((n, s) => n + s.transfers, 0);
-        t.diagnostic(`${name}: ${transfers} transfers, ${errors} errors; freeze window median ${median(windows).toFixed(1)} ms, max ${Math.max(...windows).toFixed(1)} ms`);
+        t.diagnostic(
+          `${name}: ${transfers} transfers, ${errors} errors; freeze window median ${median(windows).toFixed(1)} ms, max ${Math.max(...windows).toFixed(1)} ms`,
+        );
         assert.equal(errors, 0, `the application saw no errors (last: ${stats.find((s) => s.lastError)?.lastError})`);
-        assert.ok(stats.every((s) => s.transfers > 0), 'every worker made progress');
+        assert.ok(
+          stats.every((s) => s.transfers > 0),
+          'every worker made progress',
+        );
       }
       assert.equal(checks.length, SETS);
       const final = await checkBank(dbPath);

@@ -78,8 +78,22 @@ const SMALL_BATCH_WAIT_MS = 20;
  */
 export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
   const { repository } = options;
-  const result: ArchiveResult = { tree: '', files: 0, dirs: 0, bytesRead: 0, bytesAdded: 0, unchangedFiles: 0, partialFiles: 0 };
-  const progress = (currentPath: string) => options.onProgress?.({ files: result.files, bytesRead: result.bytesRead, bytesAdded: result.bytesAdded, currentPath });
+  const result: ArchiveResult = {
+    tree: '',
+    files: 0,
+    dirs: 0,
+    bytesRead: 0,
+    bytesAdded: 0,
+    unchangedFiles: 0,
+    partialFiles: 0,
+  };
+  const progress = (currentPath: string) =>
+    options.onProgress?.({
+      files: result.files,
+      bytesRead: result.bytesRead,
+      bytesAdded: result.bytesAdded,
+      currentPath,
+    });
 
   // The directory skeleton above the captured paths: original prefix -> children.
   interface Skeleton {
@@ -154,7 +168,13 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
   }
 
   /** One path of the snapshot as a node; a file's pending saves go into `waits`, which its directory awaits. */
-  async function archivePath(path: string, original: string, name: string, parentNode: TreeNode | null, waits: Promise<void>[]): Promise<TreeNode | null> {
+  async function archivePath(
+    path: string,
+    original: string,
+    name: string,
+    parentNode: TreeNode | null,
+    waits: Promise<void>[],
+  ): Promise<TreeNode | null> {
     options.signal?.throwIfAborted();
     let stats: BigIntStats;
     try {
@@ -201,7 +221,13 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
    * out whole) and those the provider left out. A directory equal to its parent's, entry for
    * entry, is the parent's subtree: nothing to write or even hash.
    */
-  async function archiveDirectory(path: string, original: string, dirMeta: ReturnType<typeof meta>, parentNode: TreeNode | null, inSnapshot: boolean): Promise<TreeNode> {
+  async function archiveDirectory(
+    path: string,
+    original: string,
+    dirMeta: ReturnType<typeof meta>,
+    parentNode: TreeNode | null,
+    inSnapshot: boolean,
+  ): Promise<TreeNode> {
     const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
     const parentByName = new Map((subParent?.nodes ?? []).map((n) => [n.name, n]));
     const notCopied = leftOut.get(path);
@@ -218,7 +244,13 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
         const file = notCopied?.get(entry);
         if (file?.directory) {
           const { name: dirName, mode, uid, gid, mtimeNs } = file;
-          children[i] = await archiveDirectory(join(path, entry), `${original}/${entry}`, { name: dirName, mode, uid, gid, mtimeNs }, parentByName.get(entry) ?? null, false);
+          children[i] = await archiveDirectory(
+            join(path, entry),
+            `${original}/${entry}`,
+            { name: dirName, mode, uid, gid, mtimeNs },
+            parentByName.get(entry) ?? null,
+            false,
+          );
           continue;
         }
         if (file !== undefined) {
@@ -234,7 +266,12 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     void sendSmall();
     await Promise.all(childWaits);
     const nodes = children.filter((n): n is TreeNode => n !== null);
-    if (parentNode?.type === 'dir' && subParent !== null && sameNodes(nodes, subParent.nodes) && repository.hasBlob(parentNode.subtree)) {
+    if (
+      parentNode?.type === 'dir' &&
+      subParent !== null &&
+      sameNodes(nodes, subParent.nodes) &&
+      repository.hasBlob(parentNode.subtree)
+    ) {
       result.dirs++;
       return { ...dirMeta, type: 'dir', subtree: parentNode.subtree };
     }
@@ -266,14 +303,23 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     await throttle();
     const sending = (async () => {
       try {
-        const results = await repository.saveSmallFiles(files.map(({ path, size }) => ({ path, size })), options);
+        const results = await repository.saveSmallFiles(
+          files.map(({ path, size }) => ({ path, size })),
+          options,
+        );
         files.forEach((file, i) => {
           const saved = results[i]!;
           if ('error' in saved) {
             const error =
               saved.code === 'CHANGED'
-                ? new QuiesceError('inconsistent-snapshot', `${file.original} changed while it was read from the snapshot: ${saved.error}`, { component: file.original })
-                : new QuiesceError('nonretryable', `cannot read ${file.original} from the snapshot: ${saved.error}`, { component: file.original });
+                ? new QuiesceError(
+                    'inconsistent-snapshot',
+                    `${file.original} changed while it was read from the snapshot: ${saved.error}`,
+                    { component: file.original },
+                  )
+                : new QuiesceError('nonretryable', `cannot read ${file.original} from the snapshot: ${saved.error}`, {
+                    component: file.original,
+                  });
             file.settle(error);
             return;
           }
@@ -295,12 +341,25 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
   /** A file the provider left out: the parent's content, with the original's metadata at the commit. */
   function unchangedNode(file: UnchangedFile, parentNode: TreeNode | undefined, original: string): TreeNode {
     if (!reusable(repository, parentNode, file.size, file.mtimeNs, parentBefore)) {
-      throw new QuiesceError('inconsistent-snapshot', `${original} was left out of the snapshot as unchanged, but the parent set does not hold it as it is now`, { component: original });
+      throw new QuiesceError(
+        'inconsistent-snapshot',
+        `${original} was left out of the snapshot as unchanged, but the parent set does not hold it as it is now`,
+        { component: original },
+      );
     }
     result.files++;
     result.unchangedFiles++;
     progress(original);
-    return { name: file.name, mode: file.mode, uid: file.uid, gid: file.gid, mtimeNs: file.mtimeNs, type: 'file', size: file.size, content: parentNode.content };
+    return {
+      name: file.name,
+      mode: file.mode,
+      uid: file.uid,
+      gid: file.gid,
+      mtimeNs: file.mtimeNs,
+      type: 'file',
+      size: file.size,
+      content: parentNode.content,
+    };
   }
 
   // A read buffer and a chunker per file being read, shared by the whole archive (the chunker
@@ -338,7 +397,13 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
    * the file awaits it before its tree is saved, so reading the next files overlaps with
    * compressing and sealing this one.
    */
-  async function readAndStore(path: string, offset: number, length: number, original: string, likelyNew = false): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
+  async function readAndStore(
+    path: string,
+    offset: number,
+    length: number,
+    original: string,
+    likelyNew = false,
+  ): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
     const handle = await open(path, 'r').catch((error: unknown) => {
       throw QuiesceError.from(error, 'nonretryable', { component: original });
     });
@@ -367,7 +432,10 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
         options.signal?.throwIfAborted();
         const want = Math.min(buffer.length, end - position);
         const { bytesRead } = await handle.read(buffer, 0, want, position);
-        if (bytesRead === 0) throw new QuiesceError('inconsistent-snapshot', `${original} shrank while it was read from the snapshot`, { component: original });
+        if (bytesRead === 0)
+          throw new QuiesceError('inconsistent-snapshot', `${original} shrank while it was read from the snapshot`, {
+            component: original,
+          });
         position += bytesRead;
         result.bytesRead += bytesRead;
         // The chunker copies what it keeps and returns fresh chunks: the read buffer is reused as it is.
@@ -392,7 +460,11 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
    * snapshot, cut at the untouched neighbours' boundaries; the untouched chunks are reused as
    * they are. Returns the complete content, in order.
    */
-  async function spliceFile(path: string, partial: PartialSource, original: string): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
+  async function spliceFile(
+    path: string,
+    partial: PartialSource,
+    original: string,
+  ): Promise<{ refs: ContentRef[]; done: Promise<void> }> {
     const { base, size } = partial;
     const starts: number[] = [];
     let offset = 0;
@@ -453,26 +525,52 @@ function sameNodes(a: readonly TreeNode[], b: readonly TreeNode[]): boolean {
   for (let i = 0; i < a.length; i++) {
     const x = a[i]!;
     const y = b[i]!;
-    if (x.name !== y.name || x.type !== y.type || x.mode !== y.mode || x.uid !== y.uid || x.gid !== y.gid || x.mtimeNs !== y.mtimeNs) return false;
+    if (
+      x.name !== y.name ||
+      x.type !== y.type ||
+      x.mode !== y.mode ||
+      x.uid !== y.uid ||
+      x.gid !== y.gid ||
+      x.mtimeNs !== y.mtimeNs
+    )
+      return false;
     if (x.type === 'dir' && x.subtree !== (y as typeof x).subtree) return false;
     if (x.type === 'symlink' && x.target !== (y as typeof x).target) return false;
     if (x.type === 'file') {
       const other = y as typeof x;
       if (x.size !== other.size || x.content.length !== other.content.length) return false;
-      if (x.content !== other.content && x.content.some((c, k) => c.id !== other.content[k]!.id || c.length !== other.content[k]!.length)) return false;
+      if (
+        x.content !== other.content &&
+        x.content.some((c, k) => c.id !== other.content[k]!.id || c.length !== other.content[k]!.length)
+      )
+        return false;
     }
   }
   return true;
 }
 
 /** The common metadata of a node; `stats` null (an original parent that vanished) gives a plain directory. */
-function meta(name: string, stats: BigIntStats | null): { name: string; mode: number; uid: number; gid: number; mtimeNs: string } {
+function meta(
+  name: string,
+  stats: BigIntStats | null,
+): { name: string; mode: number; uid: number; gid: number; mtimeNs: string } {
   if (!stats) return { name, mode: 0o40755, uid: 0, gid: 0, mtimeNs: '0' };
-  return { name, mode: Number(stats.mode), uid: Number(stats.uid), gid: Number(stats.gid), mtimeNs: stats.mtimeNs.toString() };
+  return {
+    name,
+    mode: Number(stats.mode),
+    uid: Number(stats.uid),
+    gid: Number(stats.gid),
+    mtimeNs: stats.mtimeNs.toString(),
+  };
 }
 
 /** Finds the node of an original absolute path in a tree. */
-export async function findNode(repository: Repository, tree: string, original: string, options: CallOptions = {}): Promise<TreeNode | null> {
+export async function findNode(
+  repository: Repository,
+  tree: string,
+  original: string,
+  options: CallOptions = {},
+): Promise<TreeNode | null> {
   const parts = original.split('/').filter(Boolean);
   let current = tree;
   for (let i = 0; i < parts.length; i++) {

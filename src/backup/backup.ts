@@ -39,7 +39,9 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       kind: 'backup',
       keep: false,
       // The plain paths' files that the parent holds unchanged are not even copied into the snapshot.
-      ...(parent !== null && options.paths.length > 0 ? { knownFiles: parentKnownFiles(repository, parent.tree, options.paths, before) } : {}),
+      ...(parent !== null && options.paths.length > 0
+        ? { knownFiles: parentKnownFiles(repository, parent.tree, options.paths, before) }
+        : {}),
       previousStamp: (writer, component, type) => {
         const base = catalog.baseFor(writer, component, type);
         if (!base) return undefined;
@@ -100,7 +102,10 @@ async function store(
 
   // Change detection by size and mtime for plain paths and file components (never for databases,
   // whose writers say what changed): incremental against the newest set, differential the newest full.
-  const trusted = [...options.paths, ...view.components.filter((c) => c.kind === 'files').flatMap((c) => c.files.map((f) => f.path))];
+  const trusted = [
+    ...options.paths,
+    ...view.components.filter((c) => c.kind === 'files').flatMap((c) => c.files.map((f) => f.path)),
+  ];
 
   const result = await archive({
     repository,
@@ -133,7 +138,12 @@ async function store(
       files: c.files.map((f) => f.path),
     };
   });
-  const stats = { files: result.files, bytesRead: result.bytesRead, bytesAdded: result.bytesAdded, durationMs: Math.round(performance.now() - started) };
+  const stats = {
+    files: result.files,
+    bytesRead: result.bytesRead,
+    bytesAdded: result.bytesAdded,
+    durationMs: Math.round(performance.now() - started),
+  };
   const meta: BackupMeta = {
     kind: 'backup',
     hostname: hostname(),
@@ -146,7 +156,10 @@ async function store(
     writers: view.writers,
     report: { ...soFar, stats },
   };
-  const manifestId = await repository.saveManifest({ version: 1, setId: view.setId, time: new Date().toISOString(), tree: result.tree, meta }, { signal });
+  const manifestId = await repository.saveManifest(
+    { version: 1, setId: view.setId, time: new Date().toISOString(), tree: result.tree, meta },
+    { signal },
+  );
   return { manifestId, stats: { ...stats, files: result.files } };
 }
 

@@ -1,5 +1,13 @@
 // The requester: backup (a snapshot set read into the repository), restore, and the tree
 // walking both share. Composition of writers, providers and the repository happens in cli/.
 export { runBackup, backupTypeOrThrow, type BackupOptions, type BackupResult } from './backup.ts';
-export { archive, findNode, type ArchiveOptions, type ArchiveProgress, type ArchiveResult, type ArchiveSource, type PartialSource } from './archiver.ts';
+export {
+  archive,
+  findNode,
+  type ArchiveOptions,
+  type ArchiveProgress,
+  type ArchiveResult,
+  type ArchiveSource,
+  type PartialSource,
+} from './archiver.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';

@@ -14,7 +14,13 @@ export function trustedBy(paths: readonly string[]): (original: string) => boole
  * same timestamp tick after the parent read it would look unchanged, so a file the parent saw
  * being written is always read again (git's "racy" entries).
  */
-export function reusable(repository: Repository, node: TreeNode | null | undefined, size: number | bigint, mtimeNs: string | bigint, before: bigint): node is FileNode {
+export function reusable(
+  repository: Repository,
+  node: TreeNode | null | undefined,
+  size: number | bigint,
+  mtimeNs: string | bigint,
+  before: bigint,
+): node is FileNode {
   return (
     node?.type === 'file' &&
     node.size === Number(size) &&
@@ -29,7 +35,12 @@ export function reusable(repository: Repository, node: TreeNode | null | undefin
  * reflink snapshot of an incremental then copies only what changed. A directory's listing is its
  * tree in the parent set, loaded when first asked for.
  */
-export function parentKnownFiles(repository: Repository, parentTree: string, trusted: readonly string[], before: bigint): KnownFiles {
+export function parentKnownFiles(
+  repository: Repository,
+  parentTree: string,
+  trusted: readonly string[],
+  before: bigint,
+): KnownFiles {
   const isTrusted = trustedBy(trusted);
   const trees = new Map<string, Promise<Tree | null>>();
   const treeAt = (dir: string, options: CallOptions): Promise<Tree | null> => {

@@ -14,7 +14,10 @@ const PREFETCH_LIMIT = 2_000_000;
  * nothing but metadata, changes nothing, and its failures are nobody's concern: `stop` (or the
  * process's end) ends it wherever it is.
  */
-export function prefetchMetadata(paths: readonly string[], skipNames: readonly string[] = [SNAPSHOT_STORE]): MetadataPrefetch {
+export function prefetchMetadata(
+  paths: readonly string[],
+  skipNames: readonly string[] = [SNAPSHOT_STORE],
+): MetadataPrefetch {
   const nothing = { stop: () => {}, done: Promise.resolve() };
   if (paths.length === 0) return nothing;
   let worker: Worker;

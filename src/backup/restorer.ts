@@ -1,5 +1,18 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, lchown, lstat, lutimes, mkdir, open, rename, rm, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import {
+  chmod,
+  lchown,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  rename,
+  rm,
+  symlink,
+  unlink,
+  utimes,
+  type FileHandle,
+} from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { QuiesceError, utimesSeconds, type CallOptions, type Failure } from '../model/index.ts';
 import { NodeNameSchema, type DirNode, type FileNode, type SymlinkNode, type TreeNode } from '../repository/tree.ts';
@@ -48,7 +61,11 @@ const ZERO = Buffer.alloc(SPARSE_BLOCK);
  * Writes `data` at `position`, leaving all-zero blocks as holes; returns the bytes written and
  * where the last write ended in the file (0 if nothing was written).
  */
-async function writeSparse(handle: FileHandle, data: Buffer, position: number): Promise<{ written: number; end: number }> {
+async function writeSparse(
+  handle: FileHandle,
+  data: Buffer,
+  position: number,
+): Promise<{ written: number; end: number }> {
   let written = 0;
   let runStart = -1;
   let lastEnd = 0;
@@ -84,7 +101,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytesWritten: 0, failed: [] };
   await mkdir(target, { recursive: true });
   const targetStats = await lstat(target);
-  if (!targetStats.isDirectory()) throw new QuiesceError('bad-usage', `the restore target ${target} is not a directory`);
+  if (!targetStats.isDirectory())
+    throw new QuiesceError('bad-usage', `the restore target ${target} is not a directory`);
 
   /** Is `original` wanted: inside an include, or on the way to one? */
   function wanted(original: string): 'all' | 'path' | false {
@@ -97,12 +115,21 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   }
 
   /** `fresh`: `dir` was made by this restore, so nothing is in the way of its entries. */
-  async function restoreDir(treeId: string, dir: string, original: string, mode: 'all' | 'path', fresh: boolean): Promise<void> {
+  async function restoreDir(
+    treeId: string,
+    dir: string,
+    original: string,
+    mode: 'all' | 'path',
+    fresh: boolean,
+  ): Promise<void> {
     const tree = await repository.loadTree(treeId, options);
     // Every name is checked before anything of this directory is written.
     for (const node of tree.nodes) {
       if (!NodeNameSchema.safeParse(node.name).success) {
-        throw new QuiesceError('damaged', `tree ${treeId} has an entry named ${JSON.stringify(node.name)}, which is not a single path element; refusing to restore it`);
+        throw new QuiesceError(
+          'damaged',
+          `tree ${treeId} has an entry named ${JSON.stringify(node.name)}, which is not a single path element; refusing to restore it`,
+        );
       }
     }
     // Small files' blobs are read ahead, a batch of entries at a time, with one ranged load for
@@ -135,13 +162,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         const childMode = mode === 'all' ? 'all' : wanted(childOriginal);
         if (!childMode) continue;
         const path = join(dir, node.name);
-        if (!path.startsWith(`${target}/`)) throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${target}`);
+        if (!path.startsWith(`${target}/`))
+          throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${target}`);
         switch (node.type) {
           case 'dir':
             await restoreDirNode(node, path, childOriginal, childMode, fresh);
             break;
           case 'file':
-            if (childMode === 'all') await restoreFile(node, path, childOriginal, fresh, preloadedBlob(node.content[0]?.id ?? ''));
+            if (childMode === 'all')
+              await restoreFile(node, path, childOriginal, fresh, preloadedBlob(node.content[0]?.id ?? ''));
             break;
           case 'symlink':
             if (childMode === 'all') await restoreSymlink(node, path, fresh);
@@ -158,7 +187,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
   }
 
-  async function restoreDirNode(node: DirNode, path: string, original: string, mode: 'all' | 'path', inFresh: boolean): Promise<void> {
+  async function restoreDirNode(
+    node: DirNode,
+    path: string,
+    original: string,
+    mode: 'all' | 'path',
+    inFresh: boolean,
+  ): Promise<void> {
     const existing = inFresh ? null : await lstat(path).catch(() => null);
     if (existing && !existing.isDirectory()) await rm(path, { force: true });
     if (!existing || !existing.isDirectory()) await mkdir(path, { mode: 0o700 });
@@ -167,7 +202,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await applyMeta(node, path);
   }
 
-  async function restoreFile(node: FileNode, path: string, original: string, inFresh: boolean, preloaded: Promise<Buffer> | undefined): Promise<void> {
+  async function restoreFile(
+    node: FileNode,
+    path: string,
+    original: string,
+    inFresh: boolean,
+    preloaded: Promise<Buffer> | undefined,
+  ): Promise<void> {
     const temp = join(path, '..', `.${node.name.slice(0, 200)}.quiesce-restore-${randomBytes(4).toString('hex')}`);
     const handle = await open(temp, 'wx', 0o600);
     let position = 0;
@@ -188,7 +229,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         const data = await loads.get(i)!;
         loads.delete(i);
         load(i + PREFETCH);
-        if (data.length !== ref.length) throw new QuiesceError('damaged', `blob ${ref.id} of ${original} has ${data.length} bytes, not ${ref.length}`);
+        if (data.length !== ref.length)
+          throw new QuiesceError(
+            'damaged',
+            `blob ${ref.id} of ${original} has ${data.length} bytes, not ${ref.length}`,
+          );
         // Not `+= await`: that reads the total before the wait, and files are restored in parallel.
         const { written, end } = await writeSparse(handle, data, position);
         result.bytesWritten += written;
@@ -198,7 +243,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         // A preloaded blob may serve other files too: not that one.
         if (i > 0 || preloaded === undefined) repository.releaseBlob(data);
       }
-      if (position !== node.size) throw new QuiesceError('damaged', `${original} should have ${node.size} bytes but its content adds up to ${position}`);
+      if (position !== node.size)
+        throw new QuiesceError(
+          'damaged',
+          `${original} should have ${node.size} bytes but its content adds up to ${position}`,
+        );
       // No fsync per file (restic does none either): a restore interrupted by a crash is simply run again.
       // A file that ends in a hole gets its length here.
       if (fileEnd !== node.size) await handle.truncate(node.size);

@@ -30,11 +30,15 @@ export class Catalog {
     try {
       const cached = new Map<string, string>();
       if (cache) {
-        for (const row of cache.prepare('SELECT manifest_id, envelope FROM manifests WHERE repository_id = ?').all(repository.id) as { manifest_id: string; envelope: string }[]) {
+        for (const row of cache
+          .prepare('SELECT manifest_id, envelope FROM manifests WHERE repository_id = ?')
+          .all(repository.id) as { manifest_id: string; envelope: string }[]) {
           cached.set(row.manifest_id, row.envelope);
         }
       }
-      const insert = cache?.prepare('INSERT OR REPLACE INTO manifests (repository_id, manifest_id, envelope) VALUES (?, ?, ?)');
+      const insert = cache?.prepare(
+        'INSERT OR REPLACE INTO manifests (repository_id, manifest_id, envelope) VALUES (?, ?, ?)',
+      );
       for (const id of ids) {
         let envelope: ManifestEnvelope | null = null;
         const hit = cached.get(id);
@@ -49,7 +53,13 @@ export class Catalog {
         if (hit === undefined) insert?.run(repository.id, id, JSON.stringify(envelope));
         const meta = BackupMetaSchema.safeParse(envelope.meta);
         if (!meta.success) continue; // a manifest of another kind: not a backup set
-        entries.push({ manifestId: id, setId: envelope.setId, time: envelope.time, tree: envelope.tree, meta: meta.data });
+        entries.push({
+          manifestId: id,
+          setId: envelope.setId,
+          time: envelope.time,
+          tree: envelope.tree,
+          meta: meta.data,
+        });
       }
       if (cache) {
         const remove = cache.prepare('DELETE FROM manifests WHERE repository_id = ? AND manifest_id = ?');
@@ -81,13 +91,19 @@ export class Catalog {
    * incremental: the last succeeded full or incremental (the writer's history); differential:
    * the last succeeded full. Copy and differential sets never move a chain.
    */
-  baseFor(writer: string, component: string, type: BackupType): { entry: CatalogEntry; record: ComponentRecord } | null {
-    const wanted: BackupType[] = type === 'incremental' ? ['full', 'incremental'] : type === 'differential' ? ['full'] : [];
+  baseFor(
+    writer: string,
+    component: string,
+    type: BackupType,
+  ): { entry: CatalogEntry; record: ComponentRecord } | null {
+    const wanted: BackupType[] =
+      type === 'incremental' ? ['full', 'incremental'] : type === 'differential' ? ['full'] : [];
     if (wanted.length === 0) return null;
     for (let i = this.entries.length - 1; i >= 0; i--) {
       const entry = this.entries[i]!;
       const record = entry.meta.components.find((c) => c.writer === writer && c.component === component);
-      if (record && record.succeeded && record.stamp !== null && wanted.includes(record.actualType)) return { entry, record };
+      if (record && record.succeeded && record.stamp !== null && wanted.includes(record.actualType))
+        return { entry, record };
     }
     return null;
   }
@@ -104,6 +120,8 @@ function openCache(file: string): Database.Database {
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('busy_timeout = 5000');
-  db.exec('CREATE TABLE IF NOT EXISTS manifests (repository_id TEXT NOT NULL, manifest_id TEXT NOT NULL, envelope TEXT NOT NULL, PRIMARY KEY (repository_id, manifest_id))');
+  db.exec(
+    'CREATE TABLE IF NOT EXISTS manifests (repository_id TEXT NOT NULL, manifest_id TEXT NOT NULL, envelope TEXT NOT NULL, PRIMARY KEY (repository_id, manifest_id))',
+  );
   return db;
 }

@@ -66,7 +66,8 @@ export function selectForget(entries: readonly CatalogEntry[], policy: ForgetPol
       if (!c.succeeded || c.stamp === null) continue;
       for (const kind of ['full', 'incremental'] as const) {
         const slot = `${kind}\0${c.writer}\0${c.component}`;
-        const counts = kind === 'full' ? c.actualType === 'full' : c.actualType === 'full' || c.actualType === 'incremental';
+        const counts =
+          kind === 'full' ? c.actualType === 'full' : c.actualType === 'full' || c.actualType === 'incremental';
         if (counts && !seenBase.has(slot)) {
           seenBase.add(slot);
           keep(entry, `chain base of ${c.writer}/${c.component}`);

@@ -1,5 +1,11 @@
 import { z } from 'zod';
-import { BackupTypeSchema, ConsistencyLevelSchema, SetReportSchema, TypeReasonSchema, WriterMetadataSchema } from '../model/index.ts';
+import {
+  BackupTypeSchema,
+  ConsistencyLevelSchema,
+  SetReportSchema,
+  TypeReasonSchema,
+  WriterMetadataSchema,
+} from '../model/index.ts';
 
 /**
  * What a backup set's manifest records beside its root tree (the repository's envelope keeps

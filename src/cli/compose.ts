@@ -5,7 +5,13 @@ import { readdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Config, WriterConfig } from '../config/index.ts';
 import type { ResolvedProvider, SetWriter } from '../coordinator/index.ts';
-import { QuiesceError, type Provider, type ProviderName, type QuiescePolicy, type WriterEndpoint } from '../model/index.ts';
+import {
+  QuiesceError,
+  type Provider,
+  type ProviderName,
+  type QuiescePolicy,
+  type WriterEndpoint,
+} from '../model/index.ts';
 import { chooseProvider, createProviders } from '../providers/index.ts';
 import { createGuestWriter } from '../writers/guest/index.ts';
 import { createQgaGuest } from '../writers/qga/index.ts';
@@ -49,9 +55,15 @@ export async function writerEndpoint(config: WriterConfig, root: Config): Promis
         }),
       );
     case 'remote':
-      return (await loadRpc()).connectWriter(config.socket ?? join(root.registrationDir, `${config.name}.sock`), { callTimeoutMs: root.policy.freezeTimeout });
+      return (await loadRpc()).connectWriter(config.socket ?? join(root.registrationDir, `${config.name}.sock`), {
+        callTimeoutMs: root.policy.freezeTimeout,
+      });
     case 'postgres':
-      throw new QuiesceError('bad-config', `writer ${config.name}: the postgres writer is not available in this version; remove it or use an exec writer`, { writer: config.name });
+      throw new QuiesceError(
+        'bad-config',
+        `writer ${config.name}: the postgres writer is not available in this version; remove it or use an exec writer`,
+        { writer: config.name },
+      );
     default:
       return config satisfies never;
   }
@@ -64,14 +76,24 @@ export async function writerEndpoint(config: WriterConfig, root: Config): Promis
 export async function composeWriters(config: Config, overridePolicy?: QuiescePolicy): Promise<ComposedWriter[]> {
   const writers: ComposedWriter[] = [];
   for (const w of config.writers) {
-    writers.push({ type: w.type, name: w.name, policy: overridePolicy ?? w.quiesce ?? config.policy.quiesce, endpoint: await writerEndpoint(w, config) });
+    writers.push({
+      type: w.type,
+      name: w.name,
+      policy: overridePolicy ?? w.quiesce ?? config.policy.quiesce,
+      endpoint: await writerEndpoint(w, config),
+    });
   }
   const named = new Set(config.writers.map((w) => w.name));
   const claimed = new Set(config.writers.flatMap((w) => (w.type === 'remote' && w.socket ? [w.socket] : [])));
   for (const socket of await registeredSockets(config.registrationDir)) {
     const name = basename(socket, '.sock');
     if (named.has(name) || claimed.has(socket)) continue;
-    writers.push({ type: 'registered', name, policy: overridePolicy ?? config.policy.quiesce, endpoint: (await loadRpc()).connectWriter(socket, { callTimeoutMs: config.policy.freezeTimeout }) });
+    writers.push({
+      type: 'registered',
+      name,
+      policy: overridePolicy ?? config.policy.quiesce,
+      endpoint: (await loadRpc()).connectWriter(socket, { callTimeoutMs: config.policy.freezeTimeout }),
+    });
   }
   writers.push(...(await composeGuests(config, overridePolicy)));
   return writers;
@@ -88,15 +110,34 @@ export async function composeGuests(config: Config, overridePolicy?: QuiescePoli
     config.guests.map(async (guest): Promise<ComposedWriter> => {
       const policy = overridePolicy ?? guest.quiesce ?? config.policy.quiesce;
       if (guest.agent === undefined) {
-        return { type: 'guest', name: guest.name, policy: 'off', endpoint: createGuestWriter({ name: guest.name, disks: guest.disks, agent: null, honorFull: guest.honorFull }) };
+        return {
+          type: 'guest',
+          name: guest.name,
+          policy: 'off',
+          endpoint: createGuestWriter({
+            name: guest.name,
+            disks: guest.disks,
+            agent: null,
+            honorFull: guest.honorFull,
+          }),
+        };
       }
       if (guest.agent.startsWith('qga:')) {
         const socket = decodeURIComponent(new URL(guest.agent).pathname);
-        const endpoint = createQgaGuest({ name: guest.name, socket, disks: guest.disks, mountpoints: guest.mountpoints });
+        const endpoint = createQgaGuest({
+          name: guest.name,
+          socket,
+          disks: guest.disks,
+          mountpoints: guest.mountpoints,
+        });
         return { type: 'guest', name: guest.name, policy, endpoint };
       }
       if (!rpc || !identity || !guest.certificate) {
-        throw new QuiesceError('bad-config', `guest ${guest.name}: a quiesce agent needs tls: { key, cert } and the guest's certificate pinned`, { writer: guest.name });
+        throw new QuiesceError(
+          'bad-config',
+          `guest ${guest.name}: a quiesce agent needs tls: { key, cert } and the guest's certificate pinned`,
+          { writer: guest.name },
+        );
       }
       const agent = rpc.connectAgent(guest.agent, {
         identity,
@@ -105,7 +146,12 @@ export async function composeGuests(config: Config, overridePolicy?: QuiescePoli
         // A guest that vanishes (killed agent, cut network) is noticed within about three seconds.
         keepaliveTimeMs: 2000,
       });
-      return { type: 'guest', name: guest.name, policy, endpoint: createGuestWriter({ name: guest.name, disks: guest.disks, agent, honorFull: guest.honorFull }) };
+      return {
+        type: 'guest',
+        name: guest.name,
+        policy,
+        endpoint: createGuestWriter({ name: guest.name, disks: guest.disks, agent, honorFull: guest.honorFull }),
+      };
     }),
   );
 }
@@ -113,17 +159,27 @@ export async function composeGuests(config: Config, overridePolicy?: QuiescePoli
 async function registeredSockets(dir: string): Promise<string[]> {
   if (!existsSync(dir)) return [];
   const names = await readdir(dir);
-  return names.filter((n) => n.endsWith('.sock')).sort().map((n) => join(dir, n));
+  return names
+    .filter((n) => n.endsWith('.sock'))
+    .sort()
+    .map((n) => join(dir, n));
 }
 
 /** Picks the provider for each path: the config's forced choice, else the best that supports it. */
-export function providerResolver(config: Config, providers: Provider[] = createProviders(), forced?: ProviderName): (path: string) => Promise<ResolvedProvider> {
+export function providerResolver(
+  config: Config,
+  providers: Provider[] = createProviders(),
+  forced?: ProviderName,
+): (path: string) => Promise<ResolvedProvider> {
   const cache = new Map<string, Promise<ResolvedProvider>>();
   return (path: string) => {
     let resolved = cache.get(path);
     if (!resolved) {
       const force = forced ?? forcedFor(config, path);
-      resolved = chooseProvider(path, providers, force ? { force } : {}).then((choice) => ({ provider: choice.provider, level: choice.support.level }));
+      resolved = chooseProvider(path, providers, force ? { force } : {}).then((choice) => ({
+        provider: choice.provider,
+        level: choice.support.level,
+      }));
       cache.set(path, resolved);
     }
     return resolved;

@@ -26,7 +26,11 @@ export function table(header: string[], rows: string[][]): string {
 
 export function ms(value: number | null): string {
   if (value === null) return '-';
-  return value < 10 ? `${value.toFixed(2)} ms` : value < 10_000 ? `${value.toFixed(1)} ms` : `${(value / 1000).toFixed(1)} s`;
+  return value < 10
+    ? `${value.toFixed(2)} ms`
+    : value < 10_000
+      ? `${value.toFixed(1)} ms`
+      : `${(value / 1000).toFixed(1)} s`;
 }
 
 export function formatWriters(statuses: (WriterStatus | { name: string; error: string })[]): string {
@@ -38,11 +42,15 @@ export function formatWriters(statuses: (WriterStatus | { name: string; error: s
       continue;
     }
     const m = s.metadata;
-    const failure = s.lastFailure ? `${s.lastFailure.code} at ${s.lastFailure.phase ?? '?'}: ${s.lastFailure.message}` : '-';
+    const failure = s.lastFailure
+      ? `${s.lastFailure.code} at ${s.lastFailure.phase ?? '?'}: ${s.lastFailure.message}`
+      : '-';
     rows.push([m.name, m.classId, m.instanceId, s.state, failure]);
     for (const c of m.components) {
       const files = c.files.map((f) => f.path).join(', ') || '(no files)';
-      details.push(`  ${m.name}: component ${c.logicalPath ? `${c.logicalPath}/` : ''}${c.name} (${c.kind}${c.selectable ? '' : ', not selectable'}): ${files}`);
+      details.push(
+        `  ${m.name}: component ${c.logicalPath ? `${c.logicalPath}/` : ''}${c.name} (${c.kind}${c.selectable ? '' : ', not selectable'}): ${files}`,
+      );
     }
     details.push(`  ${m.name}: usage ${m.usage}, backup types ${m.backupTypes.join(' ')}, restore ${m.restoreMethod}`);
   }
@@ -53,12 +61,19 @@ export function formatWriters(statuses: (WriterStatus | { name: string; error: s
 export function formatReport(report: SetReport): string {
   const lines: string[] = [];
   lines.push(`set ${report.id}: ${report.status}, consistency ${report.consistency}${report.kept ? ' (kept)' : ''}`);
-  lines.push(`  type ${report.requestedType}, freeze window ${ms(report.freezeWindowMs)}, commit ${ms(report.commitMs)}, took ${ms(report.stats.durationMs)}`);
-  if (report.error) lines.push(`  error: ${report.error.code}${report.error.phase ? ` at ${report.error.phase}` : ''}${report.error.writer ? ` (writer ${report.error.writer})` : ''}: ${report.error.message}`);
+  lines.push(
+    `  type ${report.requestedType}, freeze window ${ms(report.freezeWindowMs)}, commit ${ms(report.commitMs)}, took ${ms(report.stats.durationMs)}`,
+  );
+  if (report.error)
+    lines.push(
+      `  error: ${report.error.code}${report.error.phase ? ` at ${report.error.phase}` : ''}${report.error.writer ? ` (writer ${report.error.writer})` : ''}: ${report.error.message}`,
+    );
   for (const w of report.writers) lines.push(`  ${writerLine(w)}`);
   for (const c of report.components) lines.push(`  ${componentLine(c)}`);
-  for (const s of report.snapshots) lines.push(`  snapshot ${s.original} -> ${s.snapshot} (${s.provider}, ${s.consistency})`);
-  for (const b of report.benign) lines.push(`  benign: ${b.code} at ${b.phase ?? '?'} (writer ${b.writer ?? '?'}): ${b.message}`);
+  for (const s of report.snapshots)
+    lines.push(`  snapshot ${s.original} -> ${s.snapshot} (${s.provider}, ${s.consistency})`);
+  for (const b of report.benign)
+    lines.push(`  benign: ${b.code} at ${b.phase ?? '?'} (writer ${b.writer ?? '?'}): ${b.message}`);
   for (const g of report.guests) lines.push(...formatGuest(g, '  '));
   return lines.join('\n');
 }
@@ -66,10 +81,14 @@ export function formatReport(report: SetReport): string {
 /** One guest of a recursive set as a tree: the guest, its writers and components, its own guests. */
 export function formatGuest(guest: GuestReport, indent: string): string[] {
   const agent = guest.agent === 'quiesce' ? 'quiesce agent' : guest.agent === 'qga' ? 'QEMU guest agent' : 'no agent';
-  const frozen = guest.frozenAtMs === null ? 'never frozen' : `frozen at +${ms(guest.frozenAtMs)} for ${ms(guest.freezeWindowMs)}`;
+  const frozen =
+    guest.frozenAtMs === null ? 'never frozen' : `frozen at +${ms(guest.frozenAtMs)} for ${ms(guest.freezeWindowMs)}`;
   const lines = [`${indent}guest ${guest.name} (${agent}): ${guest.status}, ${guest.consistency}, ${frozen}`];
   const inner = `${indent}  `;
-  if (guest.error) lines.push(`${inner}error: ${guest.error.code} at ${guest.error.phase ?? '?'}${guest.error.writer ? ` (writer ${guest.error.writer})` : ''}: ${guest.error.message}`);
+  if (guest.error)
+    lines.push(
+      `${inner}error: ${guest.error.code} at ${guest.error.phase ?? '?'}${guest.error.writer ? ` (writer ${guest.error.writer})` : ''}: ${guest.error.message}`,
+    );
   if (guest.message) lines.push(`${inner}note: ${guest.message}`);
   for (const w of guest.writers) lines.push(`${inner}${writerLine(w)}`);
   for (const c of guest.components) lines.push(`${inner}${componentLine(c)}`);
@@ -83,6 +102,9 @@ function writerLine(w: WriterReport): string {
 }
 
 function componentLine(c: ComponentReport): string {
-  const type = c.actualType === c.requestedType ? c.actualType : `${c.requestedType} -> ${c.actualType}${c.typeReason ? ` (${c.typeReason})` : ''}`;
+  const type =
+    c.actualType === c.requestedType
+      ? c.actualType
+      : `${c.requestedType} -> ${c.actualType}${c.typeReason ? ` (${c.typeReason})` : ''}`;
   return `component ${c.component} (writer ${c.writer}): ${c.status}, ${c.consistency}, ${type}`;
 }

@@ -15,7 +15,11 @@ export interface RepositoryFlags {
 
 export function repositoryLocation(flags: RepositoryFlags, config: Config | null): string {
   const location = flags.repo ?? process.env.QUIESCE_REPO ?? config?.repository;
-  if (!location) throw new QuiesceError('bad-usage', 'no repository: give --repo, set QUIESCE_REPO, or set repository in the config');
+  if (!location)
+    throw new QuiesceError(
+      'bad-usage',
+      'no repository: give --repo, set QUIESCE_REPO, or set repository in the config',
+    );
   return location;
 }
 
@@ -24,11 +28,15 @@ export async function readPassword(flags: RepositoryFlags): Promise<string> {
     try {
       const text = await readFile(flags.passwordFile, 'utf8');
       const password = text.replace(/\r?\n$/, '');
-      if (password.length === 0) throw new QuiesceError('bad-usage', `the password file ${flags.passwordFile} is empty`);
+      if (password.length === 0)
+        throw new QuiesceError('bad-usage', `the password file ${flags.passwordFile} is empty`);
       return password;
     } catch (error) {
       if (error instanceof QuiesceError) throw error;
-      throw new QuiesceError('bad-usage', `cannot read the password file ${flags.passwordFile}: ${(error as Error).message}`);
+      throw new QuiesceError(
+        'bad-usage',
+        `cannot read the password file ${flags.passwordFile}: ${(error as Error).message}`,
+      );
     }
   }
   const env = process.env.QUIESCE_PASSWORD;

@@ -13,7 +13,8 @@ export function parsePolicyFlag(value: string | undefined): QuiescePolicy | unde
 /** `--wait SECONDS`, in milliseconds. */
 export function parseWaitFlag(value: string | undefined): number {
   const seconds = Number(value ?? '0');
-  if (!Number.isFinite(seconds) || seconds < 0) throw new QuiesceError('bad-usage', `--wait takes a number of seconds, not ${value}`);
+  if (!Number.isFinite(seconds) || seconds < 0)
+    throw new QuiesceError('bad-usage', `--wait takes a number of seconds, not ${value}`);
   return seconds * 1000;
 }
 

@@ -35,8 +35,13 @@ function mistakes(text: string): ConfigError {
 
 /** Asserts that the error has an issue at `line` for `field` whose message matches, and that its message says so. */
 function assertIssue(error: ConfigError, line: number, field: string, message: RegExp): ConfigIssue {
-  const issue = error.issues.find((candidate) => candidate.line === line && candidate.field === field && message.test(candidate.message));
-  assert.ok(issue, `no issue at line ${line} for ${field || '(document)'} matching ${String(message)}; got:\n${error.message}`);
+  const issue = error.issues.find(
+    (candidate) => candidate.line === line && candidate.field === field && message.test(candidate.message),
+  );
+  assert.ok(
+    issue,
+    `no issue at line ${line} for ${field || '(document)'} matching ${String(message)}; got:\n${error.message}`,
+  );
   const where = field === '' ? `${FILE}:${line}:${issue.column}: ` : `${FILE}:${line}:${issue.column}: ${field}: `;
   assert.ok(error.message.includes(where), `the message lacks "${where}":\n${error.message}`);
   return issue;
@@ -77,29 +82,67 @@ void describe('a valid config', () => {
 
     const [shop, cache, billing, main, notes, queue, ledger] = config.writers;
     assert.deepEqual(shop, {
-      type: 'sqlite', name: 'shop', path: '/srv/shop/shop.db', usage: 'back-end', honorFull: true, quiesce: 'prefer', lockTimeout: 5_000,
+      type: 'sqlite',
+      name: 'shop',
+      path: '/srv/shop/shop.db',
+      usage: 'back-end',
+      honorFull: true,
+      quiesce: 'prefer',
+      lockTimeout: 5_000,
     } satisfies SqliteWriterConfig);
     assert.deepEqual(cache, {
-      type: 'exec', name: 'cache', freeze: ['/usr/local/bin/cache-pause'], thaw: ['/usr/local/bin/cache-resume'],
-      hooksDir: '/etc/quiesce/hooks.d', timeout: 30_000, usage: 'front-end', honorFull: true,
+      type: 'exec',
+      name: 'cache',
+      freeze: ['/usr/local/bin/cache-pause'],
+      thaw: ['/usr/local/bin/cache-resume'],
+      hooksDir: '/etc/quiesce/hooks.d',
+      timeout: 30_000,
+      usage: 'front-end',
+      honorFull: true,
     } satisfies ExecWriterConfig);
     assert.deepEqual(billing, {
-      type: 'remote', name: 'billing', socket: '/run/quiesce/writers/billing.sock', quiesce: 'require', honorFull: true,
+      type: 'remote',
+      name: 'billing',
+      socket: '/run/quiesce/writers/billing.sock',
+      quiesce: 'require',
+      honorFull: true,
     } satisfies RemoteWriterConfig);
-    assert.deepEqual(main, { type: 'postgres', name: 'main', connection: 'postgres:///postgres?host=/run/postgresql', honorFull: true });
+    assert.deepEqual(main, {
+      type: 'postgres',
+      name: 'main',
+      connection: 'postgres:///postgres?host=/run/postgresql',
+      honorFull: true,
+    });
     // Defaults: honorFull true, lockTimeout 5s, exec timeout 30s; quiesce and usage left out (the policy's, the writer's own).
-    assert.deepEqual(notes, { type: 'sqlite', name: 'notes', path: '/srv/notes.db', honorFull: true, lockTimeout: 5_000 });
+    assert.deepEqual(notes, {
+      type: 'sqlite',
+      name: 'notes',
+      path: '/srv/notes.db',
+      honorFull: true,
+      lockTimeout: 5_000,
+    });
     assert.ok(queue?.type === 'exec');
     assert.deepEqual(queue.freeze, ['/usr/bin/queuectl', 'pause', '--wait']);
     assert.deepEqual(queue.thaw, ['/opt/my tools/resume'], 'a command string is one executable, never split on spaces');
     assert.equal(queue.timeout, 30_000);
     assert.ok(ledger?.type === 'remote');
-    assert.equal(ledger.socket, '/run/quiesce/writers/ledger.sock', "a remote writer's socket defaults to <registrationDir>/<name>.sock");
+    assert.equal(
+      ledger.socket,
+      '/run/quiesce/writers/ledger.sock',
+      "a remote writer's socket defaults to <registrationDir>/<name>.sock",
+    );
 
     assert.deepEqual(config.paths, ['/srv/files']);
     assert.deepEqual(config.providers, { '/srv/files': 'copy' });
     assert.deepEqual(config.guests, [
-      { name: 'vm1', agent: 'tls://10.0.0.5:7443', certificate: '/etc/quiesce/guests/vm1.crt', disks: ['/var/lib/vms/vm1.img'], quiesce: 'prefer', honorFull: true },
+      {
+        name: 'vm1',
+        agent: 'tls://10.0.0.5:7443',
+        certificate: '/etc/quiesce/guests/vm1.crt',
+        disks: ['/var/lib/vms/vm1.img'],
+        quiesce: 'prefer',
+        honorFull: true,
+      },
       { name: 'vm2', disks: ['/var/lib/vms/vm2.img'], honorFull: true },
     ]);
   });
@@ -137,14 +180,27 @@ void describe('a valid config', () => {
 
   void test('default directories follow root or the XDG directories', () => {
     assert.deepEqual(defaultDirs({}, 0, '/root'), {
-      stateDir: '/var/lib/quiesce', registrationDir: '/run/quiesce/writers', stagingDir: '/var/tmp/quiesce',
+      stateDir: '/var/lib/quiesce',
+      registrationDir: '/run/quiesce/writers',
+      stagingDir: '/var/tmp/quiesce',
     });
     assert.deepEqual(defaultDirs({}, 1000, '/home/ann'), {
-      stateDir: '/home/ann/.local/state/quiesce', registrationDir: '/home/ann/.local/state/quiesce/writers', stagingDir: '/home/ann/.cache/quiesce/staging',
+      stateDir: '/home/ann/.local/state/quiesce',
+      registrationDir: '/home/ann/.local/state/quiesce/writers',
+      stagingDir: '/home/ann/.cache/quiesce/staging',
     });
-    assert.deepEqual(defaultDirs({ XDG_RUNTIME_DIR: '/run/user/1000', XDG_STATE_HOME: '/st', XDG_CACHE_HOME: 'relative' }, 1000, '/home/ann'), {
-      stateDir: '/st/quiesce', registrationDir: '/run/user/1000/quiesce/writers', stagingDir: '/home/ann/.cache/quiesce/staging',
-    });
+    assert.deepEqual(
+      defaultDirs(
+        { XDG_RUNTIME_DIR: '/run/user/1000', XDG_STATE_HOME: '/st', XDG_CACHE_HOME: 'relative' },
+        1000,
+        '/home/ann',
+      ),
+      {
+        stateDir: '/st/quiesce',
+        registrationDir: '/run/user/1000/quiesce/writers',
+        stagingDir: '/home/ann/.cache/quiesce/staging',
+      },
+    );
   });
 
   void test('defaultConfig: the embedded defaults, with overrides validated like a file', () => {
@@ -153,11 +209,14 @@ void describe('a valid config', () => {
     assert.equal(config.policy.quiesce, 'require');
     assert.equal(config.policy.freezeTimeout, 60_000);
     assert.deepEqual(defaultConfig().writers, []);
-    assert.throws(() => defaultConfig({ paths: ['srv'] }), (error: unknown) => {
-      assert.ok(error instanceof ConfigError);
-      assert.match(error.message, /^<defaults>: paths\[0\]: must be an absolute path/);
-      return true;
-    });
+    assert.throws(
+      () => defaultConfig({ paths: ['srv'] }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, /^<defaults>: paths\[0\]: must be an absolute path/);
+        return true;
+      },
+    );
   });
 });
 
@@ -170,20 +229,16 @@ void describe('every mistake is reported with its line and field', () => {
 
   void test('a duplicate key, with the line of the first', () => {
     const error = mistakes(
-      lines(
-        'writers:',
-        '  - type: sqlite',
-        '    name: shop',
-        '    path: /srv/shop.db',
-        '    name: shop2',
-      ),
+      lines('writers:', '  - type: sqlite', '    name: shop', '    path: /srv/shop.db', '    name: shop2'),
     );
     const issue = assertIssue(error, 5, 'writers[0].name', /duplicate key "name" \(first at line 3\)/);
     assert.equal(issue.column, 5);
   });
 
   void test('an unknown top-level key, with a suggestion', () => {
-    const error = mistakes(lines('paths: [/srv/files]', 'writer:', '  - { type: sqlite, name: shop, path: /srv/shop.db }'));
+    const error = mistakes(
+      lines('paths: [/srv/files]', 'writer:', '  - { type: sqlite, name: shop, path: /srv/shop.db }'),
+    );
     const issue = assertIssue(error, 2, 'writer', /unknown key "writer"; did you mean "writers"\?/);
     assert.equal(issue.column, 1);
     assert.equal(error.message, 'quiesce.yaml:2:1: writer: unknown key "writer"; did you mean "writers"?');
@@ -200,32 +255,47 @@ void describe('every mistake is reported with its line and field', () => {
         '    lock_timeout: 3s',
       ),
     );
-    const issue = assertIssue(error, 6, 'writers[1].lock_timeout', /unknown key "lock_timeout"; did you mean "lockTimeout"\?/);
+    const issue = assertIssue(
+      error,
+      6,
+      'writers[1].lock_timeout',
+      /unknown key "lock_timeout"; did you mean "lockTimeout"\?/,
+    );
     assert.equal(issue.column, 5);
   });
 
   void test('a wrong type: a string where a list goes, a number where a string goes', () => {
     const error = mistakes(
-      lines(
-        'paths: /srv/files',
-        'writers:',
-        '  - { type: sqlite, name: 42, path: /srv/shop.db, honorFull: "yes" }',
-      ),
+      lines('paths: /srv/files', 'writers:', '  - { type: sqlite, name: 42, path: /srv/shop.db, honorFull: "yes" }'),
     );
-    assertIssue(error, 1, 'paths', /expected a list, got the string "\/srv\/files" \(a list of one is written \[\/srv\/files\]\)/);
+    assertIssue(
+      error,
+      1,
+      'paths',
+      /expected a list, got the string "\/srv\/files" \(a list of one is written \[\/srv\/files\]\)/,
+    );
     assertIssue(error, 3, 'writers[0].name', /expected a string, got number 42/);
     assertIssue(error, 3, 'writers[0].honorFull', /expected true or false, got the string "yes"/);
   });
 
   void test('a missing required field points at the map that lacks it', () => {
-    const error = mistakes(lines('paths: [/srv/files]', 'writers:', '  - type: sqlite', '    name: shop', '    usage: back-end'));
+    const error = mistakes(
+      lines('paths: [/srv/files]', 'writers:', '  - type: sqlite', '    name: shop', '    usage: back-end'),
+    );
     const issue = assertIssue(error, 3, 'writers[0].path', /required key "path" is missing/);
     assert.equal(issue.column, 5);
   });
 
   void test('an unknown writer type lists the known ones', () => {
-    const error = mistakes(lines('writers:', '  - { type: sqlite, name: shop, path: /srv/shop.db }', '  - { type: mysql, name: db }'));
-    const issue = assertIssue(error, 3, 'writers[1].type', /unknown writer type "mysql"; known types: sqlite, exec, remote, postgres/);
+    const error = mistakes(
+      lines('writers:', '  - { type: sqlite, name: shop, path: /srv/shop.db }', '  - { type: mysql, name: db }'),
+    );
+    const issue = assertIssue(
+      error,
+      3,
+      'writers[1].type',
+      /unknown writer type "mysql"; known types: sqlite, exec, remote, postgres/,
+    );
     assert.equal(issue.column, 13);
   });
 
@@ -236,7 +306,12 @@ void describe('every mistake is reported with its line and field', () => {
 
   void test('a bad duration', () => {
     const error = mistakes(lines('policy:', '  quiesce: require', '  freezeTimeout: 10 parsecs'));
-    const issue = assertIssue(error, 3, 'policy.freezeTimeout', /"10 parsecs" is not a duration; write a duration like "250ms", "10s"/);
+    const issue = assertIssue(
+      error,
+      3,
+      'policy.freezeTimeout',
+      /"10 parsecs" is not a duration; write a duration like "250ms", "10s"/,
+    );
     assert.equal(issue.column, 18);
   });
 
@@ -277,7 +352,7 @@ void describe('every mistake is reported with its line and field', () => {
     assertIssue(error, 5, 'writers[1]', /needs freeze and thaw commands, or a hooksDir/);
   });
 
-  void test('guests and agents: a quiesce agent needs a pinned certificate and this host\'s identity; a bad listen address; mountpoints only for qga', () => {
+  void test("guests and agents: a quiesce agent needs a pinned certificate and this host's identity; a bad listen address; mountpoints only for qga", () => {
     const error = mistakes(
       lines(
         'guests:',
@@ -311,12 +386,24 @@ void describe('every mistake is reported with its line and field', () => {
       FILE,
     );
     assert.equal(config.guests.length, 3);
-    assert.deepEqual(config.agent, { listen: '0.0.0.0:7443', hosts: ['/etc/quiesce/hosts/backup.crt'], freezeFilesystems: true, freezeRoot: false });
+    assert.deepEqual(config.agent, {
+      listen: '0.0.0.0:7443',
+      hosts: ['/etc/quiesce/hosts/backup.crt'],
+      freezeFilesystems: true,
+      freezeRoot: false,
+    });
     assert.equal(config.guests[0]!.honorFull, true);
   });
 
   void test('invalid characters in a name', () => {
-    const error = mistakes(lines('writers:', '  - { type: remote, name: "my writer/1" }', 'guests:', '  - { name: .hidden, disks: [/vm.img] }'));
+    const error = mistakes(
+      lines(
+        'writers:',
+        '  - { type: remote, name: "my writer/1" }',
+        'guests:',
+        '  - { name: .hidden, disks: [/vm.img] }',
+      ),
+    );
     assertIssue(error, 2, 'writers[0].name', /"my writer\/1" is not a valid name: use 1 to 64 letters, digits/);
     assertIssue(error, 4, 'guests[0].name', /"\.hidden" is not a valid name/);
   });
@@ -328,7 +415,15 @@ void describe('every mistake is reported with its line and field', () => {
       assert.ok(error instanceof QuiesceError);
       assert.equal(error.code, 'bad-config');
       assert.equal(error.message, `${file}: cannot read the config file: no such file or directory (ENOENT)`);
-      assert.deepEqual(error.issues, [{ file, line: 0, column: 0, field: '', message: 'cannot read the config file: no such file or directory (ENOENT)' }]);
+      assert.deepEqual(error.issues, [
+        {
+          file,
+          line: 0,
+          column: 0,
+          field: '',
+          message: 'cannot read the config file: no such file or directory (ENOENT)',
+        },
+      ]);
       return true;
     });
   });
@@ -336,7 +431,10 @@ void describe('every mistake is reported with its line and field', () => {
   void test('an empty file (or only comments) is a clear error', () => {
     for (const text of ['', '\n\n', '# nothing here yet\n']) {
       const error = mistakes(text);
-      assert.equal(error.message, 'quiesce.yaml:1:1: the config file is empty: write at least one setting, e.g. "writers:" or "paths:"');
+      assert.equal(
+        error.message,
+        'quiesce.yaml:1:1: the config file is empty: write at least one setting, e.g. "writers:" or "paths:"',
+      );
     }
   });
 
@@ -403,7 +501,12 @@ void describe('loadConfig', () => {
     await writeFile(bad, lines('paths: [/a]', 'guests:', '  - { name: vm1, disks: [vm1.img] }'));
     await assert.rejects(loadConfig(bad), (error: unknown) => {
       assert.ok(error instanceof ConfigError);
-      assert.match(error.message, new RegExp(`^${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:3:26: guests\\[0\\]\\.disks\\[0\\]: must be an absolute path`));
+      assert.match(
+        error.message,
+        new RegExp(
+          `^${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:3:26: guests\\[0\\]\\.disks\\[0\\]: must be an absolute path`,
+        ),
+      );
       return true;
     });
 

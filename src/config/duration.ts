@@ -31,7 +31,9 @@ export function parseDuration(value: string | number): number {
     const text = value.trim();
     const match = PATTERN.exec(text);
     if (!match) {
-      const hint = /^\d+(\.\d+)?$/.test(text) ? `"${text}" has no unit; write "${text}ms" or "${text}s"` : `"${value}" is not a duration`;
+      const hint = /^\d+(\.\d+)?$/.test(text)
+        ? `"${text}" has no unit; write "${text}ms" or "${text}s"`
+        : `"${value}" is not a duration`;
       throw new RangeError(`${hint}; ${DURATION_HINT}`);
     }
     ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
@@ -39,7 +41,9 @@ export function parseDuration(value: string | number): number {
   ms = Math.round(ms);
   if (ms <= 0) throw new RangeError(`a duration must be longer than zero; ${DURATION_HINT}`);
   if (ms > MAX_DURATION_MS) {
-    throw new RangeError(`${formatDuration(ms)} is too long: at most ${formatDuration(MAX_DURATION_MS)} (about 24 days)`);
+    throw new RangeError(
+      `${formatDuration(ms)} is too long: at most ${formatDuration(MAX_DURATION_MS)} (about 24 days)`,
+    );
   }
   return ms;
 }

@@ -3,7 +3,18 @@
  * every mistake with its file, line, column and field.
  */
 import { readFile } from 'node:fs/promises';
-import { LineCounter, isAlias, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node, type Pair } from 'yaml';
+import {
+  LineCounter,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  parseDocument,
+  type Document,
+  type Node,
+  type Pair,
+} from 'yaml';
 import { z } from 'zod';
 import { ConfigError, type ConfigIssue } from './config-error.ts';
 import { ConfigSchema, checkConfig, type Config, type ConfigInput } from './schema.ts';
@@ -41,7 +52,11 @@ export function parseConfig(text: string, file: string): Config {
       const found = keyAt(doc, offset);
       const first = found?.first?.key;
       const firstLine = isNode(first) && first.range ? ` (first at line ${at(first.range[0]).line})` : '';
-      add(offset, found ? formatPath(found.path) : '', `duplicate key${found ? ` "${String(found.path.at(-1))}"` : ''}${firstLine}: a key may appear only once in a map`);
+      add(
+        offset,
+        found ? formatPath(found.path) : '',
+        `duplicate key${found ? ` "${String(found.path.at(-1))}"` : ''}${firstLine}: a key may appear only once in a map`,
+      );
       continue;
     }
     fatal = true;
@@ -87,9 +102,12 @@ export async function loadConfig(file: string, options: { signal?: AbortSignal }
     text = await readFile(file, { encoding: 'utf8', signal: options.signal });
   } catch (error) {
     if (error instanceof Error && error.name === 'AbortError') throw error;
-    throw new ConfigError([{ file, line: 0, column: 0, field: '', message: `cannot read the config file: ${describeOsError(error)}` }], {
-      cause: error,
-    });
+    throw new ConfigError(
+      [{ file, line: 0, column: 0, field: '', message: `cannot read the config file: ${describeOsError(error)}` }],
+      {
+        cause: error,
+      },
+    );
   }
   return parseConfig(text, file);
 }
@@ -180,9 +198,12 @@ const errorMap: z.ZodErrorMap = (issue, ctx) => {
       return { message: `expected ${expected}, got ${describeValue(ctx.data)}${hint}` };
     }
     case z.ZodIssueCode.invalid_enum_value:
-      return { message: `expected one of ${issue.options.map(String).join(', ')}; got ${JSON.stringify(issue.received)}` };
+      return {
+        message: `expected one of ${issue.options.map(String).join(', ')}; got ${JSON.stringify(issue.received)}`,
+      };
     case z.ZodIssueCode.too_small:
-      if (issue.type === 'array') return { message: `must have at least ${String(issue.minimum)} item${issue.minimum === 1 ? '' : 's'}` };
+      if (issue.type === 'array')
+        return { message: `must have at least ${String(issue.minimum)} item${issue.minimum === 1 ? '' : 's'}` };
       if (issue.type === 'string' && issue.minimum === 1) return { message: 'must not be empty' };
       return { message: ctx.defaultError };
     default:
@@ -233,7 +254,8 @@ function knownKeys(root: z.ZodTypeAny, data: unknown, path: Path): string[] | un
   for (;;) {
     if (schema instanceof z.ZodEffects) schema = schema.innerType() as z.ZodTypeAny;
     else if (schema instanceof z.ZodDefault) schema = schema.removeDefault() as z.ZodTypeAny;
-    else if (schema instanceof z.ZodOptional || schema instanceof z.ZodNullable) schema = schema.unwrap() as z.ZodTypeAny;
+    else if (schema instanceof z.ZodOptional || schema instanceof z.ZodNullable)
+      schema = schema.unwrap() as z.ZodTypeAny;
     else if (schema instanceof z.ZodDiscriminatedUnion) {
       const union = schema as z.ZodDiscriminatedUnion<string, z.AnyZodObject[]>;
       const option = isRecord(value) ? union.optionsMap.get(value[union.discriminator] as string) : undefined;
@@ -277,7 +299,10 @@ export function formatPath(path: Path): string {
 }
 
 function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
-  return issues.map((issue, order) => ({ issue, order })).sort((a, b) => a.issue.line - b.issue.line || a.issue.column - b.issue.column || a.order - b.order).map(({ issue }) => issue);
+  return issues
+    .map((issue, order) => ({ issue, order }))
+    .sort((a, b) => a.issue.line - b.issue.line || a.issue.column - b.issue.column || a.order - b.order)
+    .map(({ issue }) => issue);
 }
 
 function describeOsError(error: unknown): string {
@@ -344,7 +369,10 @@ function keyAt(doc: Document, offset: number): FoundKey | undefined {
         const key: unknown = pair.key;
         const name = keyString(key);
         if (isNode(key) && key.range?.[0] === offset && name !== undefined) {
-          return { path: [...path, name], first: node.items.slice(0, index).find((other) => keyString(other.key) === name) };
+          return {
+            path: [...path, name],
+            first: node.items.slice(0, index).find((other) => keyString(other.key) === name),
+          };
         }
         const found = name === undefined ? undefined : visit(pair.value, [...path, name]);
         if (found) return found;

@@ -29,7 +29,8 @@ export function pathProblem(value: string): string | null {
   if (value === '') return 'must be an absolute path, got an empty string';
   if (value.includes('\0')) return 'must not contain a NUL character';
   if (value.length > 4096) return 'is longer than 4096 characters';
-  if (value.startsWith('~')) return `must be an absolute path: "~" is not expanded, write the full path instead of "${value}"`;
+  if (value.startsWith('~'))
+    return `must be an absolute path: "~" is not expanded, write the full path instead of "${value}"`;
   if (!value.startsWith('/')) return `must be an absolute path (starting with "/"), got "${value}"`;
   if (value.split('/').includes('..')) return `must not contain ".." segments, got "${value}"`;
   return null;
@@ -61,7 +62,9 @@ const absolutePath = z.string().transform((value, ctx) => {
 const duration = z
   .union([z.number(), z.string()], {
     errorMap: (issue, ctx) =>
-      issue.code === 'invalid_union' ? { message: `${show(ctx.data)} is not a duration; ${DURATION_HINT}` } : { message: ctx.defaultError },
+      issue.code === 'invalid_union'
+        ? { message: `${show(ctx.data)} is not a duration; ${DURATION_HINT}` }
+        : { message: ctx.defaultError },
   })
   .transform((value, ctx) => {
     try {
@@ -99,7 +102,11 @@ const command = z
     }
     const problem = pathProblem(executable);
     if (problem !== null) {
-      ctx.addIssue({ code: 'custom', message: `the executable ${problem}`, path: typeof value === 'string' ? [] : [0] });
+      ctx.addIssue({
+        code: 'custom',
+        message: `the executable ${problem}`,
+        path: typeof value === 'string' ? [] : [0],
+      });
       return z.NEVER;
     }
     return [normalizePath(executable), ...argv.slice(1)];
@@ -113,7 +120,10 @@ const repository = z.string().transform((value, ctx) => {
   if (value.startsWith('s3://')) {
     const [bucket = '', ...prefix] = value.slice('s3://'.length).split('/');
     if (!S3_BUCKET.test(bucket)) {
-      ctx.addIssue({ code: 'custom', message: `"${bucket}" is not a valid S3 bucket name (3 to 63 characters: a-z, 0-9, "." and "-")` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${bucket}" is not a valid S3 bucket name (3 to 63 characters: a-z, 0-9, "." and "-")`,
+      });
       return z.NEVER;
     }
     const rest = prefix.filter((part) => part !== '').join('/');
@@ -273,7 +283,8 @@ const LISTEN_HINT = 'write host:port, e.g. 0.0.0.0:7443 or [::]:7443';
 const listen = z.string().superRefine((value, ctx) => {
   const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
   const port = match ? Number(match[2]) : NaN;
-  if (!match || !(port >= 0 && port <= 65535)) ctx.addIssue({ code: 'custom', message: `"${value}" is not an address to listen on; ${LISTEN_HINT}` });
+  if (!match || !(port >= 0 && port <= 65535))
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not an address to listen on; ${LISTEN_HINT}` });
 });
 
 /** The guest side: `quiesce agent` serves this machine's writers and file systems to its host. */
@@ -337,26 +348,46 @@ export function checkConfig(data: unknown, report: (path: (string | number)[], m
       if (!isRecord(item) || typeof item.name !== 'string') return;
       const first = seen.get(item.name);
       if (first === undefined) seen.set(item.name, index);
-      else report([section, index, 'name'], `duplicate ${section === 'writers' ? 'writer' : 'guest'} name "${item.name}": ${section}[${first}] already has it`);
+      else
+        report(
+          [section, index, 'name'],
+          `duplicate ${section === 'writers' ? 'writer' : 'guest'} name "${item.name}": ${section}[${first}] already has it`,
+        );
     });
   }
   const guests = Array.isArray(data.guests) ? (data.guests as unknown[]) : [];
   guests.forEach((guest, index) => {
     if (!isRecord(guest) || typeof guest.agent !== 'string') return;
     if (guest.agent.startsWith('tls:')) {
-      if (guest.certificate === undefined) report(['guests', index, 'agent'], 'a quiesce agent needs its certificate pinned: add certificate: /path/to/<guest>.crt (the agent prints it with quiesce agent --init)');
-      if (data.tls === undefined) report(['guests', index, 'agent'], 'calling a quiesce agent needs this host\'s own identity: add tls: { key, cert } (quiesce agent --init --tls-dir DIR makes them)');
+      if (guest.certificate === undefined)
+        report(
+          ['guests', index, 'agent'],
+          'a quiesce agent needs its certificate pinned: add certificate: /path/to/<guest>.crt (the agent prints it with quiesce agent --init)',
+        );
+      if (data.tls === undefined)
+        report(
+          ['guests', index, 'agent'],
+          "calling a quiesce agent needs this host's own identity: add tls: { key, cert } (quiesce agent --init --tls-dir DIR makes them)",
+        );
     }
-    if (guest.mountpoints !== undefined && !guest.agent.startsWith('qga:')) report(['guests', index, 'mountpoints'], 'mountpoints are for a QEMU guest agent (qga:///socket); a quiesce agent freezes what its own config names');
+    if (guest.mountpoints !== undefined && !guest.agent.startsWith('qga:'))
+      report(
+        ['guests', index, 'mountpoints'],
+        'mountpoints are for a QEMU guest agent (qga:///socket); a quiesce agent freezes what its own config names',
+      );
   });
-  if (isRecord(data.agent) && data.tls === undefined) report(['agent'], 'an agent needs its identity: add tls: { key, cert } (quiesce agent --init makes them)');
+  if (isRecord(data.agent) && data.tls === undefined)
+    report(['agent'], 'an agent needs its identity: add tls: { key, cert } (quiesce agent --init makes them)');
   const writers = Array.isArray(data.writers) ? (data.writers as unknown[]) : [];
   writers.forEach((writer, index) => {
     if (!isRecord(writer) || writer.type !== 'exec') return;
     const freeze = writer.freeze !== undefined;
     const thaw = writer.thaw !== undefined;
     if (freeze && !thaw) {
-      report(['writers', index, 'freeze'], 'freeze without thaw: add a thaw command, so that what was frozen is always resumed');
+      report(
+        ['writers', index, 'freeze'],
+        'freeze without thaw: add a thaw command, so that what was frozen is always resumed',
+      );
     } else if (thaw && !freeze) {
       report(['writers', index, 'thaw'], 'thaw without freeze: add a freeze command, or remove thaw');
     } else if (!freeze && writer.hooksDir === undefined) {
@@ -392,7 +423,9 @@ export function defaultDirs(
   const stateDir = posix.join(xdg('XDG_STATE_HOME', posix.join(home, '.local/state')), 'quiesce');
   const runtime = env.XDG_RUNTIME_DIR;
   const registrationDir =
-    runtime !== undefined && pathProblem(runtime) === null ? posix.join(normalizePath(runtime), 'quiesce/writers') : posix.join(stateDir, 'writers');
+    runtime !== undefined && pathProblem(runtime) === null
+      ? posix.join(normalizePath(runtime), 'quiesce/writers')
+      : posix.join(stateDir, 'writers');
   const stagingDir = posix.join(xdg('XDG_CACHE_HOME', posix.join(home, '.cache')), 'quiesce/staging');
   return { stateDir, registrationDir, stagingDir };
 }
@@ -412,7 +445,9 @@ export const ConfigSchema = ConfigObjectSchema.superRefine((config, ctx) =>
     registrationDir,
     stagingDir: config.stagingDir ?? dirs.stagingDir,
     writers: config.writers.map((writer) =>
-      writer.type === 'remote' ? { ...writer, socket: writer.socket ?? posix.join(registrationDir, `${writer.name}.sock`) } : writer,
+      writer.type === 'remote'
+        ? { ...writer, socket: writer.socket ?? posix.join(registrationDir, `${writer.name}.sock`) }
+        : writer,
     ),
   };
 });

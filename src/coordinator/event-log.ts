@@ -2,7 +2,10 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Failure, SetEvent } from '../model/index.ts';
 
-export type SetEventInput = Omit<SetEvent, 'setId' | 'at' | 't' | 'writer' | 'provider' | 'durationMs' | 'result' | 'error'> &
+export type SetEventInput = Omit<
+  SetEvent,
+  'setId' | 'at' | 't' | 'writer' | 'provider' | 'durationMs' | 'result' | 'error'
+> &
   Partial<Pick<SetEvent, 'writer' | 'provider' | 'durationMs' | 'result'>> & { error?: Failure | null };
 
 /**

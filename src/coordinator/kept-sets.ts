@@ -20,18 +20,30 @@ export async function listKeptSets(stateDir: string): Promise<KeptSet[]> {
 }
 
 /** Release a kept set's snapshots and forget it. Idempotent per snapshot. */
-export async function releaseKeptSet(stateDir: string, setId: string, providers: Map<ProviderName, Provider>, options: { signal?: AbortSignal } = {}): Promise<KeptSet> {
+export async function releaseKeptSet(
+  stateDir: string,
+  setId: string,
+  providers: Map<ProviderName, Provider>,
+  options: { signal?: AbortSignal } = {},
+): Promise<KeptSet> {
   if (!/^[A-Za-z0-9._-]+$/.test(setId)) throw new QuiesceError('bad-usage', `${setId} is not a set id`);
   const path = join(stateDir, 'sets', `${setId}.json`);
   let kept: KeptSet;
   try {
     kept = JSON.parse(await readFile(path, 'utf8')) as KeptSet;
   } catch {
-    throw new QuiesceError('bad-usage', `no kept set ${setId} on this host; \`quiesce snapshot --list\` shows the kept sets`);
+    throw new QuiesceError(
+      'bad-usage',
+      `no kept set ${setId} on this host; \`quiesce snapshot --list\` shows the kept sets`,
+    );
   }
   for (const snapshot of kept.snapshots) {
     const provider = providers.get(snapshot.provider);
-    if (!provider) throw new QuiesceError('provider-failed', `set ${setId} was taken by provider ${snapshot.provider}, which is not available here`);
+    if (!provider)
+      throw new QuiesceError(
+        'provider-failed',
+        `set ${setId} was taken by provider ${snapshot.provider}, which is not available here`,
+      );
     await provider.release(snapshot, options);
   }
   await rm(path, { force: true });

@@ -22,7 +22,11 @@ function alive(pid: number): boolean {
  * A lock whose process is gone is stale and is taken over. A live one fails with
  * `set-in-progress`, or is waited for up to `waitMs`.
  */
-export async function acquireSetLock(stateDir: string, setId: string, options: { waitMs?: number; signal?: AbortSignal } = {}): Promise<AsyncDisposable & { release(): Promise<void> }> {
+export async function acquireSetLock(
+  stateDir: string,
+  setId: string,
+  options: { waitMs?: number; signal?: AbortSignal } = {},
+): Promise<AsyncDisposable & { release(): Promise<void> }> {
   const dir = join(stateDir, 'locks');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const path = join(dir, 'set.lock');

@@ -221,7 +221,12 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   const deadline = (ms: number): AbortSignal => AbortSignal.any([setSignal, AbortSignal.timeout(ms)]);
 
   /** Runs one writer call with events, a deadline and failure bookkeeping. */
-  async function call<T>(p: Participant, phase: Phase, signal: AbortSignal, body: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  async function call<T>(
+    p: Participant,
+    phase: Phase,
+    signal: AbortSignal,
+    body: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
     const t0 = log.elapsed();
     log.emit({ phase, writer: p.writer.name, event: 'start' });
     try {
@@ -235,8 +240,16 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
         // A set aborted by someone else cancels this call; a deadline means this writer was too slow.
         error =
           reason instanceof QuiesceError && reason.code !== 'timeout'
-            ? new QuiesceError('retryable', `${phase} of writer ${p.writer.name} was cancelled: ${reason.message}`, { phase, writer: p.writer.name, cause: raw })
-            : new QuiesceError('not-responding', `writer ${p.writer.name} did not answer ${phase} in time; is its process alive and responsive?`, { phase, writer: p.writer.name, cause: raw });
+            ? new QuiesceError('retryable', `${phase} of writer ${p.writer.name} was cancelled: ${reason.message}`, {
+                phase,
+                writer: p.writer.name,
+                cause: raw,
+              })
+            : new QuiesceError(
+                'not-responding',
+                `writer ${p.writer.name} did not answer ${phase} in time; is its process alive and responsive?`,
+                { phase, writer: p.writer.name, cause: raw },
+              );
       }
       log.emit({ phase, writer: p.writer.name, event: 'fail', durationMs: log.elapsed() - t0, error: error.toJSON() });
       throw error;
@@ -249,12 +262,16 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     p.state = failedAt(error.phase ?? 'identify');
     p.degraded = true;
     if (p.writer.policy === 'require' && !setError) {
-      setError = new QuiesceError(error.code, `writer ${p.writer.name} failed at ${error.phase ?? 'identify'} (${error.code}) and its policy is require: ${error.message}`, {
-        phase: error.phase,
-        writer: p.writer.name,
-        component: error.component,
-        cause: error,
-      });
+      setError = new QuiesceError(
+        error.code,
+        `writer ${p.writer.name} failed at ${error.phase ?? 'identify'} (${error.code}) and its policy is require: ${error.message}`,
+        {
+          phase: error.phase,
+          writer: p.writer.name,
+          component: error.component,
+          cause: error,
+        },
+      );
       setAbort.abort(setError);
     }
   }
@@ -266,10 +283,19 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     p.frozen = false;
     try {
       // Thaw must get through even when the set is aborted: its own deadline only.
-      const response = await call(p, 'thaw', AbortSignal.timeout(callTimeoutMs), (signal) => p.writer.endpoint.thaw({ setId }, { signal }));
+      const response = await call(p, 'thaw', AbortSignal.timeout(callTimeoutMs), (signal) =>
+        p.writer.endpoint.thaw({ setId }, { signal }),
+      );
       p.level = response.consistency ?? 'application';
       if (response.selfThawed) {
-        writerFailed(p, new QuiesceError('timeout', `writer ${p.writer.name} thawed itself after ${Math.round(response.frozenMs)} ms: the freeze window (${freezeTimeoutMs} ms) ran out before ${reason}`, { phase: 'thaw', writer: p.writer.name }));
+        writerFailed(
+          p,
+          new QuiesceError(
+            'timeout',
+            `writer ${p.writer.name} thawed itself after ${Math.round(response.frozenMs)} ms: the freeze window (${freezeTimeoutMs} ms) ran out before ${reason}`,
+            { phase: 'thaw', writer: p.writer.name },
+          ),
+        );
       }
     } catch (error) {
       writerFailed(p, QuiesceError.from(error, 'nonretryable', { phase: 'thaw', writer: p.writer.name }));
@@ -293,7 +319,9 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
         .filter((p) => p.prepared)
         .map(async (p) => {
           try {
-            await call(p, 'abort', AbortSignal.timeout(callTimeoutMs), (signal) => p.writer.endpoint.abort({ setId }, { signal }));
+            await call(p, 'abort', AbortSignal.timeout(callTimeoutMs), (signal) =>
+              p.writer.endpoint.abort({ setId }, { signal }),
+            );
           } catch {
             // Logged; abort is best effort on top of the writer's own watchdog.
           }
@@ -307,9 +335,20 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       try {
         const provider = providersUsed.get(snapshot.provider);
         await provider?.release(snapshot, { signal: AbortSignal.timeout(callTimeoutMs) });
-        log.emit({ phase: 'shutdown', provider: snapshot.provider, event: 'end', durationMs: log.elapsed() - t0, result: 'released' });
+        log.emit({
+          phase: 'shutdown',
+          provider: snapshot.provider,
+          event: 'end',
+          durationMs: log.elapsed() - t0,
+          result: 'released',
+        });
       } catch (error) {
-        log.emit({ phase: 'shutdown', provider: snapshot.provider, event: 'fail', error: QuiesceError.from(error, 'provider-failed').toJSON() });
+        log.emit({
+          phase: 'shutdown',
+          provider: snapshot.provider,
+          event: 'fail',
+          error: QuiesceError.from(error, 'provider-failed').toJSON(),
+        });
       }
     }
   }
@@ -317,13 +356,19 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   const providersUsed = new Map<string, Provider>();
 
   try {
-    log.emit({ phase: 'identify', event: 'info', result: `set ${setId}: ${options.kind}, type ${options.backupType}, ${participants.length} writer(s), ${options.paths.length} path(s)` });
+    log.emit({
+      phase: 'identify',
+      event: 'info',
+      result: `set ${setId}: ${options.kind}, type ${options.backupType}, ${participants.length} writer(s), ${options.paths.length} path(s)`,
+    });
 
     // 1. identify, and tie each writer's watchdog to this process with a session.
     await Promise.all(
       participants.map(async (p) => {
         try {
-          p.metadata = await call(p, 'identify', deadline(callTimeoutMs), (signal) => p.writer.endpoint.identify({ signal }));
+          p.metadata = await call(p, 'identify', deadline(callTimeoutMs), (signal) =>
+            p.writer.endpoint.identify({ signal }),
+          );
           p.session = await p.writer.endpoint.openSession({ setId });
         } catch (error) {
           writerFailed(p, QuiesceError.from(error, 'nonretryable', { phase: 'identify', writer: p.writer.name }));
@@ -350,7 +395,10 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
             );
             for (const plan of response.components) p.plans.set(plan.component, plan);
           } catch (error) {
-            writerFailed(p, QuiesceError.from(error, 'nonretryable', { phase: 'prepare-backup', writer: p.writer.name }));
+            writerFailed(
+              p,
+              QuiesceError.from(error, 'nonretryable', { phase: 'prepare-backup', writer: p.writer.name }),
+            );
           }
         }),
     );
@@ -362,7 +410,8 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
 
     // Which paths the set captures, and which provider takes each.
     const capture = new Set<string>(options.paths);
-    for (const p of participants) for (const c of p.metadata?.components ?? []) for (const f of c.files) capture.add(f.path);
+    for (const p of participants)
+      for (const c of p.metadata?.components ?? []) for (const f of c.files) capture.add(f.path);
     const byProvider = new Map<Provider, { level: 'crash' | 'filesystem'; paths: string[] }>();
     for (const path of capture) {
       const resolved = await options.resolveProvider(path);
@@ -372,21 +421,35 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       byProvider.set(resolved.provider, entry);
     }
     const stagingDir = options.stagingDir;
-    const componentFiles = new Set(participants.flatMap((p) => (p.metadata?.components ?? []).flatMap((c) => c.files.map((f) => f.path))));
-    const known = options.knownFiles === undefined ? undefined : withoutComponentFiles(options.knownFiles, componentFiles);
+    const componentFiles = new Set(
+      participants.flatMap((p) => (p.metadata?.components ?? []).flatMap((c) => c.files.map((f) => f.path))),
+    );
+    const known =
+      options.knownFiles === undefined ? undefined : withoutComponentFiles(options.knownFiles, componentFiles);
     for (const [provider, entry] of byProvider) {
       const t0 = log.elapsed();
       await provider.prepare({ setId, paths: entry.paths, stagingDir }, { signal: deadline(callTimeoutMs) });
-      log.emit({ phase: 'prepare-snapshot', provider: provider.name, event: 'end', durationMs: log.elapsed() - t0, result: `${entry.paths.length} path(s)` });
+      log.emit({
+        phase: 'prepare-snapshot',
+        provider: provider.name,
+        event: 'end',
+        durationMs: log.elapsed() - t0,
+        result: `${entry.paths.length} path(s)`,
+      });
     }
 
     // 3. prepare-snapshot: the slow part (checkpoints, flushes), in parallel.
     await Promise.all(
       active().map(async (p) => {
         try {
-          await call(p, 'prepare-snapshot', deadline(callTimeoutMs), (signal) => p.writer.endpoint.prepareSnapshot({ setId }, { signal }));
+          await call(p, 'prepare-snapshot', deadline(callTimeoutMs), (signal) =>
+            p.writer.endpoint.prepareSnapshot({ setId }, { signal }),
+          );
         } catch (error) {
-          writerFailed(p, QuiesceError.from(error, 'nonretryable', { phase: 'prepare-snapshot', writer: p.writer.name }));
+          writerFailed(
+            p,
+            QuiesceError.from(error, 'nonretryable', { phase: 'prepare-snapshot', writer: p.writer.name }),
+          );
         }
       }),
     );
@@ -395,7 +458,11 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     // 4. freeze, in application order; the freeze window starts with the first freeze.
     setFreezeStart = performance.now();
     freezeTimer = setTimeout(() => {
-      freezeDeadline.abort(new QuiesceError('timeout', `the freeze window of ${freezeTimeoutMs} ms ran out before the commit finished`, { phase: 'commit' }));
+      freezeDeadline.abort(
+        new QuiesceError('timeout', `the freeze window of ${freezeTimeoutMs} ms ran out before the commit finished`, {
+          phase: 'commit',
+        }),
+      );
       // The coordinator's own timer: thaw now, whatever the commit is doing.
       thawAll('the commit finished').catch(() => undefined);
     }, freezeTimeoutMs);
@@ -405,7 +472,9 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       await Promise.all(
         group.map(async (p) => {
           try {
-            await call(p, 'freeze', freezeSignal, (signal) => p.writer.endpoint.freeze({ setId, thawDeadlineMs: freezeTimeoutMs }, { signal }));
+            await call(p, 'freeze', freezeSignal, (signal) =>
+              p.writer.endpoint.freeze({ setId, thawDeadlineMs: freezeTimeoutMs }, { signal }),
+            );
             p.frozen = true;
             p.frozenAt = performance.now();
           } catch (error) {
@@ -428,20 +497,34 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       await Promise.all(
         [...byProvider].map(async ([provider, entry]) => {
           const t0 = log.elapsed();
-          const snapshot = await provider.commit({ setId, paths: entry.paths, stagingDir, ...(known ? { known } : {}) }, { signal: commitSignal });
+          const snapshot = await provider.commit(
+            { setId, paths: entry.paths, stagingDir, ...(known ? { known } : {}) },
+            { signal: commitSignal },
+          );
           snapshots.push(snapshot);
           for (const path of snapshot.paths) {
             snapshotLevels.set(path.original, entry.level);
             taken.push({ provider: provider.name, ...path });
           }
-          log.emit({ phase: 'commit', provider: provider.name, event: 'end', durationMs: log.elapsed() - t0, result: `${snapshot.paths.length} path(s)` });
+          log.emit({
+            phase: 'commit',
+            provider: provider.name,
+            event: 'end',
+            durationMs: log.elapsed() - t0,
+            result: `${snapshot.paths.length} path(s)`,
+          });
         }),
       );
       if (freezeDeadline.signal.aborted) throw freezeDeadline.signal.reason as QuiesceError;
     } catch (raw) {
       let error = QuiesceError.from(raw, 'provider-failed', { phase: 'commit' });
       if (freezeDeadline.signal.aborted) error = freezeDeadline.signal.reason as QuiesceError;
-      else if (commitSignal.aborted && !setSignal.aborted) error = new QuiesceError('timeout', `the commit took longer than its deadline of ${commitTimeoutMs} ms; raise policy.commitTimeout or use a faster provider (btrfs, reflink)`, { phase: 'commit', cause: raw });
+      else if (commitSignal.aborted && !setSignal.aborted)
+        error = new QuiesceError(
+          'timeout',
+          `the commit took longer than its deadline of ${commitTimeoutMs} ms; raise policy.commitTimeout or use a faster provider (btrfs, reflink)`,
+          { phase: 'commit', cause: raw },
+        );
       log.emit({ phase: 'commit', event: 'fail', durationMs: performance.now() - commitStart, error: error.toJSON() });
       setError ??= error;
       throw error;
@@ -469,7 +552,10 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
             );
             for (const result of response.components) p.results.set(result.component, result);
           } catch (error) {
-            benign.push({ ...QuiesceError.from(error, 'nonretryable', { phase: 'post-snapshot', writer: p.writer.name }).toJSON(), benign: true });
+            benign.push({
+              ...QuiesceError.from(error, 'nonretryable', { phase: 'post-snapshot', writer: p.writer.name }).toJSON(),
+              benign: true,
+            });
           }
         }),
     );
@@ -480,7 +566,12 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       log.emit({ phase: 'post-snapshot', event: 'start', result: 'use' });
       useOutcome = await options.use(buildView(), setSignal);
       if (useOutcome?.error) {
-        log.emit({ phase: 'post-snapshot', event: 'fail', durationMs: log.elapsed() - t0, error: useOutcome.error.toJSON() });
+        log.emit({
+          phase: 'post-snapshot',
+          event: 'fail',
+          durationMs: log.elapsed() - t0,
+          error: useOutcome.error.toJSON(),
+        });
         // The snapshot was good; what used it failed. The set fails, but consistency stands.
         setError = useOutcome.error;
       } else {
@@ -510,7 +601,10 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
               p.writer.endpoint.backupComplete({ setId, backupType: options.backupType, components }, { signal }),
             );
           } catch (error) {
-            benign.push({ ...QuiesceError.from(error, 'nonretryable', { phase: 'backup-complete', writer: p.writer.name }).toJSON(), benign: true });
+            benign.push({
+              ...QuiesceError.from(error, 'nonretryable', { phase: 'backup-complete', writer: p.writer.name }).toJSON(),
+              benign: true,
+            });
           }
         }),
     );
@@ -530,7 +624,9 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     await Promise.all(
       participants.map(async (p) => {
         if (p.metadata !== null) {
-          await call(p, 'shutdown', AbortSignal.timeout(callTimeoutMs), (signal) => p.writer.endpoint.shutdown({ setId }, { signal })).catch(() => undefined);
+          await call(p, 'shutdown', AbortSignal.timeout(callTimeoutMs), (signal) =>
+            p.writer.endpoint.shutdown({ setId }, { signal }),
+          ).catch(() => undefined);
         }
         await p.session?.close().catch(() => undefined);
       }),
@@ -557,7 +653,10 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
           kind: c.kind,
           files: c.files,
           actualType: p.plans.get(key)?.actualType ?? options.backupType,
-          consistency: componentConsistency(p, c.files.map((f) => f.path)),
+          consistency: componentConsistency(
+            p,
+            c.files.map((f) => f.path),
+          ),
           result: p.results.get(key) ?? null,
         };
       }),
@@ -566,7 +665,9 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
 
   async function abortOne(p: Participant): Promise<void> {
     if (p.frozen) await thawOne(p, 'the freeze failed');
-    await call(p, 'abort', AbortSignal.timeout(callTimeoutMs), (signal) => p.writer.endpoint.abort({ setId }, { signal })).catch(() => undefined);
+    await call(p, 'abort', AbortSignal.timeout(callTimeoutMs), (signal) =>
+      p.writer.endpoint.abort({ setId }, { signal }),
+    ).catch(() => undefined);
   }
 
   function componentConsistency(p: Participant, files: string[]): ConsistencyLevel {
@@ -579,12 +680,17 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
   /** The report as it stands; `use` sees it before backup-complete (the set has not failed so far). */
   function buildReport(): SetReport {
     const finishedAt = new Date();
-    const failedByUse = new Map((useOutcome?.failedComponents ?? []).map((f) => [`${f.writer}\0${f.component}`, f.error]));
+    const failedByUse = new Map(
+      (useOutcome?.failedComponents ?? []).map((f) => [`${f.writer}\0${f.component}`, f.error]),
+    );
     const components: ComponentReport[] = participants.flatMap((p) =>
       (p.metadata?.components ?? []).map((c) => {
         const key = componentKey(c);
         const plan = p.plans.get(key);
-        const consistency = componentConsistency(p, c.files.map((f) => f.path));
+        const consistency = componentConsistency(
+          p,
+          c.files.map((f) => f.path),
+        );
         const useFailure = failedByUse.get(`${p.writer.name}\0${key}`) ?? null;
         const error = useFailure ?? (p.error ? { ...p.error.toJSON(), component: p.error.component ?? key } : null);
         // A component that fell back below what its writer reaches under `prefer` is never plainly successful.
@@ -613,10 +719,12 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
     }));
     const snapshotReports: SnapshotReport[] = taken.map((s) => {
       const owner = participants.find((p) => pathsOf(p).includes(s.original));
-      const level: ConsistencyLevel = owner?.quiesced ? 'application' : snapshotLevels.get(s.original) ?? 'crash';
+      const level: ConsistencyLevel = owner?.quiesced ? 'application' : (snapshotLevels.get(s.original) ?? 'crash');
       return { ...s, consistency: level };
     });
-    const plainLevels: ConsistencyLevel[] = options.paths.map((path) => (committed ? snapshotLevels.get(path) ?? 'crash' : 'none'));
+    const plainLevels: ConsistencyLevel[] = options.paths.map((path) =>
+      committed ? (snapshotLevels.get(path) ?? 'crash') : 'none',
+    );
     const levels = [...components.map((c) => c.consistency), ...plainLevels];
     const consistency: ConsistencyLevel = !committed ? 'none' : levels.length > 0 ? lowestConsistency(levels) : 'crash';
     const anyDegraded = participants.some((p) => p.error !== null) || components.some((c) => c.status !== 'succeeded');
@@ -639,7 +747,13 @@ export async function runSnapshotSet(options: SnapshotSetOptions): Promise<SetRe
       snapshots: snapshotReports,
       guests: guestReports(),
       kept,
-      stats: { files: 0, bytesRead: 0, bytesAdded: 0, durationMs: finishedAt.getTime() - startedAt.getTime(), ...useOutcome?.stats },
+      stats: {
+        files: 0,
+        bytesRead: 0,
+        bytesAdded: 0,
+        durationMs: finishedAt.getTime() - startedAt.getTime(),
+        ...useOutcome?.stats,
+      },
     };
   }
 
@@ -720,7 +834,10 @@ function groupsByUsage<T extends { metadata: WriterMetadata | null }>(items: T[]
 export function resolveSnapshotPath(paths: SnapshotPath[], original: string): string | null {
   let best: SnapshotPath | null = null;
   for (const entry of paths) {
-    if (original === entry.original || original.startsWith(entry.original.endsWith('/') ? entry.original : `${entry.original}/`)) {
+    if (
+      original === entry.original ||
+      original.startsWith(entry.original.endsWith('/') ? entry.original : `${entry.original}/`)
+    ) {
       if (!best || entry.original.length > best.original.length) best = entry;
     }
   }

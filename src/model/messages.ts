@@ -8,7 +8,11 @@ import { BackupTypeSchema, TypeReasonSchema } from './backup-type.ts';
 import { FailureSchema } from './failure.ts';
 import { WriterMetadataSchema } from './metadata.ts';
 
-export const SetIdSchema = z.string().min(1).max(128).regex(/^[A-Za-z0-9._-]+$/, 'a set id is letters, digits, dot, dash, underscore');
+export const SetIdSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9._-]+$/, 'a set id is letters, digits, dot, dash, underscore');
 
 /** An opaque stamp a writer hands out after a backup and gets back for the next incremental/differential. */
 export const StampSchema = z.string().max(4 * 1024 * 1024);
@@ -81,7 +85,10 @@ export const PostSnapshotRequestSchema = z.object({
 export type PostSnapshotRequest = z.infer<typeof PostSnapshotRequestSchema>;
 
 /** A byte range of a file that changed since the previous stamp. */
-export const ByteRangeSchema = z.object({ offset: z.number().int().nonnegative(), length: z.number().int().positive() });
+export const ByteRangeSchema = z.object({
+  offset: z.number().int().nonnegative(),
+  length: z.number().int().positive(),
+});
 export type ByteRange = z.infer<typeof ByteRangeSchema>;
 
 export const PartialFileSchema = z.object({
@@ -110,15 +117,17 @@ export type PostSnapshotResponse = z.infer<typeof PostSnapshotResponseSchema>;
 export const BackupCompleteRequestSchema = z.object({
   setId: SetIdSchema,
   backupType: BackupTypeSchema,
-  components: z.array(
-    z.object({
-      component: z.string().min(1).max(1024),
-      actualType: BackupTypeSchema,
-      succeeded: z.boolean(),
-      /** The stamp this backup recorded for the component. */
-      stamp: StampSchema.optional(),
-    }),
-  ).max(4096),
+  components: z
+    .array(
+      z.object({
+        component: z.string().min(1).max(1024),
+        actualType: BackupTypeSchema,
+        succeeded: z.boolean(),
+        /** The stamp this backup recorded for the component. */
+        stamp: StampSchema.optional(),
+      }),
+    )
+    .max(4096),
 });
 export type BackupCompleteRequest = z.infer<typeof BackupCompleteRequestSchema>;
 

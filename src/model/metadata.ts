@@ -23,7 +23,12 @@ export const ComponentSchema = z.object({
 });
 export type Component = z.infer<typeof ComponentSchema>;
 
-export const RESTORE_METHODS = ['restore-if-not-there', 'restore-if-can-replace', 'stop-restore-start', 'custom'] as const;
+export const RESTORE_METHODS = [
+  'restore-if-not-there',
+  'restore-if-can-replace',
+  'stop-restore-start',
+  'custom',
+] as const;
 
 export const WriterMetadataSchema = z.object({
   name,

@@ -28,11 +28,17 @@ export interface ChooseOptions extends CallOptions {
  *   console.log(name, support.ok ? 'yes' : 'no', support.reason);
  * }
  */
-export async function listProviderSupport(path: string, providers: readonly Provider[], options: CallOptions = {}): Promise<ProviderSupportEntry[]> {
-  return Promise.all(inPreferenceOrder(providers).map(async (provider) => ({
-    name: provider.name,
-    support: await checkSupport(provider, path, options),
-  })));
+export async function listProviderSupport(
+  path: string,
+  providers: readonly Provider[],
+  options: CallOptions = {},
+): Promise<ProviderSupportEntry[]> {
+  return Promise.all(
+    inPreferenceOrder(providers).map(async (provider) => ({
+      name: provider.name,
+      support: await checkSupport(provider, path, options),
+    })),
+  );
 }
 
 /**
@@ -44,15 +50,25 @@ export async function listProviderSupport(path: string, providers: readonly Prov
  * const { provider, rejected } = await chooseProvider('/srv/db', createProviders());
  * // provider.name === 'reflink' on XFS; rejected[0].support.reason says why not btrfs
  */
-export async function chooseProvider(path: string, providers: readonly Provider[], options: ChooseOptions = {}): Promise<ProviderChoice> {
+export async function chooseProvider(
+  path: string,
+  providers: readonly Provider[],
+  options: ChooseOptions = {},
+): Promise<ProviderChoice> {
   if (options.force !== undefined) {
     const provider = providers.find((p) => p.name === options.force);
     if (provider === undefined) {
-      throw new QuiesceError('bad-usage', `there is no provider named ${options.force}; use one of ${providers.map((p) => p.name).join(', ')}.`);
+      throw new QuiesceError(
+        'bad-usage',
+        `there is no provider named ${options.force}; use one of ${providers.map((p) => p.name).join(', ')}.`,
+      );
     }
     const support = await checkSupport(provider, path, options);
     if (!support.ok) {
-      throw new QuiesceError('provider-failed', `the ${provider.name} provider cannot snapshot ${path}: ${support.reason}. Choose another provider or none to pick one automatically.`);
+      throw new QuiesceError(
+        'provider-failed',
+        `the ${provider.name} provider cannot snapshot ${path}: ${support.reason}. Choose another provider or none to pick one automatically.`,
+      );
     }
     return { provider, support, rejected: [] };
   }
@@ -63,7 +79,10 @@ export async function chooseProvider(path: string, providers: readonly Provider[
     rejected.push({ name: provider.name, support });
   }
   const reasons = rejected.map((entry) => `${entry.name}: ${entry.support.reason}`).join('; ');
-  throw new QuiesceError('provider-failed', `no provider can snapshot ${path} (${reasons}); enable the copy provider or move the data.`);
+  throw new QuiesceError(
+    'provider-failed',
+    `no provider can snapshot ${path} (${reasons}); enable the copy provider or move the data.`,
+  );
 }
 
 function inPreferenceOrder(providers: readonly Provider[]): Provider[] {

@@ -17,10 +17,13 @@ test('copies names that are not UTF-8, skips excluded paths and stops at boundar
   await writeFile(join(source, 'mnt', 'inside', 'f'), 'x');
   await symlink('../elsewhere', join(source, 'up'));
 
-  assert.equal(await copyTree(source, join(base, 'dst'), {
-    exclude: new Set([join(source, 'store')]),
-    stopAt: new Set([join(source, 'mnt')]),
-  }), true);
+  assert.equal(
+    await copyTree(source, join(base, 'dst'), {
+      exclude: new Set([join(source, 'store')]),
+      stopAt: new Set([join(source, 'mnt')]),
+    }),
+    true,
+  );
   const names = await readdir(join(base, 'dst'), { encoding: 'buffer' });
   assert.deepEqual(names.map((n) => n.toString('latin1')).sort(), ['latin1-\xe9', 'mnt', 'up']);
   assert.equal(await readFile(Buffer.from(`${base}/dst/latin1-\xe9`, 'latin1'), 'utf8'), 'bytes');

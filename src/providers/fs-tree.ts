@@ -1,7 +1,18 @@
 import { constants, lstatSync, readdirSync } from 'node:fs';
 import { copiedTimeNs, sameMicrosecond, utimesSeconds } from '../model/index.ts';
 import {
-  chmod, copyFile, lchown, link, lstat, lutimes, mkdir, readdir, readlink, rm, symlink, utimes,
+  chmod,
+  copyFile,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  readdir,
+  readlink,
+  rm,
+  symlink,
+  utimes,
 } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import type { CallOptions, KnownFiles, UnchangedFile } from '../model/index.ts';
@@ -42,7 +53,13 @@ type Path = Buffer;
 export async function copyTree(source: string, target: string, options: CopyTreeOptions = {}): Promise<boolean> {
   const copier = new TreeCopier(options);
   try {
-    const copied = await copier.visit(Buffer.from(source), Buffer.from(target), true, undefined, options.original ?? source);
+    const copied = await copier.visit(
+      Buffer.from(source),
+      Buffer.from(target),
+      true,
+      undefined,
+      options.original ?? source,
+    );
     await copier.finish();
     return copied;
   } catch (error) {
@@ -90,7 +107,14 @@ class TreeCopier {
    * `madeParent`: makes the target's parent directory (it may be made only once something is
    * copied into it; see below); absent when it exists.
    */
-  async visit(source: Path, target: Path, top: boolean, known?: BigIntStats | null, original?: string, madeParent?: () => Promise<void>): Promise<boolean> {
+  async visit(
+    source: Path,
+    target: Path,
+    top: boolean,
+    known?: BigIntStats | null,
+    original?: string,
+    madeParent?: () => Promise<void>,
+  ): Promise<boolean> {
     throwIfAborted(this.signal, 'copying the snapshot');
     this.throwIfFailed();
     const stats = known === undefined ? await statOrNull(source) : known;
@@ -106,12 +130,15 @@ class TreeCopier {
           await makeDirectory(target);
           this.directories.push({ target, stats });
         })());
-      const mayLeaveOut = !top && this.known !== undefined && original !== undefined && !this.stopAt.has(source.toString());
+      const mayLeaveOut =
+        !top && this.known !== undefined && original !== undefined && !this.stopAt.has(source.toString());
       if (!mayLeaveOut) await made();
       if (!top && this.stopAt.has(source.toString())) return true;
       let names: Path[];
       try {
-        names = this.statsInline ? readdirSync(source, { encoding: 'buffer' }) : await readdir(source, { encoding: 'buffer' });
+        names = this.statsInline
+          ? readdirSync(source, { encoding: 'buffer' })
+          : await readdir(source, { encoding: 'buffer' });
       } catch (error) {
         if (isErrno(error, 'ENOENT', 'ENOTDIR')) return true;
         throw error;
@@ -121,8 +148,15 @@ class TreeCopier {
       const targetDir = withSlash(target);
       const children = names
         .map((name) => ({ name, text: utf8Name(name), path: Buffer.concat([sourceDir, name]) }))
-        .filter(({ text, path }) => !(this.exclude.size > 0 && this.exclude.has(path.toString())) && !(text !== undefined && this.skipNames.has(text)));
-      const held = this.known !== undefined && original !== undefined ? await this.known.inDirectory(original, { signal: this.signal }) : null;
+        .filter(
+          ({ text, path }) =>
+            !(this.exclude.size > 0 && this.exclude.has(path.toString())) &&
+            !(text !== undefined && this.skipNames.has(text)),
+        );
+      const held =
+        this.known !== undefined && original !== undefined
+          ? await this.known.inDirectory(original, { signal: this.signal })
+          : null;
       const snapshotDir = target.toString();
 
       // The entries' stats a batch at a time (each is a round trip to the thread pool), then
@@ -133,10 +167,16 @@ class TreeCopier {
         const stats = await this.statBatch(batch.map((child) => child.path));
         for (let i = 0; i < batch.length; i++) {
           const { name, text, path } = batch[i]!;
-          const childOriginal = original !== undefined && text !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
+          const childOriginal =
+            original !== undefined && text !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
           const childStats = stats[i];
           const was = text === undefined ? undefined : held?.get(text);
-          if (was !== undefined && childStats?.isFile() && childStats.size === was.size && sameMicrosecond(childStats.mtimeNs, was.mtimeNs)) {
+          if (
+            was !== undefined &&
+            childStats?.isFile() &&
+            childStats.size === was.size &&
+            sameMicrosecond(childStats.mtimeNs, was.mtimeNs)
+          ) {
             this.unchanged.push({
               snapshotDir,
               name: text!,
@@ -148,7 +188,8 @@ class TreeCopier {
             });
             continue;
           }
-          const visit = () => this.visit(path, Buffer.concat([targetDir, name]), false, childStats, childOriginal, made);
+          const visit = () =>
+            this.visit(path, Buffer.concat([targetDir, name]), false, childStats, childOriginal, made);
           if (childStats?.isDirectory()) subdirectories.push(visit);
           else await visit();
         }
@@ -199,7 +240,8 @@ class TreeCopier {
     const stats = paths.map(statOrNullNow);
     this.inlineStats.count += paths.length;
     this.inlineStats.ms += performance.now() - started;
-    if (this.inlineStats.count >= 256 && this.inlineStats.ms > SLOW_STAT_MS * this.inlineStats.count) this.statsInline = false;
+    if (this.inlineStats.count >= 256 && this.inlineStats.ms > SLOW_STAT_MS * this.inlineStats.count)
+      this.statsInline = false;
     return stats;
   }
 
@@ -242,7 +284,9 @@ class TreeCopier {
     await this.settle();
     this.throwIfFailed();
     for (let from = 0; from < this.directories.length; from += STAT_BATCH) {
-      await Promise.all(this.directories.slice(from, from + STAT_BATCH).map(({ target, stats }) => this.applyMetadata(target, stats)));
+      await Promise.all(
+        this.directories.slice(from, from + STAT_BATCH).map(({ target, stats }) => this.applyMetadata(target, stats)),
+      );
     }
   }
 
@@ -264,7 +308,10 @@ class TreeCopier {
           if (!isErrno(error, 'ENOENT')) throw error; // the first name vanished: copy this one
         }
       }
-      this.linked.set(key, this.copyData(source, target, stats).then(() => target));
+      this.linked.set(
+        key,
+        this.copyData(source, target, stats).then(() => target),
+      );
       await this.linked.get(key);
       return;
     }
@@ -355,7 +402,6 @@ function withSlash(dir: Path): Path {
   return dir.length > 0 && dir[dir.length - 1] === 0x2f ? dir : Buffer.concat([dir, SLASH]);
 }
 const SLASH = Buffer.from('/');
-
 
 /**
  * Removes `path` and everything below it; a missing path is not an error. Read-only directories

@@ -11,7 +11,11 @@ export { CopyProvider } from './copy/copy-provider.ts';
 export { FsfreezeProvider, type FsfreezeProviderOptions } from './fsfreeze/fsfreeze-provider.ts';
 export { ReflinkProvider } from './reflink/reflink-provider.ts';
 export {
-  chooseProvider, listProviderSupport, type ChooseOptions, type ProviderChoice, type ProviderSupportEntry,
+  chooseProvider,
+  listProviderSupport,
+  type ChooseOptions,
+  type ProviderChoice,
+  type ProviderSupportEntry,
 } from './choose.ts';
 
 export interface CreateProvidersOptions {

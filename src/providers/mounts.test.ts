@@ -11,8 +11,20 @@ const MOUNTINFO = [
 
 test('parses mountinfo, optional fields and octal escapes included', () => {
   const mounts = parseMountInfo(MOUNTINFO);
-  assert.deepEqual(mounts[1], { mountPoint: '/srv/with space', fsType: 'xfs', source: '/dev/loop0', device: '7:0', readOnly: false });
-  assert.deepEqual(mounts[2], { mountPoint: '/srv/btr', fsType: 'btrfs', source: '/dev/loop1', device: '0:50', readOnly: true });
+  assert.deepEqual(mounts[1], {
+    mountPoint: '/srv/with space',
+    fsType: 'xfs',
+    source: '/dev/loop0',
+    device: '7:0',
+    readOnly: false,
+  });
+  assert.deepEqual(mounts[2], {
+    mountPoint: '/srv/btr',
+    fsType: 'btrfs',
+    source: '/dev/loop1',
+    device: '0:50',
+    readOnly: true,
+  });
 });
 
 test('the mount of a path is the longest mount point holding it, the last one mounted on a tie', () => {

@@ -38,7 +38,12 @@ export function isErrno(error: unknown, ...codes: string[]): boolean {
  * Runs `operation` and turns whatever it throws into a provider failure: an abort of `signal`
  * names the abort reason, anything else says that `doing` failed and adds `hint`.
  */
-export async function providerOperation<T>(doing: string, signal: AbortSignal | undefined, operation: () => Promise<T>, hint = ''): Promise<T> {
+export async function providerOperation<T>(
+  doing: string,
+  signal: AbortSignal | undefined,
+  operation: () => Promise<T>,
+  hint = '',
+): Promise<T> {
   try {
     return await operation();
   } catch (error) {

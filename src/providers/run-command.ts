@@ -39,9 +39,10 @@ export function runCommand(file: string, args: readonly string[], options: RunOp
           reject(abortedFailure(options.signal, `\`${commandLine}\``));
           return;
         }
-        const why = 'code' in error && error.code === 'ENOENT'
-          ? 'command not found'
-          : stderr.trim() || `exit ${String(error.code ?? error.signal)}`;
+        const why =
+          'code' in error && error.code === 'ENOENT'
+            ? 'command not found'
+            : stderr.trim() || `exit ${String(error.code ?? error.signal)}`;
         const hint = options.hint === undefined ? '' : ` ${options.hint}`;
         reject(providerFailed(`\`${commandLine}\` failed: ${why}.${hint}`, error));
       },
@@ -54,7 +55,14 @@ export function runCommand(file: string, args: readonly string[], options: RunOp
  * shell has but a service's PATH may lack), or null when there is none.
  */
 export async function findCommand(name: string): Promise<string | null> {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
+  const dirs = [
+    ...(process.env.PATH ?? '').split(delimiter),
+    '/usr/local/sbin',
+    '/usr/sbin',
+    '/sbin',
+    '/usr/bin',
+    '/bin',
+  ];
   for (const dir of dirs) {
     if (!dir.startsWith('/')) continue;
     const candidate = join(dir, name);

@@ -43,7 +43,10 @@ export async function createSetDir(setDir: string): Promise<void> {
     await mkdir(setDir, { mode: 0o700 });
   } catch (error) {
     if (isErrno(error, 'EEXIST')) {
-      throw providerFailed(`a snapshot of set "${basename(setDir)}" already exists at ${setDir}; release it first or use another set id.`, error);
+      throw providerFailed(
+        `a snapshot of set "${basename(setDir)}" already exists at ${setDir}; release it first or use another set id.`,
+        error,
+      );
     }
     throw error;
   }
@@ -86,7 +89,10 @@ export async function exists(path: string): Promise<boolean> {
 }
 
 /** Removes a set directory, then its store directory when that is left empty. */
-export async function removeSetDir(setDir: string, options: { removeEmptyParent: boolean; signal?: AbortSignal }): Promise<void> {
+export async function removeSetDir(
+  setDir: string,
+  options: { removeEmptyParent: boolean; signal?: AbortSignal },
+): Promise<void> {
   await removeTree(setDir, options);
   if (!options.removeEmptyParent) return;
   try {
@@ -107,7 +113,9 @@ export function setDirsHandle(setDirs: string[]): z.infer<typeof SetDirsHandleSc
 export function parseSetDirsHandle(provider: string, setId: string, handle: unknown): string[] {
   const parsed = SetDirsHandleSchema.safeParse(handle);
   if (!parsed.success || parsed.data.setDirs.some((dir) => basename(dir) !== setId)) {
-    throw providerFailed(`the ${provider} snapshot handle of set "${setId}" is not one this provider made; remove the snapshot by hand.`);
+    throw providerFailed(
+      `the ${provider} snapshot handle of set "${setId}" is not one this provider made; remove the snapshot by hand.`,
+    );
   }
   return parsed.data.setDirs;
 }

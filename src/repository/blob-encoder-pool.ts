@@ -24,7 +24,8 @@ export interface SmallFile {
 }
 
 /** One file of a sealed batch: where its sealed blob lies in `data`, or why it could not be read. */
-export type SealedFileItem = { id: string; rawLength: number; offset: number; length: number } | { error: string; code: string | null };
+export type SealedFileItem =
+  { id: string; rawLength: number; offset: number; length: number } | { error: string; code: string | null };
 
 export interface SealedFileBatch {
   data: Uint8Array;

@@ -179,9 +179,24 @@ parentPort.on('message', (message) => {
     const { data, length, rawLength, id } = message.open;
     try {
       const plain = open(new Uint8Array(data, 0, length), rawLength, id);
-      parentPort.postMessage({ seq: message.seq, opened: { data: plain.buffer, offset: plain.byteOffset, length: plain.length }, input: data }, [plain.buffer, data]);
+      parentPort.postMessage(
+        {
+          seq: message.seq,
+          opened: { data: plain.buffer, offset: plain.byteOffset, length: plain.length },
+          input: data,
+        },
+        [plain.buffer, data],
+      );
     } catch (error) {
-      parentPort.postMessage({ seq: message.seq, error: error instanceof Error ? error.message : String(error), damaged: error instanceof Damaged, input: data }, [data]);
+      parentPort.postMessage(
+        {
+          seq: message.seq,
+          error: error instanceof Error ? error.message : String(error),
+          damaged: error instanceof Damaged,
+          input: data,
+        },
+        [data],
+      );
     }
     return;
   }
@@ -202,6 +217,9 @@ parentPort.on('message', (message) => {
     const parts = encode(plaintext);
     parentPort.postMessage({ seq: message.seq, parts, id, input: message.data }, [parts.body.buffer, message.data]);
   } catch (error) {
-    parentPort.postMessage({ seq: message.seq, error: error instanceof Error ? error.message : String(error), input: message.data }, [message.data]);
+    parentPort.postMessage(
+      { seq: message.seq, error: error instanceof Error ? error.message : String(error), input: message.data },
+      [message.data],
+    );
   }
 });

@@ -25,7 +25,13 @@ export class BlobIndex {
     if (pack.blobs.length > 0 && pack.blobs.every((b) => b.type === 'tree')) this.treePacks.add(pack.id);
     for (const blob of pack.blobs) {
       if (this.blobs.has(blob.id)) continue;
-      this.blobs.set(blob.id, { pack: pack.id, type: blob.type, offset: blob.offset, length: blob.length, rawLength: blob.rawLength });
+      this.blobs.set(blob.id, {
+        pack: pack.id,
+        type: blob.type,
+        offset: blob.offset,
+        length: blob.length,
+        rawLength: blob.rawLength,
+      });
     }
   }
 
@@ -58,7 +64,10 @@ export class BlobIndex {
 }
 
 /** The packs the index objects name (first mention wins) and the blob index built from them. */
-export function indexPacks(files: readonly { file: IndexFile }[]): { packs: Map<string, IndexedPack>; index: BlobIndex } {
+export function indexPacks(files: readonly { file: IndexFile }[]): {
+  packs: Map<string, IndexedPack>;
+  index: BlobIndex;
+} {
   const packs = new Map<string, IndexedPack>();
   const index = new BlobIndex();
   for (const { file } of files) {

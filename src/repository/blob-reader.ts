@@ -11,11 +11,20 @@ import { isNotFound } from './storage-error.ts';
  * Opens a sealed blob and proves it is the one asked for: its plaintext must hash (keyed) to
  * its id. Anything else is `damaged`, naming the blob and its pack; never wrong data.
  */
-export function verifyBlob(keys: RepositoryKeys, id: string, sealed: Uint8Array, pack: string, rawLength?: number): Buffer {
+export function verifyBlob(
+  keys: RepositoryKeys,
+  id: string,
+  sealed: Uint8Array,
+  pack: string,
+  rawLength?: number,
+): Buffer {
   const what = `blob ${id} in pack ${pack}`;
   const plain = decodeBlob(keys.encryption, sealed, what);
   if ((rawLength !== undefined && plain.length !== rawLength) || blobIdOf(keys, plain) !== id) {
-    throw new QuiesceError('damaged', `${what} is damaged: its content does not match its id (run quiesce check --read-data)`);
+    throw new QuiesceError(
+      'damaged',
+      `${what} is damaged: its content does not match its id (run quiesce check --read-data)`,
+    );
   }
   return plain;
 }
@@ -30,12 +39,22 @@ export type BlobOpener = (sealed: Buffer, rawLength: number, id: string) => Prom
  * Loads a pack's bytes, `range` of them or all; a missing pack is `damaged`, naming `id`, a blob
  * it should hold.
  */
-export async function loadPack(backend: Backend, pack: string, id: string, range: { offset: number; length: number } | null, options: CallOptions & Pick<LoadOptions, 'into'> = {}): Promise<Buffer> {
+export async function loadPack(
+  backend: Backend,
+  pack: string,
+  id: string,
+  range: { offset: number; length: number } | null,
+  options: CallOptions & Pick<LoadOptions, 'into'> = {},
+): Promise<Buffer> {
   try {
     return await backend.load('data', pack, range === null ? options : { ...options, ...range });
   } catch (error) {
     if (isNotFound(error)) {
-      throw new QuiesceError('damaged', `pack ${pack}, which holds blob ${id}, is missing from the repository at ${backend.location} (run quiesce check)`, { cause: error });
+      throw new QuiesceError(
+        'damaged',
+        `pack ${pack}, which holds blob ${id}, is missing from the repository at ${backend.location} (run quiesce check)`,
+        { cause: error },
+      );
     }
     throw error;
   }
@@ -50,13 +69,20 @@ export async function readBlob(
   options: CallOptions & Pick<LoadOptions, 'into'> = {},
   opener?: BlobOpener,
 ): Promise<Buffer> {
-  const sealed = await loadPack(backend, location.pack, id, { offset: location.offset, length: location.length }, options);
+  const sealed = await loadPack(
+    backend,
+    location.pack,
+    id,
+    { offset: location.offset, length: location.length },
+    options,
+  );
   const opening = opener?.(sealed, location.rawLength, id) ?? null;
   if (opening === null) return verifyBlob(keys, id, sealed, location.pack, location.rawLength);
   try {
     return await opening;
   } catch (error) {
-    if (error instanceof DamagedBlobError) throw new QuiesceError('damaged', `blob ${id} in pack ${location.pack} is damaged: ${error.message}`);
+    if (error instanceof DamagedBlobError)
+      throw new QuiesceError('damaged', `blob ${id} in pack ${location.pack} is damaged: ${error.message}`);
     throw error;
   }
 }

@@ -76,7 +76,10 @@ export class BlobSaver {
     private readonly index: BlobIndex,
     private readonly options: BlobSaverOptions,
   ) {
-    this.pool = options.workers > 0 ? new BlobEncoderPool(keys.encryption, keys.mac, options.compressionLevel, options.workers) : null;
+    this.pool =
+      options.workers > 0
+        ? new BlobEncoderPool(keys.encryption, keys.mac, options.compressionLevel, options.workers)
+        : null;
   }
 
   /** Is the blob on its way into a pack in this session? */
@@ -155,7 +158,12 @@ export class BlobSaver {
    * hashing, and a rare duplicate costs only its sealing. Answers null when the caller should name
    * and `save` it itself: without workers, or for a blob small enough to seal here.
    */
-  async saveUnnamed(type: BlobType, plaintext: Uint8Array, known: (id: string) => boolean, options: CallOptions = {}): Promise<{ id: string; added: boolean; storedBytes: number } | null> {
+  async saveUnnamed(
+    type: BlobType,
+    plaintext: Uint8Array,
+    known: (id: string) => boolean,
+    options: CallOptions = {},
+  ): Promise<{ id: string; added: boolean; storedBytes: number } | null> {
     const pool = this.pool;
     if (pool === null || plaintext.length < ENCODE_ON_WORKER_BYTES) return null;
     this.throwIfFailed();
@@ -186,10 +194,12 @@ export class BlobSaver {
       }
     })();
     // `flush` waits for these too: their ids are not in `encoding` until they are packed.
-    const tracked: Promise<void> = saving.then(
-      () => undefined,
-      () => undefined,
-    ).finally(() => this.unnamed.delete(tracked));
+    const tracked: Promise<void> = saving
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .finally(() => this.unnamed.delete(tracked));
     this.unnamed.add(tracked);
     const saved = await saving;
     if (saved?.added === true) await this.afterPacking(options);
@@ -200,7 +210,13 @@ export class BlobSaver {
    * Packs a blob sealed elsewhere (by `sealFiles`); the caller has checked it is new. It is in
    * the pack (and deduplicates) before this first waits.
    */
-  async saveSealed(id: string, type: BlobType, rawLength: number, sealed: Uint8Array, options: CallOptions = {}): Promise<number> {
+  async saveSealed(
+    id: string,
+    type: BlobType,
+    rawLength: number,
+    sealed: Uint8Array,
+    options: CallOptions = {},
+  ): Promise<number> {
     this.throwIfFailed();
     const stored = this.pack(id, type, rawLength, sealed);
     await this.afterPacking(options);
@@ -260,7 +276,10 @@ export class BlobSaver {
       } else {
         // Data: room for a full pack plus its last (largest) blob and the header; untouched pages
         // cost nothing. Trees: a set's trees are mostly few and small; the buffer grows if not.
-        assembler = type === 'data' ? new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare) : new PackAssembler(256 * 1024);
+        assembler =
+          type === 'data'
+            ? new PackAssembler(this.options.packSize + 4 * 1024 * 1024 + 64 * 1024, this.spare)
+            : new PackAssembler(256 * 1024);
         if (type === 'data') this.spare = undefined;
       }
       this.filling[type] = assembler;
@@ -272,7 +291,8 @@ export class BlobSaver {
 
   /** Stores a pack once full; waits while too many are being stored; writes an index now and then. */
   private async afterPacking(options: CallOptions): Promise<void> {
-    for (const type of BLOB_TYPES) if ((this.filling[type]?.length ?? 0) >= this.options.packSize) this.finishPack(type);
+    for (const type of BLOB_TYPES)
+      if ((this.filling[type]?.length ?? 0) >= this.options.packSize) this.finishPack(type);
     // A streamed pack's writes keep up, or packing waits for them (one segment may wait).
     for (const type of BLOB_TYPES) {
       const filling = this.filling[type];
@@ -290,7 +310,8 @@ export class BlobSaver {
   /** Stores the current pack, waits for every pack, then writes the index naming them. */
   async flush(options: CallOptions = {}): Promise<void> {
     this.throwIfFailed();
-    while (this.encoding.size > 0 || this.unnamed.size > 0) await Promise.all([...this.encoding.values(), ...this.unnamed]);
+    while (this.encoding.size > 0 || this.unnamed.size > 0)
+      await Promise.all([...this.encoding.values(), ...this.unnamed]);
     for (const type of BLOB_TYPES) if ((this.filling[type]?.count ?? 0) > 0) this.finishPack(type, options);
     while (this.uploads.size > 0) await Promise.all(this.uploads);
     this.throwIfFailed();
@@ -314,7 +335,9 @@ export class BlobSaver {
     const signal = options.signal === undefined ? {} : { signal: options.signal };
     const storing: Promise<IndexedPack> =
       assembler instanceof StreamedPack
-        ? assembler.finish(this.keys.encryption, signal).then(({ name, size, header }) => ({ id: name, size, blobs: header.blobs }))
+        ? assembler
+            .finish(this.keys.encryption, signal)
+            .then(({ name, size, header }) => ({ id: name, size, blobs: header.blobs }))
         : (async () => {
             const built = assembler.finish(this.keys.encryption);
             await this.backend.save('data', built.name, built.bytes, signal);

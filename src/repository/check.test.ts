@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
-import { flipBlob, locate, PASSWORD, pseudoRandom, SMALL, storeTwoSets } from '../../test/helpers/repository-fixtures.ts';
+import {
+  flipBlob,
+  locate,
+  PASSWORD,
+  pseudoRandom,
+  SMALL,
+  storeTwoSets,
+} from '../../test/helpers/repository-fixtures.ts';
 import { initRepository, openRepository } from './repository.ts';
 
 describe('check', () => {
@@ -41,7 +48,10 @@ describe('check', () => {
     assert.equal(damaged[0]!.object, target);
     assert.ok(damaged[0]!.message.includes(pack), damaged[0]!.message);
     assert.deepEqual(damaged[0]!.files?.sort(), ['set-1:/sub/b.bin', 'set-2:/sub/b.bin']);
-    assert.ok(report.problems.some((p) => p.kind === 'damaged-pack' && p.object === pack), 'the pack no longer hashes to its name');
+    assert.ok(
+      report.problems.some((p) => p.kind === 'damaged-pack' && p.object === pack),
+      'the pack no longer hashes to its name',
+    );
     await fresh.close();
   });
 
@@ -71,7 +81,8 @@ describe('check', () => {
     const report = await fresh.check();
     assert.equal(report.ok, false);
     const kinds = new Set(report.problems.map((p) => p.kind));
-    for (const kind of ['missing-pack', 'damaged-manifest', 'damaged-index', 'missing-blob'] as const) assert.ok(kinds.has(kind), [...kinds].join());
+    for (const kind of ['missing-pack', 'damaged-manifest', 'damaged-index', 'missing-blob'] as const)
+      assert.ok(kinds.has(kind), [...kinds].join());
     const missing = report.problems.find((p) => p.kind === 'missing-blob' && p.object === blobsOf.c[0]);
     assert.deepEqual(missing?.files, ['set-2:/c.bin']);
     await fresh.close();

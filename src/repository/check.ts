@@ -46,14 +46,26 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
     const size = stored.get(pack.id);
     if (size === undefined) {
       missingPacks.add(pack.id);
-      problems.push({ kind: 'missing-pack', object: pack.id, message: `pack ${pack.id} is named by the index but missing (${pack.blobs.length} blobs)` });
+      problems.push({
+        kind: 'missing-pack',
+        object: pack.id,
+        message: `pack ${pack.id} is named by the index but missing (${pack.blobs.length} blobs)`,
+      });
     } else if (size !== pack.size) {
-      problems.push({ kind: 'damaged-pack', object: pack.id, message: `pack ${pack.id} has ${size} bytes; the index says ${pack.size}` });
+      problems.push({
+        kind: 'damaged-pack',
+        object: pack.id,
+        message: `pack ${pack.id} has ${size} bytes; the index says ${pack.size}`,
+      });
     }
   }
   for (const [name, size] of stored) {
     if (!packs.has(name)) {
-      problems.push({ kind: 'unreferenced-pack', object: name, message: `pack ${name} (${size} bytes) is named by no index: left by an interrupted backup; prune removes it after the grace period` });
+      problems.push({
+        kind: 'unreferenced-pack',
+        object: name,
+        message: `pack ${name} (${size} bytes) is named by no index: left by an interrupted backup; prune removes it after the grace period`,
+      });
     }
   }
 
@@ -84,7 +96,8 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
       for (const node of tree.nodes) if (node.type === 'file') for (const ref of node.content) dataRefs.add(ref.id);
     },
     (id, error) => {
-      if (!index.has(id)) problems.push({ kind: 'missing-blob', object: id, message: `tree ${id} is not in the repository` });
+      if (!index.has(id))
+        problems.push({ kind: 'missing-blob', object: id, message: `tree ${id} is not in the repository` });
       else problems.push({ kind: 'damaged-tree', object: id, message: messageOf(error) });
     },
   );
@@ -96,7 +109,11 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
     if (location === undefined) {
       lost.set(id, { kind: 'missing-blob', object: id, message: `data blob ${id} is not in the repository` });
     } else if (missingPacks.has(location.pack)) {
-      lost.set(id, { kind: 'missing-blob', object: id, message: `data blob ${id} is in pack ${location.pack}, which is missing` });
+      lost.set(id, {
+        kind: 'missing-blob',
+        object: id,
+        message: `data blob ${id} is in pack ${location.pack}, which is missing`,
+      });
     }
   }
 
@@ -109,7 +126,11 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
       const bytes = await backend.load('data', pack.id, options);
       bytesRead += bytes.length;
       if (sha256Hex(bytes) !== pack.id) {
-        problems.push({ kind: 'damaged-pack', object: pack.id, message: `pack ${pack.id} does not hash to its name: its content changed` });
+        problems.push({
+          kind: 'damaged-pack',
+          object: pack.id,
+          message: `pack ${pack.id} does not hash to its name: its content changed`,
+        });
       }
       try {
         readPackHeaderFromBytes(keys.encryption, bytes, pack.id);
@@ -118,7 +139,8 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
       }
       for (const blob of pack.blobs) {
         try {
-          if (blob.offset + blob.length > bytes.length) throw new QuiesceError('damaged', `blob ${blob.id} in pack ${pack.id} lies beyond the pack's end`);
+          if (blob.offset + blob.length > bytes.length)
+            throw new QuiesceError('damaged', `blob ${blob.id} in pack ${pack.id} lies beyond the pack's end`);
           verifyBlob(keys, blob.id, bytes.subarray(blob.offset, blob.offset + blob.length), pack.id, blob.rawLength);
         } catch (error) {
           const problem: CheckProblem = { kind: 'damaged-blob', object: blob.id, message: messageOf(error) };

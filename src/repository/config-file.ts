@@ -31,11 +31,17 @@ export function encodeConfig(key: Uint8Array, config: RepositoryConfig): Buffer 
 /** Checks the plain prefix: not quiesce's -> `not-a-repository`; a newer format -> `unsupported-version`. */
 export function checkConfigPrefix(bytes: Uint8Array, location: string): void {
   if (bytes.length < MAGIC.length + 1 || !MAGIC.equals(bytes.subarray(0, MAGIC.length))) {
-    throw new QuiesceError('not-a-repository', `${location} has a config that is not a quiesce repository's: point --repo at a quiesce repository, or run quiesce init on an empty location`);
+    throw new QuiesceError(
+      'not-a-repository',
+      `${location} has a config that is not a quiesce repository's: point --repo at a quiesce repository, or run quiesce init on an empty location`,
+    );
   }
   const format = bytes[MAGIC.length]!;
   if (format > CONFIG_FORMAT) {
-    throw new QuiesceError('unsupported-version', `the repository at ${location} has format ${format}; this quiesce reads format ${CONFIG_FORMAT}: upgrade quiesce`);
+    throw new QuiesceError(
+      'unsupported-version',
+      `the repository at ${location} has format ${format}; this quiesce reads format ${CONFIG_FORMAT}: upgrade quiesce`,
+    );
   }
 }
 
@@ -51,15 +57,25 @@ export function decodeConfig(key: Uint8Array, bytes: Uint8Array, location: strin
   try {
     raw = JSON.parse(openSealed(key, sealedConfig(bytes), 'config').toString('utf8'));
   } catch (error) {
-    throw new QuiesceError('not-a-repository', `the config of the repository at ${location} is unreadable (damaged, or it belongs to other keys): it cannot be opened`, { cause: error });
+    throw new QuiesceError(
+      'not-a-repository',
+      `the config of the repository at ${location} is unreadable (damaged, or it belongs to other keys): it cannot be opened`,
+      { cause: error },
+    );
   }
   const version = (raw as { version?: unknown } | null)?.version;
   if (typeof version === 'number' && version > 1) {
-    throw new QuiesceError('unsupported-version', `the repository at ${location} has version ${version}; this quiesce reads version 1: upgrade quiesce`);
+    throw new QuiesceError(
+      'unsupported-version',
+      `the repository at ${location} has version ${version}; this quiesce reads version 1: upgrade quiesce`,
+    );
   }
   const parsed = RepositoryConfigSchema.safeParse(raw);
   if (!parsed.success || parsed.data.version !== 1) {
-    throw new QuiesceError('not-a-repository', `the config of the repository at ${location} is not valid: ${parsed.success ? 'bad version' : parsed.error.issues[0]?.message ?? 'invalid'}`);
+    throw new QuiesceError(
+      'not-a-repository',
+      `the config of the repository at ${location} is not valid: ${parsed.success ? 'bad version' : (parsed.error.issues[0]?.message ?? 'invalid')}`,
+    );
   }
   return parsed.data;
 }

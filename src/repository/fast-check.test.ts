@@ -12,10 +12,31 @@ function validTree(): Record<string, unknown> {
   return {
     nodes: [
       { name: 'a dir', mode: 0o40755, uid: 0, gid: 0, mtimeNs: '1700000000123456789', type: 'dir', subtree: hex() },
-      { name: 'b.txt', mode: 0o100644, uid: 1000, gid: 1000, mtimeNs: '-5', type: 'file', size: 3, content: [{ id: hex(), length: 3 }] },
+      {
+        name: 'b.txt',
+        mode: 0o100644,
+        uid: 1000,
+        gid: 1000,
+        mtimeNs: '-5',
+        type: 'file',
+        size: 3,
+        content: [{ id: hex(), length: 3 }],
+      },
       { name: 'empty', mode: 0o100600, uid: 1, gid: 2, mtimeNs: '0', type: 'file', size: 0, content: [] },
       { name: 'link', mode: 0o120777, uid: 0, gid: 0, mtimeNs: '7', type: 'symlink', target: '../b.txt' },
-      { name: 'Ünïcødé ☃', mode: 0o100644, uid: 0, gid: 0, mtimeNs: '8', type: 'file', size: 5, content: [{ id: hex(), length: 2 }, { id: hex(), length: 3 }] },
+      {
+        name: 'Ünïcødé ☃',
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        mtimeNs: '8',
+        type: 'file',
+        size: 5,
+        content: [
+          { id: hex(), length: 2 },
+          { id: hex(), length: 3 },
+        ],
+      },
     ],
   };
 }
@@ -24,7 +45,14 @@ function validIndex(): Record<string, unknown> {
   return {
     version: 1,
     packs: [
-      { id: hex(), size: 1000, blobs: [{ id: hex(), type: 'data', offset: 0, length: 40, rawLength: 12 }, { id: hex(), type: 'tree', offset: 40, length: 50, rawLength: 0 }] },
+      {
+        id: hex(),
+        size: 1000,
+        blobs: [
+          { id: hex(), type: 'data', offset: 0, length: 40, rawLength: 12 },
+          { id: hex(), type: 'tree', offset: 40, length: 50, rawLength: 0 },
+        ],
+      },
       { id: hex(), size: 77, blobs: [], unusedSince: '2026-12-01T00:00:00.000Z' },
     ],
   };
@@ -41,8 +69,36 @@ function places(value: unknown, out: [Record<string, unknown> | unknown[], strin
 }
 
 const REPLACEMENTS: unknown[] = [
-  undefined, null, '', '.', '..', 'a/b', 'x\0y', 'z', 'A'.repeat(64), 'g'.repeat(64), '0'.repeat(63), '1e3', '-', '--1', 'file', 'dir', 'tree',
-  0, -0, -1, 1.5, 2 ** 53, 2 ** 53 - 1, Number.MAX_VALUE, true, [], {}, [1], { id: 'x' }, 'a'.repeat(4097),
+  undefined,
+  null,
+  '',
+  '.',
+  '..',
+  'a/b',
+  'x\0y',
+  'z',
+  'A'.repeat(64),
+  'g'.repeat(64),
+  '0'.repeat(63),
+  '1e3',
+  '-',
+  '--1',
+  'file',
+  'dir',
+  'tree',
+  0,
+  -0,
+  -1,
+  1.5,
+  2 ** 53,
+  2 ** 53 - 1,
+  Number.MAX_VALUE,
+  true,
+  [],
+  {},
+  [1],
+  { id: 'x' },
+  'a'.repeat(4097),
 ];
 
 /** A random change: a value replaced, a key removed or added, two nodes swapped. */
@@ -59,7 +115,7 @@ function mutate(value: Record<string, unknown>, random: () => number): void {
 
 function seeded(seed: number): () => number {
   let state = seed;
-  return () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  return () => (state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 }
 
 test('the quick checks take valid trees and indexes as they are, so the common case skips the schemas', () => {
@@ -68,7 +124,9 @@ test('the quick checks take valid trees and indexes as they are, so the common c
   assert.ok(isPlainTree({ nodes: [] }));
   assert.ok(isPlainIndex(validIndex()));
   // The stored form is the schema's, key order included, whichever path made it.
-  const shuffled = { nodes: (tree.nodes as Record<string, unknown>[]).map((n) => Object.fromEntries(Object.entries(n).reverse())) };
+  const shuffled = {
+    nodes: (tree.nodes as Record<string, unknown>[]).map((n) => Object.fromEntries(Object.entries(n).reverse())),
+  };
   assert.equal(serializeTree(shuffled as never).toString(), JSON.stringify(TreeSchema.parse(tree)));
 });
 

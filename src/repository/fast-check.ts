@@ -13,8 +13,9 @@ function isObject(value: unknown): value is Record<string, unknown> {
 /** How many enumerable keys an object has, without making a list of them. */
 function keyCount(value: object): number {
   let count = 0;
-  for (const key in value) if (Object.hasOwn(value, key)) count++;
-  else return -1; // an inherited key: not a plain value, leave it to the schema
+  for (const key in value)
+    if (Object.hasOwn(value, key)) count++;
+    else return -1; // an inherited key: not a plain value, leave it to the schema
   return count;
 }
 
@@ -44,12 +45,27 @@ function isDecimal(value: unknown): boolean {
 }
 
 function isNodeName(value: unknown): value is string {
-  return typeof value === 'string' && value.length >= 1 && value.length <= 4096 && value !== '.' && value !== '..' && !value.includes('/') && !value.includes('\0');
+  return (
+    typeof value === 'string' &&
+    value.length >= 1 &&
+    value.length <= 4096 &&
+    value !== '.' &&
+    value !== '..' &&
+    !value.includes('/') &&
+    !value.includes('\0')
+  );
 }
 
 function isNode(node: unknown): node is TreeNode {
   if (!isObject(node)) return false;
-  if (!isNodeName(node.name) || !isCount(node.mode) || !isCount(node.uid) || !isCount(node.gid) || !isDecimal(node.mtimeNs)) return false;
+  if (
+    !isNodeName(node.name) ||
+    !isCount(node.mode) ||
+    !isCount(node.uid) ||
+    !isCount(node.gid) ||
+    !isDecimal(node.mtimeNs)
+  )
+    return false;
   const keys = keyCount(node);
   switch (node.type) {
     case 'file': {
@@ -84,11 +100,18 @@ export function isPlainTree(value: unknown): value is Tree {
 export function isPlainIndex(value: unknown): value is IndexFile {
   if (!isObject(value) || keyCount(value) !== 2 || value.version !== 1 || !Array.isArray(value.packs)) return false;
   for (const pack of value.packs as unknown[]) {
-    if (!isObject(pack) || !isHex64(pack.id) || !isCount(pack.size) || pack.size === 0 || !Array.isArray(pack.blobs)) return false;
+    if (!isObject(pack) || !isHex64(pack.id) || !isCount(pack.size) || pack.size === 0 || !Array.isArray(pack.blobs))
+      return false;
     const keys = keyCount(pack);
     if (pack.unusedSince === undefined ? keys !== 3 : keys !== 4 || typeof pack.unusedSince !== 'string') return false;
     for (const blob of pack.blobs as unknown[]) {
-      if (!isObject(blob) || keyCount(blob) !== 5 || !isHex64(blob.id) || (blob.type !== 'data' && blob.type !== 'tree')) return false;
+      if (
+        !isObject(blob) ||
+        keyCount(blob) !== 5 ||
+        !isHex64(blob.id) ||
+        (blob.type !== 'data' && blob.type !== 'tree')
+      )
+        return false;
       if (!isCount(blob.offset) || !isCount(blob.length) || blob.length === 0 || !isCount(blob.rawLength)) return false;
     }
   }
@@ -99,4 +122,18 @@ export function isPlainIndex(value: unknown): value is IndexFile {
  * A tree's keys in the order its schema gives them: as `JSON.stringify`'s replacer, it writes a
  * valid tree in its canonical form without rebuilding it (three times as fast).
  */
-export const TREE_KEY_ORDER: readonly string[] = ['nodes', 'name', 'mode', 'uid', 'gid', 'mtimeNs', 'type', 'size', 'content', 'id', 'length', 'subtree', 'target'];
+export const TREE_KEY_ORDER: readonly string[] = [
+  'nodes',
+  'name',
+  'mode',
+  'uid',
+  'gid',
+  'mtimeNs',
+  'type',
+  'size',
+  'content',
+  'id',
+  'length',
+  'subtree',
+  'target',
+];

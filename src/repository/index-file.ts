@@ -63,12 +63,21 @@ export async function listIndexes(backend: Backend, options: CallOptions = {}): 
 }
 
 /** Reads every index object (a few at a time); damaged ones are listed, not thrown. */
-export async function loadAllIndexes(backend: Backend, key: Uint8Array, options: CallOptions = {}): Promise<LoadedIndexes> {
+export async function loadAllIndexes(
+  backend: Backend,
+  key: Uint8Array,
+  options: CallOptions = {},
+): Promise<LoadedIndexes> {
   return loadIndexes(backend, key, await listIndexes(backend, options), options);
 }
 
 /** Reads the index objects named (a few at a time); damaged ones are listed, not thrown, and vanished ones skipped. */
-export async function loadIndexes(backend: Backend, key: Uint8Array, names: readonly string[], options: CallOptions = {}): Promise<LoadedIndexes> {
+export async function loadIndexes(
+  backend: Backend,
+  key: Uint8Array,
+  names: readonly string[],
+  options: CallOptions = {},
+): Promise<LoadedIndexes> {
   const result: LoadedIndexes = { files: [], damaged: [] };
   let next = 0;
   const worker = async (): Promise<void> => {

@@ -1,6 +1,13 @@
 // The backup repository: content-defined chunks, deduplicated by keyed id, compressed, sealed,
 // gathered in packs with an index; manifests, locks, check and prune. Backends live in backend/.
-export { initRepository, openRepository, DEFAULT_PACK_SIZE, DEFAULT_WORKERS, type OpenRepositoryOptions, type InitRepositoryOptions } from './repository.ts';
+export {
+  initRepository,
+  openRepository,
+  DEFAULT_PACK_SIZE,
+  DEFAULT_WORKERS,
+  type OpenRepositoryOptions,
+  type InitRepositoryOptions,
+} from './repository.ts';
 export { DEFAULT_GRACE_MS, type PruneOptions } from './prune.ts';
 export type { CheckOptions } from './check.ts';
 export { DEFAULT_LOCK_REFRESH_MS, DEFAULT_LOCK_STALE_MS, type LockOptions } from './locks.ts';

@@ -49,7 +49,13 @@ describe('locks', () => {
     const backend = new MemoryBackend();
     const locker = new Locker(backend, KEY);
     const now = new Date().toISOString();
-    plant(backend, 'a'.repeat(64), { kind: 'exclusive', hostname: hostname(), pid: await deadPid(), time: now, refreshed: now });
+    plant(backend, 'a'.repeat(64), {
+      kind: 'exclusive',
+      hostname: hostname(),
+      pid: await deadPid(),
+      time: now,
+      refreshed: now,
+    });
     const old = new Date(Date.now() - 31 * 60_000).toISOString();
     plant(backend, 'b'.repeat(64), { kind: 'exclusive', hostname: 'elsewhere', pid: 1, time: old, refreshed: old });
     const shared = await locker.lock('shared');
@@ -60,14 +66,28 @@ describe('locks', () => {
     await x.release();
     // A live lock on another host, refreshed recently, holds.
     plant(backend, 'c'.repeat(64), { kind: 'exclusive', hostname: 'elsewhere', pid: 1, time: old, refreshed: now });
-    await assert.rejects(locker.lock('shared'), (e: unknown) => locked(e) && (e as Error).message.includes('elsewhere'));
+    await assert.rejects(
+      locker.lock('shared'),
+      (e: unknown) => locked(e) && (e as Error).message.includes('elsewhere'),
+    );
   });
 
   test('a lock a crash left empty or half-written (locks are not synced) stands in nobody’s way', async () => {
     const backend = new MemoryBackend();
     const locker = new Locker(backend, KEY);
     backend.put('locks', 'd'.repeat(64), Buffer.alloc(0));
-    const whole = seal(KEY, Buffer.from(JSON.stringify({ kind: 'exclusive', hostname: 'elsewhere', pid: 1, time: 'x', refreshed: new Date().toISOString() })));
+    const whole = seal(
+      KEY,
+      Buffer.from(
+        JSON.stringify({
+          kind: 'exclusive',
+          hostname: 'elsewhere',
+          pid: 1,
+          time: 'x',
+          refreshed: new Date().toISOString(),
+        }),
+      ),
+    );
     backend.put('locks', 'e'.repeat(64), whole.subarray(0, whole.length >> 1));
     const shared = await locker.lock('shared');
     await shared.release();

@@ -101,7 +101,13 @@ export class Locker {
 
   private conflicts(kind: LockKind, found: FoundLock[], own?: string): FoundLock[] {
     const now = Date.now();
-    return found.filter((f) => f.name !== own && f.record !== null && !this.isStale(f.record, now) && (kind === 'exclusive' || f.record.kind === 'exclusive'));
+    return found.filter(
+      (f) =>
+        f.name !== own &&
+        f.record !== null &&
+        !this.isStale(f.record, now) &&
+        (kind === 'exclusive' || f.record.kind === 'exclusive'),
+    );
   }
 
   private lockedError(kind: LockKind, conflicts: FoundLock[]): QuiesceError {
@@ -125,7 +131,8 @@ export class Locker {
     if (early.length > 0) throw this.lockedError(kind, early);
     if (kind === 'exclusive') {
       const now = Date.now();
-      for (const f of before) if (f.record === null || this.isStale(f.record, now)) await this.backend.remove('locks', f.name, options);
+      for (const f of before)
+        if (f.record === null || this.isStale(f.record, now)) await this.backend.remove('locks', f.name, options);
     }
     const name = randomBytes(32).toString('hex');
     const time = new Date().toISOString();

@@ -76,7 +76,8 @@ export class PackAssembler {
    * `reuse`: the buffer of a pack already stored, to fill again instead of allocating.
    */
   constructor(capacity: number, reuse?: Buffer) {
-    this.buffer = reuse !== undefined && reuse.length >= capacity ? reuse : Buffer.allocUnsafeSlow(Math.max(1024, capacity));
+    this.buffer =
+      reuse !== undefined && reuse.length >= capacity ? reuse : Buffer.allocUnsafeSlow(Math.max(1024, capacity));
   }
 
   /** The whole buffer, for the next pack once this one is stored (this assembler is done then). */
@@ -191,9 +192,11 @@ export class StreamedPack {
 
   /** Bytes of a blob added before, from memory or from what was written. */
   async read(offset: number, length: number): Promise<Buffer> {
-    if (offset >= this.flushed) return Buffer.from(this.segment.subarray(offset - this.flushed, offset - this.flushed + length));
+    if (offset >= this.flushed)
+      return Buffer.from(this.segment.subarray(offset - this.flushed, offset - this.flushed + length));
     const inMemory = this.queued.find((q) => offset >= q.at && offset + length <= q.at + q.bytes.length);
-    if (inMemory !== undefined) return Buffer.from(inMemory.bytes.subarray(offset - inMemory.at, offset - inMemory.at + length));
+    if (inMemory !== undefined)
+      return Buffer.from(inMemory.bytes.subarray(offset - inMemory.at, offset - inMemory.at + length));
     // Written out (perhaps partly still queued): wait for the writes, then read the object.
     await Promise.all(this.queued.map((q) => q.written));
     if (this.failure !== undefined) throw this.failure.error;
@@ -204,7 +207,11 @@ export class StreamedPack {
   }
 
   /** Writes the rest and the header, and commits the pack under its hash. */
-  async finish(key: Uint8Array, options: CallOptions = {}, created = new Date()): Promise<{ name: string; size: number; header: PackHeader }> {
+  async finish(
+    key: Uint8Array,
+    options: CallOptions = {},
+    created = new Date(),
+  ): Promise<{ name: string; size: number; header: PackHeader }> {
     const { header, tail } = packTail(key, this.entries, created);
     this.append(tail);
     const last = this.segment;
@@ -222,7 +229,7 @@ export class StreamedPack {
   }
 
   private append(bytes: Uint8Array): void {
-    for (let at = 0; at < bytes.length; ) {
+    for (let at = 0; at < bytes.length;) {
       const n = Math.min(bytes.length - at, this.segment.length - this.filled);
       this.segment.set(bytes.subarray(at, at + n), this.filled);
       this.filled += n;
@@ -270,7 +277,11 @@ export class StreamedPack {
 }
 
 /** Assembles a pack from sealed blobs (their offsets are assigned here, in order). */
-export function buildPack(key: Uint8Array, blobs: { id: string; type: 'data' | 'tree'; rawLength: number; sealed: SealedParts | Uint8Array }[], created = new Date()): BuiltPack {
+export function buildPack(
+  key: Uint8Array,
+  blobs: { id: string; type: 'data' | 'tree'; rawLength: number; sealed: SealedParts | Uint8Array }[],
+  created = new Date(),
+): BuiltPack {
   const total = blobs.reduce((sum, b) => sum + piecesOf(b.sealed).reduce((n, piece) => n + piece.length, 0), 0);
   const assembler = new PackAssembler(total + 1024 + blobs.length * 256);
   for (const blob of blobs) assembler.add(blob.id, blob.type, blob.rawLength, blob.sealed);
@@ -287,26 +298,36 @@ function parseHeader(key: Uint8Array, sealedHeader: Uint8Array, name: string, he
     throw new QuiesceError('damaged', `${what} is damaged: it is not a valid pack header`, { cause: error });
   }
   for (const blob of header.blobs) {
-    if (blob.offset + blob.length > headerStart) throw new QuiesceError('damaged', `${what} is damaged: blob ${blob.id} lies outside the pack`);
+    if (blob.offset + blob.length > headerStart)
+      throw new QuiesceError('damaged', `${what} is damaged: blob ${blob.id} lies outside the pack`);
   }
   return header;
 }
 
 /** The header of a pack held in memory. */
 export function readPackHeaderFromBytes(key: Uint8Array, bytes: Uint8Array, name: string): PackHeader {
-  if (bytes.length < 4) throw new QuiesceError('damaged', `pack ${name} is damaged: ${bytes.length} bytes is too short`);
+  if (bytes.length < 4)
+    throw new QuiesceError('damaged', `pack ${name} is damaged: ${bytes.length} bytes is too short`);
   const length = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readUInt32LE(bytes.length - 4);
-  if (length > bytes.length - 4 || length > MAX_HEADER) throw new QuiesceError('damaged', `pack ${name} is damaged: its header length ${length} is impossible`);
+  if (length > bytes.length - 4 || length > MAX_HEADER)
+    throw new QuiesceError('damaged', `pack ${name} is damaged: its header length ${length} is impossible`);
   const start = bytes.length - 4 - length;
   return parseHeader(key, bytes.subarray(start, bytes.length - 4), name, start);
 }
 
 /** The header of a stored pack, with two ranged reads from its end. */
-export async function loadPackHeader(backend: Backend, key: Uint8Array, name: string, size: number, options: CallOptions = {}): Promise<PackHeader> {
+export async function loadPackHeader(
+  backend: Backend,
+  key: Uint8Array,
+  name: string,
+  size: number,
+  options: CallOptions = {},
+): Promise<PackHeader> {
   if (size < 4) throw new QuiesceError('damaged', `pack ${name} is damaged: ${size} bytes is too short`);
   const trailer = await backend.load('data', name, { ...options, offset: size - 4, length: 4 });
   const length = trailer.readUInt32LE(0);
-  if (length > size - 4 || length > MAX_HEADER) throw new QuiesceError('damaged', `pack ${name} is damaged: its header length ${length} is impossible`);
+  if (length > size - 4 || length > MAX_HEADER)
+    throw new QuiesceError('damaged', `pack ${name} is damaged: its header length ${length} is impossible`);
   const start = size - 4 - length;
   const sealedHeader = await backend.load('data', name, { ...options, offset: start, length });
   return parseHeader(key, sealedHeader, name, start);

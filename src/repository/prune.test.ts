@@ -34,7 +34,10 @@ describe('prune', () => {
       const repo = await initRepository(backend, PASSWORD, SMALL);
       const sets = await storeTwoSets(repo);
       const old = new Date(Date.now() - 2 * 24 * 3600_000);
-      const stale = [join(dir, 'repo', 'data', '.tmp-0123456789abcdef'), join(dir, 'repo', 'index', '.tmp-00000000aaaaaaaa')];
+      const stale = [
+        join(dir, 'repo', 'data', '.tmp-0123456789abcdef'),
+        join(dir, 'repo', 'index', '.tmp-00000000aaaaaaaa'),
+      ];
       for (const path of stale) {
         await writeFile(path, Buffer.alloc(1000));
         await utimes(path, old, old);
@@ -57,13 +60,22 @@ describe('prune', () => {
     const { backend, repo, sets } = await setup();
     const before = storedBytes(backend);
     const nothing = await repo.prune();
-    assert.deepEqual(nothing, { packsRemoved: 0, packsRepacked: 0, bytesFreed: 0, packsKeptForGrace: 0, temporaryFilesRemoved: 0 });
+    assert.deepEqual(nothing, {
+      packsRemoved: 0,
+      packsRepacked: 0,
+      bytesFreed: 0,
+      packsKeptForGrace: 0,
+      temporaryFilesRemoved: 0,
+    });
     await repo.removeManifest(sets.manifests[0]);
     const report = await repo.prune({ graceMs: 0 });
     assert.ok(report.packsRemoved + report.packsRepacked > 0, JSON.stringify(report));
     assert.ok(report.bytesFreed >= 90_000, JSON.stringify(report));
     assert.ok(storedBytes(backend) <= before - 90_000, `${storedBytes(backend)} of ${before}`);
-    assert.ok(sets.blobsOf.a.every((id) => !repo.hasBlob(id)), 'a.bin is gone from the index');
+    assert.ok(
+      sets.blobsOf.a.every((id) => !repo.hasBlob(id)),
+      'a.bin is gone from the index',
+    );
     await assertReadable(repo, [...sets.blobsOf.b, ...sets.blobsOf.c]);
     await repo.close();
     const fresh = await openRepository(backend, PASSWORD, { workers: 0 });
@@ -110,7 +122,10 @@ describe('prune', () => {
     backend.put('manifests', sets.manifests[0], Buffer.from('garbage'));
     await repo.removeManifest(sets.manifests[1]);
     const objects = backend.names('data').sort();
-    await assert.rejects(repo.prune(), (e: unknown) => e instanceof QuiesceError && e.code === 'damaged' && e.message.includes('nothing was removed'));
+    await assert.rejects(
+      repo.prune(),
+      (e: unknown) => e instanceof QuiesceError && e.code === 'damaged' && e.message.includes('nothing was removed'),
+    );
     assert.deepEqual(backend.names('data').sort(), objects);
     await Promise.all([repo.close(), other.close()]);
   });

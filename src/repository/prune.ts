@@ -23,7 +23,11 @@ const REPACK_THRESHOLD = 0.2;
 const PACKS_PER_INDEX = 1000;
 
 function damaged(message: string, cause?: unknown): QuiesceError {
-  return new QuiesceError('damaged', `prune stopped, nothing was removed: ${message}. Run quiesce check`, cause === undefined ? {} : { cause });
+  return new QuiesceError(
+    'damaged',
+    `prune stopped, nothing was removed: ${message}. Run quiesce check`,
+    cause === undefined ? {} : { cause },
+  );
 }
 
 /**
@@ -80,13 +84,16 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
         for (const node of tree.nodes) if (node.type === 'file') for (const ref of node.content) used.add(ref.id);
       },
       (id, error) => {
-        throw error instanceof QuiesceError && error.message.startsWith('prune stopped') ? error : damaged(`tree ${id} cannot be read`, error);
+        throw error instanceof QuiesceError && error.message.startsWith('prune stopped')
+          ? error
+          : damaged(`tree ${id} cannot be read`, error);
       },
     );
     for (const id of used) {
       const location = index.get(id);
       if (location === undefined) throw damaged(`blob ${id}, which a manifest needs, is not in the index`);
-      if (!stored.has(location.pack)) throw damaged(`pack ${location.pack}, which holds blob ${id} that a manifest needs, is missing`);
+      if (!stored.has(location.pack))
+        throw damaged(`pack ${location.pack}, which holds blob ${id} that a manifest needs, is missing`);
     }
 
     // Sweep: decide per pack. A blob counts as used in the one pack the index resolves it to.
@@ -141,7 +148,9 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
       packsKeptForGrace,
       temporaryFilesRemoved: 0,
     };
-    let freed = remove.reduce((sum, p) => sum + (stored.get(p.id) ?? 0), 0) + leftovers.reduce((sum, n) => sum + (stored.get(n) ?? 0), 0);
+    let freed =
+      remove.reduce((sum, p) => sum + (stored.get(p.id) ?? 0), 0) +
+      leftovers.reduce((sum, n) => sum + (stored.get(n) ?? 0), 0);
     freed += repack.reduce((sum, r) => sum + (stored.get(r.pack.id) ?? 0), 0);
     if (dryRun) {
       // The new packs' size is not known without writing them: estimate by the live blob bytes.
@@ -157,7 +166,8 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
     }
     const newlyMarked = marked.filter((p) => packs.get(p.id)?.unusedSince === undefined).length;
     const revived = keep.filter((p) => packs.get(p.id)?.unusedSince !== undefined).length;
-    if (remove.length === 0 && repack.length === 0 && leftovers.length === 0 && newlyMarked === 0 && revived === 0) return report;
+    if (remove.length === 0 && repack.length === 0 && leftovers.length === 0 && newlyMarked === 0 && revived === 0)
+      return report;
 
     // 1. New packs with the live blobs of the packs being rewritten.
     const written: IndexedPack[] = [];

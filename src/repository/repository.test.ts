@@ -112,7 +112,7 @@ describe('repository', () => {
     await repo.close();
   });
 
-  test('loadBlob reads only the blob\'s byte range', async () => {
+  test("loadBlob reads only the blob's byte range", async () => {
     const backend = new MemoryBackend();
     const repo = await initRepository(backend, PASSWORD, { ...OPTIONS, packSize: 1024 * 1024 });
     const ids: string[] = [];
@@ -146,7 +146,9 @@ describe('repository', () => {
     const reader = await openRepository(backend, PASSWORD, OPTIONS);
     const loaded = backend.bytesLoaded;
     await (await reader.lock('shared')).release();
-    const indexBytes = backend.names('index').reduce((sum, name) => sum + backend.objects.get(`index/${name}`)!.length, 0);
+    const indexBytes = backend
+      .names('index')
+      .reduce((sum, name) => sum + backend.objects.get(`index/${name}`)!.length, 0);
     assert.ok(backend.bytesLoaded - loaded < indexBytes, 'an unchanged index is not read again');
     assert.ok(reader.hasBlob(old.id));
     // Another run stores a blob: the next lock reads the new index and knows it.
@@ -176,7 +178,9 @@ describe('repository', () => {
     let loads = 0;
     const load = backend.load.bind(backend);
     backend.load = (...args) => (loads++, load(...args));
-    const outcomes = await Promise.allSettled([...fresh.loadBlobs([...ids, ids[0]!]).entries()].map(async ([id, loading]) => ({ id, data: await loading })));
+    const outcomes = await Promise.allSettled(
+      [...fresh.loadBlobs([...ids, ids[0]!]).entries()].map(async ([id, loading]) => ({ id, data: await loading })),
+    );
     assert.equal(loads, 1, 'one ranged load for thirty blobs');
     assert.equal(outcomes.length, 30, 'each blob once');
     const failed = outcomes.filter((o) => o.status === 'rejected');
@@ -194,17 +198,36 @@ describe('repository', () => {
     const trees: { id: string; tree: Tree }[] = [];
     for (let i = 0; i < 20; i++) {
       const content = await repo.saveBlob('data', pseudoRandom(3000, `t${i}`));
-      const tree: Tree = { nodes: [{ name: `f${i}`, type: 'file', mode: 0o100644, uid: 0, gid: 0, mtimeNs: '1', size: 3000, content: [{ id: content.id, length: 3000 }] }] };
+      const tree: Tree = {
+        nodes: [
+          {
+            name: `f${i}`,
+            type: 'file',
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+            mtimeNs: '1',
+            size: 3000,
+            content: [{ id: content.id, length: 3000 }],
+          },
+        ],
+      };
       trees.push({ id: (await repo.saveTree(tree)).id, tree });
     }
     await repo.flush();
     assert.equal(backend.names('data').length, 2, 'one pack of data, one of trees');
-    const [treePack, dataPack] = backend.names('data').sort((a, b) => backend.get('data', a).length - backend.get('data', b).length) as [string, string];
+    const [treePack, dataPack] = backend
+      .names('data')
+      .sort((a, b) => backend.get('data', a).length - backend.get('data', b).length) as [string, string];
     assert.ok(backend.get('data', dataPack).length > 60_000 && backend.get('data', treePack).length < 20_000);
     const fresh = await openRepository(backend, PASSWORD, { workers: 0 });
     const before = backend.bytesLoaded;
     for (const { id, tree } of trees) assert.deepEqual(await fresh.loadTree(id), tree);
-    assert.equal(backend.bytesLoaded - before, backend.get('data', treePack).length, 'twenty trees, one read of their pack');
+    assert.equal(
+      backend.bytesLoaded - before,
+      backend.get('data', treePack).length,
+      'twenty trees, one read of their pack',
+    );
     await fresh.close();
 
     // One flipped byte amid the pack's blobs: one tree is damaged, named with its pack; the others load.
@@ -214,9 +237,13 @@ describe('repository', () => {
     backend.put('data', treePack, bytes);
     const damaged = await openRepository(backend, PASSWORD, { workers: 0 });
     const outcomes = await Promise.allSettled(trees.map(({ id }) => damaged.loadTree(id)));
-    const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [{ error: o.reason as unknown, id: trees[i]!.id }] : []));
+    const failed = outcomes.flatMap((o, i) =>
+      o.status === 'rejected' ? [{ error: o.reason as unknown, id: trees[i]!.id }] : [],
+    );
     assert.equal(failed.length, 1, 'exactly the tree holding the byte fails');
-    assert.ok(isCode('damaged', failed[0]!.id)(failed[0]!.error) && (failed[0]!.error as Error).message.includes(treePack));
+    assert.ok(
+      isCode('damaged', failed[0]!.id)(failed[0]!.error) && (failed[0]!.error as Error).message.includes(treePack),
+    );
     outcomes.forEach((o, i) => o.status === 'fulfilled' && assert.deepEqual(o.value, trees[i]!.tree));
     await damaged.close();
     await repo.close();
@@ -227,7 +254,18 @@ describe('repository', () => {
     const repo = await initRepository(backend, PASSWORD, OPTIONS);
     const content = await repo.saveBlob('data', Buffer.from('file content'));
     const tree: Tree = {
-      nodes: [{ name: 'a.txt', type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: '1', size: 12, content: [{ id: content.id, length: 12 }] }],
+      nodes: [
+        {
+          name: 'a.txt',
+          type: 'file',
+          mode: 0o644,
+          uid: 0,
+          gid: 0,
+          mtimeNs: '1',
+          size: 12,
+          content: [{ id: content.id, length: 12 }],
+        },
+      ],
     };
     const saved = await repo.saveTree(tree);
     assert.equal((await repo.saveTree(structuredClone(tree))).added, false, 'equal trees deduplicate');
@@ -238,10 +276,22 @@ describe('repository', () => {
       repo.saveManifest({ version: 1, setId: 's0', time: 't', tree: 'f'.repeat(64), meta: null }),
       isCode('nonretryable', 'not in the repository'),
     );
-    const name = await repo.saveManifest({ version: 1, setId: 'set-1', time: '2026-11-22T00:00:00Z', tree: saved.id, meta: { note: 'hi' } });
+    const name = await repo.saveManifest({
+      version: 1,
+      setId: 'set-1',
+      time: '2026-11-22T00:00:00Z',
+      tree: saved.id,
+      meta: { note: 'hi' },
+    });
     assert.ok(backend.names('index').length === 1, 'saveManifest flushed');
     assert.deepEqual(await repo.listManifests(), [name]);
-    assert.deepEqual(await repo.loadManifest(name), { version: 1, setId: 'set-1', time: '2026-11-22T00:00:00Z', tree: saved.id, meta: { note: 'hi' } });
+    assert.deepEqual(await repo.loadManifest(name), {
+      version: 1,
+      setId: 'set-1',
+      time: '2026-11-22T00:00:00Z',
+      tree: saved.id,
+      meta: { note: 'hi' },
+    });
     await repo.removeManifest(name);
     assert.deepEqual(await repo.listManifests(), []);
     await repo.close();
@@ -254,7 +304,10 @@ describe('repository', () => {
     await repo.flush();
     await repo.addPassword('second password');
     await repo.close();
-    await assert.rejects(openRepository(backend, 'nope'), isCode('wrong-password', 'the password does not open any key of the repository at memory:pw'));
+    await assert.rejects(
+      openRepository(backend, 'nope'),
+      isCode('wrong-password', 'the password does not open any key of the repository at memory:pw'),
+    );
     for (const password of [PASSWORD, 'second password']) {
       const again = await openRepository(backend, password, { workers: 0 });
       assert.deepEqual(await again.loadBlob(saved.id), Buffer.from('secret'));
@@ -277,7 +330,11 @@ describe('repository', () => {
     await assert.rejects(first.removeKey(current), isCode('bad-usage', 'another password'));
     await assert.rejects(first.removeKey(current.slice(0, 10)), isCode('bad-usage', 'another password'));
     await assert.rejects(first.removeKey('f'.repeat(64)), isCode('bad-usage', 'no key'));
-    await assert.rejects(first.removeKey('abc'), isCode('bad-usage', 'no key'), 'a prefix shorter than 8 characters is not taken');
+    await assert.rejects(
+      first.removeKey('abc'),
+      isCode('bad-usage', 'no key'),
+      'a prefix shorter than 8 characters is not taken',
+    );
     // A session opened with the second password removes the first's key...
     const second = await openRepository(backend, 'second password', { workers: 0 });
     assert.equal(await second.removeKey(current.slice(0, 8)), current);
@@ -289,7 +346,10 @@ describe('repository', () => {
   });
 
   test('no config, a truncated or a foreign config is not-a-repository; a newer format is unsupported-version', async () => {
-    await assert.rejects(openRepository(new MemoryBackend('memory:empty'), PASSWORD), isCode('not-a-repository', 'no quiesce repository at memory:empty: run quiesce init'));
+    await assert.rejects(
+      openRepository(new MemoryBackend('memory:empty'), PASSWORD),
+      isCode('not-a-repository', 'no quiesce repository at memory:empty: run quiesce init'),
+    );
     const backend = new MemoryBackend();
     await (await initRepository(backend, PASSWORD, OPTIONS)).close();
     const config = backend.get('config', 'config');
@@ -306,7 +366,10 @@ describe('repository', () => {
   });
 
   test('a missing directory is not-a-repository', async () => {
-    await assert.rejects(openRepository(new FsBackend(join(tmpdir(), `quiesce-none-${process.pid}-${Date.now()}`)), PASSWORD), isCode('not-a-repository', 'run quiesce init'));
+    await assert.rejects(
+      openRepository(new FsBackend(join(tmpdir(), `quiesce-none-${process.pid}-${Date.now()}`)), PASSWORD),
+      isCode('not-a-repository', 'run quiesce init'),
+    );
   });
 
   test('a cancelled call stores nothing', async () => {
@@ -347,7 +410,10 @@ describe('repository', () => {
     backend.put('data', pack!, bytes);
     const fresh = await openRepository(backend, PASSWORD, { workers: 0 });
     assert.deepEqual(await fresh.loadBlob(a.id), pseudoRandom(10_000, 'a'));
-    await assert.rejects(fresh.loadBlob(b.id), (e: unknown) => isCode('damaged', b.id)(e) && (e as Error).message.includes(pack!));
+    await assert.rejects(
+      fresh.loadBlob(b.id),
+      (e: unknown) => isCode('damaged', b.id)(e) && (e as Error).message.includes(pack!),
+    );
     await assert.rejects(fresh.loadBlob('0'.repeat(64)), isCode('damaged', 'not in the repository'));
     await fresh.close();
     await repo.close();
@@ -367,7 +433,10 @@ describe('repository', () => {
     bytes[150_000]! ^= 0x01; // inside the first blob (stored raw: random data does not compress)
     backend.put('data', pack!, bytes);
     const damaged = await openRepository(backend, PASSWORD, { workers: 2 });
-    await assert.rejects(damaged.loadBlob(saved[0]!.id), (e: unknown) => isCode('damaged', saved[0]!.id)(e) && (e as Error).message.includes(pack!));
+    await assert.rejects(
+      damaged.loadBlob(saved[0]!.id),
+      (e: unknown) => isCode('damaged', saved[0]!.id)(e) && (e as Error).message.includes(pack!),
+    );
     assert.deepEqual(await damaged.loadBlob(saved[1]!.id), blobs[1]);
     await Promise.all([fresh.close(), damaged.close(), repo.close()]);
   });
@@ -390,7 +459,12 @@ describe('repository', () => {
   });
 
   test('saveBlob waits for room: pending plaintext stays bounded', async () => {
-    const repo = await initRepository(new MemoryBackend(), PASSWORD, { ...OPTIONS, workers: 2, maxPendingBytes: 100_000, packSize: 200_000 });
+    const repo = await initRepository(new MemoryBackend(), PASSWORD, {
+      ...OPTIONS,
+      workers: 2,
+      maxPendingBytes: 100_000,
+      packSize: 200_000,
+    });
     const saves = Array.from({ length: 40 }, (_, i) => repo.saveBlob('data', pseudoRandom(30_000, `m${i}`)));
     const results = await Promise.all(saves);
     assert.equal(new Set(results.map((r) => r.id)).size, 40);
@@ -417,7 +491,11 @@ describe('repository', () => {
       await repo.flush();
       process.stdout.write(JSON.stringify({ sha: (await import('node:crypto')).createHash('sha256').update(blob).digest('hex'), id: mine.id }));
     `;
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { timeout: 30_000 });
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      { timeout: 30_000 },
+    );
     const answer = JSON.parse(stdout) as { sha: string; id: string };
     assert.equal(answer.sha, createHash('sha256').update(blob).digest('hex'));
     const again = await openRepository(new FsBackend(join(dir, 'repo')), PASSWORD, { workers: 0 });
@@ -434,7 +512,8 @@ describe('repository', () => {
     const blobs = Array.from({ length: 12 }, (_, i) => pseudoRandom(900_000 + i * 50_000, `stream${i}`));
     const saved = [];
     for (const blob of blobs) saved.push(await repo.saveBlob('data', blob));
-    for (const [i, blob] of blobs.entries()) assert.deepEqual(await repo.loadBlob(saved[i]!.id), blob, `blob ${i} read back before its pack is stored`);
+    for (const [i, blob] of blobs.entries())
+      assert.deepEqual(await repo.loadBlob(saved[i]!.id), blob, `blob ${i} read back before its pack is stored`);
     await repo.flush();
     for (const [i, blob] of blobs.entries()) assert.deepEqual(await repo.loadBlob(saved[i]!.id), blob);
     const reopened = await openRepository(new FsBackend(join(dir, 'repo')), PASSWORD, { workers: 0 });
@@ -445,7 +524,9 @@ describe('repository', () => {
     // A pack still filling when the repository closes (a failed backup) leaves no file behind.
     await repo.saveBlob('data', pseudoRandom(5_000_000, 'unfinished'));
     await repo.close();
-    const leftovers = (await readdir(join(dir, 'repo', 'data'), { recursive: true })).filter((name) => basename(name).startsWith('.tmp-'));
+    const leftovers = (await readdir(join(dir, 'repo', 'data'), { recursive: true })).filter((name) =>
+      basename(name).startsWith('.tmp-'),
+    );
     assert.deepEqual(leftovers, []);
   });
 
@@ -453,7 +534,13 @@ describe('repository', () => {
     test(`small files stored whole are the blobs the chunker path stores, and what cannot be read says why (workers: ${workers})`, async () => {
       const dir = await mkdtemp(join(tmpdir(), 'quiesce-small-'));
       dirs.push(dir);
-      const contents = [pseudoRandom(1, 'one'), pseudoRandom(2048, 'at the minimum'), Buffer.alloc(1500, 0x61), pseudoRandom(700, 'twin'), pseudoRandom(700, 'twin')];
+      const contents = [
+        pseudoRandom(1, 'one'),
+        pseudoRandom(2048, 'at the minimum'),
+        Buffer.alloc(1500, 0x61),
+        pseudoRandom(700, 'twin'),
+        pseudoRandom(700, 'twin'),
+      ];
       const files = await Promise.all(
         contents.map(async (content, i) => {
           const path = join(dir, `f${i}`);
@@ -463,7 +550,11 @@ describe('repository', () => {
       );
       const repo = await initRepository(await FsBackend.create(join(dir, 'repo')), PASSWORD, { ...OPTIONS, workers });
       try {
-        const results = await repo.saveSmallFiles([...files, { path: join(dir, 'missing'), size: 10 }, { path: files[0]!.path, size: 2 }]);
+        const results = await repo.saveSmallFiles([
+          ...files,
+          { path: join(dir, 'missing'), size: 10 },
+          { path: files[0]!.path, size: 2 },
+        ]);
         assert.equal(results.length, 7);
         for (const [i, content] of contents.entries()) {
           const saved = results[i]!;
@@ -473,15 +564,27 @@ describe('repository', () => {
           assert.deepEqual(await repo.loadBlob(saved.id), content);
         }
         const twins = [results[3], results[4]] as { added: boolean }[];
-        assert.deepEqual(twins.map((r) => r.added).sort(), [false, true], 'of two equal files (read at once, in either order), one is stored');
+        assert.deepEqual(
+          twins.map((r) => r.added).sort(),
+          [false, true],
+          'of two equal files (read at once, in either order), one is stored',
+        );
         assert.equal((results[5] as { code: string }).code, 'ENOENT');
-        assert.equal((results[6] as { code: string }).code, 'CHANGED', 'a file read at another size than listed is refused');
+        assert.equal(
+          (results[6] as { code: string }).code,
+          'CHANGED',
+          'a file read at another size than listed is refused',
+        );
         assert.equal((await repo.saveBlob('data', contents[2]!)).added, false);
         await repo.flush();
         const reopened = await openRepository(new FsBackend(join(dir, 'repo')), PASSWORD, { workers: 0 });
         for (const content of contents) assert.deepEqual(await reopened.loadBlob(reopened.blobId(content)), content);
         await reopened.close();
-        await assert.rejects(repo.saveSmallFiles([{ path: files[0]!.path, size: 4096 }]), RangeError, 'a file longer than one chunk is refused');
+        await assert.rejects(
+          repo.saveSmallFiles([{ path: files[0]!.path, size: 4096 }]),
+          RangeError,
+          'a file longer than one chunk is refused',
+        );
       } finally {
         await repo.close();
       }
@@ -490,7 +593,11 @@ describe('repository', () => {
 
   test('a chunk moves to an encoding worker without a copy, and comes back as the same data', async () => {
     // Chunks of 16 KiB and more go to the workers; smaller blobs are sealed on the calling thread.
-    const repo = await initRepository(new MemoryBackend(), PASSWORD, { ...OPTIONS, workers: 2, chunker: { minSize: 16384, avgSize: 32768, maxSize: 65536 } });
+    const repo = await initRepository(new MemoryBackend(), PASSWORD, {
+      ...OPTIONS,
+      workers: 2,
+      chunker: { minSize: 16384, avgSize: 32768, maxSize: 65536 },
+    });
     try {
       const data = pseudoRandom(600_000, 'moved');
       const chunker = repo.createChunker();

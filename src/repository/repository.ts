@@ -9,12 +9,27 @@ import { loadPack, readBlob, verifyBlob } from './blob-reader.ts';
 import type { SmallFile } from './blob-encoder-pool.ts';
 import { BlobSaver } from './blob-saver.ts';
 import { checkRepository } from './check.ts';
-import { DEFAULT_CHUNKER_PARAMS, FastCdcChunker, validateChunkerParams, type ChunkerParams } from './chunker/fastcdc.ts';
+import {
+  DEFAULT_CHUNKER_PARAMS,
+  FastCdcChunker,
+  validateChunkerParams,
+  type ChunkerParams,
+} from './chunker/fastcdc.ts';
 import { gearTable } from './chunker/gear-table.ts';
 import { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
 import { checkConfigPrefix, decodeConfig, encodeConfig, sealedConfig, type RepositoryConfig } from './config-file.ts';
 import {
-  addKey, blobIdOf, DEFAULT_KDF, deriveKeys, listKeyFiles, newMasterSecret, openMasterSecret, sha256Hex, type KdfParams, type KeyInfo, type RepositoryKeys,
+  addKey,
+  blobIdOf,
+  DEFAULT_KDF,
+  deriveKeys,
+  listKeyFiles,
+  newMasterSecret,
+  openMasterSecret,
+  sha256Hex,
+  type KdfParams,
+  type KeyInfo,
+  type RepositoryKeys,
 } from './crypto/keys.ts';
 import { openSealed, seal, tryOpenSealed } from './crypto/seal.ts';
 import { listIndexes, loadIndexes } from './index-file.ts';
@@ -81,9 +96,16 @@ const TREE_PACK_CACHE_BYTES = 64 * 1024 * 1024;
  * @example
  * const repo = await initRepository(new FsBackend('/var/backups/q'), password);
  */
-export async function initRepository(backend: Backend, password: string, options: InitRepositoryOptions = {}): Promise<Repository> {
+export async function initRepository(
+  backend: Backend,
+  password: string,
+  options: InitRepositoryOptions = {},
+): Promise<Repository> {
   if (await backend.exists(options)) {
-    throw new QuiesceError('bad-usage', `there is already a repository at ${backend.location}: open it instead of running init`);
+    throw new QuiesceError(
+      'bad-usage',
+      `there is already a repository at ${backend.location}: open it instead of running init`,
+    );
   }
   const chunker = options.chunker ?? DEFAULT_CHUNKER_PARAMS;
   validateChunkerParams(chunker);
@@ -113,9 +135,17 @@ export async function initRepository(backend: Backend, password: string, options
  * const repo = await openRepository(backend, password);
  * try { … } finally { await repo.close(); }
  */
-export async function openRepository(backend: Backend, password: string, options: OpenRepositoryOptions = {}): Promise<Repository> {
+export async function openRepository(
+  backend: Backend,
+  password: string,
+  options: OpenRepositoryOptions = {},
+): Promise<Repository> {
   const none = (cause?: unknown): QuiesceError =>
-    new QuiesceError('not-a-repository', `no quiesce repository at ${backend.location}: run quiesce init`, cause === undefined ? {} : { cause });
+    new QuiesceError(
+      'not-a-repository',
+      `no quiesce repository at ${backend.location}: run quiesce init`,
+      cause === undefined ? {} : { cause },
+    );
   if (!(await backend.exists(options))) throw none();
   let configBytes: Buffer;
   try {
@@ -126,7 +156,12 @@ export async function openRepository(backend: Backend, password: string, options
   }
   checkConfigPrefix(configBytes, backend.location);
   const sealed = sealedConfig(configBytes);
-  const { master, keyName } = await openMasterSecret(backend, password, (candidate) => tryOpenSealed(deriveKeys(candidate).encryption, sealed) !== null, options);
+  const { master, keyName } = await openMasterSecret(
+    backend,
+    password,
+    (candidate) => tryOpenSealed(deriveKeys(candidate).encryption, sealed) !== null,
+    options,
+  );
   const config = decodeConfig(deriveKeys(master).encryption, configBytes, backend.location);
   return QuiesceRepository.start(backend, master, keyName, config, options);
 }
@@ -171,7 +206,13 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     this.locker = new Locker(backend, this.keys.encryption, options.lock);
   }
 
-  static async start(backend: Backend, master: Buffer, keyName: string, config: RepositoryConfig, options: OpenRepositoryOptions): Promise<QuiesceRepository> {
+  static async start(
+    backend: Backend,
+    master: Buffer,
+    keyName: string,
+    config: RepositoryConfig,
+    options: OpenRepositoryOptions,
+  ): Promise<QuiesceRepository> {
     const repo = new QuiesceRepository(backend, master, keyName, config, options);
     try {
       await repo.reloadIndex(options);
@@ -218,7 +259,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     this.assertOpen();
     options.signal?.throwIfAborted();
     const limit = this.config.chunker.minSize;
-    if (files.some((file) => file.size > limit || file.size <= 0)) throw new RangeError(`saveSmallFiles takes files of 1 to ${limit} bytes`);
+    if (files.some((file) => file.size > limit || file.size <= 0))
+      throw new RangeError(`saveSmallFiles takes files of 1 to ${limit} bytes`);
     // A pool that lost its workers degrades to reading and saving here.
     const batch = await (this.saver.sealFiles(files)?.catch(() => null) ?? null);
     if (batch === null) return Promise.all(files.map((file) => this.saveFileHere(file, options)));
@@ -229,7 +271,11 @@ class QuiesceRepository implements Repository, RepositoryInternals {
         else if (this.hasBlob(item.id)) results.push({ id: item.id, added: false, storedBytes: 0 });
         else {
           const sealed = batch.data.subarray(item.offset, item.offset + item.length);
-          results.push({ id: item.id, added: true, storedBytes: await this.saver.saveSealed(item.id, 'data', item.rawLength, sealed, options) });
+          results.push({
+            id: item.id,
+            added: true,
+            storedBytes: await this.saver.saveSealed(item.id, 'data', item.rawLength, sealed, options),
+          });
         }
       }
     } finally {
@@ -245,7 +291,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     } catch (error) {
       return { error: (error as Error).message, code: (error as NodeJS.ErrnoException).code ?? null };
     }
-    if (content.length !== file.size) return { error: `it was ${file.size} bytes when listed and ${content.length} when read`, code: 'CHANGED' };
+    if (content.length !== file.size)
+      return { error: `it was ${file.size} bytes when listed and ${content.length} when read`, code: 'CHANGED' };
     return this.saveBlob('data', content, options);
   }
 
@@ -257,11 +304,21 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     if (unstored !== undefined) return verifyBlob(this.keys, id, await unstored, '(not stored yet)');
     const location = this.index.get(id);
     if (location === undefined) {
-      throw new QuiesceError('damaged', `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`);
+      throw new QuiesceError(
+        'damaged',
+        `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`,
+      );
     }
     // A blob a worker will open is read into memory that goes to the worker and comes back.
     const into = this.saver.readInto(location.length);
-    return readBlob(this.backend, this.keys, id, location, into === undefined ? options : { ...options, into }, (sealed, rawLength) => this.saver.openBlob(sealed, rawLength, id));
+    return readBlob(
+      this.backend,
+      this.keys,
+      id,
+      location,
+      into === undefined ? options : { ...options, into },
+      (sealed, rawLength) => this.saver.openBlob(sealed, rawLength, id),
+    );
   }
 
   releaseBlob(plaintext: Uint8Array): void {
@@ -287,7 +344,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     }
     for (const [pack, blobs] of byPack) {
       blobs.sort((a, b) => a.offset - b.offset);
-      for (let first = 0; first < blobs.length; ) {
+      for (let first = 0; first < blobs.length;) {
         // A run of blobs read as one range: gaps of other blobs up to GATHER_GAP are read and dropped.
         let last = first;
         while (
@@ -302,7 +359,15 @@ class QuiesceRepository implements Repository, RepositoryInternals {
         const end = run.at(-1)!.offset + run.at(-1)!.length;
         const bytes = loadPack(this.backend, pack, run[0]!.id, { offset: start, length: end - start }, options);
         for (const blob of run) {
-          const opened = bytes.then((range) => verifyBlob(this.keys, blob.id, range.subarray(blob.offset - start, blob.offset - start + blob.length), pack, blob.rawLength));
+          const opened = bytes.then((range) =>
+            verifyBlob(
+              this.keys,
+              blob.id,
+              range.subarray(blob.offset - start, blob.offset - start + blob.length),
+              pack,
+              blob.rawLength,
+            ),
+          );
           opened.catch(() => undefined); // the caller awaits it; never unhandled meanwhile
           loads.set(blob.id, opened);
         }
@@ -337,7 +402,8 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     await this.saver.settled(id);
     const location = this.index.get(id);
     const packSize = location === undefined || this.saver.has(id) ? undefined : this.index.treePackSize(location.pack);
-    if (location === undefined || packSize === undefined || packSize > 2 * this.packSize) return this.loadBlob(id, options);
+    if (location === undefined || packSize === undefined || packSize > 2 * this.packSize)
+      return this.loadBlob(id, options);
     let pack = this.treePacks.get(location.pack);
     if (pack === undefined) {
       const entry = { bytes: loadPack(this.backend, location.pack, id, null, options), size: packSize };
@@ -353,9 +419,18 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     }
     const bytes = await pack.bytes;
     if (location.offset + location.length > bytes.length) {
-      throw new QuiesceError('damaged', `pack ${location.pack}, which holds blob ${id}, is shorter than the index says (run quiesce check)`);
+      throw new QuiesceError(
+        'damaged',
+        `pack ${location.pack}, which holds blob ${id}, is shorter than the index says (run quiesce check)`,
+      );
     }
-    return verifyBlob(this.keys, id, bytes.subarray(location.offset, location.offset + location.length), location.pack, location.rawLength);
+    return verifyBlob(
+      this.keys,
+      id,
+      bytes.subarray(location.offset, location.offset + location.length),
+      location.pack,
+      location.rawLength,
+    );
   }
 
   private forgetTreePack(name: string, entry: { size: number }): void {
@@ -373,7 +448,10 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     this.assertOpen();
     const envelope = ManifestEnvelopeSchema.parse(manifest);
     if (!this.hasBlob(envelope.tree)) {
-      throw new QuiesceError('nonretryable', `the manifest of set ${envelope.setId} names tree ${envelope.tree}, which is not in the repository: save the tree first`);
+      throw new QuiesceError(
+        'nonretryable',
+        `the manifest of set ${envelope.setId} names tree ${envelope.tree}, which is not in the repository: save the tree first`,
+      );
     }
     await this.flush(options);
     const bytes = seal(this.keys.encryption, Buffer.from(JSON.stringify(envelope), 'utf8'));
@@ -391,11 +469,17 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     try {
       bytes = await this.backend.load('manifests', id, options);
     } catch (error) {
-      if (isNotFound(error)) throw new QuiesceError('bad-usage', `there is no manifest ${id} in the repository at ${this.backend.location}`, { cause: error });
+      if (isNotFound(error))
+        throw new QuiesceError(
+          'bad-usage',
+          `there is no manifest ${id} in the repository at ${this.backend.location}`,
+          { cause: error },
+        );
       throw error;
     }
     const what = `manifest ${id}`;
-    if (sha256Hex(bytes) !== id) throw new QuiesceError('damaged', `${what} is damaged: its content does not match its name`);
+    if (sha256Hex(bytes) !== id)
+      throw new QuiesceError('damaged', `${what} is damaged: its content does not match its name`);
     const plain = openSealed(this.keys.encryption, bytes, what);
     let parsed;
     try {
@@ -403,7 +487,11 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     } catch (error) {
       throw new QuiesceError('damaged', `${what} is damaged: it is not JSON`, { cause: error });
     }
-    if (!parsed.success) throw new QuiesceError('damaged', `${what} is not a valid manifest: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+    if (!parsed.success)
+      throw new QuiesceError(
+        'damaged',
+        `${what} is not a valid manifest: ${parsed.error.issues[0]?.message ?? 'invalid'}`,
+      );
     return parsed.data;
   }
 
@@ -430,7 +518,9 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     return held;
   }
 
-  async check(options: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void } = {}): Promise<CheckReport> {
+  async check(
+    options: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<CheckReport> {
     this.assertOpen();
     return checkRepository(this, options);
   }
@@ -464,15 +554,26 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     // Another session may have removed this session's key meanwhile: then removing any other
     // could leave none that opens.
     if (!keys.some((key) => key.current)) {
-      throw new QuiesceError('bad-usage', `the key this password opened is no longer in the repository at ${this.backend.location}; no key is removed`);
+      throw new QuiesceError(
+        'bad-usage',
+        `the key this password opened is no longer in the repository at ${this.backend.location}; no key is removed`,
+      );
     }
     const matches = id.length >= 8 ? keys.filter((key) => key.id.startsWith(id)) : keys.filter((key) => key.id === id);
-    if (matches.length === 0) throw new QuiesceError('bad-usage', `the repository at ${this.backend.location} has no key ${id} (quiesce key list shows them)`);
-    if (matches.length > 1) throw new QuiesceError('bad-usage', `${id} names ${matches.length} keys; give more of the id`);
+    if (matches.length === 0)
+      throw new QuiesceError(
+        'bad-usage',
+        `the repository at ${this.backend.location} has no key ${id} (quiesce key list shows them)`,
+      );
+    if (matches.length > 1)
+      throw new QuiesceError('bad-usage', `${id} names ${matches.length} keys; give more of the id`);
     const key = matches[0]!;
     // The key this session opened with always stays, so the repository always keeps a key that opens.
     if (key.current) {
-      throw new QuiesceError('bad-usage', `key ${key.id.slice(0, 12)} is the one this password opens: to remove it, give another password (--password-file) whose key stays`);
+      throw new QuiesceError(
+        'bad-usage',
+        `key ${key.id.slice(0, 12)} is the one this password opens: to remove it, give another password (--password-file) whose key stays`,
+      );
     }
     try {
       await this.backend.remove('keys', key.id, options);
@@ -497,7 +598,12 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     const names = await listIndexes(this.backend, options);
     // Index objects are immutable and named by their content: the same names, the same index.
     // (A backup locks right after opening: this spares it reading the whole index twice.)
-    if (this.indexNames !== null && names.length === this.indexNames.size && names.every((n) => this.indexNames!.has(n))) return;
+    if (
+      this.indexNames !== null &&
+      names.length === this.indexNames.size &&
+      names.every((n) => this.indexNames!.has(n))
+    )
+      return;
     this.indexNames = null;
     const { files } = await loadIndexes(this.backend, this.keys.encryption, names, options);
     this.index.clear();

@@ -4,7 +4,11 @@ import { BackendError } from './backend/backend.ts';
 /** A backend's full disk or quota as `no-space`, saying what to do; anything else unchanged. */
 export function storageError(error: unknown, location: string): Error {
   if (error instanceof BackendError && error.noSpace) {
-    return new QuiesceError('no-space', `the repository at ${location} is out of space: free some (quiesce forget --prune) or move it to a larger store`, { cause: error });
+    return new QuiesceError(
+      'no-space',
+      `the repository at ${location} is out of space: free some (quiesce forget --prune) or move it to a larger store`,
+      { cause: error },
+    );
   }
   return error instanceof Error ? error : new Error(String(error));
 }

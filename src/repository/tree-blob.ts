@@ -12,7 +12,11 @@ export function parseTree(id: string, bytes: Buffer): Tree {
   }
   if (isPlainTree(raw)) return raw;
   const parsed = TreeSchema.safeParse(raw);
-  if (!parsed.success) throw new QuiesceError('damaged', `tree ${id} is not a valid tree: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+  if (!parsed.success)
+    throw new QuiesceError(
+      'damaged',
+      `tree ${id} is not a valid tree: ${parsed.error.issues[0]?.message ?? 'invalid'}`,
+    );
   return parsed.data;
 }
 

@@ -6,7 +6,12 @@ export type TreeLoader = (id: string) => Promise<Tree>;
  * Visits every tree reachable from `roots` once, depth first. `visit` sees each tree that loads;
  * `onError` each that does not (it may throw to stop the walk).
  */
-export async function visitTrees(roots: Iterable<string>, load: TreeLoader, visit: (id: string, tree: Tree) => void, onError: (id: string, error: unknown) => void): Promise<Set<string>> {
+export async function visitTrees(
+  roots: Iterable<string>,
+  load: TreeLoader,
+  visit: (id: string, tree: Tree) => void,
+  onError: (id: string, error: unknown) => void,
+): Promise<Set<string>> {
   const seen = new Set<string>();
   const stack = [...roots];
   while (stack.length > 0) {
@@ -30,7 +35,12 @@ export async function visitTrees(roots: Iterable<string>, load: TreeLoader, visi
  * The files that use any of the `bad` blobs, as `<setId>:/path/in/set`, at most `limit` per blob.
  * Each tree is loaded once: a subtree's hits are remembered and prefixed for every place it is used.
  */
-export async function filesUsing(sets: { setId: string; tree: string }[], bad: ReadonlySet<string>, load: TreeLoader, limit = 1000): Promise<Map<string, string[]>> {
+export async function filesUsing(
+  sets: { setId: string; tree: string }[],
+  bad: ReadonlySet<string>,
+  load: TreeLoader,
+  limit = 1000,
+): Promise<Map<string, string[]>> {
   const memo = new Map<string, { path: string; blob: string }[]>();
   const hitsOf = async (id: string): Promise<{ path: string; blob: string }[]> => {
     const known = memo.get(id);

@@ -13,7 +13,10 @@ export const NodeNameSchema = z
   .refine((n) => n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0'), 'a node name is one path element');
 
 /** A piece of a file's content: a blob and its plaintext length. */
-export const ContentRefSchema = z.object({ id: z.string().regex(/^[0-9a-f]{64}$/), length: z.number().int().nonnegative() });
+export const ContentRefSchema = z.object({
+  id: z.string().regex(/^[0-9a-f]{64}$/),
+  length: z.number().int().nonnegative(),
+});
 export type ContentRef = z.infer<typeof ContentRefSchema>;
 
 const common = {
@@ -31,8 +34,16 @@ export const FileNodeSchema = z.object({
   size: z.number().int().nonnegative(),
   content: z.array(ContentRefSchema),
 });
-export const DirNodeSchema = z.object({ ...common, type: z.literal('dir'), subtree: z.string().regex(/^[0-9a-f]{64}$/) });
-export const SymlinkNodeSchema = z.object({ ...common, type: z.literal('symlink'), target: z.string().min(1).max(4096) });
+export const DirNodeSchema = z.object({
+  ...common,
+  type: z.literal('dir'),
+  subtree: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export const SymlinkNodeSchema = z.object({
+  ...common,
+  type: z.literal('symlink'),
+  target: z.string().min(1).max(4096),
+});
 
 export const NodeSchema = z.discriminatedUnion('type', [FileNodeSchema, DirNodeSchema, SymlinkNodeSchema]);
 export type TreeNode = z.infer<typeof NodeSchema>;
@@ -43,5 +54,8 @@ export type SymlinkNode = z.infer<typeof SymlinkNodeSchema>;
 /** Nodes sorted by name, names unique. */
 export const TreeSchema = z
   .object({ nodes: z.array(NodeSchema) })
-  .refine((t) => t.nodes.every((n, i) => i === 0 || t.nodes[i - 1]!.name < n.name), 'tree nodes must be sorted by name and unique');
+  .refine(
+    (t) => t.nodes.every((n, i) => i === 0 || t.nodes[i - 1]!.name < n.name),
+    'tree nodes must be sorted by name and unique',
+  );
 export type Tree = z.infer<typeof TreeSchema>;

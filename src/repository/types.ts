@@ -40,7 +40,15 @@ export const ManifestEnvelopeSchema = z.object({
 export type ManifestEnvelope = z.infer<typeof ManifestEnvelopeSchema>;
 
 export interface CheckProblem {
-  kind: 'missing-pack' | 'damaged-pack' | 'damaged-blob' | 'missing-blob' | 'damaged-index' | 'damaged-manifest' | 'damaged-tree' | 'unreferenced-pack';
+  kind:
+    | 'missing-pack'
+    | 'damaged-pack'
+    | 'damaged-blob'
+    | 'missing-blob'
+    | 'damaged-index'
+    | 'damaged-manifest'
+    | 'damaged-tree'
+    | 'unreferenced-pack';
   /** The object (pack, blob, manifest, tree) concerned. */
   object: string;
   message: string;
@@ -131,12 +139,16 @@ export interface Repository {
   removeManifest(id: string, options?: CallOptions): Promise<void>;
   /** Shared for backup and restore, exclusive for prune; stale locks (dead process on this host, or older than 30 min without refresh) are ignored. */
   lock(kind: 'shared' | 'exclusive', options?: CallOptions): Promise<RepositoryLock>;
-  check(options?: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void }): Promise<CheckReport>;
+  check(
+    options?: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void },
+  ): Promise<CheckReport>;
   prune(options?: CallOptions & { graceMs?: number; dryRun?: boolean }): Promise<PruneReport>;
   /** Seals the master key under another password, in a key file of its own; answers its id. */
   addPassword(password: string, options?: CallOptions): Promise<string>;
   /** Every key file, and which one this session's password opened (`current`). */
-  listKeys(options?: CallOptions): Promise<{ id: string; created: string | null; hostname: string | null; current: boolean }[]>;
+  listKeys(
+    options?: CallOptions,
+  ): Promise<{ id: string; created: string | null; hostname: string | null; current: boolean }[]>;
   /**
    * Removes a key file, named by its id or a unique prefix of 8 or more characters; answers its
    * full id. The key this session opened with is refused, so a key that opens always remains.

@@ -24,7 +24,11 @@ export function certificateFingerprint(pem: Buffer | string): string {
   try {
     return new X509Certificate(pem).fingerprint256;
   } catch (error) {
-    throw new QuiesceError('bad-config', `not a PEM certificate: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw new QuiesceError(
+      'bad-config',
+      `not a PEM certificate: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
   }
 }
 
@@ -41,9 +45,16 @@ export interface ServeAgentOptions extends ServeWriterOptions {
  * @example
  * const server = await serveAgent(runtime, '0.0.0.0:7443', { identity, trusted: [hostCert] });
  */
-export async function serveAgent(endpoint: AgentEndpoint, listen: string, options: ServeAgentOptions): Promise<WriterServer & { port: number }> {
+export async function serveAgent(
+  endpoint: AgentEndpoint,
+  listen: string,
+  options: ServeAgentOptions,
+): Promise<WriterServer & { port: number }> {
   if (options.trusted.length === 0) {
-    throw new QuiesceError('bad-config', 'the agent trusts no host certificate: name the host certificate(s) to pin in the agent config (tls.hosts)');
+    throw new QuiesceError(
+      'bad-config',
+      'the agent trusts no host certificate: name the host certificate(s) to pin in the agent config (tls.hosts)',
+    );
   }
   for (const cert of options.trusted) certificateFingerprint(cert);
   const credentials = grpc.ServerCredentials.createSsl(
@@ -81,7 +92,9 @@ export function connectAgent(address: string, options: ConnectAgentOptions): Rem
     checkServerIdentity: (_host, certificate) =>
       certificate.fingerprint256 === expected
         ? undefined
-        : new Error(`the agent at ${target} presented certificate ${certificate.fingerprint256}, not the pinned ${expected}`),
+        : new Error(
+            `the agent at ${target} presented certificate ${certificate.fingerprint256}, not the pinned ${expected}`,
+          ),
   });
   const { endpoint, invoke } = connectOver(`dns:${target}`, credentials, loadAgentService(), options, {
     // The certificate carries the guest's name, not its address; the pin is what is checked.

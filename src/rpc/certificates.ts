@@ -28,7 +28,10 @@ export async function makeIdentity(dir: string, base: string, name: string): Pro
   await mkdir(dir, { recursive: true, mode: 0o700 });
   try {
     await readFile(key);
-    throw new QuiesceError('bad-usage', `${key} exists; remove it first if you really want a new identity (every host that pinned the old certificate must pin the new one)`);
+    throw new QuiesceError(
+      'bad-usage',
+      `${key} exists; remove it first if you really want a new identity (every host that pinned the old certificate must pin the new one)`,
+    );
   } catch (error) {
     if (error instanceof QuiesceError) throw error;
   }
@@ -36,14 +39,41 @@ export async function makeIdentity(dir: string, base: string, name: string): Pro
   const tmpCert = `${cert}.tmp`;
   const subject = `/CN=${name.replace(/[/=\\]/g, '_')}`;
   try {
-    await execFileAsync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-sha256',
-      '-keyout', tmpKey, '-out', tmpCert, '-days', '3650', '-subj', subject,
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'subjectAltName=DNS:quiesce-agent',
-    ], { env: { PATH: '/usr/bin:/bin:/usr/local/bin', OPENSSL_CONF: '/dev/null' } });
+    await execFileAsync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-sha256',
+        '-keyout',
+        tmpKey,
+        '-out',
+        tmpCert,
+        '-days',
+        '3650',
+        '-subj',
+        subject,
+        '-addext',
+        'basicConstraints=critical,CA:TRUE',
+        '-addext',
+        'subjectAltName=DNS:quiesce-agent',
+      ],
+      { env: { PATH: '/usr/bin:/bin:/usr/local/bin', OPENSSL_CONF: '/dev/null' } },
+    );
   } catch (error) {
     const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-    throw new QuiesceError('bad-config', missing ? 'the openssl command is missing: install openssl' : `openssl failed: ${(error as { stderr?: string }).stderr ?? String(error)}`, { cause: error });
+    throw new QuiesceError(
+      'bad-config',
+      missing
+        ? 'the openssl command is missing: install openssl'
+        : `openssl failed: ${(error as { stderr?: string }).stderr ?? String(error)}`,
+      { cause: error },
+    );
   }
   await chmod(tmpKey, 0o600);
   await rename(tmpCert, cert);
@@ -62,6 +92,10 @@ export async function readPem(path: string, what: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (error) {
-    throw new QuiesceError('bad-config', `cannot read the ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`, { cause: error });
+    throw new QuiesceError(
+      'bad-config',
+      `cannot read the ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
+      { cause: error },
+    );
   }
 }

@@ -123,7 +123,9 @@ export interface UnaryMethod<Req, Res, E extends WriterEndpoint = WriterEndpoint
   invoke(endpoint: E, request: Req, options: CallOptions): Promise<Res>;
 }
 
-function method<Req, Res, E extends WriterEndpoint = WriterEndpoint>(spec: UnaryMethod<Req, Res, E>): UnaryMethod<Req, Res, E> {
+function method<Req, Res, E extends WriterEndpoint = WriterEndpoint>(
+  spec: UnaryMethod<Req, Res, E>,
+): UnaryMethod<Req, Res, E> {
   return spec;
 }
 
@@ -188,7 +190,9 @@ export const UNARY_METHODS = {
     responseFromWire: same,
     invoke: (endpoint, request, options) => endpoint.prepareBackup(request, options),
   }),
-  prepareSnapshot: emptyAnswerMethod('PrepareSnapshot', 'prepare-snapshot', SetRequestSchema, (e, r, o) => e.prepareSnapshot(r, o)),
+  prepareSnapshot: emptyAnswerMethod('PrepareSnapshot', 'prepare-snapshot', SetRequestSchema, (e, r, o) =>
+    e.prepareSnapshot(r, o),
+  ),
   freeze: emptyAnswerMethod('Freeze', 'freeze', FreezeRequestSchema, (e, r, o) => e.freeze(r, o)),
   thaw: method({
     rpc: 'Thaw',
@@ -212,7 +216,9 @@ export const UNARY_METHODS = {
     responseFromWire: postSnapshotResponseFromWire,
     invoke: (endpoint, request, options) => endpoint.postSnapshot(request, options),
   }),
-  backupComplete: emptyAnswerMethod('BackupComplete', 'backup-complete', BackupCompleteRequestSchema, (e, r, o) => e.backupComplete(r, o)),
+  backupComplete: emptyAnswerMethod('BackupComplete', 'backup-complete', BackupCompleteRequestSchema, (e, r, o) =>
+    e.backupComplete(r, o),
+  ),
   abort: emptyAnswerMethod('Abort', 'abort', SetRequestSchema, (e, r, o) => e.abort(r, o)),
   shutdown: emptyAnswerMethod('Shutdown', 'shutdown', SetRequestSchema, (e, r, o) => e.shutdown(r, o)),
   preRestore: emptyAnswerMethod('PreRestore', 'pre-restore', RestoreRequestSchema, (e, r, o) => e.preRestore(r, o)),

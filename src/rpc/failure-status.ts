@@ -107,10 +107,14 @@ export function clientFailure(error: unknown, context: ClientErrorContext): Quie
       return new QuiesceError(failure.code, failure.message, { ...failure, cause: error });
     } catch (parseError) {
       const problem = parseError instanceof ZodError ? describeZodError(parseError) : String(parseError);
-      return new QuiesceError('protocol', `writer at ${target} answered ${rpc} with an unreadable failure (${problem}); status: ${error.details}`, {
-        phase,
-        cause: error,
-      });
+      return new QuiesceError(
+        'protocol',
+        `writer at ${target} answered ${rpc} with an unreadable failure (${problem}); status: ${error.details}`,
+        {
+          phase,
+          cause: error,
+        },
+      );
     }
   }
   const details = error.details || grpc.status[error.code];

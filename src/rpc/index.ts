@@ -1,7 +1,17 @@
 // The writer wire: WriterService (proto/quiesce/v1/writer.proto) over gRPC on Unix sockets,
 // served from any WriterEndpoint and consumed as one; messages validated and size-limited.
-export { serveWriter, DEFAULT_HEARTBEAT_INTERVAL_MS, type ServeWriterOptions, type WriterServer } from './writer-server.ts';
-export { connectWriter, type ConnectWriterOptions, type RemoteWriterEndpoint, type RemoteWriterSession } from './writer-client.ts';
+export {
+  serveWriter,
+  DEFAULT_HEARTBEAT_INTERVAL_MS,
+  type ServeWriterOptions,
+  type WriterServer,
+} from './writer-server.ts';
+export {
+  connectWriter,
+  type ConnectWriterOptions,
+  type RemoteWriterEndpoint,
+  type RemoteWriterSession,
+} from './writer-client.ts';
 export { grpcStatusForFailure } from './failure-status.ts';
 export {
   FAILURE_METADATA_KEY,
@@ -13,6 +23,14 @@ export {
   loadAgentService,
   AGENT_SERVICE,
 } from './writer-proto.ts';
-export { serveAgent, connectAgent, certificateFingerprint, type TlsIdentity, type ServeAgentOptions, type ConnectAgentOptions, type RemoteAgentEndpoint } from './agent-wire.ts';
+export {
+  serveAgent,
+  connectAgent,
+  certificateFingerprint,
+  type TlsIdentity,
+  type ServeAgentOptions,
+  type ConnectAgentOptions,
+  type RemoteAgentEndpoint,
+} from './agent-wire.ts';
 export { makeIdentity, loadIdentity, readPem, type IdentityFiles } from './certificates.ts';
 export { type AgentEndpoint } from './convert.ts';

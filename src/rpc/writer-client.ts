@@ -51,7 +51,9 @@ const MISSED_HEARTBEATS = 3;
 
 function abortReason(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
-  return reason instanceof Error ? reason : new QuiesceError('nonretryable', `call aborted: ${String(reason)}`, { cause: reason });
+  return reason instanceof Error
+    ? reason
+    : new QuiesceError('nonretryable', `call aborted: ${String(reason)}`, { cause: reason });
 }
 
 /**
@@ -73,7 +75,11 @@ export function connectWriter(socketPath: string, options: ConnectWriterOptions 
 }
 
 /** A unary call of any method the service has (Report of AgentService, say). */
-export type InvokeMethod = <Req, Res>(method: UnaryMethod<Req, Res, never>, request: Req, callOptions?: CallOptions) => Promise<Res>;
+export type InvokeMethod = <Req, Res>(
+  method: UnaryMethod<Req, Res, never>,
+  request: Req,
+  callOptions?: CallOptions,
+) => Promise<Res>;
 
 /**
  * A WriterEndpoint over any channel: the service definition (WriterService or AgentService),
@@ -104,17 +110,26 @@ export function connectOver(
   let closed = false;
 
   function closedError(rpc: string, phase: Phase | null): QuiesceError {
-    return new QuiesceError('nonretryable', `the connection to writer at ${address} is closed; ${rpc} was not sent or not answered`, {
-      phase,
-    });
+    return new QuiesceError(
+      'nonretryable',
+      `the connection to writer at ${address} is closed; ${rpc} was not sent or not answered`,
+      {
+        phase,
+      },
+    );
   }
 
-  async function invoke<Req, Res>(method: UnaryMethod<Req, Res, never>, request: Req, callOptions: CallOptions = {}): Promise<Res> {
+  async function invoke<Req, Res>(
+    method: UnaryMethod<Req, Res, never>,
+    request: Req,
+    callOptions: CallOptions = {},
+  ): Promise<Res> {
     const { signal } = callOptions;
     if (closed) throw closedError(method.rpc, method.phase);
     if (signal?.aborted) throw abortReason(signal);
     const definition = service[method.rpc];
-    if (!definition) throw new QuiesceError('protocol', `the service at ${address} has no rpc ${method.rpc}`, { phase: method.phase });
+    if (!definition)
+      throw new QuiesceError('protocol', `the service at ${address} has no rpc ${method.rpc}`, { phase: method.phase });
     const context: ClientErrorContext = { target: address, rpc: method.rpc, phase: method.phase, callTimeoutMs };
     const raw = await new Promise<unknown>((resolvePromise, reject) => {
       const grpcOptions: grpc.CallOptions = callTimeoutMs === undefined ? {} : { deadline: Date.now() + callTimeoutMs };
@@ -206,7 +221,12 @@ export function connectOver(
       stream.on('data', (raw: unknown) => {
         const parsed = SessionEventSchema.safeParse(raw);
         if (!parsed.success) {
-          fail(new QuiesceError('protocol', `writer at ${address} sent an invalid session event: ${describeZodError(parsed.error)}`));
+          fail(
+            new QuiesceError(
+              'protocol',
+              `writer at ${address} sent an invalid session event: ${describeZodError(parsed.error)}`,
+            ),
+          );
           return;
         }
         lastHeard = Date.now();
@@ -232,7 +252,12 @@ export function connectOver(
       });
       stream.on('error', (error: unknown) => fail(clientFailure(error, context)));
       stream.on('end', () => {
-        fail(new QuiesceError('not-responding', `writer at ${address} ended the session for set ${setId}; it is shutting down`));
+        fail(
+          new QuiesceError(
+            'not-responding',
+            `writer at ${address} ended the session for set ${setId}; it is shutting down`,
+          ),
+        );
       });
     });
   }

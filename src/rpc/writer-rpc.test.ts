@@ -127,7 +127,12 @@ class FakeWriter implements WriterEndpoint {
     return {
       components: request.components.map((c) =>
         c.previousStamp === undefined
-          ? { component: c.component, actualType: 'full', typeReason: 'no-base', typeMessage: 'no earlier backup: taking a full one' }
+          ? {
+              component: c.component,
+              actualType: 'full',
+              typeReason: 'no-base',
+              typeMessage: 'no earlier backup: taking a full one',
+            }
           : { component: c.component, actualType: request.backupType },
       ),
     };
@@ -219,7 +224,11 @@ async function rawCall(address: string, rpc: string, bytes: Buffer): Promise<grp
   }
 }
 
-function assertStatus(result: grpc.ServiceError | Buffer, code: grpc.status, detailsPattern?: RegExp): grpc.ServiceError {
+function assertStatus(
+  result: grpc.ServiceError | Buffer,
+  code: grpc.status,
+  detailsPattern?: RegExp,
+): grpc.ServiceError {
   assert.ok(!Buffer.isBuffer(result), 'expected the call to fail');
   assert.equal(result.code, code, `status ${grpc.status[result.code]}: ${result.details}`);
   if (detailsPattern) assert.match(result.details, detailsPattern);
@@ -240,7 +249,9 @@ async function rejectsWith(promise: Promise<unknown>, check: (error: QuiesceErro
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
 
 function spawnFixture(name: string, args: string[]): { child: ChildProcess; line: Promise<string> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture(name), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture(name), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const line = new Promise<string>((resolve, reject) => {
@@ -250,7 +261,9 @@ function spawnFixture(name: string, args: string[]): { child: ChildProcess; line
       const end = out.indexOf('\n');
       if (end >= 0) resolve(out.slice(0, end));
     });
-    child.once('exit', (code, signal) => reject(new Error(`${name} exited (${code ?? signal}) before its first line: ${stderr}`)));
+    child.once('exit', (code, signal) =>
+      reject(new Error(`${name} exited (${code ?? signal}) before its first line: ${stderr}`)),
+    );
   });
   return { child, line };
 }
@@ -294,7 +307,13 @@ describe('writer rpc over a Unix socket', () => {
       metadata: METADATA,
       state: 'failed-at-freeze',
       setId: 'set-2024.06.01_a',
-      lastFailure: { code: 'timeout', phase: 'freeze', writer: 'shop', component: null, message: 'frozen 61 s; thawed itself' },
+      lastFailure: {
+        code: 'timeout',
+        phase: 'freeze',
+        writer: 'shop',
+        component: null,
+        message: 'frozen 61 s; thawed itself',
+      },
     };
     fake.status_ = busy;
     assert.deepEqual(await writer.status(), busy);
@@ -304,12 +323,20 @@ describe('writer rpc over a Unix socket', () => {
     const prepare: PrepareBackupRequest = {
       setId,
       backupType: 'differential',
-      components: [{ component: 'shop/shop.db', previousStamp: 'sqlite:v1:{"changeCounter":80000}' }, { component: 'uploads' }],
+      components: [
+        { component: 'shop/shop.db', previousStamp: 'sqlite:v1:{"changeCounter":80000}' },
+        { component: 'uploads' },
+      ],
     };
     assert.deepEqual(await writer.prepareBackup(prepare), {
       components: [
         { component: 'shop/shop.db', actualType: 'differential' },
-        { component: 'uploads', actualType: 'full', typeReason: 'no-base', typeMessage: 'no earlier backup: taking a full one' },
+        {
+          component: 'uploads',
+          actualType: 'full',
+          typeReason: 'no-base',
+          typeMessage: 'no earlier backup: taking a full one',
+        },
       ],
     });
     assert.equal(await writer.prepareSnapshot({ setId }), undefined);
@@ -327,14 +354,24 @@ describe('writer rpc over a Unix socket', () => {
       setId,
       backupType: 'differential',
       components: [
-        { component: 'shop/shop.db', actualType: 'differential', succeeded: true, stamp: 'sqlite:v1:{"changeCounter":88121}' },
+        {
+          component: 'shop/shop.db',
+          actualType: 'differential',
+          succeeded: true,
+          stamp: 'sqlite:v1:{"changeCounter":88121}',
+        },
         { component: 'uploads', actualType: 'full', succeeded: false },
       ],
     };
     assert.equal(await writer.backupComplete(complete), undefined);
     assert.equal(await writer.abort({ setId }), undefined);
     assert.equal(await writer.shutdown({ setId }), undefined);
-    const restore: RestoreRequest = { setId: 'restore-7', components: ['shop/shop.db'], target: '/srv/shop', moreFollow: true };
+    const restore: RestoreRequest = {
+      setId: 'restore-7',
+      components: ['shop/shop.db'],
+      target: '/srv/shop',
+      moreFollow: true,
+    };
     assert.equal(await writer.preRestore(restore), undefined);
     assert.equal(await writer.postRestore({ ...restore, moreFollow: false }), undefined);
 
@@ -356,11 +393,15 @@ describe('writer rpc over a Unix socket', () => {
   });
 
   test("a writer's QuiesceError arrives with its code, phase, writer, component and message", async () => {
-    fake.failure = new QuiesceError('inconsistent-snapshot', 'the WAL moved while the snapshot was taken; take the set again', {
-      phase: 'post-snapshot',
-      writer: 'shop',
-      component: 'shop/shop.db',
-    });
+    fake.failure = new QuiesceError(
+      'inconsistent-snapshot',
+      'the WAL moved while the snapshot was taken; take the set again',
+      {
+        phase: 'post-snapshot',
+        writer: 'shop',
+        component: 'shop/shop.db',
+      },
+    );
     const error = await rejectsWith(writer.postSnapshot({ setId: 'set-1', snapshots: [] }), (e) => {
       assert.deepEqual(e.toJSON(), {
         code: 'inconsistent-snapshot',
@@ -404,16 +445,31 @@ describe('writer rpc over a Unix socket', () => {
     const garbage = await rawCall(server.address, 'Freeze', Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]));
     assertStatus(garbage, grpc.status.INVALID_ARGUMENT, /not a valid protobuf message/);
 
-    const emptySetId = await rawCall(server.address, 'Freeze', service.Freeze.requestSerialize({ setId: '', thawDeadlineMs: 1000 }));
+    const emptySetId = await rawCall(
+      server.address,
+      'Freeze',
+      service.Freeze.requestSerialize({ setId: '', thawDeadlineMs: 1000 }),
+    );
     const refused = assertStatus(emptySetId, grpc.status.INVALID_ARGUMENT, /invalid Freeze request: setId:/);
-    const failure = JSON.parse(refused.metadata.get(FAILURE_METADATA_KEY)[0]!.toString()) as { code: string; phase: string };
+    const failure = JSON.parse(refused.metadata.get(FAILURE_METADATA_KEY)[0]!.toString()) as {
+      code: string;
+      phase: string;
+    };
     assert.equal(failure.code, 'protocol');
     assert.equal(failure.phase, 'freeze');
 
-    const negative = await rawCall(server.address, 'Freeze', service.Freeze.requestSerialize({ setId: 'set-1', thawDeadlineMs: -5 }));
+    const negative = await rawCall(
+      server.address,
+      'Freeze',
+      service.Freeze.requestSerialize({ setId: 'set-1', thawDeadlineMs: -5 }),
+    );
     assertStatus(negative, grpc.status.INVALID_ARGUMENT, /thawDeadlineMs: Number must be greater than 0/);
 
-    const badSetId = await rawCall(server.address, 'OpenSession', service.OpenSession.requestSerialize({ setId: '../etc' }));
+    const badSetId = await rawCall(
+      server.address,
+      'OpenSession',
+      service.OpenSession.requestSerialize({ setId: '../etc' }),
+    );
     assertStatus(badSetId, grpc.status.INVALID_ARGUMENT, /setId: a set id is letters/);
 
     // Through the client: an unknown enum word is a protocol error naming the field.
@@ -434,7 +490,10 @@ describe('writer rpc over a Unix socket', () => {
     assertStatus(oversized, grpc.status.RESOURCE_EXHAUSTED);
 
     const path = '/srv/' + 'x'.repeat(4000);
-    const snapshots = Array.from({ length: 4500 }, (_, i) => ({ original: `${path}/${i}`, snapshot: `/snap${path}/${i}` }));
+    const snapshots = Array.from({ length: 4500 }, (_, i) => ({
+      original: `${path}/${i}`,
+      snapshot: `/snap${path}/${i}`,
+    }));
     await rejectsWith(writer.postSnapshot({ setId: 'set-1', snapshots }), (e) => {
       assert.equal(e.code, 'protocol');
       assert.equal(e.phase, 'post-snapshot');
@@ -443,7 +502,12 @@ describe('writer rpc over a Unix socket', () => {
     assert.deepEqual(fake.calls, []);
 
     fake.postSnapshotAnswer = {
-      components: [{ component: 'files', partialFiles: snapshots.map((s) => ({ path: s.original, size: 1, ranges: [{ offset: 0, length: 1 }] })) }],
+      components: [
+        {
+          component: 'files',
+          partialFiles: snapshots.map((s) => ({ path: s.original, size: 1, ranges: [{ offset: 0, length: 1 }] })),
+        },
+      ],
     };
     await rejectsWith(writer.postSnapshot({ setId: 'set-1', snapshots: [] }), (e) => {
       assert.equal(e.code, 'protocol');
@@ -474,7 +538,9 @@ describe('writer rpc over a Unix socket', () => {
         }),
     });
     await new Promise<void>((resolve, reject) =>
-      rogue.bindAsync(`unix://${roguePath}`, grpc.ServerCredentials.createInsecure(), (error) => (error ? reject(error) : resolve())),
+      rogue.bindAsync(`unix://${roguePath}`, grpc.ServerCredentials.createInsecure(), (error) =>
+        error ? reject(error) : resolve(),
+      ),
     );
     const client = connectWriter(roguePath, { callTimeoutMs: 2000 });
     try {
@@ -523,12 +589,18 @@ describe('writer rpc over a Unix socket', () => {
     const reason = new QuiesceError('timeout', 'the coordinator gave up on freeze', { phase: 'freeze' });
     const started = Date.now();
     setTimeout(() => controller.abort(reason), 100);
-    await assert.rejects(writer.freeze({ setId: 'set-1', thawDeadlineMs: 60_000 }, { signal: controller.signal }), (error) => error === reason);
+    await assert.rejects(
+      writer.freeze({ setId: 'set-1', thawDeadlineMs: 60_000 }, { signal: controller.signal }),
+      (error) => error === reason,
+    );
     assert.ok(Date.now() - started < 1000, `rejected after ${Date.now() - started} ms`);
     await waitFor('the writer to see its signal abort', () => fake.freezeSignals[0]?.aborted === true, 2000);
 
     // An already aborted signal sends nothing.
-    await assert.rejects(writer.thaw({ setId: 'set-1' }, { signal: AbortSignal.abort(reason) }), (error) => error === reason);
+    await assert.rejects(
+      writer.thaw({ setId: 'set-1' }, { signal: AbortSignal.abort(reason) }),
+      (error) => error === reason,
+    );
     assert.equal(fake.calls.filter((c) => c.method === 'thaw').length, 0);
   });
 
@@ -596,27 +668,39 @@ describe('writer rpc over a Unix socket', () => {
       assert.ok(fake.sessionsOpened.includes('set-child'));
       const killedAt = Date.now();
       child.kill('SIGKILL');
-      await waitFor('the writer to close the dead requester\'s session', () => fake.sessionsClosed.includes('set-child'), 2000);
+      await waitFor(
+        "the writer to close the dead requester's session",
+        () => fake.sessionsClosed.includes('set-child'),
+        2000,
+      );
       assert.ok(Date.now() - killedAt <= 2000);
     } finally {
       child.kill('SIGKILL');
     }
   });
 
-  test('a requester that hangs (SIGSTOP, connection silent but open) loses its session by keepalive', { timeout: 15_000 }, async () => {
-    const { child, line } = spawnFixture('session-child.ts', [socketPath, 'set-hung']);
-    try {
-      assert.equal(await line, 'opened');
-      const stoppedAt = Date.now();
-      child.kill('SIGSTOP');
-      // keepalive: a ping every 2 s, 1 s to answer.
-      await waitFor('the writer to close the hung requester\'s session', () => fake.sessionsClosed.includes('set-hung'), 5000);
-      const after = Date.now() - stoppedAt;
-      assert.ok(after <= 4000, `closed after ${after} ms`);
-    } finally {
-      child.kill('SIGKILL');
-    }
-  });
+  test(
+    'a requester that hangs (SIGSTOP, connection silent but open) loses its session by keepalive',
+    { timeout: 15_000 },
+    async () => {
+      const { child, line } = spawnFixture('session-child.ts', [socketPath, 'set-hung']);
+      try {
+        assert.equal(await line, 'opened');
+        const stoppedAt = Date.now();
+        child.kill('SIGSTOP');
+        // keepalive: a ping every 2 s, 1 s to answer.
+        await waitFor(
+          "the writer to close the hung requester's session",
+          () => fake.sessionsClosed.includes('set-hung'),
+          5000,
+        );
+        const after = Date.now() - stoppedAt;
+        assert.ok(after <= 4000, `closed after ${after} ms`);
+      } finally {
+        child.kill('SIGKILL');
+      }
+    },
+  );
 
   test('a writer that stops sending heartbeats loses its session on the requester', { timeout: 15_000 }, async () => {
     const childSocket = join(dir, 'stopped.sock');
@@ -661,7 +745,10 @@ describe('writer rpc over a Unix socket', () => {
   test('a stale socket file is replaced; a live one or a regular file is not', async () => {
     const stalePath = join(dir, 'stale.sock');
     // A process that dies while listening leaves its socket file behind.
-    spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stalePath)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    spawnSync(process.execPath, [
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(stalePath)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
     assert.ok((await stat(stalePath)).isSocket());
     const replacing = await serveWriter(new FakeWriter(), stalePath);
     const client = connectWriter(stalePath, { callTimeoutMs: 2000 });

@@ -10,7 +10,13 @@ import { connect } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { ZodError } from 'zod';
 import { QuiesceError, type WriterEndpoint, type WriterSession } from '../model/index.ts';
-import { SessionRequestSchema, UNARY_METHODS, describeZodError, type SessionEvent, type UnaryMethod } from './convert.ts';
+import {
+  SessionRequestSchema,
+  UNARY_METHODS,
+  describeZodError,
+  type SessionEvent,
+  type UnaryMethod,
+} from './convert.ts';
 import { failureStatus, invalidRequestStatus } from './failure-status.ts';
 import { MAX_MESSAGE_BYTES, loadWriterService, type WireMethod } from './writer-proto.ts';
 
@@ -103,7 +109,10 @@ async function prepareSocketPath(socketPath: string): Promise<void> {
     throw error;
   }
   if (!existing.isSocket()) {
-    throw new QuiesceError('bad-config', `${socketPath} exists and is not a socket; refusing to replace it. Choose another socket path.`);
+    throw new QuiesceError(
+      'bad-config',
+      `${socketPath} exists and is not a socket; refusing to replace it. Choose another socket path.`,
+    );
   }
   if (await socketAnswers(socketPath)) {
     throw new QuiesceError(
@@ -153,16 +162,25 @@ export async function serveWriter(
 ): Promise<WriterServer> {
   const path = resolve(socketPath);
   const address = `unix://${path}`;
-  const core = buildEndpointServer(endpoint, loadWriterService(), Object.values(UNARY_METHODS) as UnaryMethod<unknown, unknown>[], options);
+  const core = buildEndpointServer(
+    endpoint,
+    loadWriterService(),
+    Object.values(UNARY_METHODS) as UnaryMethod<unknown, unknown>[],
+    options,
+  );
   await prepareSocketPath(path);
   try {
     await bind(core.server, address, grpc.ServerCredentials.createInsecure());
     await chmod(path, 0o600);
   } catch (error) {
     core.server.forceShutdown();
-    throw new QuiesceError('bad-config', `cannot listen on ${path}: ${error instanceof Error ? error.message : String(error)}`, {
-      cause: error,
-    });
+    throw new QuiesceError(
+      'bad-config',
+      `cannot listen on ${path}: ${error instanceof Error ? error.message : String(error)}`,
+      {
+        cause: error,
+      },
+    );
   }
   const socketInode = (await stat(path)).ino;
 
@@ -201,7 +219,11 @@ export async function serveEndpointOn<R extends string, E extends WriterEndpoint
     port = await bind(core.server, address, credentials);
   } catch (error) {
     core.server.forceShutdown();
-    throw new QuiesceError('bad-config', `cannot listen on ${address}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw new QuiesceError(
+      'bad-config',
+      `cannot listen on ${address}: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
   }
   let closing: Promise<void> | undefined;
   return { address, port, close: () => (closing ??= core.stop()) };
@@ -236,9 +258,13 @@ function buildEndpointServer<R extends string, E extends WriterEndpoint>(
         const response = await method.invoke(endpoint, parsed.value, { signal: controller.signal });
         const checked = method.responseSchema.safeParse(response);
         if (!checked.success) {
-          throw new QuiesceError('protocol', `the writer's ${method.rpc} answer is invalid: ${describeZodError(checked.error)}`, {
-            phase: method.phase,
-          });
+          throw new QuiesceError(
+            'protocol',
+            `the writer's ${method.rpc} answer is invalid: ${describeZodError(checked.error)}`,
+            {
+              phase: method.phase,
+            },
+          );
         }
         wire = method.responseToWire(checked.data);
       } catch (error) {

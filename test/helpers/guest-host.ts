@@ -164,7 +164,8 @@ process.prependOnceListener('exit', () => {
     const pids = syncQuiet('ip', ['netns', 'pids', guest.netns]).split(/\s+/).filter(Boolean);
     const main = guest.mainPid();
     // (Through each: after the first thaw the others fail harmlessly.)
-    for (const pid of main === null ? pids : [String(main), ...pids]) syncQuiet('fsfreeze', ['-u', `/proc/${pid}/root${guest.mountPoint}`]);
+    for (const pid of main === null ? pids : [String(main), ...pids])
+      syncQuiet('fsfreeze', ['-u', `/proc/${pid}/root${guest.mountPoint}`]);
     for (const p of pids) {
       try {
         process.kill(Number(p), 'SIGKILL');
@@ -206,7 +207,9 @@ function run(file: string, args: string[], timeoutMs = 30_000): Promise<{ stdout
 function errorText(error: unknown): string {
   if (error instanceof Error) {
     const stderr = (error as Error & { stderr?: unknown }).stderr;
-    return typeof stderr === 'string' && stderr.trim() !== '' ? `${error.message.split('\n')[0]}: ${stderr.trim()}` : error.message;
+    return typeof stderr === 'string' && stderr.trim() !== ''
+      ? `${error.message.split('\n')[0]}: ${stderr.trim()}`
+      : error.message;
   }
   return String(error);
 }
@@ -229,7 +232,12 @@ async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
 }
 
 /** Polls `check` every `everyMs` until it answers true; rejects with `what` after `timeoutMs`. */
-async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean> | boolean, everyMs = 25): Promise<void> {
+async function waitFor(
+  what: string,
+  timeoutMs: number,
+  check: () => Promise<boolean> | boolean,
+  everyMs = 25,
+): Promise<void> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;
@@ -250,7 +258,10 @@ function alive(pid: number): boolean {
 /** Loop devices backed by `file`, or [] (losetup -j). */
 export async function loopDevicesOf(file: string): Promise<string[]> {
   const { stdout } = await run('losetup', ['-j', file]).catch(() => ({ stdout: '' }));
-  return stdout.split('\n').filter(Boolean).map((line) => line.slice(0, line.indexOf(':')));
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.slice(0, line.indexOf(':')));
 }
 
 // --- subnets: 10.213.<i>.0/30, claimed across processes with lock files --------------------------
@@ -353,7 +364,8 @@ export async function makeGuestHost(options: GuestHostOptions): Promise<GuestHos
     async startGuest(guestOptions) {
       if (cleaned !== null) throw new Error('this guest host was cleaned up');
       if (!/^[a-z0-9][a-z0-9-]*$/i.test(guestOptions.name)) throw new Error(`bad guest name ${guestOptions.name}`);
-      if (guests.some((g) => g.name === guestOptions.name && !g.stopped)) throw new Error(`guest ${guestOptions.name} is running already`);
+      if (guests.some((g) => g.name === guestOptions.name && !g.stopped))
+        throw new Error(`guest ${guestOptions.name} is running already`);
       const guest = await Guest.start(volume, guestOptions);
       guests.push(guest);
       return guest;
@@ -418,7 +430,8 @@ class Guest implements TestGuest {
       else
         child.once('exit', () => {
           this.commandPidNow = null;
-          for (const { reject } of this.pending.values()) reject(new Error(`guest ${this.name} exited: ${this.err.slice(-2000)}`));
+          for (const { reject } of this.pending.values())
+            reject(new Error(`guest ${this.name} exited: ${this.err.slice(-2000)}`));
           this.pending.clear();
           resolve();
         });
@@ -480,7 +493,20 @@ class Guest implements TestGuest {
       // `ip netns exec` and `unshare` both exec, so the IPC channel (fd 3) reaches guest-main.
       child = spawn(
         'ip',
-        ['netns', 'exec', netns, 'unshare', '--mount', '--propagation', 'private', '--', process.execPath, '--import', 'tsx', GUEST_MAIN],
+        [
+          'netns',
+          'exec',
+          netns,
+          'unshare',
+          '--mount',
+          '--propagation',
+          'private',
+          '--',
+          process.execPath,
+          '--import',
+          'tsx',
+          GUEST_MAIN,
+        ],
         { cwd: REPO, env: ENV, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
       );
     } catch (error) {
@@ -489,8 +515,17 @@ class Guest implements TestGuest {
     }
 
     const guest = new Guest(
-      options.name, netns, address, hostAddress, hostLink, image, mountPoint,
-      bankWorkers > 0 ? join(mountPoint, 'bank.db') : null, runDir, subnet, child,
+      options.name,
+      netns,
+      address,
+      hostAddress,
+      hostLink,
+      image,
+      mountPoint,
+      bankWorkers > 0 ? join(mountPoint, 'bank.db') : null,
+      runDir,
+      subnet,
+      child,
     );
     live.mainPid = () => (guest.exited ? null : guest.mainPid);
 
@@ -513,7 +548,10 @@ class Guest implements TestGuest {
     const timeoutMs = options.timeoutMs ?? 45_000;
     try {
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`guest ${options.name} was not ready within ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`guest ${options.name} was not ready within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         const onMessage = (message: GuestMessage): void => {
           if (message.type === 'ready') {
             clearTimeout(timer);
@@ -693,13 +731,21 @@ class Guest implements TestGuest {
     await run('ip', ['netns', 'del', this.netns]).catch(() => {});
     // The disk's loop device autoclears once its last mount goes; wait for it.
     try {
-      await waitFor(`the loop device of ${this.image} to detach`, 3000, async () => (await loopDevicesOf(this.image)).length === 0);
+      await waitFor(
+        `the loop device of ${this.image} to detach`,
+        3000,
+        async () => (await loopDevicesOf(this.image)).length === 0,
+      );
     } catch {
       // A disk frozen when its namespace died stays frozen, unmounted, holding its loop device:
       // mount the device again (that finds the same superblock), thaw it, unmount it.
       for (const device of await loopDevicesOf(this.image)) await rescueFrozenLoop(device);
       try {
-        await waitFor(`the loop device of ${this.image} to detach`, 3000, async () => (await loopDevicesOf(this.image)).length === 0);
+        await waitFor(
+          `the loop device of ${this.image} to detach`,
+          3000,
+          async () => (await loopDevicesOf(this.image)).length === 0,
+        );
       } catch (error) {
         problems.push(errorText(error));
       }
@@ -707,7 +753,8 @@ class Guest implements TestGuest {
     await rm(this.runDir, { recursive: true, force: true });
     liveGuests.delete(this.netns);
     this.stopped = true;
-    if (problems.length > 0) throw new Error(`guest ${this.name}: ${problems.join('; ')}\n--- guest stderr ---\n${this.err.slice(-2000)}`);
+    if (problems.length > 0)
+      throw new Error(`guest ${this.name}: ${problems.join('; ')}\n--- guest stderr ---\n${this.err.slice(-2000)}`);
   }
 
   /** The processes in the guest's network namespace (all of the guest's, and programs exec'd in it). */
@@ -746,7 +793,11 @@ class Guest implements TestGuest {
         // gone
       }
     }
-    await waitFor(`the processes of guest ${this.name} to die`, 5000, async () => (await this.netnsPids()).length === 0);
+    await waitFor(
+      `the processes of guest ${this.name} to die`,
+      5000,
+      async () => (await this.netnsPids()).length === 0,
+    );
   }
 }
 

@@ -35,7 +35,11 @@ const MKFS: Record<LoopFsKind, { command: string; args: string[] }> = {
 const live = new Map<string, { device: string; mountPoint: string }>();
 process.once('exit', () => {
   for (const { device, mountPoint } of live.values()) {
-    for (const [file, args] of [['fsfreeze', ['-u', mountPoint]], ['umount', ['-l', mountPoint]], ['losetup', ['-d', device]]] as const) {
+    for (const [file, args] of [
+      ['fsfreeze', ['-u', mountPoint]],
+      ['umount', ['-l', mountPoint]],
+      ['losetup', ['-d', device]],
+    ] as const) {
       try {
         execFileSync(file, args, { stdio: 'ignore', env: { ...process.env, PATH } });
       } catch {
@@ -54,7 +58,11 @@ export interface LoopFsOptions {
   directIo?: boolean;
 }
 
-export async function makeLoopFs(kind: LoopFsKind, sizeMiB: number, options: LoopFsOptions = {}): Promise<LoopFs | { skip: string }> {
+export async function makeLoopFs(
+  kind: LoopFsKind,
+  sizeMiB: number,
+  options: LoopFsOptions = {},
+): Promise<LoopFs | { skip: string }> {
   if (process.getuid?.() !== 0) return { skip: `making a ${kind} loop file system needs root` };
   for (const command of [MKFS[kind].command, 'losetup', 'mount', 'umount', ...(kind === 'btrfs' ? ['btrfs'] : [])]) {
     if (!(await onPath(command))) return { skip: `${command} is not installed` };
@@ -86,7 +94,9 @@ export async function makeLoopFs(kind: LoopFsKind, sizeMiB: number, options: Loo
     await handle.close();
     await mkdir(mountPoint);
     try {
-      device = (await run('losetup', ['-f', '--show', ...(options.directIo === true ? ['--direct-io=on'] : []), image])).stdout.trim();
+      device = (
+        await run('losetup', ['-f', '--show', ...(options.directIo === true ? ['--direct-io=on'] : []), image])
+      ).stdout.trim();
     } catch (error) {
       await cleanup();
       return { skip: `no loop device available: ${stderrOf(error)}` };

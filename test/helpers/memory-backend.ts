@@ -1,6 +1,12 @@
 // An in-memory Backend for repository tests: the Backend contract without a disk, plus hooks to
 // damage objects and count calls, so tests can play a crashed or bit-rotted store.
-import { BackendError, type Backend, type LoadOptions, type ObjectInfo, type ObjectType } from '../../src/repository/backend/backend.ts';
+import {
+  BackendError,
+  type Backend,
+  type LoadOptions,
+  type ObjectInfo,
+  type ObjectType,
+} from '../../src/repository/backend/backend.ts';
 import type { CallOptions } from '../../src/model/index.ts';
 
 export class MemoryBackend implements Backend {

@@ -29,7 +29,8 @@ export function pseudoRandom(length: number, salt = 'data'): Buffer {
 export async function storeFile(repo: Repository, name: string, data: Buffer): Promise<FileNode> {
   const chunker = repo.createChunker();
   const content = [];
-  for (const chunk of [...chunker.update(data), ...chunker.finish()]) content.push({ id: (await repo.saveBlob('data', chunk)).id, length: chunk.length });
+  for (const chunk of [...chunker.update(data), ...chunker.finish()])
+    content.push({ id: (await repo.saveBlob('data', chunk)).id, length: chunk.length });
   return { name, type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: '0', size: data.length, content };
 }
 
@@ -48,18 +49,36 @@ export async function storeTwoSets(repo: Repository, salt = ''): Promise<TwoSets
   const dir = { name: 'sub', type: 'dir' as const, mode: 0o755, uid: 0, gid: 0, mtimeNs: '0', subtree: sub.id };
   const root1: Tree = { nodes: [a, dir] };
   const root2: Tree = { nodes: [c, dir] };
-  const m1 = await repo.saveManifest({ version: 1, setId: 'set-1', time: 't1', tree: (await repo.saveTree(root1)).id, meta: null });
-  const m2 = await repo.saveManifest({ version: 1, setId: 'set-2', time: 't2', tree: (await repo.saveTree(root2)).id, meta: null });
+  const m1 = await repo.saveManifest({
+    version: 1,
+    setId: 'set-1',
+    time: 't1',
+    tree: (await repo.saveTree(root1)).id,
+    meta: null,
+  });
+  const m2 = await repo.saveManifest({
+    version: 1,
+    setId: 'set-2',
+    time: 't2',
+    tree: (await repo.saveTree(root2)).id,
+    meta: null,
+  });
   const ids = (f: FileNode): string[] => f.content.map((x) => x.id);
   return { manifests: [m1, m2], blobsOf: { a: ids(a), b: ids(b), c: ids(c) } };
 }
 
 /** Where the index says a blob is stored. */
-export async function locate(backend: MemoryBackend, repo: Repository, id: string): Promise<{ pack: string; offset: number; length: number }> {
+export async function locate(
+  backend: MemoryBackend,
+  repo: Repository,
+  id: string,
+): Promise<{ pack: string; offset: number; length: number }> {
   const { keys } = repo as unknown as { keys: { encryption: Buffer } };
   const { files } = await loadAllIndexes(backend, keys.encryption);
   for (const { file } of files) {
-    for (const pack of file.packs) for (const blob of pack.blobs) if (blob.id === id) return { pack: pack.id, offset: blob.offset, length: blob.length };
+    for (const pack of file.packs)
+      for (const blob of pack.blobs)
+        if (blob.id === id) return { pack: pack.id, offset: blob.offset, length: blob.length };
   }
   throw new Error(`blob ${id} is in no index`);
 }

@@ -16,9 +16,13 @@ export interface S3Server {
 
 export async function startS3Server(bucket = 'quiesce-test'): Promise<S3Server> {
   const directory = await mkdtemp(join(tmpdir(), 'quiesce-s3rver-'));
-  const child = spawn(process.execPath, ['--openssl-legacy-provider', '--import', 'tsx', join(import.meta.dirname, 's3rver-main.ts'), directory, bucket], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--openssl-legacy-provider', '--import', 'tsx', join(import.meta.dirname, 's3rver-main.ts'), directory, bucket],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-4000);
@@ -54,7 +58,12 @@ export async function startS3Server(bucket = 'quiesce-test'): Promise<S3Server> 
       });
     });
     child.stdout.resume();
-    return { endpoint: `http://127.0.0.1:${port}`, bucket, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, stop };
+    return {
+      endpoint: `http://127.0.0.1:${port}`,
+      bucket,
+      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+      stop,
+    };
   } catch (error) {
     await stop();
     throw error;

@@ -16,7 +16,10 @@ const server = new S3rver({
 const { port } = await server.run();
 process.stdout.write(`${JSON.stringify({ port })}\n`);
 const stop = (): void => {
-  server.close().then(() => process.exit(0), () => process.exit(1));
+  server.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
 };
 process.stdin.on('end', stop);
 process.stdin.resume();

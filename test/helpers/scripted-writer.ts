@@ -4,7 +4,8 @@
 import { QuiesceError, type FailureCode, type WriterUsage } from '../../src/model/index.ts';
 import type { WriterDefinition } from '../../src/writers/sdk/index.ts';
 
-export type ScriptedPhase = 'prepare-backup' | 'prepare-snapshot' | 'freeze' | 'thaw' | 'post-snapshot' | 'backup-complete' | 'abort';
+export type ScriptedPhase =
+  'prepare-backup' | 'prepare-snapshot' | 'freeze' | 'thaw' | 'post-snapshot' | 'backup-complete' | 'abort';
 
 export interface ScriptedWriterOptions {
   name: string;
@@ -24,12 +25,17 @@ export function scriptedWriter(options: ScriptedWriterOptions): WriterDefinition
     options.log.push(`${options.name}:${phase}`);
     if (options.hangAt === phase) {
       await new Promise<void>((resolve, reject) => {
-        if (!options.ignoreSignal) signal.addEventListener('abort', () => reject(new Error('cancelled')), { once: true });
+        if (!options.ignoreSignal)
+          signal.addEventListener('abort', () => reject(new Error('cancelled')), { once: true });
         if (options.ignoreSignal) setTimeout(resolve, 3_600_000).unref();
       });
     }
     if (options.failAt?.phase === phase) {
-      throw new QuiesceError(options.failAt.code, `${options.name} refuses ${phase} (scripted ${options.failAt.code})`, { component: 'data' });
+      throw new QuiesceError(
+        options.failAt.code,
+        `${options.name} refuses ${phase} (scripted ${options.failAt.code})`,
+        { component: 'data' },
+      );
     }
   };
   return {

@@ -29,7 +29,20 @@ export async function generateTree(root: string, options: { largeMiB?: number } 
   // Unicode and odd names.
   const odd = join(root, 'odd names');
   await mkdir(odd);
-  for (const name of ['ünïcødé ✓.txt', '日本語のファイル', 'emoji 🦀🐘', 'new\nline', ' leading space', 'trailing space ', '-dash', '#hash', "quote'\"s", 'back\\slash', '*star?', `${'l'.repeat(250)}.x`]) {
+  for (const name of [
+    'ünïcødé ✓.txt',
+    '日本語のファイル',
+    'emoji 🦀🐘',
+    'new\nline',
+    ' leading space',
+    'trailing space ',
+    '-dash',
+    '#hash',
+    'quote\'"s',
+    'back\\slash',
+    '*star?',
+    `${'l'.repeat(250)}.x`,
+  ]) {
     await file(join(odd, name), Buffer.from(`content of ${name}\n`));
   }
   // A sparse file: 64 MiB with two islands of data.
@@ -82,7 +95,14 @@ export async function describeTree(root: string): Promise<Map<string, Entry>> {
       else if (st.isDirectory()) {
         out.set(relPath, { ...base, type: 'dir', size: 0 });
         await walk(path, relPath);
-      } else out.set(relPath, { ...base, type: 'file', sha256: createHash('sha256').update(await readFile(path)).digest('hex') });
+      } else
+        out.set(relPath, {
+          ...base,
+          type: 'file',
+          sha256: createHash('sha256')
+            .update(await readFile(path))
+            .digest('hex'),
+        });
     }
   };
   await walk(root, '');

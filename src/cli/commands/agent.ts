@@ -14,56 +14,74 @@ import { stdio } from '../output.ts';
 export function registerAgent(program: Command): void {
   program
     .command('agent')
-    .description('serve this guest\'s writers and file systems to its host (mutual TLS); --init makes the key and certificate')
+    .description(
+      "serve this guest's writers and file systems to its host (mutual TLS); --init makes the key and certificate",
+    )
     .option('-c, --config <file>', 'config file (its agent: and tls: sections)')
     .option('--listen <addr>', 'host:port to listen on (overrides agent.listen)')
     .option('--init', 'make a key and a self-signed certificate, print the fingerprint, and exit')
     .option('--tls-dir <dir>', 'with --init: where to put them (default <stateDir>/tls)')
     .option('--name <name>', 'with --init: the name in the certificate (default: the host name)')
     .option('--json', 'print JSON')
-    .action(async (opts: { config?: string; listen?: string; init?: boolean; tlsDir?: string; name?: string; json?: boolean }) => {
-      const config = await resolveConfig(opts.config);
-      if (opts.init) {
-        const dir = opts.tlsDir ?? join(config.stateDir, 'tls');
-        const name = opts.name ?? config.agent?.name ?? (await import('node:os')).hostname();
-        const { makeIdentity } = await import('../../rpc/index.ts');
-        const files = await makeIdentity(dir, 'agent', name);
-        if (opts.json) stdio.json(files);
-        else {
-          stdio.out(`key ${files.key}\ncertificate ${files.cert}\nfingerprint SHA-256 ${files.fingerprint}`);
-          stdio.out('Copy the certificate to the other side: a host pins it as guests[].certificate, an agent as agent.hosts[].');
+    .action(
+      async (opts: {
+        config?: string;
+        listen?: string;
+        init?: boolean;
+        tlsDir?: string;
+        name?: string;
+        json?: boolean;
+      }) => {
+        const config = await resolveConfig(opts.config);
+        if (opts.init) {
+          const dir = opts.tlsDir ?? join(config.stateDir, 'tls');
+          const name = opts.name ?? config.agent?.name ?? (await import('node:os')).hostname();
+          const { makeIdentity } = await import('../../rpc/index.ts');
+          const files = await makeIdentity(dir, 'agent', name);
+          if (opts.json) stdio.json(files);
+          else {
+            stdio.out(`key ${files.key}\ncertificate ${files.cert}\nfingerprint SHA-256 ${files.fingerprint}`);
+            stdio.out(
+              'Copy the certificate to the other side: a host pins it as guests[].certificate, an agent as agent.hosts[].',
+            );
+          }
+          return;
         }
-        return;
-      }
-      if (!config.agent || !config.tls) {
-        throw new QuiesceError('bad-config', `${opts.config ?? 'the config'} has no agent: section (with hosts:) and tls: { key, cert }; run quiesce agent --init first`);
-      }
-      const writers = await composeWriters({ ...config, guests: [] });
-      let agent;
-      try {
-        agent = await startAgent({
-          ...agentSettings(config, writers),
-          ...(opts.listen === undefined ? {} : { listen: opts.listen }),
-          onError: (error) => stdio.err(`quiesce agent: ${error instanceof Error ? error.message : String(error)}`),
-          // What an operator on the guest wants to see: each set's start and outcome, and every failure.
-          onEvent: (event) => {
-            if (event.event === 'fail' && event.error) {
-              stdio.err(`set ${event.setId}: ${event.phase}${event.writer ? ` of writer ${event.writer}` : ''} failed (${event.error.code}): ${event.error.message}`);
-            } else if (event.event === 'info' && event.result) {
-              stdio.err(`set ${event.setId}: ${event.result}`);
-            }
-          },
+        if (!config.agent || !config.tls) {
+          throw new QuiesceError(
+            'bad-config',
+            `${opts.config ?? 'the config'} has no agent: section (with hosts:) and tls: { key, cert }; run quiesce agent --init first`,
+          );
+        }
+        const writers = await composeWriters({ ...config, guests: [] });
+        let agent;
+        try {
+          agent = await startAgent({
+            ...agentSettings(config, writers),
+            ...(opts.listen === undefined ? {} : { listen: opts.listen }),
+            onError: (error) => stdio.err(`quiesce agent: ${error instanceof Error ? error.message : String(error)}`),
+            // What an operator on the guest wants to see: each set's start and outcome, and every failure.
+            onEvent: (event) => {
+              if (event.event === 'fail' && event.error) {
+                stdio.err(
+                  `set ${event.setId}: ${event.phase}${event.writer ? ` of writer ${event.writer}` : ''} failed (${event.error.code}): ${event.error.message}`,
+                );
+              } else if (event.event === 'info' && event.result) {
+                stdio.err(`set ${event.setId}: ${event.result}`);
+              }
+            },
+          });
+        } catch (error) {
+          await closeWriters(writers);
+          throw error;
+        }
+        if (opts.json) stdio.json({ name: agent.name, listening: agent.address, writers: writers.map((w) => w.name) });
+        else stdio.out(`agent ${agent.name} listening on ${agent.address} (${writers.length} writer(s))`);
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
         });
-      } catch (error) {
-        await closeWriters(writers);
-        throw error;
-      }
-      if (opts.json) stdio.json({ name: agent.name, listening: agent.address, writers: writers.map((w) => w.name) });
-      else stdio.out(`agent ${agent.name} listening on ${agent.address} (${writers.length} writer(s))`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
-      await agent.close();
-    });
+        await agent.close();
+      },
+    );
 }

@@ -64,7 +64,9 @@ export function registerBackup(program: Command): void {
         if (opts.json) stdio.json({ ...report, manifest: manifestId });
         else {
           stdio.out(formatReport(report));
-          stdio.out(`  stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added${manifestId ? `, manifest ${manifestId.slice(0, 12)}` : ''}`);
+          stdio.out(
+            `  stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added${manifestId ? `, manifest ${manifestId.slice(0, 12)}` : ''}`,
+          );
         }
         process.exitCode = exitForStatus(report.status);
       } finally {

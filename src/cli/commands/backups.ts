@@ -26,7 +26,18 @@ export function registerBackups(program: Command): void {
         const sets = catalog.all();
         if (opts.json) {
           stdio.json({
-            sets: sets.map((e) => ({ id: e.setId, manifest: e.manifestId, time: e.time, type: e.meta.requestedType, status: e.meta.status, consistency: e.meta.consistency, tags: e.meta.tags, host: e.meta.hostname, stats: e.meta.report.stats, components: e.meta.components })),
+            sets: sets.map((e) => ({
+              id: e.setId,
+              manifest: e.manifestId,
+              time: e.time,
+              type: e.meta.requestedType,
+              status: e.meta.status,
+              consistency: e.meta.consistency,
+              tags: e.meta.tags,
+              host: e.meta.hostname,
+              stats: e.meta.report.stats,
+              components: e.meta.components,
+            })),
           });
           return;
         }
@@ -60,7 +71,7 @@ export function registerBackups(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .option('-r, --repo <location>', 'repository')
     .option('--password-file <file>', 'read the password from a file')
-    .option('--events', 'also print the set\'s event log, when it was taken on this host')
+    .option('--events', "also print the set's event log, when it was taken on this host")
     .option('--json', 'print JSON')
     .action(async (ref: string, opts: RepositoryFlags & { config?: string; json?: boolean; events?: boolean }) => {
       const config = await resolveConfig(opts.config);
@@ -71,17 +82,35 @@ export function registerBackups(program: Command): void {
         if (!entry) throw new QuiesceError('bad-usage', `no backup set ${ref} (\`quiesce backups\` lists them)`);
         const events = opts.events ? await readEvents(config.stateDir, entry.setId) : null;
         if (opts.json) {
-          stdio.json({ id: entry.setId, manifest: entry.manifestId, time: entry.time, tree: entry.tree, ...entry.meta, ...(events ? { events } : {}) });
+          stdio.json({
+            id: entry.setId,
+            manifest: entry.manifestId,
+            time: entry.time,
+            tree: entry.tree,
+            ...entry.meta,
+            ...(events ? { events } : {}),
+          });
           return;
         }
         stdio.out(formatReport(entry.meta.report));
-        stdio.out(`  manifest ${entry.manifestId}, host ${entry.meta.hostname}${entry.meta.tags.length ? `, tags ${entry.meta.tags.join(',')}` : ''}`);
+        stdio.out(
+          `  manifest ${entry.manifestId}, host ${entry.meta.hostname}${entry.meta.tags.length ? `, tags ${entry.meta.tags.join(',')}` : ''}`,
+        );
         for (const c of entry.meta.components) {
-          stdio.out(`  chain ${c.writer}/${c.component}: ${c.actualType}${c.basedOn ? ` based on ${c.basedOn}` : ''}${c.stamp ? ', stamp recorded' : ''}; files ${c.files.join(', ')}`);
+          stdio.out(
+            `  chain ${c.writer}/${c.component}: ${c.actualType}${c.basedOn ? ` based on ${c.basedOn}` : ''}${c.stamp ? ', stamp recorded' : ''}; files ${c.files.join(', ')}`,
+          );
         }
         if (opts.events) {
-          if (!events) stdio.out(`  no event log for ${entry.setId} under ${config.stateDir} (it is kept on the host that took the set)`);
-          else for (const e of events) stdio.out(`  ${e.t.toFixed(1).padStart(9)} ms  ${e.phase.padEnd(16)} ${(e.writer ?? e.provider ?? '').padEnd(12)} ${e.event}${e.durationMs === null ? '' : ` ${e.durationMs.toFixed(1)} ms`}${e.result ? `  ${e.result}` : ''}${e.error ? `  ${e.error.code}: ${e.error.message}` : ''}`);
+          if (!events)
+            stdio.out(
+              `  no event log for ${entry.setId} under ${config.stateDir} (it is kept on the host that took the set)`,
+            );
+          else
+            for (const e of events)
+              stdio.out(
+                `  ${e.t.toFixed(1).padStart(9)} ms  ${e.phase.padEnd(16)} ${(e.writer ?? e.provider ?? '').padEnd(12)} ${e.event}${e.durationMs === null ? '' : ` ${e.durationMs.toFixed(1)} ms`}${e.result ? `  ${e.result}` : ''}${e.error ? `  ${e.error.code}: ${e.error.message}` : ''}`,
+              );
         }
       } finally {
         await repository.close();

@@ -22,9 +22,13 @@ export function registerCheck(program: Command): void {
         const report = await repository.check({ readData: opts.readData ?? false });
         if (opts.json) stdio.json(report);
         else {
-          stdio.out(`checked ${report.manifests} manifests, ${report.trees} trees, ${report.blobs} blobs in ${report.packs} packs${opts.readData ? `, read ${bytes(report.bytesRead)}` : ''}`);
+          stdio.out(
+            `checked ${report.manifests} manifests, ${report.trees} trees, ${report.blobs} blobs in ${report.packs} packs${opts.readData ? `, read ${bytes(report.bytesRead)}` : ''}`,
+          );
           for (const p of report.problems) {
-            stdio.out(`  ${p.kind} ${p.object}: ${p.message}${p.files?.length ? `\n    used by: ${p.files.join(', ')}` : ''}`);
+            stdio.out(
+              `  ${p.kind} ${p.object}: ${p.message}${p.files?.length ? `\n    used by: ${p.files.join(', ')}` : ''}`,
+            );
           }
           stdio.out(report.ok ? 'no errors were found' : 'the repository is damaged: see above');
         }

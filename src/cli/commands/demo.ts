@@ -41,13 +41,24 @@ export function registerDemo(program: Command): void {
         await writeFile(join(files, 'readme.txt'), 'files taken with no writer: crash-consistent\n');
         createBank(dbPath);
         const config = parseConfig(
-          [`stateDir: ${join(dir, 'state')}`, `stagingDir: ${join(dir, 'staging')}`, `registrationDir: ${join(dir, 'writers')}`, `paths: [${files}]`, 'writers:', `  - { type: sqlite, name: bank, path: ${dbPath} }`].join('\n'),
+          [
+            `stateDir: ${join(dir, 'state')}`,
+            `stagingDir: ${join(dir, 'staging')}`,
+            `registrationDir: ${join(dir, 'writers')}`,
+            `paths: [${files}]`,
+            'writers:',
+            `  - { type: sqlite, name: bank, path: ${dbPath} }`,
+          ].join('\n'),
           '(demo config)',
         );
         say(`demo directory ${dir}`);
-        say(`1. a SQLite application: 4 processes move money between 100 accounts of ${dbPath} (the sum is always ${TOTAL})`);
+        say(
+          `1. a SQLite application: 4 processes move money between 100 accounts of ${dbPath} (the sum is always ${TOTAL})`,
+        );
         const load = await startBankLoad(dbPath, 4);
-        const endpoint = createWriterRuntime(createSqliteWriter({ name: 'bank', path: dbPath, stateDir: join(dir, 'state', 'writers') }));
+        const endpoint = createWriterRuntime(
+          createSqliteWriter({ name: 'bank', path: dbPath, stateDir: join(dir, 'state', 'writers') }),
+        );
         try {
           say('\n2. quiesce writers');
           say(indent(formatWriters([await endpoint.status()])));
@@ -71,7 +82,9 @@ export function registerDemo(program: Command): void {
               commitTimeoutMs: config.policy.commitTimeout,
               use: async (view) => {
                 const check = await checkBank(view.resolve(dbPath)!);
-                say(`   the snapshot of bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`);
+                say(
+                  `   the snapshot of bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`,
+                );
                 if (check.integrity !== 'ok' || check.sum !== TOTAL) process.exitCode = 1;
               },
             });
@@ -81,9 +94,15 @@ export function registerDemo(program: Command): void {
           // application writes, a restore of the database, a check of every byte.
           const repository = await initRepository(await FsBackend.create(join(dir, 'repository')), 'demo password');
           try {
-            say(`\n5. quiesce init: repository ${repository.id.slice(0, 12)} at ${join(dir, 'repository')} (encrypted, deduplicated)`);
+            say(
+              `\n5. quiesce init: repository ${repository.id.slice(0, 12)} at ${join(dir, 'repository')} (encrypted, deduplicated)`,
+            );
             let last = '';
-            for (const [step, type] of [['5.1', 'full'], ['5.2', 'incremental'], ['5.3', 'differential']] as const) {
+            for (const [step, type] of [
+              ['5.1', 'full'],
+              ['5.2', 'incremental'],
+              ['5.3', 'differential'],
+            ] as const) {
               say(`\n${step} quiesce backup --type ${type}`);
               const { report } = await runBackup({
                 repository,
@@ -96,23 +115,39 @@ export function registerDemo(program: Command): void {
                 resolveProvider,
               });
               say(indent(formatReport(report)));
-              say(`     stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added`);
+              say(
+                `     stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added`,
+              );
               last = report.id;
             }
             const catalog = await Catalog.load(repository, null);
             say('\n6. quiesce backups');
-            for (const e of catalog.all()) say(`   ${e.setId}  ${e.meta.requestedType.padEnd(12)} ${e.meta.components.map((c) => `${c.component}:${c.actualType}${c.basedOn ? ` on ${c.basedOn}` : ''}`).join(' ')}`);
+            for (const e of catalog.all())
+              say(
+                `   ${e.setId}  ${e.meta.requestedType.padEnd(12)} ${e.meta.components.map((c) => `${c.component}:${c.actualType}${c.basedOn ? ` on ${c.basedOn}` : ''}`).join(' ')}`,
+              );
             const entry = catalog.find(last)!;
             const target = join(dir, 'restored');
             const restored = await restore({ repository, tree: entry.tree, target, include: [dbPath] });
             const check = await checkBank(join(target, dbPath));
             say(`\n7. quiesce restore ${last} --component bank/bank.db --target ${target}`);
-            say(`   ${restored.files} files, ${bytes(restored.bytesWritten)}; the restored bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`);
+            say(
+              `   ${restored.files} files, ${bytes(restored.bytesWritten)}; the restored bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`,
+            );
             if (check.integrity !== 'ok' || check.sum !== TOTAL) process.exitCode = 1;
             const verified = await repository.check({ readData: true });
-            say(`\n8. quiesce check --read-data: ${verified.manifests} sets, ${verified.blobs} blobs in ${verified.packs} packs, ${bytes(verified.bytesRead)} re-read: ${verified.ok ? 'no errors were found' : 'DAMAGED'}`);
+            say(
+              `\n8. quiesce check --read-data: ${verified.manifests} sets, ${verified.blobs} blobs in ${verified.packs} packs, ${bytes(verified.bytesRead)} re-read: ${verified.ok ? 'no errors were found' : 'DAMAGED'}`,
+            );
             if (!verified.ok) process.exitCode = 1;
-            await demoGuests({ dir, say, repository, resolveProvider, stateDir: config.stateDir, stagingDir: config.stagingDir });
+            await demoGuests({
+              dir,
+              say,
+              repository,
+              resolveProvider,
+              stateDir: config.stateDir,
+              stagingDir: config.stagingDir,
+            });
           } finally {
             await repository.close();
           }
@@ -169,7 +204,20 @@ async function demoGuests(options: {
     listen: '127.0.0.1:0',
     hosts: [host.cert],
     tls: guest,
-    writers: [{ name: 'shop', policy: 'prefer', endpoint: createWriterRuntime(createSqliteWriter({ name: 'shop', path: guestDb, stateDir: join(guestDir, 'state', 'writers'), honorFull: false })) }],
+    writers: [
+      {
+        name: 'shop',
+        policy: 'prefer',
+        endpoint: createWriterRuntime(
+          createSqliteWriter({
+            name: 'shop',
+            path: guestDb,
+            stateDir: join(guestDir, 'state', 'writers'),
+            honorFull: false,
+          }),
+        ),
+      },
+    ],
     paths: [],
     stateDir: join(guestDir, 'state'),
     stagingDir: join(guestDir, 'staging'),
@@ -178,11 +226,26 @@ async function demoGuests(options: {
     freezeFilesystems: false,
     freezeRoot: false,
   });
-  say(`\n9. a recursive set: guest vm1 runs \`quiesce agent\` on ${agent.address} (mutual TLS, pinned certificates) with its own SQLite writer (honorFull: false); guest vm2 has no agent`);
-  const connection = connectAgent(agent.address, { identity: await loadIdentity(host), pinned: await readPem(guest.cert, 'certificate'), callTimeoutMs: 30_000, keepaliveTimeMs: 2000 });
+  say(
+    `\n9. a recursive set: guest vm1 runs \`quiesce agent\` on ${agent.address} (mutual TLS, pinned certificates) with its own SQLite writer (honorFull: false); guest vm2 has no agent`,
+  );
+  const connection = connectAgent(agent.address, {
+    identity: await loadIdentity(host),
+    pinned: await readPem(guest.cert, 'certificate'),
+    callTimeoutMs: 30_000,
+    keepaliveTimeMs: 2000,
+  });
   const writers = [
-    { name: 'vm1', policy: 'prefer' as const, endpoint: createGuestWriter({ name: 'vm1', disks: [disks.vm1], agent: connection, honorFull: true }) },
-    { name: 'vm2', policy: 'off' as const, endpoint: createGuestWriter({ name: 'vm2', disks: [disks.vm2], agent: null, honorFull: true }) },
+    {
+      name: 'vm1',
+      policy: 'prefer' as const,
+      endpoint: createGuestWriter({ name: 'vm1', disks: [disks.vm1], agent: connection, honorFull: true }),
+    },
+    {
+      name: 'vm2',
+      policy: 'off' as const,
+      endpoint: createGuestWriter({ name: 'vm2', disks: [disks.vm2], agent: null, honorFull: true }),
+    },
   ];
   try {
     say('   quiesce backup --type full (on the host)');

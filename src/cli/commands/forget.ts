@@ -46,7 +46,12 @@ export function registerForget(program: Command): void {
     .option('--keep-weekly <n>', 'keep the newest set of each of the last n weeks')
     .option('--keep-monthly <n>', 'keep the newest set of each of the last n months')
     .option('--keep-yearly <n>', 'keep the newest set of each of the last n years')
-    .option('--keep-tag <tag>', 'keep every set with this tag (repeatable)', (value: string, all: string[]) => [...all, value], [])
+    .option(
+      '--keep-tag <tag>',
+      'keep every set with this tag (repeatable)',
+      (value: string, all: string[]) => [...all, value],
+      [],
+    )
     .option('--prune', 'then delete unreferenced data')
     .option('--grace <hours>', 'with --prune: only delete unreferenced data older than this', '24')
     .option('--dry-run', 'say what would be forgotten, change nothing')
@@ -61,10 +66,14 @@ export function registerForget(program: Command): void {
         yearly: count('--keep-yearly', opts.keepYearly),
         tags: opts.keepTag,
       };
-      const rules = Object.entries(policy).filter(([k, v]) => (k === 'tags' ? (v as string[]).length > 0 : v !== undefined));
-      if (rules.length === 0) throw new QuiesceError('bad-usage', 'forget needs at least one --keep-… rule; it never forgets everything');
+      const rules = Object.entries(policy).filter(([k, v]) =>
+        k === 'tags' ? (v as string[]).length > 0 : v !== undefined,
+      );
+      if (rules.length === 0)
+        throw new QuiesceError('bad-usage', 'forget needs at least one --keep-… rule; it never forgets everything');
       const graceHours = Number(opts.grace ?? '24');
-      if (!Number.isFinite(graceHours) || graceHours < 0) throw new QuiesceError('bad-usage', `--grace takes a number of hours, not ${opts.grace}`);
+      if (!Number.isFinite(graceHours) || graceHours < 0)
+        throw new QuiesceError('bad-usage', `--grace takes a number of hours, not ${opts.grace}`);
       const config = await resolveConfig(opts.config);
       const repository = await useRepository(opts, config);
       try {
@@ -79,14 +88,24 @@ export function registerForget(program: Command): void {
         }
         const pruned = opts.prune && !opts.dryRun ? await repository.prune({ graceMs: graceHours * 3_600_000 }) : null;
         if (opts.json) {
-          stdio.json({ keep: decision.keep.map((k) => ({ id: k.entry.setId, reasons: k.reasons })), remove: decision.remove.map((e) => e.setId), dryRun: opts.dryRun ?? false, prune: pruned });
+          stdio.json({
+            keep: decision.keep.map((k) => ({ id: k.entry.setId, reasons: k.reasons })),
+            remove: decision.remove.map((e) => e.setId),
+            dryRun: opts.dryRun ?? false,
+            prune: pruned,
+          });
           return;
         }
         for (const k of decision.keep) stdio.out(`keep   ${k.entry.setId}  ${k.reasons.join('; ')}`);
         for (const e of decision.remove) stdio.out(`${opts.dryRun ? 'would forget' : 'forget'} ${e.setId}`);
         if (pruned) {
-          const temporary = pruned.temporaryFilesRemoved > 0 ? `, ${pruned.temporaryFilesRemoved} temporary files of interrupted writes removed` : '';
-          stdio.out(`pruned: ${pruned.packsRemoved} packs removed, ${pruned.packsRepacked} repacked, ${bytes(pruned.bytesFreed)} freed, ${pruned.packsKeptForGrace} kept for the grace period${temporary}`);
+          const temporary =
+            pruned.temporaryFilesRemoved > 0
+              ? `, ${pruned.temporaryFilesRemoved} temporary files of interrupted writes removed`
+              : '';
+          stdio.out(
+            `pruned: ${pruned.packsRemoved} packs removed, ${pruned.packsRepacked} repacked, ${bytes(pruned.bytesFreed)} freed, ${pruned.packsKeptForGrace} kept for the grace period${temporary}`,
+          );
         }
       } finally {
         await repository.close();

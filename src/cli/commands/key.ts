@@ -30,9 +30,13 @@ export function registerKey(program: Command): void {
       try {
         password = (await readFile(opts.newPasswordFile, 'utf8')).replace(/\r?\n$/, '');
       } catch (error) {
-        throw new QuiesceError('bad-usage', `cannot read the new password file ${opts.newPasswordFile}: ${(error as Error).message}`);
+        throw new QuiesceError(
+          'bad-usage',
+          `cannot read the new password file ${opts.newPasswordFile}: ${(error as Error).message}`,
+        );
       }
-      if (password.length === 0) throw new QuiesceError('bad-usage', `the new password file ${opts.newPasswordFile} is empty`);
+      if (password.length === 0)
+        throw new QuiesceError('bad-usage', `the new password file ${opts.newPasswordFile} is empty`);
       const repository = await useRepository(opts, await resolveConfig(opts.config));
       try {
         const id = await repository.addPassword(password);
@@ -43,16 +47,22 @@ export function registerKey(program: Command): void {
       }
     });
 
-  common(key.command('list').description('list the key files; * marks the one this password opens')).action(async (opts: KeyFlags) => {
-    const repository = await useRepository(opts, await resolveConfig(opts.config));
-    try {
-      const keys = await repository.listKeys();
-      if (opts.json) stdio.json(keys);
-      else for (const k of keys) stdio.out(`${k.current ? '*' : ' '} ${k.id.slice(0, 12)}  ${k.created ?? '(not a key file)'}  ${k.hostname ?? ''}`);
-    } finally {
-      await repository.close();
-    }
-  });
+  common(key.command('list').description('list the key files; * marks the one this password opens')).action(
+    async (opts: KeyFlags) => {
+      const repository = await useRepository(opts, await resolveConfig(opts.config));
+      try {
+        const keys = await repository.listKeys();
+        if (opts.json) stdio.json(keys);
+        else
+          for (const k of keys)
+            stdio.out(
+              `${k.current ? '*' : ' '} ${k.id.slice(0, 12)}  ${k.created ?? '(not a key file)'}  ${k.hostname ?? ''}`,
+            );
+      } finally {
+        await repository.close();
+      }
+    },
+  );
 
   common(key.command('remove').description('remove a key file (an id or a unique prefix of 8 or more characters)'))
     .argument('<id>', 'the key to remove (quiesce key list shows them)')

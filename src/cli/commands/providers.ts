@@ -55,7 +55,15 @@ export function registerProviders(program: Command): void {
         r.candidates.map((c) => [
           r.path,
           c.name,
-          c.name === r.chosen ? (r.forced ? (c.support.ok ? 'forced' : 'FORCED, UNUSABLE') : 'chosen') : c.support.ok ? 'usable' : 'no',
+          c.name === r.chosen
+            ? r.forced
+              ? c.support.ok
+                ? 'forced'
+                : 'FORCED, UNUSABLE'
+              : 'chosen'
+            : c.support.ok
+              ? 'usable'
+              : 'no',
           c.support.ok ? c.support.level : '-',
           c.support.reason,
         ]),

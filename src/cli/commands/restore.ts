@@ -31,11 +31,20 @@ export function registerRestore(program: Command): void {
     .option('-r, --repo <location>', 'repository')
     .option('--password-file <file>', 'read the password from a file')
     .option('--component <component>', 'restore one component (writer/component, as `quiesce show` lists it)')
-    .option('--path <path>', 'restore one original file or directory (repeatable)', (value: string, all: string[]) => [...all, value], [])
+    .option(
+      '--path <path>',
+      'restore one original file or directory (repeatable)',
+      (value: string, all: string[]) => [...all, value],
+      [],
+    )
     .option('--target <dir>', 'where to restore (required)')
     .option('--json', 'print JSON')
     .action(async (ref: string, opts: RestoreFlags) => {
-      if (!opts.target) throw new QuiesceError('bad-usage', 'restore needs --target DIR; quiesce never restores over the originals by itself');
+      if (!opts.target)
+        throw new QuiesceError(
+          'bad-usage',
+          'restore needs --target DIR; quiesce never restores over the originals by itself',
+        );
       const config = await resolveConfig(opts.config);
       const repository = await useRepository(opts, config);
       const lock = await repository.lock('shared');
@@ -46,22 +55,36 @@ export function registerRestore(program: Command): void {
         if (!entry) throw new QuiesceError('bad-usage', `no backup set ${ref} (\`quiesce backups\` lists them)`);
         let include = opts.path.map((p) => (p.startsWith('/') ? p : `/${p}`));
         let writer: (typeof writers)[number] | undefined;
-        const component = opts.component ? entry.meta.components.find((c) => c.component === opts.component || `${c.writer}/${c.component}` === opts.component) : undefined;
+        const component = opts.component
+          ? entry.meta.components.find(
+              (c) => c.component === opts.component || `${c.writer}/${c.component}` === opts.component,
+            )
+          : undefined;
         if (opts.component) {
           if (!component) {
             const known = entry.meta.components.map((c) => c.component).join(', ') || 'none';
-            throw new QuiesceError('bad-usage', `set ${entry.setId} has no component ${opts.component} (it has: ${known})`);
+            throw new QuiesceError(
+              'bad-usage',
+              `set ${entry.setId} has no component ${opts.component} (it has: ${known})`,
+            );
           }
           include = [...include, ...component.files];
           writer = writers.find((w) => w.name === component.writer);
         }
-        const request = { setId: entry.setId, components: component ? [component.component] : [], target: opts.target, moreFollow: false };
+        const request = {
+          setId: entry.setId,
+          components: component ? [component.component] : [],
+          target: opts.target,
+          moreFollow: false,
+        };
         await writer?.endpoint.preRestore(request);
         const result = await restore({ repository, tree: entry.tree, target: opts.target, include });
         await writer?.endpoint.postRestore(request);
         if (opts.json) stdio.json({ set: entry.setId, target: opts.target, ...result });
         else {
-          stdio.out(`restored set ${entry.setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${bytes(result.bytesWritten)}`);
+          stdio.out(
+            `restored set ${entry.setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${bytes(result.bytesWritten)}`,
+          );
           for (const f of result.failed) stdio.err(`quiesce: could not restore ${f.path}: ${f.error.message}`);
         }
         if (result.failed.length > 0) process.exitCode = EXIT.failed;

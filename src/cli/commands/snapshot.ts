@@ -2,7 +2,13 @@ import type { Command } from 'commander';
 import { spawn } from 'node:child_process';
 import { mkdir, rm, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { listKeptSets, releaseKeptSet, runSnapshotSet, type SnapshotView, type UseOutcome } from '../../coordinator/index.ts';
+import {
+  listKeptSets,
+  releaseKeptSet,
+  runSnapshotSet,
+  type SnapshotView,
+  type UseOutcome,
+} from '../../coordinator/index.ts';
 import { QuiesceError, type SnapshotPath } from '../../model/index.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
@@ -30,21 +36,34 @@ export function registerSnapshot(program: Command): void {
   program
     .command('snapshot')
     .description('create a snapshot set; run CMD against it; release it (unless --keep)')
-    .argument('[cmd...]', 'command to run with the snapshot (after --); one argument with spaces runs through /bin/sh -c')
+    .argument(
+      '[cmd...]',
+      'command to run with the snapshot (after --); one argument with spaces runs through /bin/sh -c',
+    )
     .option('-c, --config <file>', 'config file')
     .option('--keep', 'keep the snapshot after the command (release later with --release)')
     .option('--release <set>', 'release a kept set')
     .option('--list', 'list kept sets')
     .option('--quiesce <policy>', 'override every writer policy: require, prefer or off')
     .option('--wait <seconds>', 'wait for a set in progress on this host instead of failing', '0')
-    .option('--json', 'print the report as JSON (the command\'s stdout goes to stderr)')
+    .option('--json', "print the report as JSON (the command's stdout goes to stderr)")
     .action(async (cmd: string[], opts: SnapshotOptions) => {
       const config = await resolveConfig(opts.config);
       const providers = createProviders();
       if (opts.list) {
         const sets = await listKeptSets(config.stateDir);
         if (opts.json) stdio.json({ sets });
-        else stdio.out(sets.length === 0 ? 'no kept sets' : sets.map((s) => `${s.setId}  ${s.createdAt}  ${s.snapshots.flatMap((x) => x.paths.map((p) => p.original)).join(', ')}`).join('\n'));
+        else
+          stdio.out(
+            sets.length === 0
+              ? 'no kept sets'
+              : sets
+                  .map(
+                    (s) =>
+                      `${s.setId}  ${s.createdAt}  ${s.snapshots.flatMap((x) => x.paths.map((p) => p.original)).join(', ')}`,
+                  )
+                  .join('\n'),
+          );
         return;
       }
       if (opts.release) {
@@ -72,7 +91,10 @@ export function registerSnapshot(program: Command): void {
           keep: opts.keep ?? false,
           waitForLockMs,
           signal: interrupt.signal,
-          use: cmd.length > 0 ? (view, signal) => runCommand(cmd, view, config.stagingDir, opts.json ?? false, signal) : undefined,
+          use:
+            cmd.length > 0
+              ? (view, signal) => runCommand(cmd, view, config.stagingDir, opts.json ?? false, signal)
+              : undefined,
         });
         if (opts.json) stdio.json(report);
         else stdio.out(formatReport(report));
@@ -86,7 +108,10 @@ export function registerSnapshot(program: Command): void {
 
 /** `QUIESCE_SNAPSHOT_SRV_SHOP_SHOP_DB` for /srv/shop/shop.db. */
 export function snapshotVariable(original: string): string {
-  return `QUIESCE_SNAPSHOT_${original.replace(/^\/+/, '').replace(/[^A-Za-z0-9]+/g, '_').toUpperCase()}`;
+  return `QUIESCE_SNAPSHOT_${original
+    .replace(/^\/+/, '')
+    .replace(/[^A-Za-z0-9]+/g, '_')
+    .toUpperCase()}`;
 }
 
 /**
@@ -95,7 +120,11 @@ export function snapshotVariable(original: string): string {
  * (follow them: `tar -h`, `rsync -L`).
  */
 async function snapshotRoot(paths: SnapshotPath[], stagingDir: string, setId: string): Promise<string> {
-  const roots = new Set(paths.map((p) => (p.snapshot.endsWith(p.original) ? p.snapshot.slice(0, p.snapshot.length - p.original.length) : null)));
+  const roots = new Set(
+    paths.map((p) =>
+      p.snapshot.endsWith(p.original) ? p.snapshot.slice(0, p.snapshot.length - p.original.length) : null,
+    ),
+  );
   if (roots.size === 1 && !roots.has(null)) return [...roots][0]!;
   const view = join(stagingDir, `${setId}.view`);
   for (const p of paths) {
@@ -106,19 +135,35 @@ async function snapshotRoot(paths: SnapshotPath[], stagingDir: string, setId: st
   return view;
 }
 
-async function runCommand(cmd: string[], view: SnapshotView, stagingDir: string, json: boolean, signal: AbortSignal): Promise<UseOutcome> {
+async function runCommand(
+  cmd: string[],
+  view: SnapshotView,
+  stagingDir: string,
+  json: boolean,
+  signal: AbortSignal,
+): Promise<UseOutcome> {
   const root = await snapshotRoot(view.snapshots, stagingDir, view.setId);
   const env: NodeJS.ProcessEnv = { ...process.env, QUIESCE_SET_ID: view.setId, QUIESCE_SNAPSHOT_ROOT: root };
   for (const p of view.snapshots) env[snapshotVariable(p.original)] = p.snapshot;
   const [file, ...args] = cmd.length === 1 && /\s/.test(cmd[0]!) ? ['/bin/sh', '-c', cmd[0]!] : cmd;
   try {
     const code = await new Promise<number | string>((resolve, reject) => {
-      const child = spawn(file!, args, { env, stdio: ['inherit', json ? process.stderr : 'inherit', 'inherit'], signal });
+      const child = spawn(file!, args, {
+        env,
+        stdio: ['inherit', json ? process.stderr : 'inherit', 'inherit'],
+        signal,
+      });
       child.on('error', reject);
       child.on('exit', (status, sig) => resolve(status ?? sig ?? 1));
     });
     if (code === 0) return {};
-    return { error: new QuiesceError('nonretryable', `the command ${cmd.join(' ')} ended with ${typeof code === 'number' ? `exit status ${code}` : `signal ${code}`}`, { phase: 'post-snapshot' }) };
+    return {
+      error: new QuiesceError(
+        'nonretryable',
+        `the command ${cmd.join(' ')} ended with ${typeof code === 'number' ? `exit status ${code}` : `signal ${code}`}`,
+        { phase: 'post-snapshot' },
+      ),
+    };
   } catch (error) {
     return { error: QuiesceError.from(error, 'nonretryable', { phase: 'post-snapshot' }) };
   } finally {

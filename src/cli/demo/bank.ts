@@ -73,7 +73,10 @@ const workerScript = join(PACKAGE_ROOT, 'src', 'cli', 'demo', 'bank-worker.ts');
 export async function startBankLoad(path: string, count = 4): Promise<BankLoad> {
   const reported = new Map<ChildProcess, WorkerStats>();
   const workers = Array.from({ length: count }, (_, i) => {
-    const child = fork(workerScript, [path, String(i)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(workerScript, [path, String(i)], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     child.on('message', (message: WorkerStats) => reported.set(child, message));
     return child;
   });
@@ -101,7 +104,9 @@ export async function startBankLoad(path: string, count = 4): Promise<BankLoad> 
             }),
         ),
       );
-      await Promise.all(workers.map((child) => new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))));
+      await Promise.all(
+        workers.map((child) => new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)))),
+      );
       return finals;
     },
   };

@@ -108,7 +108,9 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
   const writers: SetWriter[] = options.writers.map((w) => ({ ...w, policy: w.policy === 'off' ? 'off' : 'require' }));
 
   async function metadata(callOptions: CallOptions = {}): Promise<WriterMetadata> {
-    const inner = await Promise.all(writers.map(async (w) => ({ writer: w.name, metadata: await w.endpoint.identify(callOptions) })));
+    const inner = await Promise.all(
+      writers.map(async (w) => ({ writer: w.name, metadata: await w.endpoint.identify(callOptions) })),
+    );
     return {
       name: options.name,
       classId: 'quiesce.agent',
@@ -145,10 +147,18 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
     const set = current;
     if (!set || set.setId !== setId) {
       const busy = set && set.stage !== 'done' ? ` (set ${set.setId} is in progress)` : '';
-      throw new QuiesceError('nonretryable', `guest ${options.name} has no set ${setId} to ${phase}${busy}: the host called ${phase} out of order`, { phase });
+      throw new QuiesceError(
+        'nonretryable',
+        `guest ${options.name} has no set ${setId} to ${phase}${busy}: the host called ${phase} out of order`,
+        { phase },
+      );
     }
     if (!expected.includes(set.stage)) {
-      throw new QuiesceError('nonretryable', `guest ${options.name}: ${phase} of set ${setId} came while the guest is ${set.stage}; expected it when ${expected.join(' or ')}`, { phase });
+      throw new QuiesceError(
+        'nonretryable',
+        `guest ${options.name}: ${phase} of set ${setId} came while the guest is ${set.stage}; expected it when ${expected.join(' or ')}`,
+        { phase },
+      );
     }
     return set;
   }
@@ -170,8 +180,13 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
 
   function failureOf(report: SetReport, phase: GuestSetPhase): QuiesceError {
     const error = report.error;
-    if (!error) return new QuiesceError('nonretryable', `guest ${options.name}: its set ended before ${phase}`, { phase });
-    return new QuiesceError(error.code, `guest ${options.name}: ${error.message}`, { phase: error.phase ?? phase, writer: error.writer, component: error.component });
+    if (!error)
+      return new QuiesceError('nonretryable', `guest ${options.name}: its set ended before ${phase}`, { phase });
+    return new QuiesceError(error.code, `guest ${options.name}: ${error.message}`, {
+      phase: error.phase ?? phase,
+      writer: error.writer,
+      component: error.component,
+    });
   }
 
   function start(request: PrepareBackupRequest): GuestSet {
@@ -236,7 +251,9 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
         set.thawed.resolve();
         const stored = await set.outcome.promise;
         if (stored) return {};
-        const error = new QuiesceError('nonretryable', `the host did not store the backup of guest ${options.name}`, { phase: 'backup-complete' }).toJSON();
+        const error = new QuiesceError('nonretryable', `the host did not store the backup of guest ${options.name}`, {
+          phase: 'backup-complete',
+        }).toJSON();
         return { failedComponents: view.components.map((c) => ({ writer: c.writer, component: c.component, error })) };
       },
     }).then(
@@ -328,9 +345,17 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
     async prepareBackup(request: PrepareBackupRequest, callOptions: CallOptions = {}): Promise<PrepareBackupResponse> {
       if (current && current.stage !== 'done') {
         if (current.setId === request.setId) {
-          throw new QuiesceError('nonretryable', `guest ${options.name}: set ${request.setId} is already prepared; prepare-backup comes once per set`, { phase: 'prepare-backup' });
+          throw new QuiesceError(
+            'nonretryable',
+            `guest ${options.name}: set ${request.setId} is already prepared; prepare-backup comes once per set`,
+            { phase: 'prepare-backup' },
+          );
         }
-        throw new QuiesceError('retryable', `guest ${options.name} is busy with set ${current.setId}; retry when it ends`, { phase: 'prepare-backup' });
+        throw new QuiesceError(
+          'retryable',
+          `guest ${options.name} is busy with set ${current.setId}; retry when it ends`,
+          { phase: 'prepare-backup' },
+        );
       }
       const set = start(request);
       current = set;
@@ -384,7 +409,9 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
       return {
         selfThawed: false,
         frozenMs: frozenMs(),
-        ...(consistency === 'application' ? {} : { consistency: consistency === 'filesystem' ? 'filesystem' : 'crash' }),
+        ...(consistency === 'application'
+          ? {}
+          : { consistency: consistency === 'filesystem' ? 'filesystem' : 'crash' }),
       };
     },
 
@@ -398,7 +425,8 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
       set.stage = 'completing';
       set.outcome.resolve(request.components.length > 0 && request.components.every((c) => c.succeeded));
       const report = await set.done;
-      if (report.error && report.status === 'failed' && report.consistency === 'none') throw failureOf(report, 'backup-complete');
+      if (report.error && report.status === 'failed' && report.consistency === 'none')
+        throw failureOf(report, 'backup-complete');
     },
 
     async abort(request: SetRequest): Promise<void> {
@@ -447,4 +475,3 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
 }
 
 type GuestSetPhase = 'prepare-backup' | 'prepare-snapshot' | 'freeze' | 'thaw' | 'post-snapshot' | 'backup-complete';
-

@@ -39,7 +39,11 @@ export class HeldFreezeProvider implements Provider {
   constructor(private readonly options: HeldFreezeOptions) {}
 
   async supports(_path: string): Promise<ProviderSupport> {
-    return { ok: true, reason: 'the host snapshots this guest; the guest holds still', level: this.options.freezeFilesystems ? 'filesystem' : 'crash' };
+    return {
+      ok: true,
+      reason: 'the host snapshots this guest; the guest holds still',
+      level: this.options.freezeFilesystems ? 'filesystem' : 'crash',
+    };
   }
 
   async prepare(): Promise<void> {}
@@ -52,10 +56,20 @@ export class HeldFreezeProvider implements Provider {
         const plan = await this.plan(request.paths, options);
         const [fsfreeze, timeout] = await Promise.all([findCommand('fsfreeze'), findCommand('timeout')]);
         if (plan.size > 0 && (fsfreeze === null || timeout === null)) {
-          throw new QuiesceError('nonretryable', 'freezing the guest file systems needs fsfreeze (util-linux) and timeout (coreutils); install them, or set agent.freezeFilesystems: false');
+          throw new QuiesceError(
+            'nonretryable',
+            'freezing the guest file systems needs fsfreeze (util-linux) and timeout (coreutils); install them, or set agent.freezeFilesystems: false',
+          );
         }
         const frozen = await Promise.allSettled(
-          [...plan.values()].map(({ mount }) => freezeWithGuardian(mount.mountPoint, { maxFrozenMs: this.options.maxFrozenMs, fsfreeze: fsfreeze!, timeout: timeout!, signal: options.signal })),
+          [...plan.values()].map(({ mount }) =>
+            freezeWithGuardian(mount.mountPoint, {
+              maxFrozenMs: this.options.maxFrozenMs,
+              fsfreeze: fsfreeze!,
+              timeout: timeout!,
+              signal: options.signal,
+            }),
+          ),
         );
         for (const result of frozen) if (result.status === 'fulfilled') guardians.push(result.value);
         const refused = frozen.find((result) => result.status === 'rejected');
@@ -67,9 +81,18 @@ export class HeldFreezeProvider implements Provider {
       await (options.signal ? untilAborted(released, options.signal) : released);
       const early = guardians.find((guardian) => guardian.thawedEarly);
       if (early !== undefined) {
-        throw new QuiesceError('timeout', `${early.mountPoint} thawed by itself before the host said thaw (the guest's freeze deadline of ${this.options.maxFrozenMs} ms passed)`, { phase: 'commit' });
+        throw new QuiesceError(
+          'timeout',
+          `${early.mountPoint} thawed by itself before the host said thaw (the guest's freeze deadline of ${this.options.maxFrozenMs} ms passed)`,
+          { phase: 'commit' },
+        );
       }
-      return { provider: 'host', setId: request.setId, paths: held.map((path) => ({ original: path, snapshot: path })), handle: null };
+      return {
+        provider: 'host',
+        setId: request.setId,
+        paths: held.map((path) => ({ original: path, snapshot: path })),
+        handle: null,
+      };
     } finally {
       await Promise.allSettled(guardians.map((guardian) => guardian.thaw()));
     }

@@ -25,7 +25,10 @@ export interface AgentSettings {
 /** The settings a config with `agent:` and `tls:` sections gives, for these writers. */
 export function agentSettings(config: Config, writers: SetWriter[]): AgentSettings {
   if (!config.agent || !config.tls) {
-    throw new QuiesceError('bad-config', 'the config has no agent: section (with hosts:) and tls: { key, cert }; run quiesce agent --init first');
+    throw new QuiesceError(
+      'bad-config',
+      'the config has no agent: section (with hosts:) and tls: { key, cert }; run quiesce agent --init first',
+    );
   }
   return {
     name: config.agent.name,

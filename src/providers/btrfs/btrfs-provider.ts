@@ -1,12 +1,24 @@
 import { basename, dirname, join, relative } from 'node:path';
 import { z } from 'zod';
 import type {
-  CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport, SnapshotPath,
+  CallOptions,
+  Provider,
+  ProviderSnapshot,
+  ProviderSnapshotRequest,
+  ProviderSupport,
+  SnapshotPath,
 } from '../../model/index.ts';
 import { findMount, nearestExisting } from '../mounts.ts';
 import { asProviderFailure, providerFailed, providerOperation, throwIfAborted } from '../provider-error.ts';
 import { findCommand, isRoot, runCommand } from '../run-command.ts';
-import { createSetDir, exists, removeSetDir, resolvePaths, SNAPSHOT_STORE, type ResolvedPath } from '../snapshot-layout.ts';
+import {
+  createSetDir,
+  exists,
+  removeSetDir,
+  resolvePaths,
+  SNAPSHOT_STORE,
+  type ResolvedPath,
+} from '../snapshot-layout.ts';
 import { subvolumeRoot } from './subvolume.ts';
 
 /** The name of the snapshot subvolume inside `<subvolume>/.quiesce-snapshots/<set id>/`. */
@@ -30,9 +42,11 @@ export class BtrfsProvider implements Provider {
     if (!isRoot()) return { ok: false, reason: 'creating btrfs snapshots needs root', level };
     const existing = await nearestExisting(path);
     const mount = await findMount(existing, options);
-    if (mount.fsType !== 'btrfs') return { ok: false, reason: `${mount.mountPoint} is ${mount.fsType}, not btrfs`, level };
+    if (mount.fsType !== 'btrfs')
+      return { ok: false, reason: `${mount.mountPoint} is ${mount.fsType}, not btrfs`, level };
     if (mount.readOnly) return { ok: false, reason: `${mount.mountPoint} is mounted read-only`, level };
-    if ((await findCommand('btrfs')) === null) return { ok: false, reason: 'the btrfs command is missing (install btrfs-progs)', level };
+    if ((await findCommand('btrfs')) === null)
+      return { ok: false, reason: 'the btrfs command is missing (install btrfs-progs)', level };
     const root = await subvolumeRoot(existing);
     return { ok: true, reason: `read-only snapshot of the subvolume ${root}`, level };
   }
@@ -59,11 +73,14 @@ export class BtrfsProvider implements Provider {
         }
         throwIfAborted(options.signal, doing);
         // All at once: the snapshots of one set are as close in time as we can make them.
-        const results = await Promise.allSettled([...groups.keys()].map((root, index) =>
-          runCommand(btrfs, ['subvolume', 'snapshot', '-r', root, created[index]!], {
-            signal: options.signal,
-            hint: 'Check the file system has free space and the subvolume is not being deleted.',
-          })));
+        const results = await Promise.allSettled(
+          [...groups.keys()].map((root, index) =>
+            runCommand(btrfs, ['subvolume', 'snapshot', '-r', root, created[index]!], {
+              signal: options.signal,
+              hint: 'Check the file system has free space and the subvolume is not being deleted.',
+            }),
+          ),
+        );
         const failed = results.find((result) => result.status === 'rejected');
         if (failed !== undefined) throw asProviderFailure(failed.reason, doing);
 
@@ -90,12 +107,18 @@ export class BtrfsProvider implements Provider {
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
     await providerOperation(`releasing the btrfs snapshot of set ${snapshot.setId}`, options.signal, async () => {
       const parsed = BtrfsHandleSchema.safeParse(snapshot.handle);
-      const valid = parsed.success && parsed.data.snapshots.every((path) =>
-        basename(path) === SNAPSHOT_NAME
-        && basename(dirname(path)) === snapshot.setId
-        && basename(dirname(dirname(path))) === SNAPSHOT_STORE);
+      const valid =
+        parsed.success &&
+        parsed.data.snapshots.every(
+          (path) =>
+            basename(path) === SNAPSHOT_NAME &&
+            basename(dirname(path)) === snapshot.setId &&
+            basename(dirname(dirname(path))) === SNAPSHOT_STORE,
+        );
       if (!parsed.success || !valid) {
-        throw providerFailed(`the btrfs snapshot handle of set "${snapshot.setId}" is not one this provider made; delete the snapshot by hand with \`btrfs subvolume delete\`.`);
+        throw providerFailed(
+          `the btrfs snapshot handle of set "${snapshot.setId}" is not one this provider made; delete the snapshot by hand with \`btrfs subvolume delete\`.`,
+        );
       }
       await this.remove(await this.command(), parsed.data.snapshots);
     });
@@ -124,7 +147,8 @@ export class BtrfsProvider implements Provider {
 
   private async command(): Promise<string> {
     const btrfs = await findCommand('btrfs');
-    if (btrfs === null) throw providerFailed('the btrfs command is missing; install btrfs-progs or use another provider.');
+    if (btrfs === null)
+      throw providerFailed('the btrfs command is missing; install btrfs-progs or use another provider.');
     return btrfs;
   }
 }

@@ -22,7 +22,9 @@ export async function subvolumeRoot(physical: string): Promise<string> {
     currentStats = parentStats;
   }
   if (!currentStats.isDirectory() || currentStats.ino !== SUBVOLUME_ROOT_INODE) {
-    throw providerFailed(`cannot find the btrfs subvolume holding ${physical} (${current} has inode ${currentStats.ino}, not ${SUBVOLUME_ROOT_INODE}); is it on btrfs?`);
+    throw providerFailed(
+      `cannot find the btrfs subvolume holding ${physical} (${current} has inode ${currentStats.ino}, not ${SUBVOLUME_ROOT_INODE}); is it on btrfs?`,
+    );
   }
   return current;
 }

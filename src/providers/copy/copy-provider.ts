@@ -1,9 +1,21 @@
 import { isAbsolute, join } from 'node:path';
-import type { CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport } from '../../model/index.ts';
+import type {
+  CallOptions,
+  Provider,
+  ProviderSnapshot,
+  ProviderSnapshotRequest,
+  ProviderSupport,
+} from '../../model/index.ts';
 import { canonicalPath } from '../mounts.ts';
 import { providerFailed, providerOperation, throwIfAborted } from '../provider-error.ts';
 import {
-  copyIntoSet, createSetDir, parseSetDirsHandle, removeSetDir, resolvePaths, setDirsHandle, SNAPSHOT_STORE,
+  copyIntoSet,
+  createSetDir,
+  parseSetDirsHandle,
+  removeSetDir,
+  resolvePaths,
+  setDirsHandle,
+  SNAPSHOT_STORE,
 } from '../snapshot-layout.ts';
 
 /**
@@ -15,37 +27,54 @@ export class CopyProvider implements Provider {
   readonly name = 'copy' as const;
 
   async supports(_path: string, _options: CallOptions = {}): Promise<ProviderSupport> {
-    return { ok: true, reason: 'copies the files into the staging directory while the writers are frozen', level: 'crash' };
+    return {
+      ok: true,
+      reason: 'copies the files into the staging directory while the writers are frozen',
+      level: 'crash',
+    };
   }
 
   async prepare(request: ProviderSnapshotRequest, _options: CallOptions = {}): Promise<void> {
     if (!isAbsolute(request.stagingDir)) {
-      throw providerFailed(`the staging directory ${request.stagingDir} is not an absolute path; configure an absolute one.`);
+      throw providerFailed(
+        `the staging directory ${request.stagingDir} is not an absolute path; configure an absolute one.`,
+      );
     }
   }
 
   async commit(request: ProviderSnapshotRequest, options: CallOptions = {}): Promise<ProviderSnapshot> {
-    return providerOperation(`the copy snapshot of set ${request.setId}`, options.signal, async () => {
-      throwIfAborted(options.signal, `the copy snapshot of set ${request.setId}`);
-      await this.prepare(request);
-      const staging = await canonicalPath(request.stagingDir);
-      const setDir = join(staging, request.setId);
-      const paths = await resolvePaths(request.paths);
-      await createSetDir(setDir);
-      try {
-        const copied = await copyIntoSet(setDir, paths, {
-          signal: options.signal,
-          clone: 'auto',
-          exclude: new Set([staging]),
-          skipNames: new Set([SNAPSHOT_STORE]),
-          ...(request.known ? { known: request.known } : {}),
-        });
-        return { provider: this.name, setId: request.setId, paths: copied.paths, handle: setDirsHandle([setDir]), unchanged: copied.unchanged };
-      } catch (error) {
-        await removeSetDir(setDir, { removeEmptyParent: false });
-        throw error;
-      }
-    }, 'Check the staging directory has room and the paths are readable.');
+    return providerOperation(
+      `the copy snapshot of set ${request.setId}`,
+      options.signal,
+      async () => {
+        throwIfAborted(options.signal, `the copy snapshot of set ${request.setId}`);
+        await this.prepare(request);
+        const staging = await canonicalPath(request.stagingDir);
+        const setDir = join(staging, request.setId);
+        const paths = await resolvePaths(request.paths);
+        await createSetDir(setDir);
+        try {
+          const copied = await copyIntoSet(setDir, paths, {
+            signal: options.signal,
+            clone: 'auto',
+            exclude: new Set([staging]),
+            skipNames: new Set([SNAPSHOT_STORE]),
+            ...(request.known ? { known: request.known } : {}),
+          });
+          return {
+            provider: this.name,
+            setId: request.setId,
+            paths: copied.paths,
+            handle: setDirsHandle([setDir]),
+            unchanged: copied.unchanged,
+          };
+        } catch (error) {
+          await removeSetDir(setDir, { removeEmptyParent: false });
+          throw error;
+        }
+      },
+      'Check the staging directory has room and the paths are readable.',
+    );
   }
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {

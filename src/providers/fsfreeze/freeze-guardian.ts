@@ -46,12 +46,16 @@ interface Exit {
  */
 export async function freezeWithGuardian(mountPoint: string, options: FreezeGuardianOptions): Promise<FreezeGuardian> {
   const seconds = String(Math.max(1, Math.ceil(options.maxFrozenMs / 1000)));
-  const child = spawn('/bin/sh', ['-c', GUARDIAN_SCRIPT, 'quiesce-freeze-guardian', mountPoint, options.fsfreeze, options.timeout, seconds], {
-    detached: true,
-    cwd: '/',
-    env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    '/bin/sh',
+    ['-c', GUARDIAN_SCRIPT, 'quiesce-freeze-guardian', mountPoint, options.fsfreeze, options.timeout, seconds],
+    {
+      detached: true,
+      cwd: '/',
+      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   let stdout = '';
   let stderr = '';
   let thawRequested = false;

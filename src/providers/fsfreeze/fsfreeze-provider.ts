@@ -1,12 +1,25 @@
 import { join } from 'node:path';
 import type {
-  CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport, SnapshotPath, UnchangedFile,
+  CallOptions,
+  Provider,
+  ProviderSnapshot,
+  ProviderSnapshotRequest,
+  ProviderSupport,
+  SnapshotPath,
+  UnchangedFile,
 } from '../../model/index.ts';
 import { canonicalPath, findMount, mountOf, nearestExisting, readMounts, type Mount } from '../mounts.ts';
 import { asProviderFailure, providerFailed, providerOperation, throwIfAborted } from '../provider-error.ts';
 import { findCommand, isRoot } from '../run-command.ts';
 import {
-  copyIntoSet, createSetDir, parseSetDirsHandle, removeSetDir, resolvePaths, setDirsHandle, SNAPSHOT_STORE, type ResolvedPath,
+  copyIntoSet,
+  createSetDir,
+  parseSetDirsHandle,
+  removeSetDir,
+  resolvePaths,
+  setDirsHandle,
+  SNAPSHOT_STORE,
+  type ResolvedPath,
 } from '../snapshot-layout.ts';
 import { freezeWithGuardian, type FreezeGuardian } from './freeze-guardian.ts';
 
@@ -54,7 +67,11 @@ export class FsfreezeProvider implements Provider {
     const mount = await findMount(await nearestExisting(path), options);
     const refusal = refuseToFreeze(mount);
     if (refusal !== null) return { ok: false, reason: refusal, level };
-    return { ok: true, reason: `freezes ${mount.mountPoint} (${mount.fsType}) while copying into the staging directory`, level };
+    return {
+      ok: true,
+      reason: `freezes ${mount.mountPoint} (${mount.fsType}) while copying into the staging directory`,
+      level,
+    };
   }
 
   async prepare(request: ProviderSnapshotRequest, options: CallOptions = {}): Promise<void> {
@@ -63,60 +80,72 @@ export class FsfreezeProvider implements Provider {
 
   async commit(request: ProviderSnapshotRequest, options: CallOptions = {}): Promise<ProviderSnapshot> {
     const doing = `the fsfreeze snapshot of set ${request.setId}`;
-    return providerOperation(doing, options.signal, async () => {
-      throwIfAborted(options.signal, doing);
-      const [fsfreeze, timeout] = await Promise.all([findCommand('fsfreeze'), findCommand('timeout')]);
-      if (fsfreeze === null || timeout === null) {
-        throw providerFailed('the fsfreeze provider needs the fsfreeze and timeout commands (util-linux, coreutils); install them or use another provider.');
-      }
-      const plan = await this.plan(request, options);
-      const setDir = join(plan.staging, request.setId);
-      await createSetDir(setDir);
-      const frozenTooLong = AbortSignal.timeout(this.maxFrozenMs);
-      const signal = AbortSignal.any([frozenTooLong, ...(options.signal ? [options.signal] : [])]);
-      const guardians: FreezeGuardian[] = [];
-      try {
-        const frozen = await Promise.allSettled([...plan.groups.values()].map(({ mount }) =>
-          freezeWithGuardian(mount.mountPoint, { maxFrozenMs: this.maxFrozenMs, fsfreeze, timeout, signal })));
-        for (const result of frozen) if (result.status === 'fulfilled') guardians.push(result.value);
-        const refused = frozen.find((result) => result.status === 'rejected');
-        if (refused !== undefined) throw asProviderFailure(refused.reason, doing);
-
-        const paths: SnapshotPath[] = [];
-        const unchanged: UnchangedFile[] = [];
-        for (const { paths: group } of plan.groups.values()) {
-          const copied = await copyIntoSet(setDir, group, {
-            signal,
-            clone: 'auto',
-            exclude: new Set([plan.staging]),
-            skipNames: new Set([SNAPSHOT_STORE]),
-            stopAt: plan.mountPoints,
-            ...(request.known ? { known: request.known } : {}),
-          });
-          paths.push(...copied.paths);
-          unchanged.push(...copied.unchanged);
-        }
-        const early = guardians.find((guardian) => guardian.thawedEarly);
-        if (early !== undefined) {
-          throw providerFailed(`${early.mountPoint} thawed before the copy ended (the guardian's ${this.maxFrozenMs} ms ran out); raise maxFrozenMs or use a snapshotting provider (btrfs, reflink).`);
-        }
-        await thawAll(guardians.splice(0));
-        return { provider: this.name, setId: request.setId, paths, handle: setDirsHandle([setDir]), unchanged };
-      } catch (error) {
-        try {
-          await thawAll(guardians); // a thaw failure is the more urgent news
-        } finally {
-          await removeSetDir(setDir, { removeEmptyParent: false });
-        }
-        if (frozenTooLong.aborted && !options.signal?.aborted) {
+    return providerOperation(
+      doing,
+      options.signal,
+      async () => {
+        throwIfAborted(options.signal, doing);
+        const [fsfreeze, timeout] = await Promise.all([findCommand('fsfreeze'), findCommand('timeout')]);
+        if (fsfreeze === null || timeout === null) {
           throw providerFailed(
-            `${doing} was cancelled: freezing and copying took longer than ${this.maxFrozenMs} ms, the longest a file system may stay frozen; ` +
-              'snapshot less data with fsfreeze, raise maxFrozenMs, or use a snapshotting provider (btrfs, reflink).',
+            'the fsfreeze provider needs the fsfreeze and timeout commands (util-linux, coreutils); install them or use another provider.',
           );
         }
-        throw error;
-      }
-    }, 'Check the staging directory has room and the paths are readable.');
+        const plan = await this.plan(request, options);
+        const setDir = join(plan.staging, request.setId);
+        await createSetDir(setDir);
+        const frozenTooLong = AbortSignal.timeout(this.maxFrozenMs);
+        const signal = AbortSignal.any([frozenTooLong, ...(options.signal ? [options.signal] : [])]);
+        const guardians: FreezeGuardian[] = [];
+        try {
+          const frozen = await Promise.allSettled(
+            [...plan.groups.values()].map(({ mount }) =>
+              freezeWithGuardian(mount.mountPoint, { maxFrozenMs: this.maxFrozenMs, fsfreeze, timeout, signal }),
+            ),
+          );
+          for (const result of frozen) if (result.status === 'fulfilled') guardians.push(result.value);
+          const refused = frozen.find((result) => result.status === 'rejected');
+          if (refused !== undefined) throw asProviderFailure(refused.reason, doing);
+
+          const paths: SnapshotPath[] = [];
+          const unchanged: UnchangedFile[] = [];
+          for (const { paths: group } of plan.groups.values()) {
+            const copied = await copyIntoSet(setDir, group, {
+              signal,
+              clone: 'auto',
+              exclude: new Set([plan.staging]),
+              skipNames: new Set([SNAPSHOT_STORE]),
+              stopAt: plan.mountPoints,
+              ...(request.known ? { known: request.known } : {}),
+            });
+            paths.push(...copied.paths);
+            unchanged.push(...copied.unchanged);
+          }
+          const early = guardians.find((guardian) => guardian.thawedEarly);
+          if (early !== undefined) {
+            throw providerFailed(
+              `${early.mountPoint} thawed before the copy ended (the guardian's ${this.maxFrozenMs} ms ran out); raise maxFrozenMs or use a snapshotting provider (btrfs, reflink).`,
+            );
+          }
+          await thawAll(guardians.splice(0));
+          return { provider: this.name, setId: request.setId, paths, handle: setDirsHandle([setDir]), unchanged };
+        } catch (error) {
+          try {
+            await thawAll(guardians); // a thaw failure is the more urgent news
+          } finally {
+            await removeSetDir(setDir, { removeEmptyParent: false });
+          }
+          if (frozenTooLong.aborted && !options.signal?.aborted) {
+            throw providerFailed(
+              `${doing} was cancelled: freezing and copying took longer than ${this.maxFrozenMs} ms, the longest a file system may stay frozen; ` +
+                'snapshot less data with fsfreeze, raise maxFrozenMs, or use a snapshotting provider (btrfs, reflink).',
+            );
+          }
+          throw error;
+        }
+      },
+      'Check the staging directory has room and the paths are readable.',
+    );
   }
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
@@ -152,8 +181,10 @@ export class FsfreezeProvider implements Provider {
 
 /** Why this mount must not be frozen, or null. */
 function refuseToFreeze(mount: Mount): string | null {
-  if (mount.mountPoint === '/') return 'it is on the root file system, which is never frozen (the system and quiesce itself run from it)';
-  if (!FREEZABLE.has(mount.fsType)) return `${mount.mountPoint} is ${mount.fsType}, which cannot be frozen (only ${[...FREEZABLE].join(', ')})`;
+  if (mount.mountPoint === '/')
+    return 'it is on the root file system, which is never frozen (the system and quiesce itself run from it)';
+  if (!FREEZABLE.has(mount.fsType))
+    return `${mount.mountPoint} is ${mount.fsType}, which cannot be frozen (only ${[...FREEZABLE].join(', ')})`;
   if (mount.readOnly) return `${mount.mountPoint} is mounted read-only; the copy provider captures it without freezing`;
   return null;
 }

@@ -2,13 +2,26 @@ import { constants } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type {
-  CallOptions, Provider, ProviderSnapshot, ProviderSnapshotRequest, ProviderSupport, SnapshotPath, UnchangedFile,
+  CallOptions,
+  Provider,
+  ProviderSnapshot,
+  ProviderSnapshotRequest,
+  ProviderSupport,
+  SnapshotPath,
+  UnchangedFile,
 } from '../../model/index.ts';
 import { removeTree } from '../fs-tree.ts';
 import { findMount, mountOf, nearestExisting, readMounts, type Mount } from '../mounts.ts';
 import { asProviderFailure, isErrno, providerOperation, throwIfAborted } from '../provider-error.ts';
 import {
-  copyIntoSet, createSetDir, parseSetDirsHandle, removeSetDir, resolvePaths, setDirsHandle, SNAPSHOT_STORE, type ResolvedPath,
+  copyIntoSet,
+  createSetDir,
+  parseSetDirsHandle,
+  removeSetDir,
+  resolvePaths,
+  setDirsHandle,
+  SNAPSHOT_STORE,
+  type ResolvedPath,
 } from '../snapshot-layout.ts';
 
 /**
@@ -26,53 +39,68 @@ export class ReflinkProvider implements Provider {
     if (mount.readOnly) return { ok: false, reason: `${mount.mountPoint} is mounted read-only`, level };
     const failure = await probeClone(mount);
     if (failure !== null) return { ok: false, reason: failure, level };
-    return { ok: true, reason: `clones files on ${mount.mountPoint} (${mount.fsType}) into ${join(mount.mountPoint, SNAPSHOT_STORE)}`, level };
+    return {
+      ok: true,
+      reason: `clones files on ${mount.mountPoint} (${mount.fsType}) into ${join(mount.mountPoint, SNAPSHOT_STORE)}`,
+      level,
+    };
   }
 
   async prepare(_request: ProviderSnapshotRequest, _options: CallOptions = {}): Promise<void> {}
 
   async commit(request: ProviderSnapshotRequest, options: CallOptions = {}): Promise<ProviderSnapshot> {
     const doing = `the reflink snapshot of set ${request.setId}`;
-    return providerOperation(doing, options.signal, async () => {
-      throwIfAborted(options.signal, doing);
-      const [mounts, paths] = await Promise.all([readMounts(options), resolvePaths(request.paths)]);
-      const groups = new Map<string, { mount: Mount; paths: ResolvedPath[] }>();
-      for (const path of paths) {
-        const mount = mountOf(path.physical, mounts);
-        const group = groups.get(mount.mountPoint) ?? { mount, paths: [] };
-        group.paths.push(path);
-        groups.set(mount.mountPoint, group);
-      }
-      const mountPoints = new Set(mounts.map((m) => m.mountPoint));
-      const setDirs: string[] = [];
-      try {
-        const snapshots: SnapshotPath[] = [];
-        const unchanged: UnchangedFile[] = [];
-        for (const { mount, paths: group } of groups.values()) {
-          const store = join(mount.mountPoint, SNAPSHOT_STORE);
-          const setDir = join(store, request.setId);
-          await createSetDir(setDir);
-          setDirs.push(setDir);
-          const copied = await copyIntoSet(setDir, group, {
-            signal: options.signal,
-            clone: 'force',
-            exclude: new Set([store]),
-            skipNames: new Set([SNAPSHOT_STORE]),
-            stopAt: mountPoints,
-            ...(request.known ? { known: request.known } : {}),
-          });
-          snapshots.push(...copied.paths);
-          unchanged.push(...copied.unchanged);
+    return providerOperation(
+      doing,
+      options.signal,
+      async () => {
+        throwIfAborted(options.signal, doing);
+        const [mounts, paths] = await Promise.all([readMounts(options), resolvePaths(request.paths)]);
+        const groups = new Map<string, { mount: Mount; paths: ResolvedPath[] }>();
+        for (const path of paths) {
+          const mount = mountOf(path.physical, mounts);
+          const group = groups.get(mount.mountPoint) ?? { mount, paths: [] };
+          group.paths.push(path);
+          groups.set(mount.mountPoint, group);
         }
-        return { provider: this.name, setId: request.setId, paths: snapshots, handle: setDirsHandle(setDirs), unchanged };
-      } catch (error) {
-        for (const setDir of setDirs) await removeSetDir(setDir, { removeEmptyParent: true });
-        if (isErrno(error, 'EXDEV', 'EOPNOTSUPP', 'ENOTSUP', 'EINVAL')) {
-          throw asProviderFailure(error, doing, 'The file system cannot clone these files; use another provider.');
+        const mountPoints = new Set(mounts.map((m) => m.mountPoint));
+        const setDirs: string[] = [];
+        try {
+          const snapshots: SnapshotPath[] = [];
+          const unchanged: UnchangedFile[] = [];
+          for (const { mount, paths: group } of groups.values()) {
+            const store = join(mount.mountPoint, SNAPSHOT_STORE);
+            const setDir = join(store, request.setId);
+            await createSetDir(setDir);
+            setDirs.push(setDir);
+            const copied = await copyIntoSet(setDir, group, {
+              signal: options.signal,
+              clone: 'force',
+              exclude: new Set([store]),
+              skipNames: new Set([SNAPSHOT_STORE]),
+              stopAt: mountPoints,
+              ...(request.known ? { known: request.known } : {}),
+            });
+            snapshots.push(...copied.paths);
+            unchanged.push(...copied.unchanged);
+          }
+          return {
+            provider: this.name,
+            setId: request.setId,
+            paths: snapshots,
+            handle: setDirsHandle(setDirs),
+            unchanged,
+          };
+        } catch (error) {
+          for (const setDir of setDirs) await removeSetDir(setDir, { removeEmptyParent: true });
+          if (isErrno(error, 'EXDEV', 'EOPNOTSUPP', 'ENOTSUP', 'EINVAL')) {
+            throw asProviderFailure(error, doing, 'The file system cannot clone these files; use another provider.');
+          }
+          throw error;
         }
-        throw error;
-      }
-    }, 'Check the file system has room for the metadata of the clones.');
+      },
+      'Check the file system has room for the metadata of the clones.',
+    );
   }
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {

@@ -21,7 +21,9 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 /** Pages of `path` in the page cache, by util-linux's fincore; null where it is missing. */
 function cachedPages(path: string): number | null {
   try {
-    return Number(execFileSync('fincore', ['--raw', '--noheadings', '--output', 'PAGES', path], { encoding: 'utf8' }).trim());
+    return Number(
+      execFileSync('fincore', ['--raw', '--noheadings', '--output', 'PAGES', path], { encoding: 'utf8' }).trim(),
+    );
   } catch {
     return null;
   }
@@ -45,7 +47,11 @@ test('writeAt writes aligned pieces directly and the rest buffered, and the file
       ];
       let position = 0;
       for (const piece of pieces) {
-        assert.equal(await writeAt(direct, buffered, piece, position), direct !== null, 'nothing here makes direct writes fail');
+        assert.equal(
+          await writeAt(direct, buffered, piece, position),
+          direct !== null,
+          'nothing here makes direct writes fail',
+        );
         position += piece.length;
       }
       assert.deepEqual(await readFile(path), Buffer.concat(pieces));
@@ -76,7 +82,7 @@ test('memory the kernel will not write directly falls back to buffered writes, l
     }
   }));
 
-test('a pack streamed into a local repository bypasses the page cache, so a backup does not evict the applications\' cached pages', (t) =>
+test("a pack streamed into a local repository bypasses the page cache, so a backup does not evict the applications' cached pages", (t) =>
   withDir(async (dir) => {
     await mkdir(join(dir, 'repo'));
     const backend = new FsBackend(join(dir, 'repo'));

@@ -57,7 +57,12 @@ export async function openDirect(path: string): Promise<FileHandle | null> {
  * kernel refuses, as it does for memory that is not aligned) through `buffered`. Answers
  * whether the direct handle is still worth trying.
  */
-export async function writeAt(direct: FileHandle | null, buffered: FileHandle, data: Uint8Array, position: number): Promise<boolean> {
+export async function writeAt(
+  direct: FileHandle | null,
+  buffered: FileHandle,
+  data: Uint8Array,
+  position: number,
+): Promise<boolean> {
   let offset = 0;
   let useDirect = direct !== null;
   while (offset < data.length) {

@@ -2,7 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { CallOptions } from '../../model/index.ts';
-import { BackendError, OBJECT_TYPES, type Backend, type LoadOptions, type ObjectInfo, type ObjectType, type ObjectWriter } from './backend.ts';
+import {
+  BackendError,
+  OBJECT_TYPES,
+  type Backend,
+  type LoadOptions,
+  type ObjectInfo,
+  type ObjectType,
+  type ObjectWriter,
+} from './backend.ts';
 import { CONFIG_NAME, TEMP_PREFIX, describeObject, isObjectName, objectSegments } from './object-path.ts';
 import { checkRange } from './range.ts';
 import { openDirect, writeAt } from './direct-io.ts';
@@ -52,7 +60,10 @@ export class FsBackend implements Backend {
       const entries = await readdir(root);
       const foreign = entries.filter((entry) => !LAYOUT.has(entry) && !entry.startsWith(TEMP_PREFIX));
       if (foreign.length > 0) {
-        const shown = foreign.slice(0, 3).map((entry) => JSON.stringify(entry)).join(', ');
+        const shown = foreign
+          .slice(0, 3)
+          .map((entry) => JSON.stringify(entry))
+          .join(', ');
         throw new BackendError(
           `cannot create a repository in ${root}: the directory is not empty and is not a quiesce repository ` +
             `(it holds ${shown}${foreign.length > 3 ? ` and ${foreign.length - 3} more` : ''}). Choose an empty or new directory.`,
@@ -71,10 +82,13 @@ export class FsBackend implements Backend {
       if (error instanceof BackendError) throw error;
       if (options.signal?.aborted) throw options.signal.reason;
       if (isErrno(error, 'ENOSPC', 'EDQUOT')) {
-        throw new BackendError(`cannot create a repository in ${root}: the disk is full (or a quota is used up). Free some space and try again.`, {
-          cause: error,
-          noSpace: true,
-        });
+        throw new BackendError(
+          `cannot create a repository in ${root}: the disk is full (or a quota is used up). Free some space and try again.`,
+          {
+            cause: error,
+            noSpace: true,
+          },
+        );
       }
       if (isErrno(error, 'EEXIST', 'ENOTDIR')) {
         throw new BackendError(`cannot create a repository in ${root}: it is not a directory`, { cause: error });
@@ -94,7 +108,7 @@ export class FsBackend implements Backend {
     let handle: FileHandle | undefined;
     try {
       handle = await this.openTemp(temp);
-      for (let offset = 0; offset < data.length; ) {
+      for (let offset = 0; offset < data.length;) {
         signal?.throwIfAborted();
         const { bytesWritten } = await handle.write(data, offset, Math.min(WRITE_SLICE, data.length - offset), offset);
         offset += bytesWritten;
@@ -127,7 +141,10 @@ export class FsBackend implements Backend {
       handle = await open(path, 'r');
       if (range === undefined) return await handle.readFile(signal === undefined ? {} : { signal });
       const given = options.into?.(range.length);
-      const buffer = given === undefined ? Buffer.allocUnsafe(range.length) : Buffer.from(given.buffer, given.byteOffset, range.length);
+      const buffer =
+        given === undefined
+          ? Buffer.allocUnsafe(range.length)
+          : Buffer.from(given.buffer, given.byteOffset, range.length);
       let done = 0;
       while (done < range.length) {
         signal?.throwIfAborted();
@@ -155,7 +172,8 @@ export class FsBackend implements Backend {
     options.signal?.throwIfAborted();
     try {
       const info = await lstat(path);
-      if (!info.isFile()) throw new BackendError(`stat ${describeObject(type, name)} in ${this.location}: not a regular file`);
+      if (!info.isFile())
+        throw new BackendError(`stat ${describeObject(type, name)} in ${this.location}: not a regular file`);
       return { name, size: info.size };
     } catch (error) {
       throw this.failure(error, 'stat', type, name, options.signal);
@@ -198,7 +216,9 @@ export class FsBackend implements Backend {
       return (await lstat(join(this.location, CONFIG_NAME))).isFile();
     } catch (error) {
       if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
-      throw new BackendError(`cannot tell whether ${this.location} holds a repository: ${messageOf(error)}`, { cause: error });
+      throw new BackendError(`cannot tell whether ${this.location} holds a repository: ${messageOf(error)}`, {
+        cause: error,
+      });
     }
   }
 
@@ -273,11 +293,14 @@ export class FsBackend implements Backend {
       },
       read: async (offset, length) => {
         checkRange({ offset, length }, `the new ${type} object`);
-        if (offset + length > size) throw new BackendError(`the new ${type} object in ${this.location} has only ${size} bytes written, not ${offset + length}`);
+        if (offset + length > size)
+          throw new BackendError(
+            `the new ${type} object in ${this.location} has only ${size} bytes written, not ${offset + length}`,
+          );
         // Once committed, it is read as the object it became.
         if (committed !== undefined) return this.load(type, committed, { offset, length });
         const buffer = Buffer.allocUnsafe(length);
-        for (let got = 0; got < length; ) {
+        for (let got = 0; got < length;) {
           const { bytesRead } = await file.read(buffer, got, length - got, offset + got);
           if (bytesRead === 0) throw new BackendError(`the new ${type} object in ${this.location} ends early`);
           got += bytesRead;
@@ -365,7 +388,11 @@ export class FsBackend implements Backend {
   }
 
   /** The size of a regular file, or undefined if it is gone (removed while listing) or not a file. */
-  private async statIfPresent(path: string, type: ObjectType, signal: AbortSignal | undefined): Promise<number | undefined> {
+  private async statIfPresent(
+    path: string,
+    type: ObjectType,
+    signal: AbortSignal | undefined,
+  ): Promise<number | undefined> {
     try {
       const info = await lstat(path);
       return info.isFile() ? info.size : undefined;
@@ -376,7 +403,13 @@ export class FsBackend implements Backend {
   }
 
   /** Any error as what the contract promises: the abort reason, or a `BackendError` naming the object. */
-  private failure(error: unknown, doing: 'save' | 'load' | 'stat' | 'list' | 'remove', type: ObjectType, name: string | undefined, signal: AbortSignal | undefined): unknown {
+  private failure(
+    error: unknown,
+    doing: 'save' | 'load' | 'stat' | 'list' | 'remove',
+    type: ObjectType,
+    name: string | undefined,
+    signal: AbortSignal | undefined,
+  ): unknown {
     if (signal?.aborted) return signal.reason;
     if (error instanceof BackendError) return error;
     const object = name === undefined ? `${type} objects` : describeObject(type, name);

@@ -35,7 +35,9 @@ export async function openBackend(location: string, options: OpenBackendOptions 
   if (location.startsWith('file://')) {
     path = fileURLToPath(location);
   } else if (/^[a-z][a-z0-9+.-]*:/i.test(location) && !isAbsolute(location)) {
-    throw new BackendError(`unsupported repository location ${JSON.stringify(location)}: use a local path or s3://bucket/prefix`);
+    throw new BackendError(
+      `unsupported repository location ${JSON.stringify(location)}: use a local path or s3://bucket/prefix`,
+    );
   }
   return options.create === true ? await FsBackend.create(path, options) : new FsBackend(resolve(path));
 }

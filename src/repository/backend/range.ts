@@ -10,9 +10,17 @@ export function checkRange(options: LoadOptions, object: string): ByteRange | un
   const { offset, length } = options;
   if (offset === undefined && length === undefined) return undefined;
   if (offset === undefined || length === undefined) {
-    throw new BackendError(`load ${object}: offset and length must be given together (got offset ${offset}, length ${length})`);
+    throw new BackendError(
+      `load ${object}: offset and length must be given together (got offset ${offset}, length ${length})`,
+    );
   }
-  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 || length > 0x7fff_ffff) {
+  if (
+    !Number.isSafeInteger(offset) ||
+    offset < 0 ||
+    !Number.isSafeInteger(length) ||
+    length < 0 ||
+    length > 0x7fff_ffff
+  ) {
     throw new BackendError(`load ${object}: invalid range (offset ${offset}, length ${length})`);
   }
   return { offset, length };

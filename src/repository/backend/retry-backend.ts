@@ -27,13 +27,36 @@ export interface RetryOptions {
 }
 
 const NETWORK_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN',
-  'EAI_AGAIN', 'ENOTFOUND', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_SOCKET_CONNECTION_TIMEOUT', 'UND_ERR_SOCKET',
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'ERR_SOCKET_CONNECTION_TIMEOUT',
+  'UND_ERR_SOCKET',
 ]);
 const TRANSIENT_S3_CODES = new Set([
-  'SlowDown', 'Throttling', 'ThrottlingException', 'ThrottledException', 'RequestThrottled', 'RequestThrottledException',
-  'TooManyRequestsException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'BandwidthLimitExceeded',
-  'RequestTimeout', 'RequestTimeoutException', 'InternalError', 'ServiceUnavailable', 'TimeoutError',
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'ThrottledException',
+  'RequestThrottled',
+  'RequestThrottledException',
+  'TooManyRequestsException',
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'BandwidthLimitExceeded',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'InternalError',
+  'ServiceUnavailable',
+  'TimeoutError',
 ]);
 
 /**
@@ -46,7 +69,11 @@ export function isTransient(error: unknown): boolean {
   for (let current: unknown = error, depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
     if (typeof current !== 'object') return false;
     const { name, code, Code, $metadata, $retryable } = current as {
-      name?: unknown; code?: unknown; Code?: unknown; $metadata?: { httpStatusCode?: unknown }; $retryable?: unknown;
+      name?: unknown;
+      code?: unknown;
+      Code?: unknown;
+      $metadata?: { httpStatusCode?: unknown };
+      $retryable?: unknown;
     };
     if (name === 'AbortError') return false;
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
@@ -80,7 +107,10 @@ export class RetryBackend implements Backend {
   private readonly transient: (error: unknown) => boolean;
   private readonly onRetry: ((event: RetryEvent) => void) | undefined;
 
-  constructor(readonly inner: Backend, options: RetryOptions = {}) {
+  constructor(
+    readonly inner: Backend,
+    options: RetryOptions = {},
+  ) {
     this.location = inner.location;
     this.maxAttempts = Math.max(1, options.maxAttempts ?? 10);
     this.initialDelayMs = options.initialDelayMs ?? 500;
@@ -91,7 +121,9 @@ export class RetryBackend implements Backend {
   }
 
   save(type: ObjectType, name: string, data: Uint8Array, options: CallOptions = {}): Promise<void> {
-    return this.retry({ operation: 'save', type, name }, options.signal, () => this.inner.save(type, name, data, options));
+    return this.retry({ operation: 'save', type, name }, options.signal, () =>
+      this.inner.save(type, name, data, options),
+    );
   }
 
   load(type: ObjectType, name: string, options: LoadOptions = {}): Promise<Buffer> {
@@ -103,7 +135,9 @@ export class RetryBackend implements Backend {
   }
 
   remove(type: ObjectType, name: string, options: CallOptions = {}): Promise<void> {
-    return this.retry({ operation: 'remove', type, name }, options.signal, () => this.inner.remove(type, name, options));
+    return this.retry({ operation: 'remove', type, name }, options.signal, () =>
+      this.inner.remove(type, name, options),
+    );
   }
 
   exists(options: CallOptions = {}): Promise<boolean> {
@@ -131,7 +165,11 @@ export class RetryBackend implements Backend {
     return this.inner.close();
   }
 
-  private async retry<T>(what: Omit<RetryEvent, 'attempt' | 'delayMs' | 'error'>, signal: AbortSignal | undefined, operation: () => Promise<T>): Promise<T> {
+  private async retry<T>(
+    what: Omit<RetryEvent, 'attempt' | 'delayMs' | 'error'>,
+    signal: AbortSignal | undefined,
+    operation: () => Promise<T>,
+  ): Promise<T> {
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       try {
@@ -143,7 +181,13 @@ export class RetryBackend implements Backend {
   }
 
   /** Waits before the next attempt, or throws: the error itself if permanent, or a summary once out of attempts or time. */
-  private async backoff(what: Omit<RetryEvent, 'attempt' | 'delayMs' | 'error'>, signal: AbortSignal | undefined, error: unknown, attempt: number, started: number): Promise<void> {
+  private async backoff(
+    what: Omit<RetryEvent, 'attempt' | 'delayMs' | 'error'>,
+    signal: AbortSignal | undefined,
+    error: unknown,
+    attempt: number,
+    started: number,
+  ): Promise<void> {
     if (signal?.aborted) throw signal.reason;
     if (!this.transient(error)) throw error;
     const base = Math.min(this.maxDelayMs, this.initialDelayMs * 2 ** (attempt - 1));
@@ -151,11 +195,14 @@ export class RetryBackend implements Backend {
     const elapsed = Date.now() - started;
     if (attempt >= this.maxAttempts || elapsed + delayMs > this.maxElapsedMs) {
       const message = error instanceof Error ? error.message : String(error);
-      throw new BackendError(`${message} (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'} over ${formatMs(elapsed)})`, {
-        cause: error,
-        notFound: error instanceof BackendError && error.notFound,
-        noSpace: error instanceof BackendError && error.noSpace,
-      });
+      throw new BackendError(
+        `${message} (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'} over ${formatMs(elapsed)})`,
+        {
+          cause: error,
+          notFound: error instanceof BackendError && error.notFound,
+          noSpace: error instanceof BackendError && error.noSpace,
+        },
+      );
     }
     this.onRetry?.({ ...what, attempt, delayMs, error });
     await sleep(delayMs, signal);

@@ -39,11 +39,15 @@ export function parseS3Location(location: string): { bucket: string; prefix: str
   const match = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(location);
   const bucket = match?.[1];
   if (match === null || bucket === undefined || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
-    throw new BackendError(`invalid S3 location ${JSON.stringify(location)}: expected s3://bucket or s3://bucket/prefix with a valid bucket name`);
+    throw new BackendError(
+      `invalid S3 location ${JSON.stringify(location)}: expected s3://bucket or s3://bucket/prefix with a valid bucket name`,
+    );
   }
   const prefix = (match[2] ?? '').replace(/^\/+|\/+$/g, '');
   if (prefix !== '' && prefix.split('/').some((part) => part === '' || part === '.' || part === '..')) {
-    throw new BackendError(`invalid S3 location ${JSON.stringify(location)}: the prefix has an empty, "." or ".." part`);
+    throw new BackendError(
+      `invalid S3 location ${JSON.stringify(location)}: the prefix has an empty, "." or ".." part`,
+    );
   }
   return { bucket, prefix };
 }
@@ -175,7 +179,9 @@ export class S3Backend implements Backend {
     const { signal } = options;
     signal?.throwIfAborted();
     try {
-      const response = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+      const response = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), {
+        abortSignal: signal,
+      });
       return { name, size: response.ContentLength ?? 0 };
     } catch (error) {
       throw this.failure(error, 'stat', type, name, signal);
@@ -199,7 +205,12 @@ export class S3Backend implements Backend {
       let page;
       try {
         page = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: base, MaxKeys: this.pageSize, ...(token === undefined ? {} : { ContinuationToken: token }) }),
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: base,
+            MaxKeys: this.pageSize,
+            ...(token === undefined ? {} : { ContinuationToken: token }),
+          }),
           { abortSignal: signal },
         );
       } catch (error) {
@@ -208,12 +219,21 @@ export class S3Backend implements Backend {
       for (const entry of page.Contents ?? []) {
         const rest = entry.Key?.slice(base.length) ?? '';
         const parts = rest.split('/');
-        const name = type === 'data' ? (parts.length === 2 && parts[0] === parts[1]?.slice(0, 2) ? parts[1] : undefined) : parts.length === 1 ? parts[0] : undefined;
+        const name =
+          type === 'data'
+            ? parts.length === 2 && parts[0] === parts[1]?.slice(0, 2)
+              ? parts[1]
+              : undefined
+            : parts.length === 1
+              ? parts[0]
+              : undefined;
         if (name !== undefined && isObjectName(type, name)) yield { name, size: entry.Size ?? 0 };
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
       if (page.IsTruncated === true && token === undefined) {
-        throw new BackendError(`cannot list ${type} objects in ${this.location}: the store said the listing goes on but gave no continuation token`);
+        throw new BackendError(
+          `cannot list ${type} objects in ${this.location}: the store said the listing goes on but gave no continuation token`,
+        );
       }
       signal?.throwIfAborted();
     } while (token !== undefined);
@@ -250,7 +270,13 @@ export class S3Backend implements Backend {
     return this.prefix === '' ? path : `${this.prefix}/${path}`;
   }
 
-  private shortRead(object: string, offset: number, length: number, size: number | undefined, cause?: unknown): BackendError {
+  private shortRead(
+    object: string,
+    offset: number,
+    length: number,
+    size: number | undefined,
+    cause?: unknown,
+  ): BackendError {
     return new BackendError(
       `load ${object} from ${this.location}: short read, wanted ${length} bytes at offset ${offset} but the object has ${size === undefined ? 'fewer' : size} bytes`,
       cause === undefined ? {} : { cause },
@@ -258,14 +284,23 @@ export class S3Backend implements Backend {
   }
 
   /** Any error as what the contract promises: the abort reason, or a `BackendError` naming the object. */
-  private failure(error: unknown, doing: 'save' | 'load' | 'stat' | 'list' | 'remove', type: ObjectType, name: string | undefined, signal: AbortSignal | undefined): unknown {
+  private failure(
+    error: unknown,
+    doing: 'save' | 'load' | 'stat' | 'list' | 'remove',
+    type: ObjectType,
+    name: string | undefined,
+    signal: AbortSignal | undefined,
+  ): unknown {
     if (signal?.aborted) return signal.reason;
     if (error instanceof BackendError) return error;
     const object = name === undefined ? `${type} objects` : describeObject(type, name);
     const code = errorCode(error);
     const status = httpStatus(error);
     if (code === 'NoSuchBucket') {
-      return new BackendError(`cannot ${doing} ${object} in ${this.location}: the bucket ${this.bucket} does not exist; create it first`, { cause: error });
+      return new BackendError(
+        `cannot ${doing} ${object} in ${this.location}: the bucket ${this.bucket} does not exist; create it first`,
+        { cause: error },
+      );
     }
     if (isNotFound(error) && (doing === 'load' || doing === 'stat')) {
       return new BackendError(`${object} not found in ${this.location}`, { cause: error, notFound: true });
@@ -278,8 +313,14 @@ export class S3Backend implements Backend {
       );
     }
     const detail = error instanceof Error ? error.message || error.name : String(error);
-    const what = [code !== undefined && code !== detail ? code : undefined, status === undefined ? undefined : `HTTP ${status}`].filter((x) => x !== undefined);
-    return new BackendError(`cannot ${doing} ${object} in ${this.location}: ${detail}${what.length > 0 ? ` (${what.join(', ')})` : ''}`, { cause: error });
+    const what = [
+      code !== undefined && code !== detail ? code : undefined,
+      status === undefined ? undefined : `HTTP ${status}`,
+    ].filter((x) => x !== undefined);
+    return new BackendError(
+      `cannot ${doing} ${object} in ${this.location}: ${detail}${what.length > 0 ? ` (${what.join(', ')})` : ''}`,
+      { cause: error },
+    );
   }
 }
 
@@ -304,13 +345,18 @@ async function readBody(response: GetObjectCommandOutput, signal: AbortSignal | 
 }
 
 /** Which bytes of the object a ranged GetObject answer holds, from its Content-Range (or a 200's whole object). */
-function servedRange(response: GetObjectCommandOutput, asked: number, received: number): { start: number; length: number; total: number | undefined } {
+function servedRange(
+  response: GetObjectCommandOutput,
+  asked: number,
+  received: number,
+): { start: number; length: number; total: number | undefined } {
   const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.ContentRange ?? '');
   if (match !== null) {
     const start = Number(match[1]);
     return { start, length: Number(match[2]) - start + 1, total: match[3] === '*' ? undefined : Number(match[3]) };
   }
-  if (response.$metadata.httpStatusCode === 206) return { start: asked, length: response.ContentLength ?? received, total: undefined };
+  if (response.$metadata.httpStatusCode === 206)
+    return { start: asked, length: response.ContentLength ?? received, total: undefined };
   return { start: 0, length: response.ContentLength ?? received, total: response.ContentLength ?? received };
 }
 

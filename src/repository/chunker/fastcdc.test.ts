@@ -48,7 +48,9 @@ describe('FastCDC chunker', () => {
     const reference = hashes(chunkAll(data, []));
     for (let round = 0; round < 20; round += 1) {
       const count = 1 + (randomBytes(1)[0]! % 40);
-      const splits = Array.from({ length: count }, () => randomBytes(4).readUInt32LE() % data.length).sort((a, b) => a - b);
+      const splits = Array.from({ length: count }, () => randomBytes(4).readUInt32LE() % data.length).sort(
+        (a, b) => a - b,
+      );
       assert.deepEqual(hashes(chunkAll(data, splits)), reference, `splits ${splits.join(',')}`);
     }
     // Tiny pieces, one byte at a time near a boundary region.
@@ -89,13 +91,19 @@ describe('FastCDC chunker', () => {
   test('empty input gives no chunk; short input gives one', () => {
     assert.deepEqual(chunkAll(new Uint8Array(0), []), []);
     const short = pseudoRandom(100);
-    assert.deepEqual(chunkAll(short, []).map((c) => Buffer.from(c)), [short]);
+    assert.deepEqual(
+      chunkAll(short, []).map((c) => Buffer.from(c)),
+      [short],
+    );
   });
 
   test('runs of zeros are cut at the maximum size', () => {
     const zeros = new Uint8Array(100_000);
     const sizes = chunkAll(zeros, []).map((c) => c.length);
     assert.ok(sizes.slice(0, -1).every((s) => s === params.maxSize || s >= params.minSize));
-    assert.equal(sizes.reduce((a, b) => a + b, 0), zeros.length);
+    assert.equal(
+      sizes.reduce((a, b) => a + b, 0),
+      zeros.length,
+    );
   });
 });

@@ -10,12 +10,25 @@ export interface ChunkerParams {
   maxSize: number;
 }
 
-export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = { minSize: 256 * 1024, avgSize: 1024 * 1024, maxSize: 4 * 1024 * 1024 };
+export const DEFAULT_CHUNKER_PARAMS: ChunkerParams = {
+  minSize: 256 * 1024,
+  avgSize: 1024 * 1024,
+  maxSize: 4 * 1024 * 1024,
+};
 
 export function validateChunkerParams(params: ChunkerParams): void {
   const { minSize, avgSize, maxSize } = params;
-  if (!Number.isInteger(minSize) || !Number.isInteger(avgSize) || !Number.isInteger(maxSize) || minSize < 64 || !(minSize < avgSize && avgSize < maxSize) || maxSize > 2 ** 30) {
-    throw new RangeError(`chunker sizes must be integers with 64 <= min < avg < max <= 1 GiB (got ${minSize}, ${avgSize}, ${maxSize})`);
+  if (
+    !Number.isInteger(minSize) ||
+    !Number.isInteger(avgSize) ||
+    !Number.isInteger(maxSize) ||
+    minSize < 64 ||
+    !(minSize < avgSize && avgSize < maxSize) ||
+    maxSize > 2 ** 30
+  ) {
+    throw new RangeError(
+      `chunker sizes must be integers with 64 <= min < avg < max <= 1 GiB (got ${minSize}, ${avgSize}, ${maxSize})`,
+    );
   }
 }
 
@@ -56,7 +69,15 @@ let scanCut = false;
  * index where it stopped, with `scanCut` telling whether that is a cut point and `scanHash` the
  * hash to carry on with (0 after a cut: the next chunk starts afresh).
  */
-function scanToward(data: Uint8Array, gear: Int32Array, i: number, n: number, room: number, mask: number, h: number): number {
+function scanToward(
+  data: Uint8Array,
+  gear: Int32Array,
+  i: number,
+  n: number,
+  room: number,
+  mask: number,
+  h: number,
+): number {
   const end = i + Math.min(room, n - i);
   const cut = gearScan(data, gear, i, end, mask, h);
   scanCut = cut >= 0;

@@ -28,7 +28,10 @@ describe('seal', () => {
     }
     assert.equal(tryOpenSealed(key, sealed.subarray(0, sealed.length - 1)), null);
     assert.equal(tryOpenSealed(Buffer.alloc(32, 2), sealed), null);
-    assert.throws(() => openSealed(key, sealed.subarray(3), 'pack abc'), (e: unknown) => e instanceof QuiesceError && e.code === 'damaged' && e.message.includes('pack abc'));
+    assert.throws(
+      () => openSealed(key, sealed.subarray(3), 'pack abc'),
+      (e: unknown) => e instanceof QuiesceError && e.code === 'damaged' && e.message.includes('pack abc'),
+    );
   });
 });
 

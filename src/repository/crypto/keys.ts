@@ -81,7 +81,9 @@ function scryptMemory(params: KdfParams): number {
 
 function passwordKey(password: string, salt: Uint8Array, params: KdfParams, options: CallOptions): Promise<Buffer> {
   if (scryptMemory(params) > MAX_SCRYPT_MEMORY) {
-    return Promise.reject(new QuiesceError('damaged', `key parameters N=${params.N} r=${params.r} need more than 1 GiB`));
+    return Promise.reject(
+      new QuiesceError('damaged', `key parameters N=${params.N} r=${params.r} need more than 1 GiB`),
+    );
   }
   options.signal?.throwIfAborted();
   return new Promise((resolve, reject) => {
@@ -96,7 +98,12 @@ function passwordKey(password: string, salt: Uint8Array, params: KdfParams, opti
 }
 
 /** A key file sealing `master` under `password`; its object name is the SHA-256 of its bytes. */
-export async function createKeyFile(master: Uint8Array, password: string, params: KdfParams = DEFAULT_KDF, options: CallOptions = {}): Promise<{ name: string; bytes: Buffer }> {
+export async function createKeyFile(
+  master: Uint8Array,
+  password: string,
+  params: KdfParams = DEFAULT_KDF,
+  options: CallOptions = {},
+): Promise<{ name: string; bytes: Buffer }> {
   KdfParamsSchema.parse(params);
   const salt = randomBytes(32);
   const key = await passwordKey(password, salt, params, options);
@@ -116,7 +123,11 @@ export async function createKeyFile(master: Uint8Array, password: string, params
 }
 
 /** The master secret in a key file if `password` opens it; null if not (or if it is no key file). */
-export async function openKeyFile(bytes: Uint8Array, password: string, options: CallOptions = {}): Promise<Buffer | null> {
+export async function openKeyFile(
+  bytes: Uint8Array,
+  password: string,
+  options: CallOptions = {},
+): Promise<Buffer | null> {
   let file: KeyFile;
   try {
     file = KeyFileSchema.parse(JSON.parse(Buffer.from(bytes).toString('utf8')));
@@ -130,7 +141,13 @@ export async function openKeyFile(bytes: Uint8Array, password: string, options: 
 }
 
 /** Seals `master` under another password and stores the key file; answers its name. */
-export async function addKey(backend: Backend, master: Uint8Array, password: string, params: KdfParams = DEFAULT_KDF, options: CallOptions = {}): Promise<string> {
+export async function addKey(
+  backend: Backend,
+  master: Uint8Array,
+  password: string,
+  params: KdfParams = DEFAULT_KDF,
+  options: CallOptions = {},
+): Promise<string> {
   const { name, bytes } = await createKeyFile(master, password, params, options);
   await backend.save('keys', name, bytes, options);
   return name;
@@ -184,10 +201,19 @@ export async function openMasterSecret(
     if (accept(master)) return { master, keyName: info.name };
   }
   if (tried === 0) {
-    throw new QuiesceError('not-a-repository', `the repository at ${backend.location} has no key: it is not a quiesce repository, or its keys were removed`);
+    throw new QuiesceError(
+      'not-a-repository',
+      `the repository at ${backend.location} has no key: it is not a quiesce repository, or its keys were removed`,
+    );
   }
   if (opened === 0) {
-    throw new QuiesceError('wrong-password', `the password does not open any key of the repository at ${backend.location}`);
+    throw new QuiesceError(
+      'wrong-password',
+      `the password does not open any key of the repository at ${backend.location}`,
+    );
   }
-  throw new QuiesceError('not-a-repository', `the config of the repository at ${backend.location} is unreadable (damaged, or written with other keys): it cannot be opened`);
+  throw new QuiesceError(
+    'not-a-repository',
+    `the config of the repository at ${backend.location} is unreadable (damaged, or written with other keys): it cannot be opened`,
+  );
 }

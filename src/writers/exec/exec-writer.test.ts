@@ -93,7 +93,13 @@ describe('exec writer', () => {
     await script(join(hooks, '.hidden'), log, 'hidden');
     await mkdir(join(hooks, '50-directory'));
 
-    const writer = createExecWriter({ name: 'cache', freeze: [freeze], thaw: [thaw], hooksDir: hooks, env: { EXTRA: 'x1' } });
+    const writer = createExecWriter({
+      name: 'cache',
+      freeze: [freeze],
+      thaw: [thaw],
+      hooksDir: hooks,
+      env: { EXTRA: 'x1' },
+    });
     await writer.freeze(ctx('set-1'));
     assert.deepEqual(await calls(log), [
       'pair-freeze freeze set-1 cache x1',
@@ -121,7 +127,8 @@ describe('exec writer', () => {
   });
 
   it('recognises the names the fsfreeze-hook convention ignores', () => {
-    for (const name of ['x~', 'x.dpkg-old', 'x.dpkg-dist', 'x.dpkg-new', 'x.rpmsave', 'x.bak', '.x']) assert.ok(isIgnoredHookName(name), name);
+    for (const name of ['x~', 'x.dpkg-old', 'x.dpkg-dist', 'x.dpkg-new', 'x.rpmsave', 'x.bak', '.x'])
+      assert.ok(isIgnoredHookName(name), name);
     for (const name of ['10-mysql', 'postgres', 'a.sh']) assert.ok(!isIgnoredHookName(name), name);
   });
 
@@ -130,7 +137,12 @@ describe('exec writer', () => {
     const freeze = await script(join(dir, 'pause'), log, 'pair-freeze');
     const thaw = await script(join(dir, 'resume'), log, 'pair-thaw');
     await script(join(hooks, '10-a'), log, 'a');
-    await script(join(hooks, '20-b'), log, 'b', 'if [ "$1" = freeze ]; then echo "flushing tables" >&2; echo "boom: cannot flush" >&2; exit 3; fi');
+    await script(
+      join(hooks, '20-b'),
+      log,
+      'b',
+      'if [ "$1" = freeze ]; then echo "flushing tables" >&2; echo "boom: cannot flush" >&2; exit 3; fi',
+    );
     await script(join(hooks, '30-c'), log, 'c');
     const writer = createExecWriter({ name: 'db', freeze: [freeze], thaw: [thaw], hooksDir: hooks });
 
@@ -161,7 +173,12 @@ describe('exec writer', () => {
     const { hooks, log, dir } = await freshDir();
     const childPid = join(dir, 'child.pid');
     await script(join(hooks, '10-a'), log, 'a');
-    await script(join(hooks, '20-hang'), log, 'hang', `if [ "$1" = freeze ]; then sleep 60 & echo $! > "${childPid}"; sleep 60; fi`);
+    await script(
+      join(hooks, '20-hang'),
+      log,
+      'hang',
+      `if [ "$1" = freeze ]; then sleep 60 & echo $! > "${childPid}"; sleep 60; fi`,
+    );
     const writer = createExecWriter({ name: 'slow', hooksDir: hooks, timeoutMs: 300 });
     const started = performance.now();
     await assert.rejects(writer.freeze(ctx('set-3')), (error: unknown) => {
@@ -173,8 +190,13 @@ describe('exec writer', () => {
     const elapsed = performance.now() - started;
     assert.ok(elapsed < 2000, `the group died on SIGTERM (${elapsed} ms)`);
     const pid = Number(await waitForFile(childPid));
-    assert.ok(!alive(pid), 'the script\'s background child was killed with it');
-    assert.deepEqual(await calls(log), ['a freeze freeze set-3 slow', 'hang freeze freeze set-3 slow', 'hang thaw thaw set-3 slow', 'a thaw thaw set-3 slow']);
+    assert.ok(!alive(pid), "the script's background child was killed with it");
+    assert.deepEqual(await calls(log), [
+      'a freeze freeze set-3 slow',
+      'hang freeze freeze set-3 slow',
+      'hang thaw thaw set-3 slow',
+      'a thaw thaw set-3 slow',
+    ]);
   });
 
   it('sends SIGKILL 2 s after SIGTERM to a group that ignores SIGTERM', async () => {
@@ -194,7 +216,7 @@ describe('exec writer', () => {
     assert.ok(!alive(Number(await waitForFile(childPid))));
   });
 
-  it('honours the set\'s signal: a cancelled freeze kills the running script and thaws', async () => {
+  it("honours the set's signal: a cancelled freeze kills the running script and thaws", async () => {
     const { dir, log } = await freshDir();
     const childPid = join(dir, 'child.pid');
     const freeze = await script(join(dir, 'pause'), log, 'freeze', `sleep 60 & echo $! > "${childPid}"; sleep 60`);
@@ -209,7 +231,12 @@ describe('exec writer', () => {
     await rm(childPid);
     await assert.rejects(writer.freeze(ctx('set-6', AbortSignal.timeout(200))), { code: 'timeout' });
     assert.ok(!alive(Number(await waitForFile(childPid))));
-    assert.deepEqual(await calls(log), ['freeze freeze set-5 pair', 'thaw thaw set-5 pair', 'freeze freeze set-6 pair', 'thaw thaw set-6 pair']);
+    assert.deepEqual(await calls(log), [
+      'freeze freeze set-5 pair',
+      'thaw thaw set-5 pair',
+      'freeze freeze set-6 pair',
+      'thaw thaw set-6 pair',
+    ]);
   });
 
   it('runs every thaw even when some fail, then reports all the failures in one error', async () => {
@@ -227,7 +254,11 @@ describe('exec writer', () => {
       assert.match(error.message, /10-a exited with code 1: a cannot resume/);
       return true;
     });
-    assert.deepEqual((await calls(log)).slice(3), ['c thaw thaw set-7 multi', 'b thaw thaw set-7 multi', 'a thaw thaw set-7 multi']);
+    assert.deepEqual((await calls(log)).slice(3), [
+      'c thaw thaw set-7 multi',
+      'b thaw thaw set-7 multi',
+      'a thaw thaw set-7 multi',
+    ]);
   });
 
   it('reports configuration mistakes clearly', async () => {
@@ -240,7 +271,11 @@ describe('exec writer', () => {
       assert.match(error.message, /no-such-dir.*hooksDir/);
       return true;
     });
-    const missingScript = createExecWriter({ name: 'noscript', freeze: [join(dir, 'no-such-script')], thaw: ['/bin/true'] });
+    const missingScript = createExecWriter({
+      name: 'noscript',
+      freeze: [join(dir, 'no-such-script')],
+      thaw: ['/bin/true'],
+    });
     await assert.rejects(missingScript.freeze(ctx('set-9')), (error: unknown) => {
       assert.ok(error instanceof QuiesceError);
       assert.equal(error.code, 'nonretryable');

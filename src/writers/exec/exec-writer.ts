@@ -76,9 +76,13 @@ export function createExecWriter(options: ExecWriterOptions): WriterDefinition {
   const instanceId = options.hooksDir ?? options.freeze?.[0] ?? options.thaw?.[0];
   const emptyArgv = [options.freeze, options.thaw].some((argv) => argv !== undefined && argv.length === 0);
   if (instanceId === undefined || emptyArgv) {
-    throw new QuiesceError('bad-config', `exec writer ${options.name}: give a freeze and thaw command, a hooksDir, or both`, {
-      writer: options.name,
-    });
+    throw new QuiesceError(
+      'bad-config',
+      `exec writer ${options.name}: give a freeze and thaw command, a hooksDir, or both`,
+      {
+        writer: options.name,
+      },
+    );
   }
   const parsed = WriterMetadataSchema.safeParse({
     name: options.name,
@@ -89,7 +93,10 @@ export function createExecWriter(options: ExecWriterOptions): WriterDefinition {
     backupTypes: [...BACKUP_TYPES],
   });
   if (!parsed.success) {
-    throw new QuiesceError('bad-config', `exec writer ${options.name}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`);
+    throw new QuiesceError(
+      'bad-config',
+      `exec writer ${options.name}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`,
+    );
   }
   const metadata: WriterMetadata = parsed.data;
 
@@ -110,7 +117,9 @@ export function createExecWriter(options: ExecWriterOptions): WriterDefinition {
   async function steps(): Promise<Step[]> {
     const list: Step[] = [];
     if (options.freeze !== undefined || options.thaw !== undefined) {
-      const label = options.freeze ? `freeze script ${options.freeze.join(' ')}` : `thaw script ${options.thaw?.join(' ')}`;
+      const label = options.freeze
+        ? `freeze script ${options.freeze.join(' ')}`
+        : `thaw script ${options.thaw?.join(' ')}`;
       list.push({ label, freeze: options.freeze, thaw: options.thaw });
     }
     if (options.hooksDir !== undefined) {
@@ -173,7 +182,11 @@ export function createExecWriter(options: ExecWriterOptions): WriterDefinition {
         } else {
           frozen.started.push(step);
           if (!step.freeze) continue;
-          const result = await runScript(step.freeze, { env: environment(context.setId, 'freeze'), timeoutMs, signal: context.signal });
+          const result = await runScript(step.freeze, {
+            env: environment(context.setId, 'freeze'),
+            timeoutMs,
+            signal: context.signal,
+          });
           if (succeeded(result)) continue;
           failure = { step, result };
           if (result.timedOut) code = 'timeout';
@@ -189,7 +202,9 @@ export function createExecWriter(options: ExecWriterOptions): WriterDefinition {
           clip(
             `exec writer ${options.name} vetoed the freeze: ${why}. ` +
               `The ${thawed} step(s) started were thawed in reverse order` +
-              (thawFailures.length > 0 ? `, but ${thawFailures.length} thaw(s) failed: ${thawFailures.map(failureLine).join('; ')}` : '') +
+              (thawFailures.length > 0
+                ? `, but ${thawFailures.length} thaw(s) failed: ${thawFailures.map(failureLine).join('; ')}`
+                : '') +
               (failure && !failure.result.timedOut && !failure.result.aborted
                 ? `. Run it by hand to see why${failure.step.freeze ? `: ${failure.step.freeze.join(' ')}` : ''}`
                 : ''),

@@ -53,7 +53,10 @@ class Tail {
     let text = buffer.toString('utf8').trim();
     buffer = Buffer.from(text, 'utf8');
     if (buffer.length <= TAIL_BYTES) return text;
-    text = buffer.subarray(buffer.length - TAIL_BYTES).toString('utf8').replace(/^\uFFFD+/, '');
+    text = buffer
+      .subarray(buffer.length - TAIL_BYTES)
+      .toString('utf8')
+      .replace(/^\uFFFD+/, '');
     return `…${text}`;
   }
 }
@@ -178,9 +181,12 @@ export async function runScript(argv: readonly string[], options: RunScriptOptio
 
 /** One line saying how a failed run ended. */
 export function describeFailure(result: ScriptResult, timeoutMs: number): string {
-  if (result.spawnError) return `could not be started (${result.spawnError.message}); check the path and that it is executable`;
-  if (result.timedOut) return `did not finish within ${timeoutMs} ms, so its process group was killed; make it faster or raise the writer's timeout`;
-  if (result.aborted) return 'was cancelled (the set was aborted or its deadline passed), so its process group was killed';
+  if (result.spawnError)
+    return `could not be started (${result.spawnError.message}); check the path and that it is executable`;
+  if (result.timedOut)
+    return `did not finish within ${timeoutMs} ms, so its process group was killed; make it faster or raise the writer's timeout`;
+  if (result.aborted)
+    return 'was cancelled (the set was aborted or its deadline passed), so its process group was killed';
   if (result.exitSignal) return `was killed by ${result.exitSignal}`;
   return `exited with code ${result.exitCode ?? '?'}`;
 }

@@ -46,7 +46,11 @@ export interface GuestWriterOptions {
 /** The component every guest writer has: the guest's disk images. */
 export const GUEST_DISKS_COMPONENT = 'disks';
 
-export function guestMetadata(options: Pick<GuestWriterOptions, 'name' | 'disks'>, classId: string, instanceId: string): WriterMetadata {
+export function guestMetadata(
+  options: Pick<GuestWriterOptions, 'name' | 'disks'>,
+  classId: string,
+  instanceId: string,
+): WriterMetadata {
   return {
     name: options.name,
     classId,
@@ -96,8 +100,15 @@ export function createGuestWriter(options: GuestWriterOptions): WriterEndpoint {
     const lostReason: unknown = lost?.aborted ? lost.reason : undefined;
     const cause = lostReason instanceof QuiesceError ? lostReason : raw;
     const inner = cause.writer && cause.writer !== name ? ` (writer ${cause.writer} inside the guest)` : '';
-    const message = cause.message.startsWith(`guest ${name}`) ? cause.message : `guest ${name}${inner}: ${cause.message}`;
-    const out = new QuiesceError(cause.code, message, { phase: cause.phase ?? phase, writer: name, component: GUEST_DISKS_COMPONENT, cause: error });
+    const message = cause.message.startsWith(`guest ${name}`)
+      ? cause.message
+      : `guest ${name}${inner}: ${cause.message}`;
+    const out = new QuiesceError(cause.code, message, {
+      phase: cause.phase ?? phase,
+      writer: name,
+      component: GUEST_DISKS_COMPONENT,
+      cause: error,
+    });
     failure ??= out.toJSON();
     return out;
   };
@@ -139,12 +150,19 @@ export function createGuestWriter(options: GuestWriterOptions): WriterEndpoint {
       failure = null;
       frozenAtEpoch = null;
       const backupType = guestType(request.backupType);
-      await call('prepare-backup', () => agent.prepareBackup({ setId: request.setId, backupType, components: [] }, withSession(callOptions)));
+      await call('prepare-backup', () =>
+        agent.prepareBackup({ setId: request.setId, backupType, components: [] }, withSession(callOptions)),
+      );
       return {
         components: [
           backupType === request.backupType
             ? { component: GUEST_DISKS_COMPONENT, actualType: backupType }
-            : { component: GUEST_DISKS_COMPONENT, actualType: backupType, typeReason: 'policy', typeMessage: `guest ${name} has honorFull: false: a full backup of the host is a copy for it` },
+            : {
+                component: GUEST_DISKS_COMPONENT,
+                actualType: backupType,
+                typeReason: 'policy',
+                typeMessage: `guest ${name} has honorFull: false: a full backup of the host is a copy for it`,
+              },
         ],
       };
     },
@@ -247,7 +265,8 @@ function createAgentlessGuestWriter(options: GuestWriterOptions): WriterEndpoint
             consistency: 'crash',
             status: 'succeeded',
             error: null,
-            message: 'no agent in this guest: its disks were taken crash-consistent, like a power cut; install the quiesce agent (or the QEMU guest agent) for more',
+            message:
+              'no agent in this guest: its disks were taken crash-consistent, like a power cut; install the quiesce agent (or the QEMU guest agent) for more',
             frozenAtMs: null,
             freezeWindowMs: null,
             components: [],

@@ -3,6 +3,12 @@
 export { createQgaWriter, type QgaWriterOptions } from './qga-writer.ts';
 export { createQgaGuest } from './qga-guest.ts';
 export {
-  DEFAULT_QGA_TIMEOUT_MS, MAX_ANSWER_BYTES, QgaClient, QgaErrorAnswer, isErrorAnswer,
-  type FsfreezeStatus, type QgaCallOptions, type QgaConnectOptions,
+  DEFAULT_QGA_TIMEOUT_MS,
+  MAX_ANSWER_BYTES,
+  QgaClient,
+  QgaErrorAnswer,
+  isErrorAnswer,
+  type FsfreezeStatus,
+  type QgaCallOptions,
+  type QgaConnectOptions,
 } from './qga-client.ts';

@@ -34,10 +34,14 @@ interface FakeAgent {
 
 type Handler = (request: Request, socket: Socket, connection: number) => void | Promise<void>;
 
-const SYNC_REPLY = (request: Request): Buffer => Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${request.arguments?.id}}\n`)]);
+const SYNC_REPLY = (request: Request): Buffer =>
+  Buffer.concat([Buffer.from([0xff]), Buffer.from(`{"return": ${request.arguments?.id}}\n`)]);
 
 /** A scripted qemu-ga: parses request lines (dropping 0xFF bytes) and hands each to `handle`. */
-async function fakeAgent(handle: Handler, onConnect?: (socket: Socket, connection: number) => void): Promise<FakeAgent> {
+async function fakeAgent(
+  handle: Handler,
+  onConnect?: (socket: Socket, connection: number) => void,
+): Promise<FakeAgent> {
   const path = join(dir, `agent-${Math.random().toString(36).slice(2)}.sock`);
   const received: string[] = [];
   const sockets = new Set<Socket>();
@@ -72,7 +76,9 @@ async function fakeAgent(handle: Handler, onConnect?: (socket: Socket, connectio
 }
 
 /** Answers like qemu-ga: sync with the sentinel, ping, status, freeze and thaw with fixed answers. */
-function plainAgent(answers: Partial<Record<string, string>> = {}): (request: Request, socket: Socket, connection: number) => void {
+function plainAgent(
+  answers: Partial<Record<string, string>> = {},
+): (request: Request, socket: Socket, connection: number) => void {
   return (request, socket) => {
     if (request.execute === 'guest-sync-delimited') socket.write(SYNC_REPLY(request));
     else socket.write(`${answers[request.execute] ?? defaultAnswer(request.execute)}\n`);
@@ -120,7 +126,12 @@ describe('qemu-ga client', () => {
       await client.ping();
       assert.equal(await client.freeze(['/srv']), 1);
       await client.close();
-      assert.deepEqual(agent.received, ['guest-sync-delimited', 'guest-fsfreeze-status', 'guest-ping', 'guest-fsfreeze-freeze-list']);
+      assert.deepEqual(agent.received, [
+        'guest-sync-delimited',
+        'guest-fsfreeze-status',
+        'guest-ping',
+        'guest-fsfreeze-freeze-list',
+      ]);
     } finally {
       await agent.close();
     }
@@ -152,14 +163,21 @@ describe('qemu-ga client', () => {
     const seen: Request[] = [];
     const agent = await fakeAgent((request, socket) => {
       seen.push(request);
-      plainAgent({ 'guest-fsfreeze-freeze': '{"return": 3}', 'guest-fsfreeze-freeze-list': '{"return": 2}' })(request, socket, 0);
+      plainAgent({ 'guest-fsfreeze-freeze': '{"return": 3}', 'guest-fsfreeze-freeze-list': '{"return": 2}' })(
+        request,
+        socket,
+        0,
+      );
     });
     try {
       const client = await QgaClient.connect(agent.path);
       assert.equal(await client.freeze(['/', '/srv']), 2);
       assert.equal(await client.freeze(undefined), 3);
       await client.close();
-      assert.deepEqual(seen.slice(1), [{ execute: 'guest-fsfreeze-freeze-list', arguments: { mountpoints: ['/', '/srv'] } }, { execute: 'guest-fsfreeze-freeze' }]);
+      assert.deepEqual(seen.slice(1), [
+        { execute: 'guest-fsfreeze-freeze-list', arguments: { mountpoints: ['/', '/srv'] } },
+        { execute: 'guest-fsfreeze-freeze' },
+      ]);
     } finally {
       await agent.close();
     }
@@ -168,16 +186,27 @@ describe('qemu-ga client', () => {
   test('turns error answers into QuiesceErrors that say what to do', async () => {
     const agent = await fakeAgent(
       plainAgent({
-        'guest-fsfreeze-freeze-list': '{"error": {"class": "CommandNotFound", "desc": "Command guest-fsfreeze-freeze-list has been disabled: the agent is in frozen state"}}',
-        'guest-fsfreeze-freeze': '{"error": {"class": "GenericError", "desc": "failed to freeze /: Operation not permitted"}}',
-        'guest-fsfreeze-thaw': '{"error": {"class": "CommandNotFound", "desc": "The command guest-fsfreeze-thaw has not been found"}}',
+        'guest-fsfreeze-freeze-list':
+          '{"error": {"class": "CommandNotFound", "desc": "Command guest-fsfreeze-freeze-list has been disabled: the agent is in frozen state"}}',
+        'guest-fsfreeze-freeze':
+          '{"error": {"class": "GenericError", "desc": "failed to freeze /: Operation not permitted"}}',
+        'guest-fsfreeze-thaw':
+          '{"error": {"class": "CommandNotFound", "desc": "The command guest-fsfreeze-thaw has not been found"}}',
       }),
     );
     try {
       const client = await QgaClient.connect(agent.path);
       await assert.rejects(client.freeze(['/srv']), rejectsWith('retryable', /frozen by another client/));
-      await assert.rejects(client.freeze(undefined), rejectsWith('nonretryable', /could not freeze .*Operation not permitted.*thawed whatever it had frozen/));
-      await assert.rejects(client.thaw(), (error) => isErrorAnswer(error) && rejectsWith('nonretryable', /does not know guest-fsfreeze-thaw.*Upgrade qemu-ga/)(error));
+      await assert.rejects(
+        client.freeze(undefined),
+        rejectsWith('nonretryable', /could not freeze .*Operation not permitted.*thawed whatever it had frozen/),
+      );
+      await assert.rejects(
+        client.thaw(),
+        (error) =>
+          isErrorAnswer(error) &&
+          rejectsWith('nonretryable', /does not know guest-fsfreeze-thaw.*Upgrade qemu-ga/)(error),
+      );
       // The connection stays usable after an error answer.
       assert.equal(await client.status(), 'thawed');
       await client.close();
@@ -195,7 +224,13 @@ describe('qemu-ga client', () => {
       const agent = await fakeAgent(plainAgent({ 'guest-fsfreeze-status': answer }));
       try {
         const client = await QgaClient.connect(agent.path);
-        await assert.rejects(client.status(), rejectsWith('nonretryable', new RegExp(`garbage for guest-fsfreeze-status: .*${pattern.source}.*${agent.path}`)));
+        await assert.rejects(
+          client.status(),
+          rejectsWith(
+            'nonretryable',
+            new RegExp(`garbage for guest-fsfreeze-status: .*${pattern.source}.*${agent.path}`),
+          ),
+        );
         await client.close();
       } finally {
         await agent.close();
@@ -211,7 +246,11 @@ describe('qemu-ga client', () => {
     try {
       const client = await QgaClient.connect(agent.path, { timeoutMs: 5_000 });
       await assert.rejects(client.ping(), rejectsWith('nonretryable', /over 1048576 bytes/));
-      await assert.rejects(client.status(), rejectsWith('nonretryable', /over 1048576 bytes/), 'the connection is unusable after that');
+      await assert.rejects(
+        client.status(),
+        rejectsWith('nonretryable', /over 1048576 bytes/),
+        'the connection is unusable after that',
+      );
       await client.close();
     } finally {
       await agent.close();
@@ -225,30 +264,63 @@ describe('qemu-ga client', () => {
     });
     try {
       const client = await QgaClient.connect(agent.path);
-      await assert.rejects(client.freeze(['/srv']), rejectsWith('not-responding', new RegExp(`closed the connection; is qemu-ga running and listening on ${agent.path}\\?`)));
+      await assert.rejects(
+        client.freeze(['/srv']),
+        rejectsWith(
+          'not-responding',
+          new RegExp(`closed the connection; is qemu-ga running and listening on ${agent.path}\\?`),
+        ),
+      );
       await client.close();
     } finally {
       await agent.close();
     }
     const missing = join(dir, 'missing.sock');
-    await assert.rejects(QgaClient.connect(missing), rejectsWith('not-responding', new RegExp(`no socket at ${missing}: is qemu-ga running and listening on ${missing}\\?`)));
+    await assert.rejects(
+      QgaClient.connect(missing),
+      rejectsWith(
+        'not-responding',
+        new RegExp(`no socket at ${missing}: is qemu-ga running and listening on ${missing}\\?`),
+      ),
+    );
     // A socket file nobody listens on any more: its agent was killed.
     const stale = join(dir, 'stale.sock');
-    const child = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(stale)}, () => console.log('ready'))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      ['-e', `require('node:net').createServer().listen(${JSON.stringify(stale)}, () => console.log('ready'))`],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise((resolve) => child.stdout.once('data', resolve));
     child.kill('SIGKILL');
     await new Promise((resolve) => child.once('exit', resolve));
-    await assert.rejects(QgaClient.connect(stale), rejectsWith('not-responding', new RegExp(`nothing listens on ${stale} .*is qemu-ga running and listening on ${stale}\\?`)));
+    await assert.rejects(
+      QgaClient.connect(stale),
+      rejectsWith(
+        'not-responding',
+        new RegExp(`nothing listens on ${stale} .*is qemu-ga running and listening on ${stale}\\?`),
+      ),
+    );
     const file = join(dir, 'plain-file');
     await writeFile(file, 'not a socket');
-    await assert.rejects(QgaClient.connect(file), (error) => error instanceof QuiesceError && error.message.includes(file));
+    await assert.rejects(
+      QgaClient.connect(file),
+      (error) => error instanceof QuiesceError && error.message.includes(file),
+    );
   });
 
   test('a silent agent is not-responding within the timeout; a cancelled call says so', async () => {
     const silent = await fakeAgent(() => undefined);
     try {
       const t0 = performance.now();
-      await assert.rejects(QgaClient.connect(silent.path, { timeoutMs: 300 }), rejectsWith('not-responding', new RegExp(`guest-sync-delimited .*no answer within 300 ms: is qemu-ga running and listening on ${silent.path}\\?`)));
+      await assert.rejects(
+        QgaClient.connect(silent.path, { timeoutMs: 300 }),
+        rejectsWith(
+          'not-responding',
+          new RegExp(
+            `guest-sync-delimited .*no answer within 300 ms: is qemu-ga running and listening on ${silent.path}\\?`,
+          ),
+        ),
+      );
       assert.ok(performance.now() - t0 < 2_000, 'gave up in time');
     } finally {
       await silent.close();
@@ -261,10 +333,16 @@ describe('qemu-ga client', () => {
       const client = await QgaClient.connect(slow.path);
       const controller = new AbortController();
       setTimeout(() => controller.abort(new QuiesceError('retryable', 'set s1 was aborted')), 50);
-      await assert.rejects(client.ping({ signal: controller.signal }), rejectsWith('retryable', /guest-ping to qemu-ga .* was cancelled: set s1 was aborted/));
+      await assert.rejects(
+        client.ping({ signal: controller.signal }),
+        rejectsWith('retryable', /guest-ping to qemu-ga .* was cancelled: set s1 was aborted/),
+      );
       assert.equal(client.answerLost, true);
       // Cancelled before it goes out: not sent at all.
-      await assert.rejects(client.freeze(['/srv'], { signal: AbortSignal.abort(new QuiesceError('retryable', 'set s2 was aborted')) }), rejectsWith('retryable', /cancelled: set s2/));
+      await assert.rejects(
+        client.freeze(['/srv'], { signal: AbortSignal.abort(new QuiesceError('retryable', 'set s2 was aborted')) }),
+        rejectsWith('retryable', /cancelled: set s2/),
+      );
       assert.ok(!slow.received.includes('guest-fsfreeze-freeze-list'), 'a cancelled freeze is never sent');
       await client.close();
     } finally {
@@ -291,7 +369,12 @@ describe('qemu-ga client', () => {
       assert.equal(await client.status({ timeoutMs: 2_000 }), 'thawed');
       assert.equal(client.answerLost, false);
       await client.close();
-      assert.deepEqual(agent.received, ['guest-sync-delimited', 'guest-fsfreeze-freeze-list', 'guest-sync-delimited', 'guest-fsfreeze-status']);
+      assert.deepEqual(agent.received, [
+        'guest-sync-delimited',
+        'guest-fsfreeze-freeze-list',
+        'guest-sync-delimited',
+        'guest-fsfreeze-status',
+      ]);
     } finally {
       await agent.close();
     }
@@ -302,7 +385,8 @@ describe('qemu-ga client', () => {
     const hung = new Promise<void>((resolve) => (release = resolve));
     const agent = await fakeAgent(async (request, socket) => {
       if (request.execute === 'guest-sync-delimited') socket.write(SYNC_REPLY(request));
-      else if (request.execute === 'guest-fsfreeze-freeze-list') await hung; // a hung agent
+      else if (request.execute === 'guest-fsfreeze-freeze-list')
+        await hung; // a hung agent
       else plainAgent()(request, socket, 0);
     });
     try {

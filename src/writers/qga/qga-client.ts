@@ -107,7 +107,11 @@ export class QgaClient implements AsyncDisposable {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error: NodeJS.ErrnoException) =>
       this.fail(
-        new QuiesceError('not-responding', `the connection to qemu-ga on ${socketPath} failed (${error.code ?? error.message}); ${this.hint()}`, { cause: error }),
+        new QuiesceError(
+          'not-responding',
+          `the connection to qemu-ga on ${socketPath} failed (${error.code ?? error.message}); ${this.hint()}`,
+          { cause: error },
+        ),
       ),
     );
     socket.on('close', () =>
@@ -123,7 +127,8 @@ export class QgaClient implements AsyncDisposable {
     const socket = connect({ path: socketPath });
     try {
       await new Promise<void>((resolve, reject) => {
-        const onAbort = (): void => reject(abortError(limit, `connecting to qemu-ga on ${socketPath}`, timeoutMs, socketPath));
+        const onAbort = (): void =>
+          reject(abortError(limit, `connecting to qemu-ga on ${socketPath}`, timeoutMs, socketPath));
         if (signal.aborted) onAbort();
         signal.addEventListener('abort', onAbort, { once: true });
         socket.once('connect', () => {
@@ -215,7 +220,9 @@ export class QgaClient implements AsyncDisposable {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.fail(new QuiesceError('not-responding', `the connection to qemu-ga on ${this.socketPath} was closed by this client`));
+    this.fail(
+      new QuiesceError('not-responding', `the connection to qemu-ga on ${this.socketPath} was closed by this client`),
+    );
     if (!this.socket.destroyed) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 1_000);
@@ -243,22 +250,36 @@ export class QgaClient implements AsyncDisposable {
     return run;
   }
 
-  private execute<T>(command: string, args: Record<string, unknown> | undefined, schema: z.ZodType<T>, options: QgaCallOptions): Promise<T> {
+  private execute<T>(
+    command: string,
+    args: Record<string, unknown> | undefined,
+    schema: z.ZodType<T>,
+    options: QgaCallOptions,
+  ): Promise<T> {
     return this.serial(async () => {
       if (this.unsynced) await this.syncNow(options);
       const timeoutMs = options.timeoutMs ?? this.timeoutMs;
       const limit = deadline(timeoutMs, options.signal);
       // Cancelled before it went out: it is not sent at all.
-      if (limit.signal.aborted) throw abortError(limit, `${command} to qemu-ga on ${this.socketPath}`, timeoutMs, this.socketPath);
+      if (limit.signal.aborted)
+        throw abortError(limit, `${command} to qemu-ga on ${this.socketPath}`, timeoutMs, this.socketPath);
       // Until its answer is read, a command sent may have run or may still run.
       this.unsynced = true;
-      const line = await this.roundTrip(command, args === undefined ? { execute: command } : { execute: command, arguments: args }, limit, timeoutMs);
+      const line = await this.roundTrip(
+        command,
+        args === undefined ? { execute: command } : { execute: command, arguments: args },
+        limit,
+        timeoutMs,
+      );
       this.unsynced = false;
       const answer = this.parse(command, line);
       if ('error' in answer) throw this.errorAnswer(command, answer.error.class, answer.error.desc);
       const value = schema.safeParse(answer.return);
       if (!value.success) {
-        throw this.garbage(command, `its answer ${clip(JSON.stringify(answer.return))} is not what ${command} returns (${value.error.issues[0]?.message ?? 'invalid'})`);
+        throw this.garbage(
+          command,
+          `its answer ${clip(JSON.stringify(answer.return))} is not what ${command} returns (${value.error.issues[0]?.message ?? 'invalid'})`,
+        );
       }
       return value.data;
     });
@@ -270,7 +291,12 @@ export class QgaClient implements AsyncDisposable {
     const id = randomInt(1, 2 ** 47);
     this.skipping = true;
     this.lines = [];
-    this.send(Buffer.concat([Buffer.from([SENTINEL]), Buffer.from(`${JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })}\n`)]));
+    this.send(
+      Buffer.concat([
+        Buffer.from([SENTINEL]),
+        Buffer.from(`${JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })}\n`),
+      ]),
+    );
     for (;;) {
       const line = await this.nextLine('guest-sync-delimited', limit, timeoutMs);
       let value: unknown;
@@ -403,13 +429,19 @@ export class QgaClient implements AsyncDisposable {
     if (error.success) return error.data;
     const answer = ReturnAnswerSchema.safeParse(value);
     if (answer.success) return { return: answer.data.return };
-    throw this.garbage(command, `it answered ${clip(line.toString('utf8'))}, which is neither {"return":…} nor {"error":…}`);
+    throw this.garbage(
+      command,
+      `it answered ${clip(line.toString('utf8'))}, which is neither {"return":…} nor {"error":…}`,
+    );
   }
 
   private garbage(command: string, what: string): QuiesceError {
     // The stream cannot be trusted to be in step any more.
     this.unsynced = true;
-    return new QuiesceError('nonretryable', `qemu-ga on ${this.socketPath} sent garbage for ${command}: ${what}; check that ${this.socketPath} is a qemu-ga channel`);
+    return new QuiesceError(
+      'nonretryable',
+      `qemu-ga on ${this.socketPath} sent garbage for ${command}: ${what}; check that ${this.socketPath} is a qemu-ga channel`,
+    );
   }
 
   private errorAnswer(command: string, errorClass: string, desc: string): QuiesceError {
@@ -458,23 +490,47 @@ function abortError(limit: Deadline, what: string, timeoutMs: number, socketPath
   const reason: unknown = limit.signal.reason;
   const why = reason instanceof Error ? reason.message : String(reason);
   const code: ErrorCode =
-    reason instanceof QuiesceError ? reason.code : reason instanceof Error && reason.name === 'TimeoutError' ? 'timeout' : 'retryable';
+    reason instanceof QuiesceError
+      ? reason.code
+      : reason instanceof Error && reason.name === 'TimeoutError'
+        ? 'timeout'
+        : 'retryable';
   return new QuiesceError(code, `${what} was cancelled: ${why}`, { cause: reason });
 }
 
 function connectError(socketPath: string, error: NodeJS.ErrnoException): QuiesceError {
   switch (error.code) {
     case 'ENOENT':
-      return new QuiesceError('not-responding', `there is no socket at ${socketPath}: is qemu-ga running and listening on ${socketPath}? (for a VM: is the guest agent channel configured and the VM running?)`, { cause: error });
+      return new QuiesceError(
+        'not-responding',
+        `there is no socket at ${socketPath}: is qemu-ga running and listening on ${socketPath}? (for a VM: is the guest agent channel configured and the VM running?)`,
+        { cause: error },
+      );
     case 'ECONNREFUSED':
-      return new QuiesceError('not-responding', `nothing listens on ${socketPath} (connection refused; the socket is stale): is qemu-ga running and listening on ${socketPath}?`, { cause: error });
+      return new QuiesceError(
+        'not-responding',
+        `nothing listens on ${socketPath} (connection refused; the socket is stale): is qemu-ga running and listening on ${socketPath}?`,
+        { cause: error },
+      );
     case 'EACCES':
     case 'EPERM':
-      return new QuiesceError('nonretryable', `permission denied connecting to qemu-ga on ${socketPath}: run as a user that may open the socket, or fix its owner and mode`, { cause: error });
+      return new QuiesceError(
+        'nonretryable',
+        `permission denied connecting to qemu-ga on ${socketPath}: run as a user that may open the socket, or fix its owner and mode`,
+        { cause: error },
+      );
     case 'ENOTSOCK':
-      return new QuiesceError('nonretryable', `${socketPath} is not a socket: point the writer at qemu-ga's Unix socket`, { cause: error });
+      return new QuiesceError(
+        'nonretryable',
+        `${socketPath} is not a socket: point the writer at qemu-ga's Unix socket`,
+        { cause: error },
+      );
     default:
-      return new QuiesceError('not-responding', `cannot connect to qemu-ga on ${socketPath} (${error.code ?? error.message}): is qemu-ga running and listening on ${socketPath}?`, { cause: error });
+      return new QuiesceError(
+        'not-responding',
+        `cannot connect to qemu-ga on ${socketPath} (${error.code ?? error.message}): is qemu-ga running and listening on ${socketPath}?`,
+        { cause: error },
+      );
   }
 }
 

@@ -34,7 +34,8 @@ export function createQgaGuest(options: QgaWriterOptions): WriterEndpoint {
       level = 'none';
       return tracked('prepare-backup', () => runtime.prepareBackup(request, callOptions));
     },
-    prepareSnapshot: (request, callOptions) => tracked('prepare-snapshot', () => runtime.prepareSnapshot(request, callOptions)),
+    prepareSnapshot: (request, callOptions) =>
+      tracked('prepare-snapshot', () => runtime.prepareSnapshot(request, callOptions)),
     freeze: async (request, callOptions) => {
       await tracked('freeze', () => runtime.freeze(request, callOptions));
       frozenAt = Date.now();
@@ -53,7 +54,7 @@ export function createQgaGuest(options: QgaWriterOptions): WriterEndpoint {
             consistency: failure ? 'crash' : level,
             status: failure ? 'partial' : 'succeeded',
             error: failure,
-            message: 'the QEMU guest agent freezes file systems only: the guest\'s applications took no part',
+            message: "the QEMU guest agent freezes file systems only: the guest's applications took no part",
             frozenAtMs: frozenAt,
             freezeWindowMs: frozenMs,
             components: [],

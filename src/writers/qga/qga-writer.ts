@@ -53,15 +53,21 @@ const THAW_ATTEMPTS = 3;
 export function createQgaWriter(options: QgaWriterOptions): WriterDefinition {
   const { name, socket, mountpoints } = options;
   const timeoutMs = options.timeoutMs ?? DEFAULT_QGA_TIMEOUT_MS;
-  const badConfig = (why: string): QuiesceError => new QuiesceError('bad-config', `qga writer ${name}: ${why}`, { writer: name });
+  const badConfig = (why: string): QuiesceError =>
+    new QuiesceError('bad-config', `qga writer ${name}: ${why}`, { writer: name });
   if (!isAbsolute(socket)) throw badConfig(`the socket ${socket} is not an absolute path`);
-  if (options.disks.length === 0) throw badConfig('give the guest\'s disk image files in `disks`: they are what the host snapshots');
+  if (options.disks.length === 0)
+    throw badConfig("give the guest's disk image files in `disks`: they are what the host snapshots");
   for (const disk of options.disks) if (!isAbsolute(disk)) throw badConfig(`the disk ${disk} is not an absolute path`);
   if (mountpoints !== undefined) {
-    if (mountpoints.length === 0) throw badConfig('`mountpoints` is empty: leave it out to freeze every file system of the guest, or name some');
-    for (const mountpoint of mountpoints) if (!mountpoint.startsWith('/')) throw badConfig(`the mount point ${mountpoint} is not an absolute path in the guest`);
+    if (mountpoints.length === 0)
+      throw badConfig('`mountpoints` is empty: leave it out to freeze every file system of the guest, or name some');
+    for (const mountpoint of mountpoints)
+      if (!mountpoint.startsWith('/'))
+        throw badConfig(`the mount point ${mountpoint} is not an absolute path in the guest`);
   }
-  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) throw badConfig(`timeoutMs must be a positive whole number of milliseconds, not ${timeoutMs}`);
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0)
+    throw badConfig(`timeoutMs must be a positive whole number of milliseconds, not ${timeoutMs}`);
 
   const parsed = WriterMetadataSchema.safeParse({
     name,
@@ -80,7 +86,8 @@ export function createQgaWriter(options: QgaWriterOptions): WriterDefinition {
     backupTypes: ['full', 'copy', 'incremental', 'differential'],
     restoreMethod: 'restore-if-can-replace',
   });
-  if (!parsed.success) throw badConfig(parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; '));
+  if (!parsed.success)
+    throw badConfig(parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; '));
   const metadata: WriterMetadata = parsed.data;
 
   const what = mountpoints ? `the guest's file systems at ${mountpoints.join(', ')}` : "the guest's file systems";

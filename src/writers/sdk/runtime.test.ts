@@ -32,15 +32,31 @@ describe('writer runtime', () => {
     await runtime.backupComplete({ setId, backupType: 'full', components: [] });
     await runtime.shutdown({ setId });
     assert.equal((await runtime.status()).state, 'stable');
-    assert.deepEqual(log, ['w:prepare-backup', 'w:prepare-snapshot', 'w:freeze', 'w:thaw', 'w:post-snapshot', 'w:backup-complete']);
+    assert.deepEqual(log, [
+      'w:prepare-backup',
+      'w:prepare-snapshot',
+      'w:freeze',
+      'w:thaw',
+      'w:post-snapshot',
+      'w:backup-complete',
+    ]);
   });
 
   test('refuses phases out of order and another set while one is in progress', async () => {
     const runtime = createWriterRuntime(scriptedWriter({ name: 'w', log: [] }));
     await runtime.prepareBackup({ setId, backupType: 'full', components: [] });
-    await assert.rejects(runtime.freeze({ setId, thawDeadlineMs: 1000 }), (e: QuiesceError) => e.code === 'protocol' && /out of order/.test(e.message));
-    await assert.rejects(runtime.prepareBackup({ setId: 'other', backupType: 'full', components: [] }), (e: QuiesceError) => e.code === 'retryable' && /busy with set set-1/.test(e.message));
-    await assert.rejects(runtime.postSnapshot({ setId: 'other', snapshots: [] }), (e: QuiesceError) => e.code === 'protocol');
+    await assert.rejects(
+      runtime.freeze({ setId, thawDeadlineMs: 1000 }),
+      (e: QuiesceError) => e.code === 'protocol' && /out of order/.test(e.message),
+    );
+    await assert.rejects(
+      runtime.prepareBackup({ setId: 'other', backupType: 'full', components: [] }),
+      (e: QuiesceError) => e.code === 'retryable' && /busy with set set-1/.test(e.message),
+    );
+    await assert.rejects(
+      runtime.postSnapshot({ setId: 'other', snapshots: [] }),
+      (e: QuiesceError) => e.code === 'protocol',
+    );
     await runtime.shutdown({ setId });
     await runtime.prepareBackup({ setId: 'other', backupType: 'full', components: [] });
   });
@@ -84,7 +100,10 @@ describe('writer runtime', () => {
     await runtime.abort({ setId });
     await runtime.abort({ setId });
     assert.equal(definition.frozen(), false);
-    assert.deepEqual(log.filter((l) => l === 'w:abort'), ['w:abort']);
+    assert.deepEqual(
+      log.filter((l) => l === 'w:abort'),
+      ['w:abort'],
+    );
     await assert.rejects(runtime.postSnapshot({ setId, snapshots: [] }), /after abort/);
     await runtime.shutdown({ setId });
 
@@ -100,14 +119,23 @@ describe('writer runtime', () => {
   });
 
   test('a failing handler sets failed-at-<phase> with its code', async () => {
-    const runtime = createWriterRuntime(scriptedWriter({ name: 'w', log: [], failAt: { phase: 'prepare-snapshot', code: 'out-of-resources' } }));
+    const runtime = createWriterRuntime(
+      scriptedWriter({ name: 'w', log: [], failAt: { phase: 'prepare-snapshot', code: 'out-of-resources' } }),
+    );
     await runtime.prepareBackup({ setId, backupType: 'full', components: [] });
-    await assert.rejects(runtime.prepareSnapshot({ setId }), (e: QuiesceError) => e.code === 'out-of-resources' && e.phase === 'prepare-snapshot' && e.writer === 'w');
+    await assert.rejects(
+      runtime.prepareSnapshot({ setId }),
+      (e: QuiesceError) => e.code === 'out-of-resources' && e.phase === 'prepare-snapshot' && e.writer === 'w',
+    );
     const status = await runtime.status();
     assert.equal(status.state, 'failed-at-prepare-snapshot');
     assert.equal(status.lastFailure?.code, 'out-of-resources');
     await runtime.abort({ setId });
     await runtime.shutdown({ setId });
-    assert.equal((await runtime.status()).state, 'failed-at-prepare-snapshot', 'the last failure stays visible until the next set');
+    assert.equal(
+      (await runtime.status()).state,
+      'failed-at-prepare-snapshot',
+      'the last failure stays visible until the next set',
+    );
   });
 });

@@ -109,7 +109,9 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
   }
 
   function context(set: ActiveSet, callOptions?: CallOptions): HandlerContext {
-    const signal = callOptions?.signal ? AbortSignal.any([set.controller.signal, callOptions.signal]) : set.controller.signal;
+    const signal = callOptions?.signal
+      ? AbortSignal.any([set.controller.signal, callOptions.signal])
+      : set.controller.signal;
     return { setId: set.id, signal };
   }
 
@@ -124,7 +126,9 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
     if (!active || active.id !== setId) {
       throw new QuiesceError(
         'protocol',
-        active ? `${phase} for set ${setId}, but this writer is in set ${active.id}` : `${phase} for set ${setId}, which this writer is not part of (prepare-backup first)`,
+        active
+          ? `${phase} for set ${setId}, but this writer is in set ${active.id}`
+          : `${phase} for set ${setId}, which this writer is not part of (prepare-backup first)`,
         { phase, writer: writerName() },
       );
     }
@@ -144,7 +148,12 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
   }
 
   /** Runs one phase's handler with order checks, state bookkeeping and failure recording. */
-  async function run<T>(setId: string, step: Exclude<Step, 'idle'>, callOptions: CallOptions | undefined, body: (set: ActiveSet, ctx: HandlerContext) => Promise<T>): Promise<T> {
+  async function run<T>(
+    setId: string,
+    step: Exclude<Step, 'idle'>,
+    callOptions: CallOptions | undefined,
+    body: (set: ActiveSet, ctx: HandlerContext) => Promise<T>,
+  ): Promise<T> {
     const set = requireSet(setId, step);
     checkOrder(set, step);
     const promise = body(set, context(set, callOptions));
@@ -162,7 +171,10 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
   }
 
   /** Thaws if frozen; safe to call from any path, any number of times. */
-  async function thawIfFrozen(set: ActiveSet, reason: 'coordinator' | 'deadline' | 'session-lost' | 'abort'): Promise<void> {
+  async function thawIfFrozen(
+    set: ActiveSet,
+    reason: 'coordinator' | 'deadline' | 'session-lost' | 'abort',
+  ): Promise<void> {
     if (thawing) {
       await thawing;
       return;
@@ -203,7 +215,9 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
   async function abortSet(set: ActiveSet): Promise<void> {
     if (set.aborted) return;
     set.aborted = true;
-    set.controller.abort(new QuiesceError('retryable', `set ${set.id} was aborted`, { phase: 'abort', writer: writerName() }));
+    set.controller.abort(
+      new QuiesceError('retryable', `set ${set.id} was aborted`, { phase: 'abort', writer: writerName() }),
+    );
     // Wait a little for the call in flight to notice; a handler that ignores its signal cannot
     // hold the abort: if its freeze still succeeds later, it finds the set aborted and thaws.
     if (set.inFlight) await settledWithin(set.inFlight, 1_000);
@@ -274,7 +288,9 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
         const plans = (await definition.prepareBackup?.(request, ctx)) ?? [];
         if (plans.length > 0) return { components: plans };
         // A writer without its own negotiation honours the requested type for every selected component.
-        return { components: request.components.map((c) => ({ component: c.component, actualType: request.backupType })) };
+        return {
+          components: request.components.map((c) => ({ component: c.component, actualType: request.backupType })),
+        };
       });
     },
 
@@ -344,7 +360,10 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
 
     async preRestore(request: RestoreRequest, callOptions?: CallOptions) {
       try {
-        await definition.preRestore?.(request, { setId: request.setId, signal: callOptions?.signal ?? new AbortController().signal });
+        await definition.preRestore?.(request, {
+          setId: request.setId,
+          signal: callOptions?.signal ?? new AbortController().signal,
+        });
       } catch (error) {
         throw fail('pre-restore', error);
       }
@@ -352,7 +371,10 @@ export function createWriterRuntime(definition: WriterDefinition, options: Write
 
     async postRestore(request: RestoreRequest, callOptions?: CallOptions) {
       try {
-        await definition.postRestore?.(request, { setId: request.setId, signal: callOptions?.signal ?? new AbortController().signal });
+        await definition.postRestore?.(request, {
+          setId: request.setId,
+          signal: callOptions?.signal ?? new AbortController().signal,
+        });
       } catch (error) {
         throw fail('post-restore', error);
       }

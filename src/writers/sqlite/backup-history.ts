@@ -25,7 +25,16 @@ const HistorySchema = z.object({
 export type BackupHistory = z.infer<typeof HistorySchema>;
 
 export function emptyHistory(instanceId: string): BackupHistory {
-  return { v: 1, instanceId, baseStampId: null, baseSetId: null, baseAt: null, lastStampId: null, lastSetId: null, lastAt: null };
+  return {
+    v: 1,
+    instanceId,
+    baseStampId: null,
+    baseSetId: null,
+    baseAt: null,
+    lastStampId: null,
+    lastSetId: null,
+    lastAt: null,
+  };
 }
 
 /** `${stateDir}/sqlite-<first 16 hex digits of sha256(instanceId)>.json` */

@@ -91,7 +91,10 @@ export async function readPageSize(path: string): Promise<number> {
     const { bytesRead } = await handle.read(header, 0, header.length, 0);
     if (bytesRead === 0) return DEFAULT_PAGE_SIZE;
     if (bytesRead < header.length || !header.subarray(0, SQLITE_MAGIC.length).equals(SQLITE_MAGIC)) {
-      throw new QuiesceError('nonretryable', `${path} is not a SQLite database (bad header); check the writer's path in the config`);
+      throw new QuiesceError(
+        'nonretryable',
+        `${path} is not a SQLite database (bad header); check the writer's path in the config`,
+      );
     }
     const raw = header.readUInt16BE(16);
     return raw === 1 ? 65536 : raw;
@@ -105,7 +108,11 @@ export async function readPageSize(path: string): Promise<number> {
  * otherwise max(pageSize, 64 KiB), doubled until the file has at most MAX_BLOCKS blocks.
  * Page sizes are powers of two up to 64 KiB, so every such block is a whole number of pages.
  */
-export function chooseBlockSize(pageSize: number, size: number, previous?: Pick<PageStamp, 'pageSize' | 'blockSize'>): number {
+export function chooseBlockSize(
+  pageSize: number,
+  size: number,
+  previous?: Pick<PageStamp, 'pageSize' | 'blockSize'>,
+): number {
   if (previous && previous.pageSize === pageSize && blockCount(size, previous.blockSize) <= MAX_BLOCKS) {
     return previous.blockSize;
   }
@@ -118,7 +125,11 @@ export function chooseBlockSize(pageSize: number, size: number, previous?: Pick<
  * Hashes a file block by block with asynchronous reads, so the event loop keeps running (the
  * writer's process also serves its watchdog and other sets' calls). Honours `signal` between reads.
  */
-export async function hashBlocks(path: string, blockSize: number, options: { signal?: AbortSignal } = {}): Promise<{ size: number; hashes: Buffer }> {
+export async function hashBlocks(
+  path: string,
+  blockSize: number,
+  options: { signal?: AbortSignal } = {},
+): Promise<{ size: number; hashes: Buffer }> {
   const handle = await open(path, 'r');
   try {
     const blocksPerRead = Math.max(1, Math.floor((1024 * 1024) / blockSize));
@@ -178,7 +189,8 @@ export function changedRanges(previous: PageStamp, next: PageStamp): ByteRange[]
   for (let index = 0; index < newCount; index++) {
     const at = index * HASH_BYTES;
     // A short last block hashes its own bytes only, so a block that grew or shrank differs too.
-    const same = index < oldCount && next.hashes.compare(previous.hashes, at, at + HASH_BYTES, at, at + HASH_BYTES) === 0;
+    const same =
+      index < oldCount && next.hashes.compare(previous.hashes, at, at + HASH_BYTES, at, at + HASH_BYTES) === 0;
     if (same) continue;
     const offset = index * blockSize;
     const length = Math.min(blockSize, size - offset);

@@ -40,7 +40,9 @@ function ctx(setId: string, signal: AbortSignal = new AbortController().signal):
 function createBank(path: string, journalMode: 'wal' | 'delete'): void {
   const db = new Database(path);
   db.pragma(`journal_mode = ${journalMode}`);
-  db.exec('CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL); CREATE TABLE transfer (id INTEGER PRIMARY KEY, at INTEGER)');
+  db.exec(
+    'CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL); CREATE TABLE transfer (id INTEGER PRIMARY KEY, at INTEGER)',
+  );
   const insert = db.prepare('INSERT INTO account VALUES (?, ?)');
   db.transaction(() => {
     for (let id = 0; id < ACCOUNTS; id++) insert.run(id, START_BALANCE);
@@ -92,7 +94,10 @@ async function withBankWorkers<T>(
   const stats = new Int32Array(new SharedArrayBuffer(4 * 16));
   const errors: string[] = [];
   const workers = Array.from({ length: count }, (_, index) => {
-    const worker = new Worker(BANK_WORKER, { eval: true, workerData: { module: betterSqlite3, path, stats, index, pauseMs } });
+    const worker = new Worker(BANK_WORKER, {
+      eval: true,
+      workerData: { module: betterSqlite3, path, stats, index, pauseMs },
+    });
     worker.on('message', (message: string) => errors.push(message));
     worker.on('error', (error) => errors.push(String(error)));
     return worker;
@@ -101,7 +106,8 @@ async function withBankWorkers<T>(
   try {
     // Let the workers get going before the first freeze (in rollback mode one may starve the others a while).
     const startBy = performance.now() + 2000;
-    while (Array.from({ length: count }, (_, i) => stats[1 + i]!).some((n) => n === 0) && performance.now() < startBy) await sleep(5);
+    while (Array.from({ length: count }, (_, i) => stats[1 + i]!).some((n) => n === 0) && performance.now() < startBy)
+      await sleep(5);
     assert.ok(commits(stats) > 0, 'the application is running');
     const result = await body(stats);
     return { result, errors, stats };
@@ -232,7 +238,12 @@ describe('sqlite writer: quiescing', () => {
     createBank(dbPath, 'wal');
     const holder = new Database(dbPath);
     holder.exec('BEGIN IMMEDIATE');
-    const writer = createSqliteWriter({ name: 'bank', path: dbPath, stateDir: join(dir, 'state'), lockTimeoutMs: 60_000 });
+    const writer = createSqliteWriter({
+      name: 'bank',
+      path: dbPath,
+      stateDir: join(dir, 'state'),
+      lockTimeoutMs: 60_000,
+    });
     let ticks = 0;
     const ticker = setInterval(() => ticks++, 10);
     try {
@@ -251,7 +262,12 @@ describe('sqlite writer: quiescing', () => {
       setTimeout(() => controller.abort(new QuiesceError('retryable', 'set aborted')), 50);
       await assert.rejects(writer.freeze(ctx('s2', controller.signal)), { code: 'retryable' });
 
-      const impatient = createSqliteWriter({ name: 'bank', path: dbPath, stateDir: join(dir, 'state'), lockTimeoutMs: 100 });
+      const impatient = createSqliteWriter({
+        name: 'bank',
+        path: dbPath,
+        stateDir: join(dir, 'state'),
+        lockTimeoutMs: 100,
+      });
       await assert.rejects(impatient.freeze(ctx('s3')), (error: unknown) => {
         assert.ok(error instanceof QuiesceError);
         assert.equal(error.code, 'retryable');
@@ -335,7 +351,11 @@ async function backup(
   const context = ctx(options.setId);
   const component = options.component ?? 'bank/bank.db';
   const plans = (await writer.prepareBackup!(
-    { setId: options.setId, backupType: options.type, components: [{ component, previousStamp: options.previousStamp }] },
+    {
+      setId: options.setId,
+      backupType: options.type,
+      components: [{ component, previousStamp: options.previousStamp }],
+    },
     context,
   )) as ComponentPlan[];
   await writer.prepareSnapshot!(context);
@@ -347,14 +367,24 @@ async function backup(
     await writer.thaw(context);
   }
   const dbDir = join(options.dbPath, '..');
-  const post = (await writer.postSnapshot!({ setId: options.setId, snapshots: [{ original: dbDir, snapshot: options.snapshotDir }] }, context)) as PostSnapshotResponse;
+  const post = (await writer.postSnapshot!(
+    { setId: options.setId, snapshots: [{ original: dbDir, snapshot: options.snapshotDir }] },
+    context,
+  )) as PostSnapshotResponse;
   const [plan] = plans;
   await writer.backupComplete!(
     {
       setId: options.setId,
       backupType: options.type,
       components: plan
-        ? [{ component, actualType: plan.actualType, succeeded: options.succeeded ?? true, stamp: post.components[0]?.newStamp }]
+        ? [
+            {
+              component,
+              actualType: plan.actualType,
+              succeeded: options.succeeded ?? true,
+              stamp: post.components[0]?.newStamp,
+            },
+          ]
         : [],
     },
     context,
@@ -407,7 +437,10 @@ describe('sqlite writer: incremental backups through page stamps', () => {
     assert.ok(changed < newDb.length / 20, `only ${changed} of ${newDb.length} bytes are read`);
     for (let i = 1; i < partial.ranges.length; i++) {
       const previous = partial.ranges[i - 1]!;
-      assert.ok(previous.offset + previous.length < partial.ranges[i]!.offset, 'ranges are sorted and adjacent ones merged');
+      assert.ok(
+        previous.offset + previous.length < partial.ranges[i]!.offset,
+        'ranges are sorted and adjacent ones merged',
+      );
     }
 
     // Restore: the full's database file patched with the ranges, plus the new -wal read whole.
@@ -423,7 +456,8 @@ describe('sqlite writer: incremental backups through page stamps', () => {
     assert.equal(restored.pragma('integrity_check', { simple: true }), 'ok');
     const live = app.prepare('SELECT data FROM blob WHERE id = ?');
     const back = restored.prepare('SELECT data FROM blob WHERE id = ?');
-    for (let n = 0; n < 10; n++) assert.ok((back.get(n * 1999) as { data: Buffer }).data.equals((live.get(n * 1999) as { data: Buffer }).data));
+    for (let n = 0; n < 10; n++)
+      assert.ok((back.get(n * 1999) as { data: Buffer }).data.equals((live.get(n * 1999) as { data: Buffer }).data));
     restored.close();
 
     app.close();
@@ -440,9 +474,17 @@ describe('sqlite writer: type negotiation and the chain guard', () => {
     const writer = createSqliteWriter({ name: 'bank', path: dbPath, stateDir, honorFull: options.honorFull });
     let n = 0;
     const run = (type: BackupType, previousStamp?: string, extra: { succeeded?: boolean; setId?: string } = {}) =>
-      backup(writer, { setId: extra.setId ?? `set-${n}`, dbPath, snapshotDir: join(dir, `snap-${n++}`), type, previousStamp, succeeded: extra.succeeded });
+      backup(writer, {
+        setId: extra.setId ?? `set-${n}`,
+        dbPath,
+        snapshotDir: join(dir, `snap-${n++}`),
+        type,
+        previousStamp,
+        succeeded: extra.succeeded,
+      });
     const stamp = (result: { post: PostSnapshotResponse }) => result.post.components[0]!.newStamp!;
-    const history = async () => JSON.parse(await readFile(historyPath(stateDir, dbPath), 'utf8')) as Record<string, unknown>;
+    const history = async () =>
+      JSON.parse(await readFile(historyPath(stateDir, dbPath), 'utf8')) as Record<string, unknown>;
     return { dir, dbPath, stateDir, writer, run, stamp, history };
   }
 
@@ -519,7 +561,10 @@ describe('sqlite writer: type negotiation and the chain guard', () => {
   it('refuses log backups, ignores sets that do not select it, and writes its history atomically', async () => {
     const { writer, run, stateDir } = await setup();
     await assert.rejects(
-      writer.prepareBackup!({ setId: 'log-1', backupType: 'log', components: [{ component: 'bank/bank.db' }] }, ctx('log-1')),
+      writer.prepareBackup!(
+        { setId: 'log-1', backupType: 'log', components: [{ component: 'bank/bank.db' }] },
+        ctx('log-1'),
+      ),
       (error: unknown) => {
         assert.ok(error instanceof QuiesceError);
         assert.equal(error.code, 'nonretryable');
@@ -539,7 +584,11 @@ describe('sqlite writer: type negotiation and the chain guard', () => {
 
     const byName = await run('full');
     assert.ok(byName.plan, 'selected by its full name');
-    assert.deepEqual(await readdir(stateDir), [historyPath(stateDir, join(stateDir, '..', 'bank.db')).slice(stateDir.length + 1)], 'no temporary files left');
+    assert.deepEqual(
+      await readdir(stateDir),
+      [historyPath(stateDir, join(stateDir, '..', 'bank.db')).slice(stateDir.length + 1)],
+      'no temporary files left',
+    );
     await writer.close!();
   });
 });

@@ -115,7 +115,10 @@ export function createSqliteWriter(options: SqliteWriterOptions): WriterDefiniti
     restoreMethod: 'stop-restore-start',
   });
   if (!parsed.success) {
-    throw new QuiesceError('bad-config', `sqlite writer ${options.name}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`);
+    throw new QuiesceError(
+      'bad-config',
+      `sqlite writer ${options.name}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`,
+    );
   }
   const metadata: WriterMetadata = parsed.data;
   const key = componentKey(component);
@@ -222,7 +225,11 @@ export function createSqliteWriter(options: SqliteWriterOptions): WriterDefiniti
     async prepareSnapshot(context): Promise<void> {
       const connection = await openConnection();
       // In rollback mode even reading the journal mode needs a shared lock, which a committing writer may deny.
-      const mode = await whenNotBusy(() => String(connection.pragma('journal_mode', { simple: true })), context, 'read the journal mode');
+      const mode = await whenNotBusy(
+        () => String(connection.pragma('journal_mode', { simple: true })),
+        context,
+        'read the journal mode',
+      );
       if (mode.toLowerCase() !== 'wal') return;
       // Move committed pages into the database file and cut the -wal back to nothing, so that the
       // snapshot carries a short -wal. Under constant load the application's own PASSIVE
@@ -279,7 +286,11 @@ export function createSqliteWriter(options: SqliteWriterOptions): WriterDefiniti
               cause: error,
             });
           }
-          throw QuiesceError.from(error, 'nonretryable', { writer: options.name, component: name, phase: 'post-snapshot' });
+          throw QuiesceError.from(error, 'nonretryable', {
+            writer: options.name,
+            component: name,
+            phase: 'post-snapshot',
+          });
         }
         const newStamp = encodeStamp(stamp);
         const result: ComponentResult = { component: name, newStamp };

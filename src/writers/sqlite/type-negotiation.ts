@@ -90,7 +90,11 @@ export function negotiateType(input: NegotiationInput): Negotiated {
             typeReason: 'policy',
             typeMessage: `honorFull is false for ${path}: a full backup from outside is taken as copy, so this writer's own chain does not move`,
           }
-        : { ...result, actualType: 'copy', typeMessage: `${result.typeMessage ?? ''}; honorFull is false, so it is taken as copy` };
+        : {
+            ...result,
+            actualType: 'copy',
+            typeMessage: `${result.typeMessage ?? ''}; honorFull is false, so it is taken as copy`,
+          };
   }
   if (result.typeMessage !== undefined && result.typeMessage.length > MAX_MESSAGE) {
     result.typeMessage = `${result.typeMessage.slice(0, MAX_MESSAGE - 1)}…`;

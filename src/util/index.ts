@@ -1,0 +1,8 @@
+// Small helpers every layer shares, one of each: cancellation, in-flight limits, deferred
+// promises, process liveness and error inspection. No domain knowledge lives here.
+export { untilAborted, waitOrAbort } from './abort.ts';
+export { deferred, type Deferred } from './deferred.ts';
+export { isErrno, isRecord, messageOf } from './errors.ts';
+export { InFlightLimit } from './limit.ts';
+export { awaitedLater } from './promises.ts';
+export { processAlive } from './process.ts';
