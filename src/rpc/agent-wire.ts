@@ -7,8 +7,14 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate } from 'node:crypto';
-import { QuiesceError, type CallOptions, type GuestReport, type SetRequest } from '../model/index.ts';
-import { REPORT_METHOD, UNARY_METHODS, type AgentEndpoint, type UnaryMethod } from './convert.ts';
+import {
+  QuiesceError,
+  type AgentEndpoint,
+  type CallOptions,
+  type GuestReport,
+  type SetRequest,
+} from '../model/index.ts';
+import { REPORT_METHOD, UNARY_METHODS, type UnaryMethod } from './convert.ts';
 import { connectOver, type ConnectWriterOptions, type RemoteWriterEndpoint } from './writer-client.ts';
 import { serveEndpointOn, type ServeWriterOptions, type WriterServer } from './writer-server.ts';
 import { loadAgentService } from './writer-proto.ts';

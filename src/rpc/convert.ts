@@ -18,6 +18,7 @@ import {
   WriterMetadataSchema,
   WriterStatusSchema,
   GuestReportSchema,
+  type AgentEndpoint,
   type CallOptions,
   type GuestReport,
   type SetRequest,
@@ -226,12 +227,6 @@ export const UNARY_METHODS = {
 } as const;
 
 export type UnaryMethodName = keyof typeof UNARY_METHODS;
-
-/** A guest as its agent serves it: a writer, and the guest's own report of a set. */
-export interface AgentEndpoint extends WriterEndpoint {
-  /** The guest's report of set `setId` (GuestReport, frozenAtMs as epoch milliseconds); `nonretryable` for an unknown set. */
-  report(request: SetRequest, options?: CallOptions): Promise<GuestReport>;
-}
 
 const ReportResponseSchema = GuestReportSchema;
 
