@@ -24,23 +24,23 @@ import {
   type ServedFake,
 } from './testing.ts';
 
-describe('writer rpc over a Unix socket: limits, cancellation and deadlines', () => {
-  let served: ServedFake;
-  let dir: string;
-  let socketPath: string;
-  let fake: FakeWriter;
-  let server: WriterServer;
-  let writer: RemoteWriterEndpoint;
+let served: ServedFake;
+let dir: string;
+let socketPath: string;
+let fake: FakeWriter;
+let server: WriterServer;
+let writer: RemoteWriterEndpoint;
 
-  before(async () => {
-    served = await serveFake();
-    ({ dir, socketPath, fake, server, writer } = served);
-  });
+before(async () => {
+  served = await serveFake();
+  ({ dir, socketPath, fake, server, writer } = served);
+});
 
-  after(() => served.stop());
+after(() => served.stop());
 
-  beforeEach(() => fake.reset());
+beforeEach(() => fake.reset());
 
+describe('writer rpc over a Unix socket: invalid and oversized input', () => {
   test('invalid requests get INVALID_ARGUMENT naming the field, and the server keeps serving', async () => {
     const service = loadWriterService();
     const garbage = await rawCall(server.address, 'Freeze', Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]));
@@ -117,7 +117,9 @@ describe('writer rpc over a Unix socket: limits, cancellation and deadlines', ()
 
     assert.deepEqual(await writer.identify(), METADATA);
   });
+});
 
+describe('writer rpc over a Unix socket: cancellation and deadlines', () => {
   test('aborting the signal cancels a slow call promptly, on both ends', async () => {
     fake.freezeDelayMs = 10_000;
     const controller = new AbortController();

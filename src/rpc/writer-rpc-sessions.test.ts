@@ -18,22 +18,22 @@ import {
   type ServedFake,
 } from './testing.ts';
 
+let served: ServedFake;
+let dir: string;
+let socketPath: string;
+let fake: FakeWriter;
+let writer: RemoteWriterEndpoint;
+
+before(async () => {
+  served = await serveFake();
+  ({ dir, socketPath, fake, writer } = served);
+});
+
+after(() => served.stop());
+
+beforeEach(() => fake.reset());
+
 describe('writer rpc over a Unix socket: sessions', () => {
-  let served: ServedFake;
-  let dir: string;
-  let socketPath: string;
-  let fake: FakeWriter;
-  let writer: RemoteWriterEndpoint;
-
-  before(async () => {
-    served = await serveFake();
-    ({ dir, socketPath, fake, writer } = served);
-  });
-
-  after(() => served.stop());
-
-  beforeEach(() => fake.reset());
-
   test('closing a session closes it on the writer', async () => {
     const session = await writer.openSession({ setId: 'set-a' });
     assert.deepEqual(fake.sessionsOpened.slice(-1), ['set-a']);
@@ -118,7 +118,9 @@ describe('writer rpc over a Unix socket: sessions', () => {
       await client.close();
     }
   });
+});
 
+describe('writer rpc over a Unix socket: server shutdown and socket files', () => {
   test('closing the server ends its sessions on both sides', async () => {
     const path = join(dir, 'closing.sock');
     const other = new FakeWriter();

@@ -22,23 +22,23 @@ import {
 } from './index.ts';
 import { FakeWriter, METADATA, POST_SNAPSHOT, rejectsWith, serveFake, type ServedFake } from './testing.ts';
 
-describe('writer rpc over a Unix socket', () => {
-  let served: ServedFake;
-  let dir: string;
-  let socketPath: string;
-  let fake: FakeWriter;
-  let server: WriterServer;
-  let writer: RemoteWriterEndpoint;
+let served: ServedFake;
+let dir: string;
+let socketPath: string;
+let fake: FakeWriter;
+let server: WriterServer;
+let writer: RemoteWriterEndpoint;
 
-  before(async () => {
-    served = await serveFake();
-    ({ dir, socketPath, fake, server, writer } = served);
-  });
+before(async () => {
+  served = await serveFake();
+  ({ dir, socketPath, fake, server, writer } = served);
+});
 
-  after(() => served.stop());
+after(() => served.stop());
 
-  beforeEach(() => fake.reset());
+beforeEach(() => fake.reset());
 
+describe('writer rpc over a Unix socket: round trips', () => {
   test('the socket is private: directory 0700, socket 0600', async () => {
     assert.equal(server.address, `unix://${socketPath}`);
     assert.equal((await stat(join(dir, 'run', 'writers'))).mode & 0o777, 0o700);
@@ -139,7 +139,9 @@ describe('writer rpc over a Unix socket', () => {
       { method: 'postRestore', request: { ...restore, moreFollow: false } },
     ]);
   });
+});
 
+describe('writer rpc over a Unix socket: failures', () => {
   test("a writer's QuiesceError arrives with its code, phase, writer, component and message", async () => {
     fake.failure = new QuiesceError(
       'inconsistent-snapshot',
