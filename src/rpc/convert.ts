@@ -29,13 +29,14 @@ import {
   type WriterMetadata,
   type WriterStatus,
 } from '../model/index.ts';
+import { isRecord } from '../util/index.ts';
 import type { AgentRpc } from './writer-proto.ts';
 
 type Wire = Record<string, unknown>;
 
 /** The plain object a decoded message is (or an empty one for anything else). */
 export function asWire(value: unknown): Wire {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Wire) : {};
+  return isRecord(value) ? value : {};
 }
 
 function wireList(value: unknown): Wire[] {
