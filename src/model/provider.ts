@@ -1,4 +1,4 @@
-import type { CallOptions } from './writer.ts';
+import type { CallOptions } from './call-options.ts';
 import type { SnapshotPath } from './messages.ts';
 
 export const PROVIDER_NAMES = ['btrfs', 'reflink', 'fsfreeze', 'copy'] as const;

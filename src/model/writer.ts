@@ -1,3 +1,4 @@
+import type { CallOptions } from './call-options.ts';
 import type { WriterMetadata } from './metadata.ts';
 import type { GuestReport } from './report.ts';
 import type {
@@ -12,11 +13,6 @@ import type {
   ThawResponse,
   WriterStatus,
 } from './messages.ts';
-
-export interface CallOptions {
-  /** Aborted when the coordinator gives up on the call (deadline or abort of the set). */
-  signal?: AbortSignal;
-}
 
 /**
  * One writer as the coordinator sees it, in-process or behind the wire.

@@ -7,8 +7,15 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate } from 'node:crypto';
-import { QuiesceError, type CallOptions, type GuestReport, type SetRequest } from '../model/index.ts';
-import { REPORT_METHOD, UNARY_METHODS, type AgentEndpoint, type UnaryMethod } from './convert.ts';
+import {
+  QuiesceError,
+  type AgentEndpoint,
+  type CallOptions,
+  type GuestReport,
+  type SetRequest,
+} from '../model/index.ts';
+import { messageOf } from '../util/index.ts';
+import { REPORT_METHOD, UNARY_METHODS, type UnaryMethod } from './convert.ts';
 import { connectOver, type ConnectWriterOptions, type RemoteWriterEndpoint } from './writer-client.ts';
 import { serveEndpointOn, type ServeWriterOptions, type WriterServer } from './writer-server.ts';
 import { loadAgentService } from './writer-proto.ts';
@@ -24,11 +31,7 @@ export function certificateFingerprint(pem: Buffer | string): string {
   try {
     return new X509Certificate(pem).fingerprint256;
   } catch (error) {
-    throw new QuiesceError(
-      'bad-config',
-      `not a PEM certificate: ${error instanceof Error ? error.message : String(error)}`,
-      { cause: error },
-    );
+    throw new QuiesceError('bad-config', `not a PEM certificate: ${messageOf(error)}`, { cause: error });
   }
 }
 

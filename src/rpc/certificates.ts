@@ -8,6 +8,7 @@ import { chmod, mkdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { QuiesceError } from '../model/index.ts';
+import { isErrno } from '../util/index.ts';
 import { certificateFingerprint, type TlsIdentity } from './agent-wire.ts';
 
 const execFileAsync = promisify(execFile);
@@ -66,7 +67,7 @@ export async function makeIdentity(dir: string, base: string, name: string): Pro
       { env: { PATH: '/usr/bin:/bin:/usr/local/bin', OPENSSL_CONF: '/dev/null' } },
     );
   } catch (error) {
-    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+    const missing = isErrno(error, 'ENOENT');
     throw new QuiesceError(
       'bad-config',
       missing

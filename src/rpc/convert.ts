@@ -18,6 +18,7 @@ import {
   WriterMetadataSchema,
   WriterStatusSchema,
   GuestReportSchema,
+  type AgentEndpoint,
   type CallOptions,
   type GuestReport,
   type SetRequest,
@@ -28,13 +29,14 @@ import {
   type WriterMetadata,
   type WriterStatus,
 } from '../model/index.ts';
+import { isRecord } from '../util/index.ts';
 import type { AgentRpc } from './writer-proto.ts';
 
 type Wire = Record<string, unknown>;
 
 /** The plain object a decoded message is (or an empty one for anything else). */
 export function asWire(value: unknown): Wire {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Wire) : {};
+  return isRecord(value) ? value : {};
 }
 
 function wireList(value: unknown): Wire[] {
@@ -226,12 +228,6 @@ export const UNARY_METHODS = {
 } as const;
 
 export type UnaryMethodName = keyof typeof UNARY_METHODS;
-
-/** A guest as its agent serves it: a writer, and the guest's own report of a set. */
-export interface AgentEndpoint extends WriterEndpoint {
-  /** The guest's report of set `setId` (GuestReport, frozenAtMs as epoch milliseconds); `nonretryable` for an unknown set. */
-  report(request: SetRequest, options?: CallOptions): Promise<GuestReport>;
-}
 
 const ReportResponseSchema = GuestReportSchema;
 

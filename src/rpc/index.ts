@@ -33,4 +33,4 @@ export {
   type RemoteAgentEndpoint,
 } from './agent-wire.ts';
 export { makeIdentity, loadIdentity, readPem, type IdentityFiles } from './certificates.ts';
-export { type AgentEndpoint } from './convert.ts';
+export { type AgentEndpoint } from '../model/index.ts';

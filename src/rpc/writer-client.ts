@@ -5,17 +5,13 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { resolve } from 'node:path';
-import {
-  QuiesceError,
-  type CallOptions,
-  type Phase,
-  type SetRequest,
-  type WriterEndpoint,
-  type WriterSession,
-} from '../model/index.ts';
-import { SessionEventSchema, UNARY_METHODS, describeZodError, type UnaryMethod } from './convert.ts';
-import { clientFailure, type ClientErrorContext } from './failure-status.ts';
-import { MAX_MESSAGE_BYTES, loadWriterService, type AgentRpc, type WireMethod } from './writer-proto.ts';
+import type { CallOptions, SetRequest, WriterEndpoint } from '../model/index.ts';
+import { closeChannel, invokeUnary, openChannel, type ClientChannel, type ClientService } from './client-channel.ts';
+import { openRemoteSession, type RemoteWriterSession } from './client-session.ts';
+import { UNARY_METHODS, type UnaryMethod } from './convert.ts';
+import { loadWriterService } from './writer-proto.ts';
+
+export type { RemoteWriterSession } from './client-session.ts';
 
 export interface ConnectWriterOptions {
   /**
@@ -28,32 +24,10 @@ export interface ConnectWriterOptions {
   keepaliveTimeMs?: number;
 }
 
-/** A session held over the wire. */
-export interface RemoteWriterSession extends WriterSession {
-  readonly setId: string;
-  /**
-   * Aborted, with a QuiesceError (`not-responding` when the writer vanished), when the writer's
-   * side of the session is gone: the stream ended or failed, or no heartbeat came for three
-   * heartbeat periods. Not aborted by `close()`.
-   */
-  readonly lost: AbortSignal;
-}
-
 export interface RemoteWriterEndpoint extends WriterEndpoint {
   /** `unix:///absolute/path.sock` */
   readonly address: string;
   openSession(request: SetRequest): Promise<RemoteWriterSession>;
-}
-
-const DEFAULT_SESSION_OPEN_TIMEOUT_MS = 30_000;
-/** A session counts as lost after this many heartbeat periods of silence. */
-const MISSED_HEARTBEATS = 3;
-
-function abortReason(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
-  return reason instanceof Error
-    ? reason
-    : new QuiesceError('nonretryable', `call aborted: ${String(reason)}`, { cause: reason });
 }
 
 /**
@@ -88,183 +62,20 @@ export type InvokeMethod = <Req, Res>(
 export function connectOver(
   address: string,
   credentials: grpc.ChannelCredentials,
-  service: Record<Exclude<AgentRpc, 'Report'>, WireMethod> & Partial<Record<'Report', WireMethod>>,
+  service: ClientService,
   options: ConnectWriterOptions = {},
   channelOptions: grpc.ChannelOptions = {},
 ): { endpoint: RemoteWriterEndpoint; invoke: InvokeMethod } {
-  const { callTimeoutMs } = options;
-  const keepaliveTimeMs = options.keepaliveTimeMs ?? 10_000;
-  const client = new grpc.Client(address, credentials, {
-    ...channelOptions,
-    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
-    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-    'grpc.keepalive_time_ms': keepaliveTimeMs,
-    'grpc.keepalive_timeout_ms': Math.max(1000, Math.floor(keepaliveTimeMs / 2)),
-    'grpc.keepalive_permit_without_calls': 1,
-    // A local writer that restarts should be reachable again within a second.
-    'grpc.initial_reconnect_backoff_ms': 100,
-    'grpc.max_reconnect_backoff_ms': 1000,
-    'grpc.use_local_subchannel_pool': 1,
-  });
-  const active = new Set<{ cancel(): void }>();
-  let closed = false;
+  const channel = openChannel(address, credentials, service, options, channelOptions);
+  const invoke: InvokeMethod = (method, request, callOptions) => invokeUnary(channel, method, request, callOptions);
+  return { endpoint: endpointOver(channel, invoke), invoke };
+}
 
-  function closedError(rpc: string, phase: Phase | null): QuiesceError {
-    return new QuiesceError(
-      'nonretryable',
-      `the connection to writer at ${address} is closed; ${rpc} was not sent or not answered`,
-      {
-        phase,
-      },
-    );
-  }
-
-  async function invoke<Req, Res>(
-    method: UnaryMethod<Req, Res, never>,
-    request: Req,
-    callOptions: CallOptions = {},
-  ): Promise<Res> {
-    const { signal } = callOptions;
-    if (closed) throw closedError(method.rpc, method.phase);
-    if (signal?.aborted) throw abortReason(signal);
-    const definition = service[method.rpc];
-    if (!definition)
-      throw new QuiesceError('protocol', `the service at ${address} has no rpc ${method.rpc}`, { phase: method.phase });
-    const context: ClientErrorContext = { target: address, rpc: method.rpc, phase: method.phase, callTimeoutMs };
-    const raw = await new Promise<unknown>((resolvePromise, reject) => {
-      const grpcOptions: grpc.CallOptions = callTimeoutMs === undefined ? {} : { deadline: Date.now() + callTimeoutMs };
-      const onAbort = () => call.cancel();
-      const call = client.makeUnaryRequest(
-        definition.path,
-        definition.requestSerialize,
-        definition.responseDeserialize,
-        method.requestToWire(request),
-        new grpc.Metadata(),
-        grpcOptions,
-        (error, value) => {
-          active.delete(call);
-          signal?.removeEventListener('abort', onAbort);
-          if (signal?.aborted) reject(abortReason(signal));
-          else if (error && closed) reject(closedError(method.rpc, method.phase));
-          else if (error) reject(clientFailure(error, context));
-          else resolvePromise(value);
-        },
-      );
-      active.add(call);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-    const parsed = method.responseSchema.safeParse(method.responseFromWire(raw));
-    if (!parsed.success) {
-      throw new QuiesceError(
-        'protocol',
-        `writer at ${address} answered ${method.rpc} with an invalid message: ${describeZodError(parsed.error)}`,
-        { phase: method.phase },
-      );
-    }
-    return parsed.data;
-  }
-
-  async function openSession(request: SetRequest): Promise<RemoteWriterSession> {
-    const { setId } = request;
-    if (closed) throw closedError('OpenSession', null);
-    const definition = service.OpenSession;
-    const context: ClientErrorContext = { target: address, rpc: 'OpenSession', phase: null, callTimeoutMs };
-    const openTimeoutMs = callTimeoutMs ?? DEFAULT_SESSION_OPEN_TIMEOUT_MS;
-    const lost = new AbortController();
-
-    return new Promise<RemoteWriterSession>((resolvePromise, reject) => {
-      let state: 'opening' | 'open' | 'ended' = 'opening';
-      let lastHeard = Date.now();
-      let watchdog: NodeJS.Timeout | undefined;
-      const stream = client.makeServerStreamRequest(
-        definition.path,
-        definition.requestSerialize,
-        definition.responseDeserialize,
-        { setId },
-        new grpc.Metadata(),
-        {},
-      );
-      const stop = () => {
-        state = 'ended';
-        clearTimeout(openTimer);
-        clearInterval(watchdog);
-        active.delete(handle);
-        stream.cancel();
-      };
-      // Closing the endpoint ends its sessions as if closed one by one (`lost` stays quiet).
-      const handle = { cancel: stop };
-      active.add(handle);
-      const fail = (error: QuiesceError) => {
-        if (state === 'ended') return;
-        const wasOpening = state === 'opening';
-        stop();
-        if (wasOpening) reject(error);
-        else lost.abort(error);
-      };
-      const openTimer = setTimeout(() => {
-        fail(
-          new QuiesceError(
-            'not-responding',
-            `writer at ${address} did not open a session for set ${setId} within ${openTimeoutMs} ms. Is the writer process running, or is it stuck?`,
-          ),
-        );
-      }, openTimeoutMs);
-
-      const session: RemoteWriterSession = {
-        setId,
-        lost: lost.signal,
-        close: async () => {
-          if (state !== 'ended') stop();
-        },
-      };
-
-      stream.on('data', (raw: unknown) => {
-        const parsed = SessionEventSchema.safeParse(raw);
-        if (!parsed.success) {
-          fail(
-            new QuiesceError(
-              'protocol',
-              `writer at ${address} sent an invalid session event: ${describeZodError(parsed.error)}`,
-            ),
-          );
-          return;
-        }
-        lastHeard = Date.now();
-        const event = parsed.data;
-        if (state !== 'opening' || event.kind !== 'opened') return;
-        state = 'open';
-        clearTimeout(openTimer);
-        if (event.heartbeatIntervalMs > 0) {
-          const period = event.heartbeatIntervalMs;
-          watchdog = setInterval(() => {
-            const silentMs = Date.now() - lastHeard;
-            if (silentMs <= MISSED_HEARTBEATS * period) return;
-            fail(
-              new QuiesceError(
-                'not-responding',
-                `writer at ${address} sent no session heartbeat for set ${setId} in ${silentMs} ms (expected one every ${period} ms). Is the writer process running, or is it stuck?`,
-              ),
-            );
-          }, period);
-          watchdog.unref();
-        }
-        resolvePromise(session);
-      });
-      stream.on('error', (error: unknown) => fail(clientFailure(error, context)));
-      stream.on('end', () => {
-        fail(
-          new QuiesceError(
-            'not-responding',
-            `writer at ${address} ended the session for set ${setId}; it is shutting down`,
-          ),
-        );
-      });
-    });
-  }
-
+/** The WriterEndpoint whose every method is one call on `channel`. */
+function endpointOver(channel: ClientChannel, invoke: InvokeMethod): RemoteWriterEndpoint {
   const m = UNARY_METHODS;
-  const endpoint: RemoteWriterEndpoint = {
-    address,
+  return {
+    address: channel.address,
     identify: (callOptions) => invoke(m.identify, {}, callOptions),
     status: (callOptions) => invoke(m.status, {}, callOptions),
     prepareBackup: (request, callOptions) => invoke(m.prepareBackup, request, callOptions),
@@ -291,14 +102,7 @@ export function connectOver(
     postRestore: async (request, callOptions) => {
       await invoke(m.postRestore, request, callOptions);
     },
-    openSession,
-    close: async () => {
-      if (closed) return;
-      closed = true;
-      for (const call of [...active]) call.cancel();
-      active.clear();
-      client.close();
-    },
+    openSession: (request) => openRemoteSession(channel, request),
+    close: async () => closeChannel(channel),
   };
-  return { endpoint, invoke };
 }

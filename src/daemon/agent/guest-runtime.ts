@@ -33,7 +33,7 @@ import {
   type WriterState,
   type WriterStatus,
 } from '../../model/index.ts';
-import type { AgentEndpoint } from '../../rpc/index.ts';
+import type { AgentEndpoint } from '../../model/index.ts';
 import { HeldFreezeProvider } from './held-freeze-provider.ts';
 
 export interface GuestRuntimeOptions {
