@@ -392,7 +392,17 @@ export function createGuestRuntime(options: GuestRuntimeOptions): AgentEndpoint 
     },
 
     async thaw(request: SetRequest): Promise<ThawResponse> {
-      const set = setFor(request.setId, 'thaw', ['frozen', 'thawing', 'thawed', 'completing', 'done']);
+      const set = setFor(request.setId, 'thaw', [
+        'preparing',
+        'prepared',
+        'frozen',
+        'thawing',
+        'thawed',
+        'completing',
+        'done',
+      ]);
+      // Nothing frozen yet: thaw has nothing to undo and never fails for that (WriterEndpoint).
+      if (set.stage === 'preparing' || set.stage === 'prepared') return { selfThawed: false, frozenMs: 0 };
       const frozenMs = (): number => (set.frozenAt === null ? 0 : (set.thawedAt ?? performance.now()) - set.frozenAt);
       if (set.stage === 'done') {
         // Ended before the host said thaw: the deadline, a lost session, or a failure inside.
