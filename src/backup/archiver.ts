@@ -2,9 +2,9 @@ import { open, lstat, readdir, readlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { QuiesceError, type ByteRange, type CallOptions, type UnchangedFile } from '../model/index.ts';
-import type { ContentRef, FileNode, Tree, TreeNode } from '../repository/tree.ts';
-import type { Chunker, Repository } from '../repository/types.ts';
-import { reusable, trustedBy } from './known-files.ts';
+import { SNAPSHOT_STORE } from '../providers/index.ts';
+import type { Chunker, ContentRef, FileNode, Repository, Tree, TreeNode } from '../repository/index.ts';
+import { canReuseParentContent, isUnderAnyOf } from './parent-reuse.ts';
 
 /** Where one original path can be read, and how much of it must be read. */
 export interface ArchiveSource {
@@ -28,7 +28,7 @@ export interface ArchiveOptions extends CallOptions {
   parentTree?: string | null;
   /** Original path prefixes where the parent may be trusted (plain paths, file components). */
   parentPaths?: string[];
-  /** Only files with an mtime before this (ns) reuse the parent's content (see `reusable`). */
+  /** Only files with an mtime before this (ns) reuse the parent's content (see `canReuseParentContent`). */
   parentBefore?: bigint;
   /** Files the provider left out of the snapshot as unchanged since the parent: their content is the parent's. */
   unchanged?: readonly UnchangedFile[];
@@ -126,7 +126,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     }
     return tree;
   }
-  const parentUsable = trustedBy(options.parentPaths ?? []);
+  const parentUsable = isUnderAnyOf(options.parentPaths ?? []);
   const parentBefore = options.parentBefore ?? BigInt(Number.MAX_SAFE_INTEGER) * 1_000_000n;
   // Snapshot directory -> the files left out of it, by name.
   const leftOut = new Map<string, Map<string, UnchangedFile>>();
@@ -199,7 +199,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
       progress(original);
       return { ...base, type: 'file', size: fileSize, content: refs };
     }
-    if (parentUsable(original) && reusable(repository, parentNode, fileSize, base.mtimeNs, parentBefore)) {
+    if (parentUsable(original) && canReuseParentContent(repository, parentNode, fileSize, base.mtimeNs, parentBefore)) {
       result.unchangedFiles++;
       progress(original);
       return { ...base, type: 'file', size: fileSize, content: parentNode.content };
@@ -231,7 +231,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
     const subParent = parentNode?.type === 'dir' ? await parentTreeOf(parentNode.subtree) : null;
     const parentByName = new Map((subParent?.nodes ?? []).map((n) => [n.name, n]));
     const notCopied = leftOut.get(path);
-    const read = inSnapshot ? (await readdir(path)).filter((entry) => entry !== '.quiesce-snapshots') : [];
+    const read = inSnapshot ? (await readdir(path)).filter((entry) => entry !== SNAPSHOT_STORE) : [];
     const entries = notCopied === undefined ? read.sort() : [...new Set([...read, ...notCopied.keys()])].sort();
     const children: (TreeNode | null)[] = new Array<TreeNode | null>(entries.length).fill(null);
     const childWaits: Promise<void>[] = [];
@@ -340,7 +340,7 @@ export async function archive(options: ArchiveOptions): Promise<ArchiveResult> {
 
   /** A file the provider left out: the parent's content, with the original's metadata at the commit. */
   function unchangedNode(file: UnchangedFile, parentNode: TreeNode | undefined, original: string): TreeNode {
-    if (!reusable(repository, parentNode, file.size, file.mtimeNs, parentBefore)) {
+    if (!canReuseParentContent(repository, parentNode, file.size, file.mtimeNs, parentBefore)) {
       throw new QuiesceError(
         'inconsistent-snapshot',
         `${original} was left out of the snapshot as unchanged, but the parent set does not hold it as it is now`,

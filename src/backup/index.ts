@@ -1,6 +1,6 @@
 // The requester: backup (a snapshot set read into the repository), restore, and the tree
 // walking both share. Composition of writers, providers and the repository happens in cli/.
-export { runBackup, backupTypeOrThrow, type BackupOptions, type BackupResult } from './backup.ts';
+export { runBackup, type BackupOptions, type BackupResult } from './backup.ts';
 export {
   archive,
   findNode,

@@ -15,8 +15,14 @@ import {
 } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { QuiesceError, utimesSeconds, type CallOptions, type Failure } from '../model/index.ts';
-import { NodeNameSchema, type DirNode, type FileNode, type SymlinkNode, type TreeNode } from '../repository/tree.ts';
-import type { Repository } from '../repository/types.ts';
+import {
+  NodeNameSchema,
+  type DirNode,
+  type FileNode,
+  type Repository,
+  type SymlinkNode,
+  type TreeNode,
+} from '../repository/index.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: Repository;
