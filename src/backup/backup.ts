@@ -3,7 +3,8 @@ import { Catalog, type BackupMeta, type CatalogEntry, type ComponentRecord } fro
 import { runSnapshotSet, type SnapshotSetOptions, type SnapshotView, type UseOutcome } from '../coordinator/index.ts';
 import type { BackupType, SetReport } from '../model/index.ts';
 import type { Repository } from '../repository/index.ts';
-import { archive, findNode, type ArchiveProgress, type PartialSource } from './archiver.ts';
+import { archive, type ArchiveProgress, type PartialSource } from './archiver.ts';
+import { findNode } from './tree-nodes.ts';
 import { parentKnownFiles } from './parent-reuse.ts';
 
 export interface BackupOptions extends Omit<SnapshotSetOptions, 'kind' | 'use' | 'previousStamp' | 'keep'> {

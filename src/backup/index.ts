@@ -1,9 +1,9 @@
 // The requester: backup (a snapshot set read into the repository), restore, and the tree
 // walking both share. Composition of writers, providers and the repository happens in cli/.
 export { runBackup, type BackupOptions, type BackupResult } from './backup.ts';
+export { findNode } from './tree-nodes.ts';
 export {
   archive,
-  findNode,
   type ArchiveOptions,
   type ArchiveProgress,
   type ArchiveResult,
