@@ -11,3 +11,4 @@ export {
   type PartialSource,
 } from './archiver.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';
+export { restoreSet, type RestoreSetOptions, type RestoreSetResult, type RestoreWriter } from './restore-set.ts';
