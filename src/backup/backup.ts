@@ -1,10 +1,11 @@
 import { hostname } from 'node:os';
 import { Catalog, type BackupMeta, type CatalogEntry, type ComponentRecord } from '../catalog/index.ts';
 import { runSnapshotSet, type SnapshotSetOptions, type SnapshotView, type UseOutcome } from '../coordinator/index.ts';
-import { QuiesceError, type BackupType, type SetReport } from '../model/index.ts';
-import type { Repository } from '../repository/types.ts';
-import { archive, findNode, type ArchiveProgress, type PartialSource } from './archiver.ts';
-import { parentKnownFiles } from './known-files.ts';
+import type { BackupType, SetReport } from '../model/index.ts';
+import type { Repository } from '../repository/index.ts';
+import { archive, type ArchiveProgress, type PartialSource } from './archiver.ts';
+import { findNode } from './tree-nodes.ts';
+import { parentKnownFiles } from './parent-reuse.ts';
 
 export interface BackupOptions extends Omit<SnapshotSetOptions, 'kind' | 'use' | 'previousStamp' | 'keep'> {
   repository: Repository;
@@ -70,7 +71,7 @@ function parentSet(catalog: Catalog, type: BackupType): CatalogEntry | null {
   return null;
 }
 
-/** A second before the parent set started (ns): files with a later mtime are read again (see `reusable`). */
+/** A second before the parent set started (ns): files with a later mtime are read again (see `canReuseParentContent`). */
 function parentBefore(parent: CatalogEntry): bigint {
   const started = Date.parse(parent.meta.report.startedAt);
   return Number.isFinite(started) ? BigInt(started - 1000) * 1_000_000n : 0n;
@@ -161,10 +162,4 @@ async function store(
     { signal },
   );
   return { manifestId, stats: { ...stats, files: result.files } };
-}
-
-/** The exit status of a backup, per ARCHITECTURE.md. */
-export function backupTypeOrThrow(value: string): BackupType {
-  if (['full', 'copy', 'incremental', 'differential', 'log'].includes(value)) return value as BackupType;
-  throw new QuiesceError('bad-usage', `--type takes full, copy, incremental, differential or log, not ${value}`);
 }

@@ -1,9 +1,9 @@
 // The requester: backup (a snapshot set read into the repository), restore, and the tree
 // walking both share. Composition of writers, providers and the repository happens in cli/.
-export { runBackup, backupTypeOrThrow, type BackupOptions, type BackupResult } from './backup.ts';
+export { runBackup, type BackupOptions, type BackupResult } from './backup.ts';
+export { findNode } from './tree-nodes.ts';
 export {
   archive,
-  findNode,
   type ArchiveOptions,
   type ArchiveProgress,
   type ArchiveResult,
@@ -11,3 +11,4 @@ export {
   type PartialSource,
 } from './archiver.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';
+export { restoreSet, type RestoreSetOptions, type RestoreSetResult, type RestoreWriter } from './restore-set.ts';

@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../package-root.ts';
-import { SNAPSHOT_STORE } from '../providers/snapshot-layout.ts';
+import { SNAPSHOT_STORE } from '../providers/index.ts';
 
 /** Entries whose metadata a prefetch reads at most: beyond that, the walk reads its own. */
 const PREFETCH_LIMIT = 2_000_000;

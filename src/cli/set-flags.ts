@@ -1,6 +1,20 @@
-// The flags `snapshot` and `backup` share (--quiesce, --wait), and the interruption both honour:
-// SIGINT or SIGTERM aborts the set, whose finally paths then thaw and release everything.
-import { QuiesceError, QuiescePolicySchema, type QuiescePolicy } from '../model/index.ts';
+// The flags `snapshot` and `backup` share (--quiesce, --wait, --type), and the interruption
+// they and `restore` honour: SIGINT or SIGTERM aborts, and the finally paths release everything.
+import {
+  BackupTypeSchema,
+  QuiesceError,
+  QuiescePolicySchema,
+  type BackupType,
+  type QuiescePolicy,
+} from '../model/index.ts';
+
+/** `--type full|copy|incremental|differential|log`. */
+export function parseTypeFlag(value: string): BackupType {
+  const parsed = BackupTypeSchema.safeParse(value);
+  if (!parsed.success)
+    throw new QuiesceError('bad-usage', `--type takes full, copy, incremental, differential or log, not ${value}`);
+  return parsed.data;
+}
 
 /** `--quiesce require|prefer|off`, or undefined when not given. */
 export function parsePolicyFlag(value: string | undefined): QuiescePolicy | undefined {

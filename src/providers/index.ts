@@ -10,6 +10,7 @@ export { BtrfsProvider } from './btrfs/btrfs-provider.ts';
 export { CopyProvider } from './copy/copy-provider.ts';
 export { FsfreezeProvider, type FsfreezeProviderOptions } from './fsfreeze/fsfreeze-provider.ts';
 export { ReflinkProvider } from './reflink/reflink-provider.ts';
+export { SNAPSHOT_STORE } from './snapshot-layout.ts';
 export {
   chooseProvider,
   listProviderSupport,

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import { backupTypeOrThrow, runBackup } from '../../backup/index.ts';
+import { runBackup } from '../../backup/index.ts';
 import { prefetchMetadata } from '../../backup/metadata-prefetch.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { exitForStatus } from '../exit-codes.ts';
-import { interruptSignal, parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
+import { interruptSignal, parsePolicyFlag, parseTypeFlag, parseWaitFlag } from '../set-flags.ts';
 import { resolveConfig } from '../load-config.ts';
 import { formatReport, stdio } from '../output.ts';
 import { bytes, progressLine } from '../progress.ts';
@@ -33,7 +33,7 @@ export function registerBackup(program: Command): void {
     .option('--wait <seconds>', 'wait for a set in progress on this host instead of failing', '0')
     .option('--json', 'print the report as JSON')
     .action(async (opts: BackupFlags) => {
-      const type = backupTypeOrThrow(opts.type);
+      const type = parseTypeFlag(opts.type);
       const policy = parsePolicyFlag(opts.quiesce);
       const waitForLockMs = parseWaitFlag(opts.wait);
       const config = await resolveConfig(opts.config);

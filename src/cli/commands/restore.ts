@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { restore } from '../../backup/index.ts';
-import { Catalog } from '../../catalog/index.ts';
+import { restoreSet } from '../../backup/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
 import { EXIT } from '../exit-codes.ts';
@@ -8,6 +7,7 @@ import { resolveConfig } from '../load-config.ts';
 import { stdio } from '../output.ts';
 import { bytes } from '../progress.ts';
 import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { interruptSignal } from '../set-flags.ts';
 
 interface RestoreFlags extends RepositoryFlags {
   config?: string;
@@ -47,50 +47,31 @@ export function registerRestore(program: Command): void {
         );
       const config = await resolveConfig(opts.config);
       const repository = await useRepository(opts, config);
-      const lock = await repository.lock('shared');
       const writers = opts.component ? await composeWriters(config) : [];
+      const interrupt = interruptSignal();
       try {
-        const catalog = await Catalog.load(repository, catalogCache(config, repository));
-        const entry = catalog.find(ref);
-        if (!entry) throw new QuiesceError('bad-usage', `no backup set ${ref} (\`quiesce backups\` lists them)`);
-        let include = opts.path.map((p) => (p.startsWith('/') ? p : `/${p}`));
-        let writer: (typeof writers)[number] | undefined;
-        const component = opts.component
-          ? entry.meta.components.find(
-              (c) => c.component === opts.component || `${c.writer}/${c.component}` === opts.component,
-            )
-          : undefined;
-        if (opts.component) {
-          if (!component) {
-            const known = entry.meta.components.map((c) => c.component).join(', ') || 'none';
-            throw new QuiesceError(
-              'bad-usage',
-              `set ${entry.setId} has no component ${opts.component} (it has: ${known})`,
-            );
-          }
-          include = [...include, ...component.files];
-          writer = writers.find((w) => w.name === component.writer);
-        }
-        const request = {
-          setId: entry.setId,
-          components: component ? [component.component] : [],
+        const result = await restoreSet({
+          repository,
+          catalogCache: catalogCache(config, repository),
+          ref,
           target: opts.target,
-          moreFollow: false,
-        };
-        await writer?.endpoint.preRestore(request);
-        const result = await restore({ repository, tree: entry.tree, target: opts.target, include });
-        await writer?.endpoint.postRestore(request);
-        if (opts.json) stdio.json({ set: entry.setId, target: opts.target, ...result });
+          component: opts.component,
+          paths: opts.path,
+          writers,
+          signal: interrupt.signal,
+        });
+        const { setId, ...restored } = result;
+        if (opts.json) stdio.json({ set: setId, target: opts.target, ...restored });
         else {
           stdio.out(
-            `restored set ${entry.setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${bytes(result.bytesWritten)}`,
+            `restored set ${setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${bytes(result.bytesWritten)}`,
           );
           for (const f of result.failed) stdio.err(`quiesce: could not restore ${f.path}: ${f.error.message}`);
         }
         if (result.failed.length > 0) process.exitCode = EXIT.failed;
       } finally {
+        interrupt.dispose();
         await closeWriters(writers);
-        await lock.release();
         await repository.close();
       }
     });

@@ -1,20 +1,20 @@
 import { sameMicrosecond, type CallOptions, type KnownFile, type KnownFiles } from '../model/index.ts';
-import type { FileNode, Tree, TreeNode } from '../repository/tree.ts';
-import type { Repository } from '../repository/types.ts';
+import type { FileNode, Repository, Tree, TreeNode } from '../repository/index.ts';
 
 /** Original paths under which a parent set's content may be trusted by size and mtime. */
-export function trustedBy(paths: readonly string[]): (original: string) => boolean {
+export function isUnderAnyOf(paths: readonly string[]): (original: string) => boolean {
   return (original) => paths.some((p) => original === p || original.startsWith(p === '/' ? '/' : `${p}/`));
 }
 
 /**
  * Can a file's content be taken from its node in the parent set, unread? Only when the node is
- * a file of the same size and mtime (to the microsecond: a snapshot's copies keep no finer), every blob of it is in the repository, and its mtime is
- * older than `before` (the parent set's start, less a second): a file written again within the
- * same timestamp tick after the parent read it would look unchanged, so a file the parent saw
- * being written is always read again (git's "racy" entries).
+ * a file of the same size and mtime (to the microsecond: a snapshot's copies keep no finer),
+ * every blob of it is in the repository, and its mtime is older than `before` (the parent set's
+ * start, less a second): a file written again within the same timestamp tick after the parent
+ * read it would look unchanged, so a file the parent saw being written is always read again
+ * (git's "racy" entries).
  */
-export function reusable(
+export function canReuseParentContent(
   repository: Repository,
   node: TreeNode | null | undefined,
   size: number | bigint,
@@ -41,7 +41,7 @@ export function parentKnownFiles(
   trusted: readonly string[],
   before: bigint,
 ): KnownFiles {
-  const isTrusted = trustedBy(trusted);
+  const isTrusted = isUnderAnyOf(trusted);
   const trees = new Map<string, Promise<Tree | null>>();
   const treeAt = (dir: string, options: CallOptions): Promise<Tree | null> => {
     let tree = trees.get(dir);
@@ -71,7 +71,7 @@ export function parentKnownFiles(
       const files = new Map<string, KnownFile>();
       for (const node of tree.nodes) {
         if (node.type !== 'file' || !isTrusted(`${prefix}${node.name}`)) continue;
-        if (!reusable(repository, node, node.size, node.mtimeNs, before)) continue;
+        if (!canReuseParentContent(repository, node, node.size, node.mtimeNs, before)) continue;
         files.set(node.name, { size: BigInt(node.size), mtimeNs: BigInt(node.mtimeNs) });
       }
       return files;
