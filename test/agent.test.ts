@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runSnapshotSet, type SetWriter } from '../src/coordinator/index.ts';
-import { startAgent, type RunningAgent } from '../src/daemon/agent/index.ts';
+import { startAgent, type RunningAgent } from '../src/agent/index.ts';
 import { QuiesceError, type BackupType, type QuiescePolicy } from '../src/model/index.ts';
 import { createSqliteWriter } from '../src/writers/sqlite/index.ts';
 import { createBank } from '../src/cli/demo/bank.ts';
