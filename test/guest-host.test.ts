@@ -1,4 +1,4 @@
-// The test guests themselves (test/helpers/guest-host.ts): two "VMs" in network and mount
+// The test guests themselves (test/helpers/guests/): two "VMs" in network and mount
 // namespaces on an XFS host volume, each with the bank writing in its own ext4 disk image and a
 // TCP server as its command. Root only; skips with the reason otherwise.
 import { after, before, describe, test } from 'node:test';
@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { ACCOUNTS, TOTAL } from '../src/cli/demo/bank.ts';
-import { checkImageBank, loopDevicesOf, makeGuestHost, type TestGuest } from './helpers/guest-host.ts';
+import { checkImageBank, loopDevicesOf, makeGuestHost, type TestGuest } from './helpers/guests/index.ts';
 
 const execFileAsync = promisify(execFile);
 const PORT = 7443;

@@ -23,7 +23,7 @@ import {
   type TlsIdentity,
 } from '../src/rpc/index.ts';
 import { createGuestWriter } from '../src/writers/guest/index.ts';
-import { checkImageBank, makeGuestHost, type GuestHost, type TestGuest } from './helpers/guest-host.ts';
+import { checkImageBank, makeGuestHost, type GuestHost, type TestGuest } from './helpers/guests/index.ts';
 
 const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 const scriptedAgent = fileURLToPath(new URL('./fixtures/scripted-agent.ts', import.meta.url));
