@@ -1,4 +1,4 @@
-// The test guests themselves (test/helpers/guest-host.ts): two "VMs" in network and mount
+// The test guests themselves (test/helpers/guests/): two "VMs" in network and mount
 // namespaces on an XFS host volume, each with the bank writing in its own ext4 disk image and a
 // TCP server as its command. Root only; skips with the reason otherwise.
 import { after, before, describe, test } from 'node:test';
@@ -9,7 +9,8 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { ACCOUNTS, TOTAL } from '../src/cli/demo/bank.ts';
-import { checkImageBank, loopDevicesOf, makeGuestHost, type TestGuest } from './helpers/guest-host.ts';
+import { checkImageBank, loopDevicesOf, makeGuestHost, type TestGuest } from './helpers/guests/index.ts';
+import type { LoopFs } from './helpers/loop-fs.ts';
 
 const execFileAsync = promisify(execFile);
 const PORT = 7443;
@@ -112,51 +113,9 @@ if ('skip' in host) {
       assert.match(across.stdout, /ENETUNREACH|EHOSTUNREACH/);
     });
 
-    test('the disk is mounted in the guest only', async () => {
-      for (const guest of [g1, g2]) {
-        const seen = await guest.exec(['findmnt', '-n', '-o', 'FSTYPE,SOURCE', guest.mountPoint]);
-        assert.equal(seen.code, 0, seen.stderr);
-        assert.match(seen.stdout, /^ext4\s+\/dev\/loop\d+/);
-        const cat = await guest.exec(['cat', 'greeting.txt'], { cwd: guest.mountPoint });
-        assert.equal(cat.stdout, `hello from the disk of ${guest.name}`);
-        const guestMounts = await guest.exec(['cat', '/proc/self/mounts']);
-        assert.ok(!guestMounts.stdout.includes(host.volume.mountPoint), 'the guest does not see the host volume');
-        assert.ok(
-          !(await readFile('/proc/mounts', 'utf8')).includes(guest.mountPoint),
-          'the host sees no mount of the guest disk',
-        );
-        const onHost = await readdir(guest.mountPoint).catch((error: NodeJS.ErrnoException) =>
-          error.code === 'ENOENT' ? [] : Promise.reject(error),
-        );
-        assert.deepEqual(onHost, [], 'the mount point is empty on the host');
-        assert.equal(dirname(guest.image), host.volume.workDir);
-        assert.equal((await loopDevicesOf(guest.image)).length, 1, 'one loop device backs the disk');
-      }
-    });
+    test('the disk is mounted in the guest only', () => diskInGuestOnly([g1, g2], host.volume));
 
-    test('a link down cuts the network, a link up restores it; the guest lives on', async () => {
-      await g1.linkDown();
-      try {
-        // The host fails at once (the fallback route: its packets never leave the machine) ...
-        await assert.rejects(fetchGreeting(g1.address, 1000), { code: 'EHOSTUNREACH' });
-        // ... while the guest's packets to the host vanish: it sees a silent network.
-        const out = await g1.exec([
-          process.execPath,
-          '-e',
-          `const s = require('net').connect(${PORT}, process.env.GUEST_HOST_ADDRESS); s.setTimeout(500, () => { console.log('timeout'); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(0); });`,
-        ]);
-        assert.equal(out.stdout.trim(), 'timeout', out.stderr);
-        await progressAdvances(g1);
-        assert.equal(
-          await fetchGreeting(g2.address),
-          'hello from the disk of guest-b from guest-b',
-          'the other guest is unaffected',
-        );
-      } finally {
-        await g1.linkUp();
-      }
-      assert.equal(await fetchGreeting(g1.address), 'hello from the disk of guest-a from guest-a');
-    });
+    test('a link down cuts the network, a link up restores it; the guest lives on', () => linkDownAndUp(g1, g2));
 
     test('killing the command leaves the bank running; restarting brings it back', async () => {
       const old = g1.commandPid();
@@ -172,25 +131,8 @@ if ('skip' in host) {
       assert.equal(await fetchGreeting(g1.address), 'hello from the disk of guest-a from guest-a');
     });
 
-    test("a frozen disk blocks the guest's writers; exec answers at its timeout; a thaw resumes them", async () => {
-      const freeze = await g2.exec(['fsfreeze', '-f', g2.mountPoint]);
-      assert.equal(freeze.code, 0, freeze.stderr);
-      try {
-        const started = Date.now();
-        const write = await g2.exec(['/bin/sh', '-c', 'echo x > probe'], { cwd: g2.mountPoint, timeoutMs: 300 });
-        assert.equal(write.timedOut, true, 'a write to a frozen disk blocks');
-        assert.ok(Date.now() - started < 2000, 'exec does not wait for a process stuck on the frozen disk');
-      } finally {
-        // From the host: the guest's mount namespace is reachable through /proc/<pid>/root.
-        await execFileAsync('fsfreeze', ['-u', `/proc/${g2.mainPid}/root${g2.mountPoint}`]);
-      }
-      await progressAdvances(g2);
-      const write = await g2.exec(['/bin/sh', '-c', 'echo y > probe && cat probe'], {
-        cwd: g2.mountPoint,
-        timeoutMs: 5000,
-      });
-      assert.equal(write.stdout, 'y\n', write.stderr);
-    });
+    test("a frozen disk blocks the guest's writers; exec answers at its timeout; a thaw resumes them", () =>
+      frozenDiskBlocksWriters(g2));
 
     test("each guest's application commits transfers without errors", async () => {
       for (const guest of [g1, g2]) {
@@ -240,4 +182,70 @@ if ('skip' in host) {
       assert.deepEqual(left, []);
     });
   });
+}
+
+async function diskInGuestOnly(guests: TestGuest[], volume: LoopFs): Promise<void> {
+  for (const guest of guests) {
+    const seen = await guest.exec(['findmnt', '-n', '-o', 'FSTYPE,SOURCE', guest.mountPoint]);
+    assert.equal(seen.code, 0, seen.stderr);
+    assert.match(seen.stdout, /^ext4\s+\/dev\/loop\d+/);
+    const cat = await guest.exec(['cat', 'greeting.txt'], { cwd: guest.mountPoint });
+    assert.equal(cat.stdout, `hello from the disk of ${guest.name}`);
+    const guestMounts = await guest.exec(['cat', '/proc/self/mounts']);
+    assert.ok(!guestMounts.stdout.includes(volume.mountPoint), 'the guest does not see the host volume');
+    assert.ok(
+      !(await readFile('/proc/mounts', 'utf8')).includes(guest.mountPoint),
+      'the host sees no mount of the guest disk',
+    );
+    const onHost = await readdir(guest.mountPoint).catch((error: NodeJS.ErrnoException) =>
+      error.code === 'ENOENT' ? [] : Promise.reject(error),
+    );
+    assert.deepEqual(onHost, [], 'the mount point is empty on the host');
+    assert.equal(dirname(guest.image), volume.workDir);
+    assert.equal((await loopDevicesOf(guest.image)).length, 1, 'one loop device backs the disk');
+  }
+}
+
+async function linkDownAndUp(g1: TestGuest, g2: TestGuest): Promise<void> {
+  await g1.linkDown();
+  try {
+    // The host fails at once (the fallback route: its packets never leave the machine) ...
+    await assert.rejects(fetchGreeting(g1.address, 1000), { code: 'EHOSTUNREACH' });
+    // ... while the guest's packets to the host vanish: it sees a silent network.
+    const out = await g1.exec([
+      process.execPath,
+      '-e',
+      `const s = require('net').connect(${PORT}, process.env.GUEST_HOST_ADDRESS); s.setTimeout(500, () => { console.log('timeout'); process.exit(0); }); s.on('error', (e) => { console.log(e.code); process.exit(0); });`,
+    ]);
+    assert.equal(out.stdout.trim(), 'timeout', out.stderr);
+    await progressAdvances(g1);
+    assert.equal(
+      await fetchGreeting(g2.address),
+      'hello from the disk of guest-b from guest-b',
+      'the other guest is unaffected',
+    );
+  } finally {
+    await g1.linkUp();
+  }
+  assert.equal(await fetchGreeting(g1.address), 'hello from the disk of guest-a from guest-a');
+}
+
+async function frozenDiskBlocksWriters(g2: TestGuest): Promise<void> {
+  const freeze = await g2.exec(['fsfreeze', '-f', g2.mountPoint]);
+  assert.equal(freeze.code, 0, freeze.stderr);
+  try {
+    const started = Date.now();
+    const write = await g2.exec(['/bin/sh', '-c', 'echo x > probe'], { cwd: g2.mountPoint, timeoutMs: 300 });
+    assert.equal(write.timedOut, true, 'a write to a frozen disk blocks');
+    assert.ok(Date.now() - started < 2000, 'exec does not wait for a process stuck on the frozen disk');
+  } finally {
+    // From the host: the guest's mount namespace is reachable through /proc/<pid>/root.
+    await execFileAsync('fsfreeze', ['-u', `/proc/${g2.mainPid}/root${g2.mountPoint}`]);
+  }
+  await progressAdvances(g2);
+  const write = await g2.exec(['/bin/sh', '-c', 'echo y > probe && cat probe'], {
+    cwd: g2.mountPoint,
+    timeoutMs: 5000,
+  });
+  assert.equal(write.stdout, 'y\n', write.stderr);
 }

@@ -1,5 +1,5 @@
 // The tests every snapshot provider must pass (STYLE.md: one contract suite per plug-in kind).
-import { test, describe } from 'node:test';
+import { test, describe, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -58,180 +58,218 @@ const ODD_NAMES = [
 
 export function runProviderContract(name: string, make: () => Provider, rootDir: string, stagingDir: string): void {
   describe(`${name} provider contract`, () => {
-    const fresh = async (label: string): Promise<string> => {
-      const dir = join(rootDir, `${name}-${label}-${randomBytes(4).toString('hex')}`);
-      await mkdir(dir);
-      return dir;
-    };
-    const request = (label: string, paths: string[]): ProviderSnapshotRequest => ({
-      setId: `${name}-${label}-${randomBytes(4).toString('hex')}`,
-      paths,
+    const suite: ContractSuite = {
+      make,
+      name,
+      rootDir,
       stagingDir,
-    });
+      fresh: async (label) => {
+        const dir = join(rootDir, `${name}-${label}-${randomBytes(4).toString('hex')}`);
+        await mkdir(dir);
+        return dir;
+      },
+      request: (label, paths) => ({
+        setId: `${name}-${label}-${randomBytes(4).toString('hex')}`,
+        paths,
+        stagingDir,
+      }),
+    };
 
-    test('captures a tree and a single file as they were at commit, whatever happens to them later', async (t) => {
-      const dir = await fresh('tree');
-      const tree = join(dir, 'data');
-      const single = join(dir, 'single.bin');
-      await buildTree(tree);
-      await writeFile(single, randomBytes(100 * 1024));
-      const before = { tree: await shoot(tree), single: await shoot(single) };
+    test('captures a tree and a single file as they were at commit, whatever happens to them later', (t) =>
+      capturesAsAtCommit(suite, t));
 
-      const provider = make();
-      const req = request('tree', [tree, single]);
-      await provider.prepare(req);
-      const started = performance.now();
-      const snapshot = await provider.commit(req);
-      t.diagnostic(
-        `${name}: commit of 2 paths (~3.2 MiB, ${before.tree.entries.length} entries) took ${(performance.now() - started).toFixed(1)} ms`,
-      );
-      try {
-        assert.equal(snapshot.provider, provider.name);
-        assert.equal(snapshot.setId, req.setId);
-        assert.doesNotThrow(() => JSON.stringify(snapshot.handle));
-        await mutateTree(tree);
-        await overwriteAt(single, 0, Buffer.alloc(8192, 1));
+    test('captures nested and sibling paths, each at its own snapshot path', () => capturesNestedAndSiblings(suite));
 
-        const where = mapOf(snapshot);
-        assert.deepEqual([...where.keys()].sort(), [single, tree].sort());
-        assert.equal(new Set(where.values()).size, 2, 'every original has its own snapshot path');
-        assertSameShot(await shoot(where.get(tree)!), before.tree);
-        assertSameShot(await shoot(where.get(single)!), before.single);
-      } finally {
-        await provider.release(snapshot);
-      }
-    });
+    test('omits originals that do not exist', () => omitsMissingOriginals(suite));
 
-    test('captures nested and sibling paths, each at its own snapshot path', async () => {
-      const dir = await fresh('nested');
-      const outer = join(dir, 'outer');
-      const inner = join(outer, 'inner');
-      const sibling = join(dir, 'sibling');
-      await mkdir(inner, { recursive: true });
-      await mkdir(sibling);
-      await writeFile(join(inner, 'f'), 'inner');
-      await writeFile(join(sibling, 'g'), 'sibling');
-      const provider = make();
-      const snapshot = await provider.commit(request('nested', [outer, inner, sibling]));
-      try {
-        const where = mapOf(snapshot);
-        assert.equal(where.size, 3);
-        assert.equal(new Set(where.values()).size, 3);
-        assert.equal(await readFile(join(where.get(inner)!, 'f'), 'utf8'), 'inner');
-        assert.equal(await readFile(join(where.get(outer)!, 'inner', 'f'), 'utf8'), 'inner');
-        assert.equal(await readFile(join(where.get(sibling)!, 'g'), 'utf8'), 'sibling');
-      } finally {
-        await provider.release(snapshot);
-      }
-    });
+    test('an aborted signal fails with provider-failed and leaves nothing behind', () => abortLeavesNothing(suite));
 
-    test('omits originals that do not exist', async () => {
-      const dir = await fresh('missing');
-      const present = join(dir, 'present.txt');
-      await writeFile(present, 'here');
-      const provider = make();
-      const snapshot = await provider.commit(
-        request('missing', [present, join(dir, 'absent'), join(dir, 'no', 'such', 'dir')]),
-      );
-      try {
-        assert.deepEqual(
-          snapshot.paths.map((p) => p.original),
-          [present],
-        );
-        assert.equal(await readFile(snapshot.paths[0]!.snapshot, 'utf8'), 'here');
-      } finally {
-        await provider.release(snapshot);
-      }
-    });
+    test('release removes the snapshot, is idempotent and works from a serialised handle', () =>
+      releaseIsIdempotent(suite));
 
-    test('an aborted signal fails with provider-failed and leaves nothing behind', async () => {
-      const dir = await fresh('abort');
-      const tree = join(dir, 'many');
-      await mkdir(tree);
-      for (let i = 0; i < 300; i++) await writeFile(join(tree, `f${i}`), randomBytes(4096));
-      const watched = await watchedDirs(rootDir, stagingDir);
-      const listed = await listAll(watched);
-      const provider = make();
-
-      const already = new AbortController();
-      already.abort(new Error('test abort'));
-      await assert.rejects(provider.commit(request('abort', [tree]), { signal: already.signal }), isProviderFailure);
-      assert.deepEqual(await listAll(watched), listed);
-
-      // Abort while the commit runs: it either fails cleanly or finishes (a fast provider may).
-      const during = new AbortController();
-      const commit = provider.commit(request('abort-during', [tree]), { signal: during.signal });
-      setImmediate(() => during.abort(new Error('test abort')));
-      const outcome = await commit.then(
-        (snapshot) => ({ snapshot }),
-        (error: unknown) => ({ error }),
-      );
-      if ('error' in outcome) assert.ok(isProviderFailure(outcome.error), String(outcome.error));
-      else await provider.release(outcome.snapshot);
-      assert.deepEqual(await listAll(watched), listed);
-      await assertWritable(join(dir, 'after-abort'));
-    });
-
-    test('release removes the snapshot, is idempotent and works from a serialised handle', async () => {
-      const dir = await fresh('release');
-      await writeFile(join(dir, 'f'), 'x');
-      const watched = await watchedDirs(rootDir, stagingDir);
-      const listed = await listAll(watched);
-      const provider = make();
-      const snapshot = await provider.commit(request('release', [dir]));
-      const kept = JSON.parse(JSON.stringify(snapshot)) as ProviderSnapshot;
-      for (const { snapshot: path } of snapshot.paths) await lstat(path);
-      await provider.release(snapshot);
-      for (const { snapshot: path } of snapshot.paths) await assert.rejects(lstat(path), { code: 'ENOENT' });
-      assert.deepEqual(await listAll(watched), listed);
-      await provider.release(snapshot);
-      await make().release(kept);
-      assert.deepEqual(await listAll(watched), listed);
-    });
-
-    test('preserves modes and modification times', async () => {
-      const dir = await fresh('modes');
-      const tree = join(dir, 'tree');
-      const past = new Date('2001-02-03T04:05:06.789Z');
-      await mkdir(join(tree, 'private'), { recursive: true });
-      await mkdir(join(tree, 'shared'));
-      await mkdir(join(tree, 'readonly'));
-      const files: [string, number][] = [
-        ['private/secret', 0o600],
-        ['shared/group', 0o640],
-        ['tool', 0o755],
-        ['setuid-tool', 0o4755],
-        ['readonly/file', 0o444],
-      ];
-      for (const [path, mode] of files) {
-        await writeFile(join(tree, path), path);
-        await chmod(join(tree, path), mode);
-        await utimes(join(tree, path), past, past);
-      }
-      for (const [path, mode] of [
-        ['private', 0o700],
-        ['shared', 0o2750],
-        ['readonly', 0o555],
-      ] as const) {
-        await chmod(join(tree, path), mode);
-        await utimes(join(tree, path), past, past);
-      }
-      const before = await shoot(tree);
-      const provider = make();
-      const snapshot = await provider.commit(request('modes', [tree]));
-      try {
-        const after = await shoot(mapOf(snapshot).get(tree)!);
-        assertSameShot(after, before);
-        for (const [path, mode] of files) {
-          assert.equal(after.entries.find((e) => e.path === path)?.mode, mode, path);
-        }
-        assert.equal(after.entries.find((e) => e.path === 'shared')?.mode, 0o2750);
-        assert.equal(after.mtimes.get('readonly/file'), past.getTime());
-      } finally {
-        await provider.release(snapshot);
-      }
-    });
+    test('preserves modes and modification times', () => preservesModesAndTimes(suite));
   });
+}
+
+/** What every test of one provider's contract gets: the provider's maker, and fresh paths and requests. */
+interface ContractSuite {
+  make: () => Provider;
+  name: string;
+  rootDir: string;
+  stagingDir: string;
+  /** A new empty directory under rootDir. */
+  fresh: (label: string) => Promise<string>;
+  /** A request with a new set id. */
+  request: (label: string, paths: string[]) => ProviderSnapshotRequest;
+}
+
+async function capturesAsAtCommit(suite: ContractSuite, t: TestContext): Promise<void> {
+  const { make, fresh, request, name } = suite;
+  const dir = await fresh('tree');
+  const tree = join(dir, 'data');
+  const single = join(dir, 'single.bin');
+  await buildTree(tree);
+  await writeFile(single, randomBytes(100 * 1024));
+  const before = { tree: await shoot(tree), single: await shoot(single) };
+
+  const provider = make();
+  const req = request('tree', [tree, single]);
+  await provider.prepare(req);
+  const started = performance.now();
+  const snapshot = await provider.commit(req);
+  t.diagnostic(
+    `${name}: commit of 2 paths (~3.2 MiB, ${before.tree.entries.length} entries) took ${(performance.now() - started).toFixed(1)} ms`,
+  );
+  try {
+    assert.equal(snapshot.provider, provider.name);
+    assert.equal(snapshot.setId, req.setId);
+    assert.doesNotThrow(() => JSON.stringify(snapshot.handle));
+    await mutateTree(tree);
+    await overwriteAt(single, 0, Buffer.alloc(8192, 1));
+
+    const where = mapOf(snapshot);
+    assert.deepEqual([...where.keys()].sort(), [single, tree].sort());
+    assert.equal(new Set(where.values()).size, 2, 'every original has its own snapshot path');
+    assertSameShot(await shoot(where.get(tree)!), before.tree);
+    assertSameShot(await shoot(where.get(single)!), before.single);
+  } finally {
+    await provider.release(snapshot);
+  }
+}
+
+async function capturesNestedAndSiblings(suite: ContractSuite): Promise<void> {
+  const { make, fresh, request } = suite;
+  const dir = await fresh('nested');
+  const outer = join(dir, 'outer');
+  const inner = join(outer, 'inner');
+  const sibling = join(dir, 'sibling');
+  await mkdir(inner, { recursive: true });
+  await mkdir(sibling);
+  await writeFile(join(inner, 'f'), 'inner');
+  await writeFile(join(sibling, 'g'), 'sibling');
+  const provider = make();
+  const snapshot = await provider.commit(request('nested', [outer, inner, sibling]));
+  try {
+    const where = mapOf(snapshot);
+    assert.equal(where.size, 3);
+    assert.equal(new Set(where.values()).size, 3);
+    assert.equal(await readFile(join(where.get(inner)!, 'f'), 'utf8'), 'inner');
+    assert.equal(await readFile(join(where.get(outer)!, 'inner', 'f'), 'utf8'), 'inner');
+    assert.equal(await readFile(join(where.get(sibling)!, 'g'), 'utf8'), 'sibling');
+  } finally {
+    await provider.release(snapshot);
+  }
+}
+
+async function omitsMissingOriginals(suite: ContractSuite): Promise<void> {
+  const { make, fresh, request } = suite;
+  const dir = await fresh('missing');
+  const present = join(dir, 'present.txt');
+  await writeFile(present, 'here');
+  const provider = make();
+  const snapshot = await provider.commit(
+    request('missing', [present, join(dir, 'absent'), join(dir, 'no', 'such', 'dir')]),
+  );
+  try {
+    assert.deepEqual(
+      snapshot.paths.map((p) => p.original),
+      [present],
+    );
+    assert.equal(await readFile(snapshot.paths[0]!.snapshot, 'utf8'), 'here');
+  } finally {
+    await provider.release(snapshot);
+  }
+}
+
+async function abortLeavesNothing(suite: ContractSuite): Promise<void> {
+  const { make, fresh, request, rootDir, stagingDir } = suite;
+  const dir = await fresh('abort');
+  const tree = join(dir, 'many');
+  await mkdir(tree);
+  for (let i = 0; i < 300; i++) await writeFile(join(tree, `f${i}`), randomBytes(4096));
+  const watched = await watchedDirs(rootDir, stagingDir);
+  const listed = await listAll(watched);
+  const provider = make();
+
+  const already = new AbortController();
+  already.abort(new Error('test abort'));
+  await assert.rejects(provider.commit(request('abort', [tree]), { signal: already.signal }), isProviderFailure);
+  assert.deepEqual(await listAll(watched), listed);
+
+  // Abort while the commit runs: it either fails cleanly or finishes (a fast provider may).
+  const during = new AbortController();
+  const commit = provider.commit(request('abort-during', [tree]), { signal: during.signal });
+  setImmediate(() => during.abort(new Error('test abort')));
+  const outcome = await commit.then(
+    (snapshot) => ({ snapshot }),
+    (error: unknown) => ({ error }),
+  );
+  if ('error' in outcome) assert.ok(isProviderFailure(outcome.error), String(outcome.error));
+  else await provider.release(outcome.snapshot);
+  assert.deepEqual(await listAll(watched), listed);
+  await assertWritable(join(dir, 'after-abort'));
+}
+
+async function releaseIsIdempotent(suite: ContractSuite): Promise<void> {
+  const { make, fresh, request, rootDir, stagingDir } = suite;
+  const dir = await fresh('release');
+  await writeFile(join(dir, 'f'), 'x');
+  const watched = await watchedDirs(rootDir, stagingDir);
+  const listed = await listAll(watched);
+  const provider = make();
+  const snapshot = await provider.commit(request('release', [dir]));
+  const kept = JSON.parse(JSON.stringify(snapshot)) as ProviderSnapshot;
+  for (const { snapshot: path } of snapshot.paths) await lstat(path);
+  await provider.release(snapshot);
+  for (const { snapshot: path } of snapshot.paths) await assert.rejects(lstat(path), { code: 'ENOENT' });
+  assert.deepEqual(await listAll(watched), listed);
+  await provider.release(snapshot);
+  await make().release(kept);
+  assert.deepEqual(await listAll(watched), listed);
+}
+
+async function preservesModesAndTimes(suite: ContractSuite): Promise<void> {
+  const { make, fresh, request } = suite;
+  const dir = await fresh('modes');
+  const tree = join(dir, 'tree');
+  const past = new Date('2001-02-03T04:05:06.789Z');
+  await mkdir(join(tree, 'private'), { recursive: true });
+  await mkdir(join(tree, 'shared'));
+  await mkdir(join(tree, 'readonly'));
+  const files: [string, number][] = [
+    ['private/secret', 0o600],
+    ['shared/group', 0o640],
+    ['tool', 0o755],
+    ['setuid-tool', 0o4755],
+    ['readonly/file', 0o444],
+  ];
+  for (const [path, mode] of files) {
+    await writeFile(join(tree, path), path);
+    await chmod(join(tree, path), mode);
+    await utimes(join(tree, path), past, past);
+  }
+  for (const [path, mode] of [
+    ['private', 0o700],
+    ['shared', 0o2750],
+    ['readonly', 0o555],
+  ] as const) {
+    await chmod(join(tree, path), mode);
+    await utimes(join(tree, path), past, past);
+  }
+  const before = await shoot(tree);
+  const provider = make();
+  const snapshot = await provider.commit(request('modes', [tree]));
+  try {
+    const after = await shoot(mapOf(snapshot).get(tree)!);
+    assertSameShot(after, before);
+    for (const [path, mode] of files) {
+      assert.equal(after.entries.find((e) => e.path === path)?.mode, mode, path);
+    }
+    assert.equal(after.entries.find((e) => e.path === 'shared')?.mode, 0o2750);
+    assert.equal(after.mtimes.get('readonly/file'), past.getTime());
+  } finally {
+    await provider.release(snapshot);
+  }
 }
 
 function isProviderFailure(error: unknown): boolean {

@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { after, before } from 'node:test';
 import Database from 'better-sqlite3';
 import { QuiesceError, type WriterMetadata } from '../src/model/index.ts';
-import { startAgent } from '../src/daemon/agent/index.ts';
-import { createGuestRuntime } from '../src/daemon/agent/guest-runtime.ts';
+import { createAgentEndpoint, startAgent } from '../src/agent/index.ts';
 import {
   connectAgent,
   connectWriter,
@@ -139,7 +138,7 @@ async function guestRuntimeOptions(app: ProbeApplication, thawDeadlineMs: number
 
 runWriterContract('guest runtime (agent side)', async ({ thawDeadlineMs }: WriterFixtureOptions) => {
   const app = probeApplication();
-  return probeFixture(app, createGuestRuntime(await guestRuntimeOptions(app, thawDeadlineMs)));
+  return probeFixture(app, createAgentEndpoint(await guestRuntimeOptions(app, thawDeadlineMs)));
 });
 
 runWriterContract('guest writer (host side, over mutual TLS)', async ({ thawDeadlineMs }: WriterFixtureOptions) => {

@@ -3,8 +3,11 @@ import type { SnapshotPath } from './messages.ts';
 
 export const PROVIDER_NAMES = ['btrfs', 'reflink', 'fsfreeze', 'copy'] as const;
 /**
- * The providers a config may choose, and `host`: inside a guest, the snapshot is its host's (of
- * the disk images), and the guest's "provider" only holds its file systems still meanwhile.
+ * The providers a config may choose (`PROVIDER_NAMES`), and `host`: inside a guest, the snapshot
+ * is its host's (of the disk images), and the guest's provider (`HeldFreezeProvider`) only holds
+ * its file systems still meanwhile. `host` is in this union, though no config can choose it,
+ * because the guest's own set runs on the same coordinator as any other: `Provider.name` and
+ * `ProviderSnapshot.provider` (and so the set's report) need a name for it.
  */
 export type ProviderName = (typeof PROVIDER_NAMES)[number] | 'host';
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { BackupTypeSchema, TypeReasonSchema } from './backup-type.ts';
+import { BackupTypeSchema, TypeReasonSchema, type BackupType } from './backup-type.ts';
 import { ConsistencyLevelSchema } from './consistency.ts';
-import { FailureSchema } from './failure.ts';
+import { FailureSchema, type Failure } from './failure.ts';
 
 export const SET_STATUSES = ['succeeded', 'partial', 'failed'] as const;
 export type SetStatus = (typeof SET_STATUSES)[number];
@@ -100,6 +100,31 @@ export const SetReportSchema = z.object({
   stats: z.object({ files: z.number(), bytesRead: z.number(), bytesAdded: z.number(), durationMs: z.number() }),
 });
 export type SetReport = z.infer<typeof SetReportSchema>;
+
+/** The report of a set refused before it began (a held set lock, a bad state dir): nothing taken, nothing kept. */
+export function failedSetReport(
+  set: { id: string; kind: SetReport['kind']; requestedType: BackupType },
+  error: Failure,
+): SetReport {
+  const now = new Date().toISOString();
+  return {
+    ...set,
+    status: 'failed',
+    consistency: 'none',
+    startedAt: now,
+    finishedAt: now,
+    freezeWindowMs: null,
+    commitMs: null,
+    error,
+    benign: [],
+    writers: [],
+    components: [],
+    snapshots: [],
+    guests: [],
+    kept: false,
+    stats: { files: 0, bytesRead: 0, bytesAdded: 0, durationMs: 0 },
+  };
+}
 
 /** One line of a set's event log (JSON lines). */
 export const SetEventSchema = z.object({

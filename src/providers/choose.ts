@@ -1,5 +1,6 @@
 import { PROVIDER_NAMES, QuiesceError } from '../model/index.ts';
 import type { CallOptions, Provider, ProviderName, ProviderSupport } from '../model/index.ts';
+import { messageOf } from '../util/index.ts';
 
 /** One provider's answer for a path. */
 export interface ProviderSupportEntry {
@@ -95,7 +96,6 @@ async function checkSupport(provider: Provider, path: string, options: CallOptio
     return await provider.supports(path, options);
   } catch (error) {
     if (options.signal?.aborted) throw QuiesceError.from(error, 'provider-failed');
-    const message = error instanceof Error ? error.message : String(error);
-    return { ok: false, reason: `checking failed: ${message}`, level: 'crash' };
+    return { ok: false, reason: `checking failed: ${messageOf(error)}`, level: 'crash' };
   }
 }

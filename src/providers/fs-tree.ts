@@ -15,8 +15,9 @@ import {
   utimes,
 } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
-import type { CallOptions, KnownFiles, UnchangedFile } from '../model/index.ts';
-import { isErrno, throwIfAborted } from './provider-error.ts';
+import type { CallOptions, KnownFile, KnownFiles, UnchangedFile } from '../model/index.ts';
+import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
+import { throwIfAborted } from './provider-error.ts';
 import { isRoot } from './run-command.ts';
 
 export interface CopyTreeOptions extends CallOptions {
@@ -41,6 +42,13 @@ export interface CopyTreeOptions extends CallOptions {
 }
 
 type Path = Buffer;
+
+/** A directory's entry: its name, the name as text (undefined when not UTF-8), its source path. */
+interface Entry {
+  name: Path;
+  text: string | undefined;
+  path: Path;
+}
 
 /**
  * Copies the file, directory or symlink `source` to `target`, preserving modes, times, symlinks,
@@ -74,7 +82,6 @@ class TreeCopier {
   private readonly exclude: ReadonlySet<string>;
   private readonly stopAt: ReadonlySet<string>;
   private readonly skipNames: ReadonlySet<string>;
-  private readonly limit: number;
   /** Directory walks under way besides the caller's own. */
   private walks = 0;
   private readonly known: KnownFiles | undefined;
@@ -83,7 +90,8 @@ class TreeCopier {
   /** Directories are listed and entries' stats read on this thread until that proved slow (see `statBatch`). */
   private statsInline = true;
   private readonly inlineStats = { count: 0, ms: 0 };
-  private readonly running = new Set<Promise<void>>();
+  /** The file copies in flight. */
+  private readonly copies: InFlightLimit;
   private readonly directories: { target: Path; stats: BigIntStats }[] = [];
   /** First copy of each multiply-linked inode, so later names become hard links to it. */
   private readonly linked = new Map<string, Promise<Path>>();
@@ -95,7 +103,7 @@ class TreeCopier {
     this.exclude = options.exclude ?? new Set();
     this.stopAt = options.stopAt ?? new Set();
     this.skipNames = options.skipNames ?? new Set();
-    this.limit = Math.max(1, options.concurrency ?? 8);
+    this.copies = new InFlightLimit(Math.max(1, options.concurrency ?? 8));
     this.known = options.known;
     this.unchanged = options.unchanged ?? [];
   }
@@ -105,7 +113,7 @@ class TreeCopier {
    * `original`: the source's path in the requester's terms, while it is valid UTF-8 (the known
    * files are looked up by it); undefined below a name that is not.
    * `madeParent`: makes the target's parent directory (it may be made only once something is
-   * copied into it; see below); absent when it exists.
+   * copied into it; see `visitDirectory`); absent when it exists.
    */
   async visit(
     source: Path,
@@ -119,111 +127,144 @@ class TreeCopier {
     this.throwIfFailed();
     const stats = known === undefined ? await statOrNull(source) : known;
     if (stats === null) return false;
-    if (stats.isDirectory()) {
-      // With known files, a directory below the top is made only when something is copied into
-      // it. One that holds nothing but known files (and such directories) is left out whole, and
-      // listed in `unchanged` as a directory: an unchanged tree is walked, not rebuilt.
-      let making: Promise<void> | undefined;
-      const made = (): Promise<void> =>
-        (making ??= (async () => {
-          await madeParent?.();
-          await makeDirectory(target);
-          this.directories.push({ target, stats });
-        })());
-      const mayLeaveOut =
-        !top && this.known !== undefined && original !== undefined && !this.stopAt.has(source.toString());
-      if (!mayLeaveOut) await made();
-      if (!top && this.stopAt.has(source.toString())) return true;
-      let names: Path[];
-      try {
-        names = this.statsInline
-          ? readdirSync(source, { encoding: 'buffer' })
-          : await readdir(source, { encoding: 'buffer' });
-      } catch (error) {
-        if (isErrno(error, 'ENOENT', 'ENOTDIR')) return true;
-        throw error;
-      }
-      // Each entry's name as text (undefined when it is not UTF-8) and its source path, made once.
-      const sourceDir = withSlash(source);
-      const targetDir = withSlash(target);
-      const children = names
-        .map((name) => ({ name, text: utf8Name(name), path: Buffer.concat([sourceDir, name]) }))
-        .filter(
-          ({ text, path }) =>
-            !(this.exclude.size > 0 && this.exclude.has(path.toString())) &&
-            !(text !== undefined && this.skipNames.has(text)),
-        );
-      const held =
-        this.known !== undefined && original !== undefined
-          ? await this.known.inDirectory(original, { signal: this.signal })
-          : null;
-      const snapshotDir = target.toString();
-
-      // The entries' stats a batch at a time (each is a round trip to the thread pool), then
-      // each entry in order: files go to the copy queue, directories are walked after them.
-      const subdirectories: (() => Promise<boolean>)[] = [];
-      for (let from = 0; from < children.length; from += STAT_BATCH) {
-        const batch = children.slice(from, from + STAT_BATCH);
-        const stats = await this.statBatch(batch.map((child) => child.path));
-        for (let i = 0; i < batch.length; i++) {
-          const { name, text, path } = batch[i]!;
-          const childOriginal =
-            original !== undefined && text !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
-          const childStats = stats[i];
-          const was = text === undefined ? undefined : held?.get(text);
-          if (
-            was !== undefined &&
-            childStats?.isFile() &&
-            childStats.size === was.size &&
-            sameMicrosecond(childStats.mtimeNs, was.mtimeNs)
-          ) {
-            this.unchanged.push({
-              snapshotDir,
-              name: text!,
-              mode: Number(childStats.mode),
-              uid: Number(childStats.uid),
-              gid: Number(childStats.gid),
-              size: Number(childStats.size),
-              mtimeNs: copiedTimeNs(childStats.mtimeNs),
-            });
-            continue;
-          }
-          const visit = () =>
-            this.visit(path, Buffer.concat([targetDir, name]), false, childStats, childOriginal, made);
-          if (childStats?.isDirectory()) subdirectories.push(visit);
-          else await visit();
-        }
-      }
-      await this.walkDirectories(subdirectories);
-      if (making === undefined) {
-        const slash = target.lastIndexOf(0x2f);
-        this.unchanged.push({
-          snapshotDir: target.subarray(0, slash).toString(),
-          name: original!.slice(original!.lastIndexOf('/') + 1),
-          mode: Number(stats.mode),
-          uid: Number(stats.uid),
-          gid: Number(stats.gid),
-          size: 0,
-          mtimeNs: copiedTimeNs(stats.mtimeNs),
-          directory: true,
-        });
-      }
-    } else if (stats.isFile()) {
+    if (stats.isDirectory()) return this.visitDirectory(source, target, top, stats, original, madeParent);
+    // Files, the most of any tree, are queued right here: no further call to wait for.
+    if (stats.isFile()) {
       await madeParent?.();
       await this.schedule(() => this.copyFile(source, target, stats));
     } else if (stats.isSymbolicLink()) {
       await madeParent?.();
-      let destination: Path;
-      try {
-        destination = await readlink(source, { encoding: 'buffer' });
-      } catch (error) {
-        if (isErrno(error, 'ENOENT', 'EINVAL')) return false;
-        throw error;
-      }
-      await symlink(destination, target);
-      if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
-      await lutimes(target, utimesSeconds(stats.atimeNs), utimesSeconds(stats.mtimeNs));
+      return this.copySymlink(source, target, stats);
     }
+    return true;
+  }
+
+  /**
+   * With known files, a directory below the top is made only when something is copied into it.
+   * One that holds nothing but known files (and such directories) is left out whole, and listed
+   * in `unchanged` as a directory: an unchanged tree is walked, not rebuilt.
+   */
+  private async visitDirectory(
+    source: Path,
+    target: Path,
+    top: boolean,
+    stats: BigIntStats,
+    original: string | undefined,
+    madeParent: (() => Promise<void>) | undefined,
+  ): Promise<boolean> {
+    let making: Promise<void> | undefined;
+    const made = (): Promise<void> =>
+      (making ??= (async () => {
+        await madeParent?.();
+        await makeDirectory(target);
+        this.directories.push({ target, stats });
+      })());
+    const stopHere = !top && this.stopAt.has(source.toString());
+    const mayLeaveOut = !top && this.known !== undefined && original !== undefined && !stopHere;
+    if (!mayLeaveOut) await made();
+    if (stopHere) return true;
+    let names: Path[];
+    try {
+      names = this.statsInline
+        ? readdirSync(source, { encoding: 'buffer' })
+        : await readdir(source, { encoding: 'buffer' });
+    } catch (error) {
+      if (isErrno(error, 'ENOENT', 'ENOTDIR')) return true;
+      throw error;
+    }
+    const held =
+      this.known !== undefined && original !== undefined
+        ? await this.known.inDirectory(original, { signal: this.signal })
+        : null;
+    const subdirectories = await this.visitEntries(this.entriesOf(source, names), target, original, held, made);
+    await this.walkDirectories(subdirectories);
+    if (making === undefined) this.unchanged.push(unchangedDirectory(target, original!, stats));
+    return true;
+  }
+
+  /** Each entry's name as text (undefined when it is not UTF-8) and its source path, made once; the excluded left out. */
+  private entriesOf(source: Path, names: Path[]): Entry[] {
+    const sourceDir = withSlash(source);
+    return names
+      .map((name) => ({ name, text: utf8Name(name), path: Buffer.concat([sourceDir, name]) }))
+      .filter(
+        ({ text, path }) =>
+          !(this.exclude.size > 0 && this.exclude.has(path.toString())) &&
+          !(text !== undefined && this.skipNames.has(text)),
+      );
+  }
+
+  /**
+   * The entries' stats a batch at a time (each is a round trip to the thread pool), then each
+   * entry in order: files go to the copy queue, and the directories are answered, to be walked
+   * after them.
+   */
+  private async visitEntries(
+    entries: Entry[],
+    target: Path,
+    original: string | undefined,
+    held: ReadonlyMap<string, KnownFile> | null,
+    made: () => Promise<void>,
+  ): Promise<(() => Promise<boolean>)[]> {
+    const targetDir = withSlash(target);
+    const snapshotDir = target.toString();
+    const subdirectories: (() => Promise<boolean>)[] = [];
+    for (let from = 0; from < entries.length; from += STAT_BATCH) {
+      const batch = entries.slice(from, from + STAT_BATCH);
+      const stats = await this.statBatch(batch.map((entry) => entry.path));
+      for (let i = 0; i < batch.length; i++) {
+        const { name, text, path } = batch[i]!;
+        const entryStats = stats[i];
+        if (this.leftOutUnchanged(snapshotDir, text, entryStats, held)) continue;
+        const entryOriginal =
+          original !== undefined && text !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
+        const visit = () => this.visit(path, Buffer.concat([targetDir, name]), false, entryStats, entryOriginal, made);
+        if (entryStats?.isDirectory()) subdirectories.push(visit);
+        else await visit();
+      }
+    }
+    return subdirectories;
+  }
+
+  /** True when the requester holds this file unchanged: it goes on `unchanged` instead of being copied. */
+  private leftOutUnchanged(
+    snapshotDir: string,
+    text: string | undefined,
+    stats: BigIntStats | null | undefined,
+    held: ReadonlyMap<string, KnownFile> | null,
+  ): boolean {
+    const was = text === undefined ? undefined : held?.get(text);
+    if (
+      was === undefined ||
+      !stats?.isFile() ||
+      stats.size !== was.size ||
+      !sameMicrosecond(stats.mtimeNs, was.mtimeNs)
+    )
+      return false;
+    this.unchanged.push({
+      snapshotDir,
+      name: text!,
+      mode: Number(stats.mode),
+      uid: Number(stats.uid),
+      gid: Number(stats.gid),
+      size: Number(stats.size),
+      mtimeNs: copiedTimeNs(stats.mtimeNs),
+    });
+    return true;
+  }
+
+  /** Recreates a symlink with its owner (as root) and times; false when it vanished. */
+  private async copySymlink(source: Path, target: Path, stats: BigIntStats): Promise<boolean> {
+    let destination: Path;
+    try {
+      destination = await readlink(source, { encoding: 'buffer' });
+    } catch (error) {
+      if (isErrno(error, 'ENOENT', 'EINVAL')) return false;
+      throw error;
+    }
+    await symlink(destination, target);
+    if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
+    await lutimes(target, utimesSeconds(stats.atimeNs), utimesSeconds(stats.mtimeNs));
     return true;
   }
 
@@ -256,9 +297,7 @@ class TreeCopier {
     for (const visit of visits) {
       if (this.walks < DIRECTORY_WALKS) {
         this.walks++;
-        const walking = visit().finally(() => this.walks--);
-        walking.catch(() => undefined); // awaited below; never unhandled meanwhile
-        parallel.push(walking);
+        parallel.push(awaitedLater(visit().finally(() => this.walks--)));
       } else {
         inline.push(visit);
       }
@@ -292,7 +331,7 @@ class TreeCopier {
 
   /** Waits for the copies under way; used before a failed tree is removed. */
   async settle(): Promise<void> {
-    while (this.running.size > 0) await Promise.all(this.running);
+    await this.copies.drain();
   }
 
   private async copyFile(source: Path, target: Path, stats: BigIntStats): Promise<void> {
@@ -341,14 +380,14 @@ class TreeCopier {
   }
 
   private async schedule(task: () => Promise<void>): Promise<void> {
-    while (this.running.size >= this.limit) await Promise.race(this.running);
+    // Only a full queue is awaited: a file with room to start costs no turn of the event loop.
+    if (this.copies.size >= this.copies.limit) await this.copies.room();
     this.throwIfFailed();
-    const running: Promise<void> = task()
-      .catch((error: unknown) => {
+    this.copies.track(
+      task().catch((error: unknown) => {
         this.failure ??= { error };
-      })
-      .finally(() => this.running.delete(running));
-    this.running.add(running);
+      }),
+    );
   }
 
   private throwIfFailed(): void {
@@ -389,6 +428,21 @@ async function makeDirectory(target: Path): Promise<void> {
   } catch (error) {
     if (!isErrno(error, 'EEXIST') || !(await lstat(target)).isDirectory()) throw error;
   }
+}
+
+/** A directory left out whole: it held nothing but unchanged files (and such directories). */
+function unchangedDirectory(target: Path, original: string, stats: BigIntStats): UnchangedFile {
+  const slash = target.lastIndexOf(0x2f);
+  return {
+    snapshotDir: target.subarray(0, slash).toString(),
+    name: original.slice(original.lastIndexOf('/') + 1),
+    mode: Number(stats.mode),
+    uid: Number(stats.uid),
+    gid: Number(stats.gid),
+    size: 0,
+    mtimeNs: copiedTimeNs(stats.mtimeNs),
+    directory: true,
+  };
 }
 
 /** A name as text, or undefined when it is not valid UTF-8 (it would not survive the round trip). */

@@ -9,6 +9,7 @@ import { ReflinkProvider } from './reflink/reflink-provider.ts';
 export { BtrfsProvider } from './btrfs/btrfs-provider.ts';
 export { CopyProvider } from './copy/copy-provider.ts';
 export { FsfreezeProvider, type FsfreezeProviderOptions } from './fsfreeze/fsfreeze-provider.ts';
+export { HeldFreezeProvider, type HeldFreezeOptions } from './held-freeze/held-freeze-provider.ts';
 export { ReflinkProvider } from './reflink/reflink-provider.ts';
 export { SNAPSHOT_STORE } from './snapshot-layout.ts';
 export {

@@ -1,7 +1,7 @@
 import { readFile, lstat, realpath } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { CallOptions } from '../model/index.ts';
-import { isErrno } from './provider-error.ts';
+import { isErrno } from '../util/index.ts';
 
 /** One line of /proc/self/mountinfo. */
 export interface Mount {
@@ -93,6 +93,17 @@ export async function canonicalPath(path: string): Promise<string> {
   } catch (error) {
     if (!isErrno(error, 'ENOENT', 'ENOTDIR') || absolute === '/') throw error;
     return join(await canonicalPath(dirname(absolute)), basename(absolute));
+  }
+}
+
+/** Whether anything (a file, a directory, a dangling symlink) is at `path`. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (error) {
+    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
+    throw error;
   }
 }
 

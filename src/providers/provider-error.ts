@@ -1,4 +1,5 @@
 import { QuiesceError } from '../model/index.ts';
+import { messageOf } from '../util/index.ts';
 
 /** The one error providers throw: code `provider-failed`, with a message that says what to do. */
 export function providerFailed(message: string, cause?: unknown): QuiesceError {
@@ -11,8 +12,7 @@ export function providerFailed(message: string, cause?: unknown): QuiesceError {
  */
 export function asProviderFailure(error: unknown, doing: string, hint = ''): QuiesceError {
   if (error instanceof QuiesceError && error.code === 'provider-failed') return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return providerFailed(`${doing} failed: ${message}.${hint === '' ? '' : ` ${hint}`}`, error);
+  return providerFailed(`${doing} failed: ${messageOf(error)}.${hint === '' ? '' : ` ${hint}`}`, error);
 }
 
 /** Throws a provider failure naming the abort reason when `signal` is aborted. */
@@ -27,11 +27,6 @@ export function abortedFailure(signal: AbortSignal, doing: string): QuiesceError
     `${doing} was cancelled (${why}); nothing was kept. Raise the commit deadline or snapshot less data if this was a timeout.`,
     reason,
   );
-}
-
-/** True for a Node system error with this `code` (ENOENT, EEXIST, ...). */
-export function isErrno(error: unknown, ...codes: string[]): boolean {
-  return error instanceof Error && 'code' in error && typeof error.code === 'string' && codes.includes(error.code);
 }
 
 /**

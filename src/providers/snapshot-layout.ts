@@ -1,10 +1,11 @@
-import { lstat, mkdir, rmdir } from 'node:fs/promises';
+import { mkdir, rmdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
-import type { SnapshotPath, UnchangedFile } from '../model/index.ts';
+import type { ProviderSnapshot, SnapshotPath, UnchangedFile } from '../model/index.ts';
 import { copyTree, removeTree, type CopyTreeOptions } from './fs-tree.ts';
-import { contains, physicalPath } from './mounts.ts';
-import { isErrno, providerFailed } from './provider-error.ts';
+import { contains, exists, physicalPath } from './mounts.ts';
+import { isErrno } from '../util/index.ts';
+import { providerFailed, providerOperation } from './provider-error.ts';
 
 /** The directory, at a file system's root, that holds the snapshots quiesce makes on it. */
 export const SNAPSHOT_STORE = '.quiesce-snapshots';
@@ -78,16 +79,6 @@ export async function copyIntoSet(
   return { paths: result, unchanged };
 }
 
-export async function exists(path: string): Promise<boolean> {
-  try {
-    await lstat(path);
-    return true;
-  } catch (error) {
-    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return false;
-    throw error;
-  }
-}
-
 /** Removes a set directory, then its store directory when that is left empty. */
 export async function removeSetDir(
   setDir: string,
@@ -118,4 +109,21 @@ export function parseSetDirsHandle(provider: string, setId: string, handle: unkn
     );
   }
   return parsed.data.setDirs;
+}
+
+/**
+ * The `release` of a copy-based snapshot (copy, fsfreeze, reflink): removes every set directory
+ * its handle names; `removeEmptyParent` also removes a store directory left empty.
+ */
+export async function releaseSetDirs(
+  provider: string,
+  snapshot: ProviderSnapshot,
+  options: { removeEmptyParent: boolean; signal?: AbortSignal },
+): Promise<void> {
+  const { removeEmptyParent, signal } = options;
+  await providerOperation(`releasing the ${provider} snapshot of set ${snapshot.setId}`, signal, async () => {
+    for (const setDir of parseSetDirsHandle(provider, snapshot.setId, snapshot.handle)) {
+      await removeSetDir(setDir, { removeEmptyParent, signal });
+    }
+  });
 }

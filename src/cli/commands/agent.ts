@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { agentSettings, startAgent } from '../../daemon/agent/index.ts';
+import { agentSettings, startAgent } from '../../agent/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
 import { resolveConfig } from '../load-config.ts';

@@ -15,7 +15,7 @@ import { initRepository } from '../../repository/index.ts';
 import { bytes } from '../progress.ts';
 import { providerResolver } from '../compose.ts';
 import { formatReport, formatWriters, stdio } from '../output.ts';
-import { startAgent } from '../../daemon/agent/index.ts';
+import { startAgent } from '../../agent/index.ts';
 import { createGuestWriter } from '../../writers/guest/index.ts';
 
 /**

@@ -8,17 +8,10 @@ import type {
   ProviderSupport,
   SnapshotPath,
 } from '../../model/index.ts';
-import { findMount, nearestExisting } from '../mounts.ts';
+import { exists, findMount, nearestExisting } from '../mounts.ts';
 import { asProviderFailure, providerFailed, providerOperation, throwIfAborted } from '../provider-error.ts';
 import { findCommand, isRoot, runCommand } from '../run-command.ts';
-import {
-  createSetDir,
-  exists,
-  removeSetDir,
-  resolvePaths,
-  SNAPSHOT_STORE,
-  type ResolvedPath,
-} from '../snapshot-layout.ts';
+import { createSetDir, removeSetDir, resolvePaths, SNAPSHOT_STORE, type ResolvedPath } from '../snapshot-layout.ts';
 import { subvolumeRoot } from './subvolume.ts';
 
 /** The name of the snapshot subvolume inside `<subvolume>/.quiesce-snapshots/<set id>/`. */

@@ -11,7 +11,7 @@ import { providerFailed, providerOperation, throwIfAborted } from '../provider-e
 import {
   copyIntoSet,
   createSetDir,
-  parseSetDirsHandle,
+  releaseSetDirs,
   removeSetDir,
   resolvePaths,
   setDirsHandle,
@@ -78,10 +78,6 @@ export class CopyProvider implements Provider {
   }
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
-    await providerOperation(`releasing the copy snapshot of set ${snapshot.setId}`, options.signal, async () => {
-      for (const setDir of parseSetDirsHandle(this.name, snapshot.setId, snapshot.handle)) {
-        await removeSetDir(setDir, { removeEmptyParent: false, signal: options.signal });
-      }
-    });
+    await releaseSetDirs(this.name, snapshot, { removeEmptyParent: false, signal: options.signal });
   }
 }

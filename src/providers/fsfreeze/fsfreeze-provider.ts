@@ -14,7 +14,7 @@ import { findCommand, isRoot } from '../run-command.ts';
 import {
   copyIntoSet,
   createSetDir,
-  parseSetDirsHandle,
+  releaseSetDirs,
   removeSetDir,
   resolvePaths,
   setDirsHandle,
@@ -149,11 +149,7 @@ export class FsfreezeProvider implements Provider {
   }
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
-    await providerOperation(`releasing the fsfreeze snapshot of set ${snapshot.setId}`, options.signal, async () => {
-      for (const setDir of parseSetDirsHandle(this.name, snapshot.setId, snapshot.handle)) {
-        await removeSetDir(setDir, { removeEmptyParent: false, signal: options.signal });
-      }
-    });
+    await releaseSetDirs(this.name, snapshot, { removeEmptyParent: false, signal: options.signal });
   }
 
   private async plan(request: ProviderSnapshotRequest, options: CallOptions): Promise<FreezePlan> {

@@ -12,11 +12,12 @@ import type {
 } from '../../model/index.ts';
 import { removeTree } from '../fs-tree.ts';
 import { findMount, mountOf, nearestExisting, readMounts, type Mount } from '../mounts.ts';
-import { asProviderFailure, isErrno, providerOperation, throwIfAborted } from '../provider-error.ts';
+import { isErrno, messageOf } from '../../util/index.ts';
+import { asProviderFailure, providerOperation, throwIfAborted } from '../provider-error.ts';
 import {
   copyIntoSet,
   createSetDir,
-  parseSetDirsHandle,
+  releaseSetDirs,
   removeSetDir,
   resolvePaths,
   setDirsHandle,
@@ -104,11 +105,7 @@ export class ReflinkProvider implements Provider {
   }
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
-    await providerOperation(`releasing the reflink snapshot of set ${snapshot.setId}`, options.signal, async () => {
-      for (const setDir of parseSetDirsHandle(this.name, snapshot.setId, snapshot.handle)) {
-        await removeSetDir(setDir, { removeEmptyParent: true, signal: options.signal });
-      }
-    });
+    await releaseSetDirs(this.name, snapshot, { removeEmptyParent: true, signal: options.signal });
   }
 }
 
@@ -128,7 +125,7 @@ async function probeClone(mount: Mount): Promise<string | null> {
       return `${mount.fsType} at ${mount.mountPoint} cannot clone files (reflink)`;
     }
     if (isErrno(error, 'EACCES', 'EPERM', 'EROFS')) return `cannot write ${store} (${(error as Error).message})`;
-    return `the reflink probe on ${mount.mountPoint} failed: ${error instanceof Error ? error.message : String(error)}`;
+    return `the reflink probe on ${mount.mountPoint} failed: ${messageOf(error)}`;
   } finally {
     if (probeDir !== undefined) await removeTree(probeDir).catch(() => {});
     if (createdStore) await rmdir(store).catch(() => {});

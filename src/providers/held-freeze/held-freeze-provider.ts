@@ -1,4 +1,3 @@
-import { untilAborted } from '../../coordinator/index.ts';
 import {
   QuiesceError,
   type CallOptions,
@@ -7,10 +6,11 @@ import {
   type ProviderSnapshotRequest,
   type ProviderSupport,
 } from '../../model/index.ts';
-import { freezeWithGuardian, type FreezeGuardian } from '../../providers/fsfreeze/freeze-guardian.ts';
-import { FREEZABLE } from '../../providers/fsfreeze/fsfreeze-provider.ts';
-import { mountOf, physicalPath, readMounts, type Mount } from '../../providers/mounts.ts';
-import { findCommand } from '../../providers/run-command.ts';
+import { waitOrAbort } from '../../util/index.ts';
+import { freezeWithGuardian, type FreezeGuardian } from '../fsfreeze/freeze-guardian.ts';
+import { FREEZABLE } from '../fsfreeze/fsfreeze-provider.ts';
+import { mountOf, physicalPath, readMounts, type Mount } from '../mounts.ts';
+import { findCommand } from '../run-command.ts';
 
 export interface HeldFreezeOptions {
   /** Freeze the file systems at all (false: the guest's writers alone quiesce it). */
@@ -77,8 +77,7 @@ export class HeldFreezeProvider implements Provider {
         for (const { paths } of plan.values()) held.push(...paths);
       }
       this.options.onFrozen();
-      const released = this.options.released();
-      await (options.signal ? untilAborted(released, options.signal) : released);
+      await waitOrAbort(this.options.released(), options.signal);
       const early = guardians.find((guardian) => guardian.thawedEarly);
       if (early !== undefined) {
         throw new QuiesceError(

@@ -1,9 +1,9 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Config } from '../../config/index.ts';
-import type { SetWriter } from '../../coordinator/index.ts';
-import { QuiesceError, type SetEvent } from '../../model/index.ts';
-import { createGuestRuntime } from './guest-runtime.ts';
+import type { Config } from '../config/index.ts';
+import type { SetWriter } from '../coordinator/index.ts';
+import { QuiesceError, type SetEvent } from '../model/index.ts';
+import { createAgentEndpoint } from './agent-endpoint.ts';
 
 export interface AgentSettings {
   name?: string;
@@ -58,13 +58,13 @@ export interface RunningAgent {
  */
 export async function startAgent(settings: AgentSettings): Promise<RunningAgent> {
   // The wire (gRPC) loads only when an agent starts: every other command starts faster without it.
-  const { loadIdentity, readPem, serveAgent } = await import('../../rpc/index.ts');
+  const { loadIdentity, readPem, serveAgent } = await import('../rpc/index.ts');
   const name = settings.name ?? hostname().split('.')[0] ?? 'guest';
   const [identity, trusted] = await Promise.all([
     loadIdentity(settings.tls),
     Promise.all(settings.hosts.map((file) => readPem(file, 'host certificate'))),
   ]);
-  const runtime = createGuestRuntime({
+  const runtime = createAgentEndpoint({
     name,
     writers: settings.writers,
     paths: settings.paths,
