@@ -1,11 +1,30 @@
-import { readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { QuiesceError, type Provider, type ProviderName } from '../model/index.ts';
-import type { KeptSet } from './snapshot-set.ts';
+import { QuiesceError, type Provider, type ProviderName, type ProviderSnapshot } from '../model/index.ts';
+
+/** A set kept with `--keep`: what `releaseKeptSet` needs. */
+export interface KeptSet {
+  setId: string;
+  createdAt: string;
+  snapshots: ProviderSnapshot[];
+}
+
+function keptSetsDir(stateDir: string): string {
+  return join(stateDir, 'sets');
+}
+
+/** Remembers a kept set under `<stateDir>/sets/<setId>.json` (written to a temporary name, then renamed). */
+export async function saveKeptSet(stateDir: string, kept: KeptSet): Promise<void> {
+  const dir = keptSetsDir(stateDir);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, `${kept.setId}.json`);
+  await writeFile(`${path}.tmp`, JSON.stringify(kept, null, 2), { mode: 0o600 });
+  await rename(`${path}.tmp`, path);
+}
 
 /** The sets kept with `--keep` on this host. */
 export async function listKeptSets(stateDir: string): Promise<KeptSet[]> {
-  const dir = join(stateDir, 'sets');
+  const dir = keptSetsDir(stateDir);
   let names: string[];
   try {
     names = await readdir(dir);
@@ -27,7 +46,7 @@ export async function releaseKeptSet(
   options: { signal?: AbortSignal } = {},
 ): Promise<KeptSet> {
   if (!/^[A-Za-z0-9._-]+$/.test(setId)) throw new QuiesceError('bad-usage', `${setId} is not a set id`);
-  const path = join(stateDir, 'sets', `${setId}.json`);
+  const path = join(keptSetsDir(stateDir), `${setId}.json`);
   let kept: KeptSet;
   try {
     kept = JSON.parse(await readFile(path, 'utf8')) as KeptSet;

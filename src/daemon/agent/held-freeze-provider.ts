@@ -1,4 +1,4 @@
-import { untilAborted } from '../../coordinator/index.ts';
+import { untilAborted } from '../../util/index.ts';
 import {
   QuiesceError,
   type CallOptions,
