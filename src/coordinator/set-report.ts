@@ -11,7 +11,8 @@ import {
   type WriterReport,
 } from '../model/index.ts';
 import type { Participant } from './participant.ts';
-import { componentId, type SetRun } from './set-run.ts';
+import { componentId } from './component-id.ts';
+import type { SetRun } from './set-run.ts';
 
 /** What the report reads of a set: its options, its participants and what the phases recorded. */
 export type ReportedRun = Pick<

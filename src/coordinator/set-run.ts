@@ -161,8 +161,3 @@ export function reportCleanupFailure(run: SetRun, phase: Phase, raw: unknown, wr
 export function benignFailure(run: SetRun, error: QuiesceError): void {
   run.benignFailures.push({ ...error.toJSON(), benign: true });
 }
-
-/** The key of one writer's component among all the set's components. */
-export function componentId(writer: string, component: string): string {
-  return `${writer}\0${component}`;
-}
