@@ -181,7 +181,9 @@ describe('snapshot set', () => {
       ['b', 'backup-complete', true],
     ]);
   });
+});
 
+describe('snapshot set: deadlines, policy off, shutdown and the host lock', () => {
   test('a writer that never answers freeze: not-responding after the freeze deadline, others thawed', async () => {
     const h = harness(
       [
