@@ -181,7 +181,9 @@ describe('snapshot set', () => {
       ['b', 'backup-complete', true],
     ]);
   });
+});
 
+describe('snapshot set: deadlines, policy off, shutdown and the host lock', () => {
   test('a writer that never answers freeze: not-responding after the freeze deadline, others thawed', async () => {
     const h = harness(
       [
@@ -223,6 +225,40 @@ describe('snapshot set', () => {
     assert.equal(report.status, 'succeeded');
     assert.equal(report.consistency, 'crash');
     assert.ok(!h.log.includes('lazy:freeze'));
+  });
+
+  test('a session that fails to close is reported as a shutdown failure and changes nothing else', async () => {
+    const h = harness([{ name: 'db' }], { paths: [] });
+    const endpoint = h.writers[0]!.endpoint;
+    const writer: SetWriter = {
+      ...h.writers[0]!,
+      endpoint: {
+        ...endpoint,
+        openSession: async (request) => {
+          const session = await endpoint.openSession(request);
+          return {
+            close: async () => {
+              await session.close();
+              throw new Error('the socket was gone');
+            },
+          };
+        },
+      },
+    };
+    const seen: SetEvent[] = [];
+    const report = await runSnapshotSet({ ...h.options, writers: [writer], onEvent: (e) => seen.push(e) });
+    assert.equal(report.status, 'succeeded');
+    assert.equal(report.consistency, 'application');
+    const logged = await events(h.options, report.id);
+    const closing = logged.filter((e) => e.phase === 'shutdown' && e.event === 'fail');
+    assert.deepEqual(
+      closing.map((e) => [e.writer, e.error?.code, e.error?.message]),
+      [['db', 'nonretryable', 'the socket was gone']],
+    );
+    assert.deepEqual(
+      seen.filter((e) => e.phase === 'shutdown' && e.event === 'fail').map((e) => e.writer),
+      ['db'],
+    );
   });
 
   test('one set per host: a second set gets set-in-progress; a stale lock is taken over', async () => {

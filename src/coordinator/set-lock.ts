@@ -1,20 +1,12 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { QuiesceError } from '../model/index.ts';
+import { isErrno, processAlive } from '../util/index.ts';
 
 interface LockContent {
   pid: number;
   setId: string;
   startedAt: string;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -48,10 +40,10 @@ export async function acquireSetLock(
       };
       return { release, [Symbol.asyncDispose]: release };
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if (!isErrno(error, 'EEXIST')) throw error;
     }
     const holder = await readLock(path);
-    if (holder === null || !alive(holder.pid)) {
+    if (holder === null || !processAlive(holder.pid)) {
       // Stale: its process is gone (or the file is torn). Take it over.
       await rm(path, { force: true });
       continue;
@@ -72,7 +64,7 @@ async function readLock(path: string): Promise<LockContent | null> {
     if (typeof parsed.pid !== 'number' || typeof parsed.setId !== 'string') return null;
     return parsed as LockContent;
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { pid: -1, setId: '', startedAt: '' };
+    if (isErrno(error, 'ENOENT')) return { pid: -1, setId: '', startedAt: '' };
     return null;
   }
 }

@@ -1,0 +1,163 @@
+import { setMaxListeners } from 'node:events';
+import {
+  QuiesceError,
+  failedAt,
+  type Failure,
+  type KnownFiles,
+  type Phase,
+  type Provider,
+  type ProviderSnapshot,
+} from '../model/index.ts';
+import { EventLog } from './event-log.ts';
+import { isDegraded, newParticipant, type Participant } from './participant.ts';
+import type { SnapshotSetOptions, UseOutcome } from './set-options.ts';
+import { acquireSetLock } from './set-lock.ts';
+import { newSetId } from './set-id.ts';
+
+const DEFAULTS = { freezeTimeoutMs: 60_000, commitTimeoutMs: 10_000, callTimeoutMs: 60_000 };
+
+/** The paths one provider takes, and the consistency its snapshot has on its own. */
+export interface ProviderShare {
+  level: 'crash' | 'filesystem';
+  paths: string[];
+}
+
+/** One snapshot path taken, kept for the report (the snapshot itself may be released by then). */
+export interface SnapshotRecord {
+  provider: string;
+  original: string;
+  snapshot: string;
+}
+
+/** The state of one set as its phases run: what every phase reads and writes. */
+export interface SetRun {
+  readonly options: SnapshotSetOptions;
+  readonly setId: string;
+  readonly startedAt: Date;
+  readonly freezeTimeoutMs: number;
+  readonly commitTimeoutMs: number;
+  /** Deadline of every other writer call (identify, prepare, post-snapshot, ...). */
+  readonly callTimeoutMs: number;
+  readonly log: EventLog;
+  readonly lock: { release(): Promise<void> };
+  readonly keepAlive: NodeJS.Timeout;
+  readonly participants: Participant[];
+  /** Which provider takes each captured path (planned before prepare-snapshot). */
+  readonly byProvider: Map<Provider, ProviderShare>;
+  readonly providersUsed: Map<string, Provider>;
+  /** `options.knownFiles` without the writers' component files, which are always captured. */
+  known: KnownFiles | undefined;
+  /** The snapshots held, until they are released or kept. */
+  readonly snapshots: ProviderSnapshot[];
+  readonly snapshotLevels: Map<string, 'crash' | 'filesystem'>;
+  readonly snapshotRecords: SnapshotRecord[];
+  readonly benignFailures: Failure[];
+  /** The set's failure: once set, the remaining phases are skipped and the set is aborted. */
+  error: QuiesceError | null;
+  committed: boolean;
+  commitMs: number | null;
+  /** From the first writer's freeze to the last one's thaw, on `performance.now()`. */
+  freezeStart: number | null;
+  freezeEnd: number | null;
+  freezeTimer: NodeJS.Timeout | null;
+  useOutcome: UseOutcome | void;
+  kept: boolean;
+  /** Aborted when the set fails: every call in flight stops. */
+  readonly abort: AbortController;
+  /** The set's abort and the caller's signal. */
+  readonly signal: AbortSignal;
+  /** Aborted when the freeze window runs out before the commit finished. */
+  readonly freezeDeadline: AbortController;
+}
+
+/** Takes the host's set lock and sets up the state of a new set. */
+export async function startSetRun(options: SnapshotSetOptions): Promise<SetRun> {
+  const setId = options.setId ?? newSetId();
+  const startedAt = new Date();
+  const log = new EventLog(options.stateDir, setId, options.onEvent);
+  const lock = await acquireSetLock(options.stateDir, setId, { waitMs: options.waitForLockMs, signal: options.signal });
+  // Deadlines use AbortSignal.timeout, whose timers do not hold the process open; while a set
+  // runs, this does, so that a deadline always fires even when every writer has gone quiet.
+  const keepAlive = setInterval(() => undefined, 60_000);
+  const abort = new AbortController();
+  const signal = options.signal ? AbortSignal.any([abort.signal, options.signal]) : abort.signal;
+  const freezeDeadline = new AbortController();
+  // Every call of every writer listens on these; 50 writers are not a leak.
+  setMaxListeners(0, abort.signal, signal, freezeDeadline.signal);
+  return {
+    options,
+    setId,
+    startedAt,
+    freezeTimeoutMs: options.freezeTimeoutMs ?? DEFAULTS.freezeTimeoutMs,
+    commitTimeoutMs: options.commitTimeoutMs ?? DEFAULTS.commitTimeoutMs,
+    callTimeoutMs: options.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
+    log,
+    lock,
+    keepAlive,
+    participants: options.writers.map(newParticipant),
+    byProvider: new Map(),
+    providersUsed: new Map(),
+    known: undefined,
+    snapshots: [],
+    snapshotLevels: new Map(),
+    snapshotRecords: [],
+    benignFailures: [],
+    error: null,
+    committed: false,
+    commitMs: null,
+    freezeStart: null,
+    freezeEnd: null,
+    freezeTimer: null,
+    useOutcome: undefined,
+    kept: false,
+    abort,
+    signal,
+    freezeDeadline,
+  };
+}
+
+export function throwIfFailed(run: SetRun): void {
+  if (run.error) throw run.error;
+}
+
+/** The writers still quiescing: identified, and neither failed nor off. */
+export function activeParticipants(run: SetRun): Participant[] {
+  return run.participants.filter((p) => !isDegraded(p) && p.metadata !== null);
+}
+
+/** Record a writer's failure; under `require` it fails the set, otherwise the writer degrades. */
+export function failWriter(run: SetRun, p: Participant, error: QuiesceError): void {
+  p.error ??= error;
+  p.writerState = failedAt(error.phase ?? 'identify');
+  if (p.writer.policy === 'require' && !run.error) {
+    run.error = new QuiesceError(
+      error.code,
+      `writer ${p.writer.name} failed at ${error.phase ?? 'identify'} (${error.code}) and its policy is require: ${error.message}`,
+      {
+        phase: error.phase,
+        writer: p.writer.name,
+        component: error.component,
+        cause: error,
+      },
+    );
+    run.abort.abort(run.error);
+  }
+}
+
+/**
+ * Reports a failure that must not change the set's outcome (cleanup after the fact) as a `fail`
+ * event of `phase`.
+ */
+export function reportCleanupFailure(run: SetRun, phase: Phase, raw: unknown, writer?: string): void {
+  const error = QuiesceError.from(raw, 'nonretryable', { phase, writer: writer ?? null });
+  try {
+    run.log.emit({ phase, writer, event: 'fail', error: error.toJSON() });
+  } catch {
+    // The event log itself failed (its directory is gone, or the listener threw): nowhere is left to report to.
+  }
+}
+
+/** Records a failure after a good commit and a complete thaw: listed, lowering nothing. */
+export function benignFailure(run: SetRun, error: QuiesceError): void {
+  run.benignFailures.push({ ...error.toJSON(), benign: true });
+}
