@@ -4,47 +4,14 @@
  * requester trusts over the status code. proto/quiesce/v1/writer.proto documents the table.
  */
 import * as grpc from '@grpc/grpc-js';
-import { QuiesceError, type ErrorCode, type Failure, type Phase } from '../model/index.ts';
+import { ERROR_CODE_TABLE, QuiesceError, type ErrorCode, type Failure, type Phase } from '../model/index.ts';
 import { describeZodError, parseFailureJson } from './convert.ts';
 import { FAILURE_METADATA_KEY, MAX_MESSAGE_BYTES } from './writer-proto.ts';
 import { ZodError } from 'zod';
 
-/** The gRPC status a writer answers for a failure of this code. */
+/** The gRPC status a writer answers for a failure of this code (model/failure.ts's table names it). */
 export function grpcStatusForFailure(code: ErrorCode): grpc.status {
-  switch (code) {
-    case 'retryable':
-    case 'set-in-progress':
-      return grpc.status.ABORTED;
-    case 'nonretryable':
-    case 'partial-failure':
-    case 'bad-config':
-    case 'provider-failed':
-      return grpc.status.FAILED_PRECONDITION;
-    case 'timeout':
-      return grpc.status.DEADLINE_EXCEEDED;
-    case 'out-of-resources':
-      return grpc.status.RESOURCE_EXHAUSTED;
-    case 'inconsistent-snapshot':
-      return grpc.status.DATA_LOSS;
-    case 'not-responding':
-      return grpc.status.UNAVAILABLE;
-    case 'bad-usage':
-    case 'protocol':
-      return grpc.status.INVALID_ARGUMENT;
-    case 'wrong-password':
-      return grpc.status.PERMISSION_DENIED;
-    case 'locked':
-      return grpc.status.ABORTED;
-    case 'no-space':
-      return grpc.status.RESOURCE_EXHAUSTED;
-    case 'damaged':
-      return grpc.status.DATA_LOSS;
-    case 'not-a-repository':
-    case 'unsupported-version':
-      return grpc.status.FAILED_PRECONDITION;
-    default:
-      return code satisfies never;
-  }
+  return grpc.status[ERROR_CODE_TABLE[code].grpcStatus];
 }
 
 /** The failure's JSON never exceeds this many bytes of message (the schema's limit is 8192 characters). */
