@@ -8,9 +8,6 @@ export {
   WriterSchema,
   GuestSchema,
   WRITER_TYPES,
-  NAME_PATTERN,
-  defaultDirs,
-  type DefaultDirs,
   type Config,
   type ConfigInput,
   type Policy,
@@ -23,4 +20,6 @@ export {
   type GuestConfig,
   type AgentSection,
 } from './schema.ts';
+export { NAME_PATTERN } from './fields.ts';
+export { defaultDirs, type DefaultDirs } from './cross-checks.ts';
 export { parseDuration, formatDuration, MAX_DURATION_MS } from './duration.ts';
