@@ -122,6 +122,25 @@ void describe('every mistake is reported with its line and field', () => {
     assert.equal(issue.column, 13);
   });
 
+  void test('a writer type that is not available yet (postgres) is refused with its line and field', () => {
+    const error = mistakes(
+      lines(
+        'writers:',
+        '  - { type: sqlite, name: shop, path: /srv/shop.db }',
+        '  - { type: postgres, name: main, connection: "postgres:///postgres?host=/run/postgresql" }',
+      ),
+    );
+    const issue = assertIssue(
+      error,
+      3,
+      'writers[1].type',
+      /the postgres writer is not available yet in this version of quiesce: remove it, or use an exec writer/,
+    );
+    assert.equal(issue.column, 13);
+    assert.equal(error.issues.length, 1, 'its other keys (connection) are not reported as unknown');
+    assert.equal(error.code, 'bad-config');
+  });
+
   void test('a bad enum value lists the allowed ones', () => {
     const error = mistakes(lines('writers:', '  - { type: remote, name: billing, quiesce: maybe }'));
     assertIssue(error, 2, 'writers[0].quiesce', /expected one of require, prefer, off; got "maybe"/);

@@ -30,7 +30,6 @@ void describe('a valid config', () => {
         '  - { type: sqlite, name: shop, path: /srv/shop/shop.db, usage: back-end, honorFull: true, quiesce: prefer, lockTimeout: 5s }',
         '  - { type: exec, name: cache, freeze: /usr/local/bin/cache-pause, thaw: /usr/local/bin/cache-resume, hooksDir: /etc/quiesce/hooks.d, timeout: 30s, usage: front-end }',
         '  - { type: remote, name: billing, socket: /run/quiesce/writers/billing.sock, quiesce: require }',
-        '  - { type: postgres, name: main, connection: "postgres:///postgres?host=/run/postgresql" }',
         '  - { type: sqlite, name: notes, path: /srv/notes.db }',
         '  - { type: exec, name: queue, freeze: [/usr/bin/queuectl, pause, --wait], thaw: ["/opt/my tools/resume"] }',
         '  - { type: remote, name: ledger }',
@@ -48,9 +47,9 @@ void describe('a valid config', () => {
     assert.equal(config.stateDir, '/var/lib/quiesce');
     assert.equal(config.stagingDir, '/var/tmp/quiesce', 'paths are normalised');
     assert.deepEqual(config.policy, { quiesce: 'prefer', freezeTimeout: 60_000, commitTimeout: 10_000 });
-    assert.equal(config.writers.length, 7);
+    assert.equal(config.writers.length, 6);
 
-    const [shop, cache, billing, main, notes, queue, ledger] = config.writers;
+    const [shop, cache, billing, notes, queue, ledger] = config.writers;
     assert.deepEqual(shop, {
       type: 'sqlite',
       name: 'shop',
@@ -77,12 +76,6 @@ void describe('a valid config', () => {
       quiesce: 'require',
       honorFull: true,
     } satisfies RemoteWriterConfig);
-    assert.deepEqual(main, {
-      type: 'postgres',
-      name: 'main',
-      connection: 'postgres:///postgres?host=/run/postgresql',
-      honorFull: true,
-    });
     // Defaults: honorFull true, lockTimeout 5s, exec timeout 30s; quiesce and usage left out (the policy's, the writer's own).
     assert.deepEqual(notes, {
       type: 'sqlite',

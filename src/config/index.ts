@@ -16,7 +16,6 @@ export {
   type SqliteWriterConfig,
   type ExecWriterConfig,
   type RemoteWriterConfig,
-  type PostgresWriterConfig,
   type GuestConfig,
   type AgentSection,
 } from './schema.ts';
