@@ -10,4 +10,5 @@ export {
   type ArchiveSource,
   type PartialSource,
 } from './archiver.ts';
+export { prefetchMetadata } from './metadata-prefetch.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';

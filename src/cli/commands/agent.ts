@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import { agentSettings, startAgent } from '../../daemon/agent/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
-import { resolveConfig } from '../load-config.ts';
+import { findConfig } from '../find-config.ts';
 import { stdio } from '../output.ts';
+import { messageOf } from '../../util/index.ts';
 
 /**
  * `quiesce agent`: the guest side of a recursive set. `--init` makes this machine's key and
@@ -32,7 +33,7 @@ export function registerAgent(program: Command): void {
         name?: string;
         json?: boolean;
       }) => {
-        const config = await resolveConfig(opts.config);
+        const config = await findConfig(opts.config);
         if (opts.init) {
           const dir = opts.tlsDir ?? join(config.stateDir, 'tls');
           const name = opts.name ?? config.agent?.name ?? (await import('node:os')).hostname();
@@ -59,7 +60,7 @@ export function registerAgent(program: Command): void {
           agent = await startAgent({
             ...agentSettings(config, writers),
             ...(opts.listen === undefined ? {} : { listen: opts.listen }),
-            onError: (error) => stdio.err(`quiesce agent: ${error instanceof Error ? error.message : String(error)}`),
+            onError: (error) => stdio.err(`quiesce agent: ${messageOf(error)}`),
             // What an operator on the guest wants to see: each set's start and outcome, and every failure.
             onEvent: (event) => {
               if (event.event === 'fail' && event.error) {

@@ -1,14 +1,13 @@
 import type { Command } from 'commander';
-import { backupTypeOrThrow, runBackup } from '../../backup/index.ts';
-import { prefetchMetadata } from '../../backup/metadata-prefetch.ts';
+import { backupTypeOrThrow, prefetchMetadata, runBackup } from '../../backup/index.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { exitForStatus } from '../exit-codes.ts';
 import { interruptSignal, parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
-import { resolveConfig } from '../load-config.ts';
-import { formatReport, stdio } from '../output.ts';
-import { bytes, progressLine } from '../progress.ts';
-import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { findConfig } from '../find-config.ts';
+import { formatBytes, formatReport, stdio } from '../output.ts';
+import { progressLine } from '../progress.ts';
+import { catalogCachePath, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface BackupFlags extends RepositoryFlags {
   config?: string;
@@ -36,17 +35,17 @@ export function registerBackup(program: Command): void {
       const type = backupTypeOrThrow(opts.type);
       const policy = parsePolicyFlag(opts.quiesce);
       const waitForLockMs = parseWaitFlag(opts.wait);
-      const config = await resolveConfig(opts.config);
+      const config = await findConfig(opts.config);
       // The paths' metadata is read ahead on another thread while the repository opens.
       const prefetch = prefetchMetadata(config.paths);
-      const repository = await useRepository(opts, config);
+      const repository = await openRepositoryFromFlags(opts, config);
       const writers = await composeWriters(config, policy);
       const interrupt = interruptSignal();
       const progress = progressLine(!opts.json, 'backup');
       try {
         const { report, manifestId } = await runBackup({
           repository,
-          catalogCache: catalogCache(config, repository),
+          catalogCache: catalogCachePath(config, repository),
           backupType: type,
           tags: opts.tag,
           writers,
@@ -65,7 +64,7 @@ export function registerBackup(program: Command): void {
         else {
           stdio.out(formatReport(report));
           stdio.out(
-            `  stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added${manifestId ? `, manifest ${manifestId.slice(0, 12)}` : ''}`,
+            `  stored: ${report.stats.files} files, ${formatBytes(report.stats.bytesRead)} read, ${formatBytes(report.stats.bytesAdded)} added${manifestId ? `, manifest ${manifestId.slice(0, 12)}` : ''}`,
           );
         }
         process.exitCode = exitForStatus(report.status);

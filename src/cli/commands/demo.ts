@@ -10,13 +10,12 @@ import { checkBank, createBank, startBankLoad, TOTAL } from '../demo/bank.ts';
 import { parseConfig } from '../../config/index.ts';
 import { restore, runBackup } from '../../backup/index.ts';
 import { Catalog } from '../../catalog/index.ts';
-import { FsBackend } from '../../repository/backend/fs-backend.ts';
-import { initRepository } from '../../repository/index.ts';
-import { bytes } from '../progress.ts';
+import { FsBackend, initRepository } from '../../repository/index.ts';
 import { providerResolver } from '../compose.ts';
-import { formatReport, formatWriters, stdio } from '../output.ts';
+import { formatBytes, formatReport, formatWriters, stdio } from '../output.ts';
 import { startAgent } from '../../daemon/agent/index.ts';
 import { createGuestWriter } from '../../writers/guest/index.ts';
+import { messageOf } from '../../util/index.ts';
 
 /**
  * `quiesce demo`: the whole story on embedded defaults, with no root, no server and no config.
@@ -116,7 +115,7 @@ export function registerDemo(program: Command): void {
               });
               say(indent(formatReport(report)));
               say(
-                `     stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added`,
+                `     stored: ${report.stats.files} files, ${formatBytes(report.stats.bytesRead)} read, ${formatBytes(report.stats.bytesAdded)} added`,
               );
               last = report.id;
             }
@@ -132,12 +131,12 @@ export function registerDemo(program: Command): void {
             const check = await checkBank(join(target, dbPath));
             say(`\n7. quiesce restore ${last} --component bank/bank.db --target ${target}`);
             say(
-              `   ${restored.files} files, ${bytes(restored.bytesWritten)}; the restored bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`,
+              `   ${restored.files} files, ${formatBytes(restored.bytesWritten)}; the restored bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`,
             );
             if (check.integrity !== 'ok' || check.sum !== TOTAL) process.exitCode = 1;
             const verified = await repository.check({ readData: true });
             say(
-              `\n8. quiesce check --read-data: ${verified.manifests} sets, ${verified.blobs} blobs in ${verified.packs} packs, ${bytes(verified.bytesRead)} re-read: ${verified.ok ? 'no errors were found' : 'DAMAGED'}`,
+              `\n8. quiesce check --read-data: ${verified.manifests} sets, ${verified.blobs} blobs in ${verified.packs} packs, ${formatBytes(verified.bytesRead)} re-read: ${verified.ok ? 'no errors were found' : 'DAMAGED'}`,
             );
             if (!verified.ok) process.exitCode = 1;
             await demoGuests({
@@ -189,7 +188,7 @@ async function demoGuests(options: {
     host = await makeIdentity(join(dir, 'host-tls'), 'host', 'demo-host');
     guest = await makeIdentity(join(guestDir, 'tls'), 'agent', 'vm1');
   } catch (error) {
-    say(`\n9. a recursive set: skipped (${error instanceof Error ? error.message : String(error)})`);
+    say(`\n9. a recursive set: skipped (${messageOf(error)})`);
     return;
   }
   const guestDb = join(guestDir, 'shop.db');

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import { Catalog, selectForget, type ForgetPolicy } from '../../catalog/index.ts';
 import { QuiesceError } from '../../model/index.ts';
-import { resolveConfig } from '../load-config.ts';
-import { stdio } from '../output.ts';
-import { bytes } from '../progress.ts';
-import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { findConfig } from '../find-config.ts';
+import { formatBytes, stdio } from '../output.ts';
+import { catalogCachePath, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface ForgetFlags extends RepositoryFlags {
   config?: string;
@@ -74,13 +73,13 @@ export function registerForget(program: Command): void {
       const graceHours = Number(opts.grace ?? '24');
       if (!Number.isFinite(graceHours) || graceHours < 0)
         throw new QuiesceError('bad-usage', `--grace takes a number of hours, not ${opts.grace}`);
-      const config = await resolveConfig(opts.config);
-      const repository = await useRepository(opts, config);
+      const config = await findConfig(opts.config);
+      const repository = await openRepositoryFromFlags(opts, config);
       try {
         const lock = await repository.lock('exclusive');
         let decision;
         try {
-          const catalog = await Catalog.load(repository, catalogCache(config, repository));
+          const catalog = await Catalog.load(repository, catalogCachePath(config, repository));
           decision = selectForget(catalog.all(), policy);
           if (!opts.dryRun) for (const entry of decision.remove) await repository.removeManifest(entry.manifestId);
         } finally {
@@ -104,7 +103,7 @@ export function registerForget(program: Command): void {
               ? `, ${pruned.temporaryFilesRemoved} temporary files of interrupted writes removed`
               : '';
           stdio.out(
-            `pruned: ${pruned.packsRemoved} packs removed, ${pruned.packsRepacked} repacked, ${bytes(pruned.bytesFreed)} freed, ${pruned.packsKeptForGrace} kept for the grace period${temporary}`,
+            `pruned: ${pruned.packsRemoved} packs removed, ${pruned.packsRepacked} repacked, ${formatBytes(pruned.bytesFreed)} freed, ${pruned.packsKeptForGrace} kept for the grace period${temporary}`,
           );
         }
       } finally {

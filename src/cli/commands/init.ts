@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { resolveConfig } from '../load-config.ts';
+import { findConfig } from '../find-config.ts';
 import { stdio } from '../output.ts';
 import { createRepository, repositoryLocation, type RepositoryFlags } from '../repository-access.ts';
 
@@ -13,7 +13,7 @@ export function registerInit(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .option('--json', 'print JSON')
     .action(async (opts: RepositoryFlags & { config?: string; json?: boolean }) => {
-      const config = opts.config || !opts.repo ? await resolveConfig(opts.config) : null;
+      const config = opts.config || !opts.repo ? await findConfig(opts.config) : null;
       const repository = await createRepository(opts, config);
       try {
         if (opts.json) stdio.json({ id: repository.id, location: repositoryLocation(opts, config) });

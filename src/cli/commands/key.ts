@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { QuiesceError } from '../../model/index.ts';
-import { resolveConfig } from '../load-config.ts';
+import { messageOf } from '../../util/index.ts';
+import { findConfig } from '../find-config.ts';
 import { stdio } from '../output.ts';
-import { useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface KeyFlags extends RepositoryFlags {
   config?: string;
@@ -32,12 +33,12 @@ export function registerKey(program: Command): void {
       } catch (error) {
         throw new QuiesceError(
           'bad-usage',
-          `cannot read the new password file ${opts.newPasswordFile}: ${(error as Error).message}`,
+          `cannot read the new password file ${opts.newPasswordFile}: ${messageOf(error)}`,
         );
       }
       if (password.length === 0)
         throw new QuiesceError('bad-usage', `the new password file ${opts.newPasswordFile} is empty`);
-      const repository = await useRepository(opts, await resolveConfig(opts.config));
+      const repository = await openRepositoryFromFlags(opts, await findConfig(opts.config));
       try {
         const id = await repository.addPassword(password);
         if (opts.json) stdio.json({ added: id });
@@ -49,7 +50,7 @@ export function registerKey(program: Command): void {
 
   common(key.command('list').description('list the key files; * marks the one this password opens')).action(
     async (opts: KeyFlags) => {
-      const repository = await useRepository(opts, await resolveConfig(opts.config));
+      const repository = await openRepositoryFromFlags(opts, await findConfig(opts.config));
       try {
         const keys = await repository.listKeys();
         if (opts.json) stdio.json(keys);
@@ -67,7 +68,7 @@ export function registerKey(program: Command): void {
   common(key.command('remove').description('remove a key file (an id or a unique prefix of 8 or more characters)'))
     .argument('<id>', 'the key to remove (quiesce key list shows them)')
     .action(async (id: string, opts: KeyFlags) => {
-      const repository = await useRepository(opts, await resolveConfig(opts.config));
+      const repository = await openRepositoryFromFlags(opts, await findConfig(opts.config));
       try {
         // Exclusive: two removals at once, each with another password, could otherwise remove both keys.
         const lock = await repository.lock('exclusive');

@@ -4,10 +4,9 @@ import { Catalog } from '../../catalog/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
 import { EXIT } from '../exit-codes.ts';
-import { resolveConfig } from '../load-config.ts';
-import { stdio } from '../output.ts';
-import { bytes } from '../progress.ts';
-import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { findConfig } from '../find-config.ts';
+import { formatBytes, stdio } from '../output.ts';
+import { catalogCachePath, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface RestoreFlags extends RepositoryFlags {
   config?: string;
@@ -45,12 +44,12 @@ export function registerRestore(program: Command): void {
           'bad-usage',
           'restore needs --target DIR; quiesce never restores over the originals by itself',
         );
-      const config = await resolveConfig(opts.config);
-      const repository = await useRepository(opts, config);
+      const config = await findConfig(opts.config);
+      const repository = await openRepositoryFromFlags(opts, config);
       const lock = await repository.lock('shared');
       const writers = opts.component ? await composeWriters(config) : [];
       try {
-        const catalog = await Catalog.load(repository, catalogCache(config, repository));
+        const catalog = await Catalog.load(repository, catalogCachePath(config, repository));
         const entry = catalog.find(ref);
         if (!entry) throw new QuiesceError('bad-usage', `no backup set ${ref} (\`quiesce backups\` lists them)`);
         let include = opts.path.map((p) => (p.startsWith('/') ? p : `/${p}`));
@@ -83,7 +82,7 @@ export function registerRestore(program: Command): void {
         if (opts.json) stdio.json({ set: entry.setId, target: opts.target, ...result });
         else {
           stdio.out(
-            `restored set ${entry.setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${bytes(result.bytesWritten)}`,
+            `restored set ${entry.setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytesWritten)}`,
           );
           for (const f of result.failed) stdio.err(`quiesce: could not restore ${f.path}: ${f.error.message}`);
         }

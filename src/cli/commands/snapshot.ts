@@ -14,7 +14,7 @@ import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { EXIT, exitForStatus } from '../exit-codes.ts';
 import { interruptSignal, parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
-import { resolveConfig } from '../load-config.ts';
+import { findConfig } from '../find-config.ts';
 import { formatReport, stdio } from '../output.ts';
 
 interface SnapshotOptions {
@@ -48,7 +48,7 @@ export function registerSnapshot(program: Command): void {
     .option('--wait <seconds>', 'wait for a set in progress on this host instead of failing', '0')
     .option('--json', "print the report as JSON (the command's stdout goes to stderr)")
     .action(async (cmd: string[], opts: SnapshotOptions) => {
-      const config = await resolveConfig(opts.config);
+      const config = await findConfig(opts.config);
       const providers = createProviders();
       if (opts.list) {
         const sets = await listKeptSets(config.stateDir);
