@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
-import { QuiesceError } from '../model/index.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { messageOf } from '../util/index.ts';
 import { initRepository, openBackend, openRepository, type Repository } from '../repository/index.ts';
 
@@ -40,14 +40,22 @@ export async function readPassword(flags: RepositoryFlags): Promise<string> {
   throw new QuiesceError('bad-usage', 'no password: set QUIESCE_PASSWORD or give --password-file');
 }
 
-export async function createRepository(flags: RepositoryFlags, config: Config | null): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(flags, config), { create: true });
-  return initRepository(backend, await readPassword(flags));
+export async function createRepository(
+  flags: RepositoryFlags,
+  config: Config | null,
+  options: CallOptions = {},
+): Promise<Repository> {
+  const backend = await openBackend(repositoryLocation(flags, config), { create: true, signal: options.signal });
+  return initRepository(backend, await readPassword(flags), { signal: options.signal });
 }
 
-export async function openRepositoryFromFlags(flags: RepositoryFlags, config: Config | null): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(flags, config));
-  return openRepository(backend, await readPassword(flags));
+export async function openRepositoryFromFlags(
+  flags: RepositoryFlags,
+  config: Config | null,
+  options: CallOptions = {},
+): Promise<Repository> {
+  const backend = await openBackend(repositoryLocation(flags, config), { signal: options.signal });
+  return openRepository(backend, await readPassword(flags), { signal: options.signal });
 }
 
 /** The catalog's cache file for a repository, under the state directory. */

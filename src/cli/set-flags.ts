@@ -1,5 +1,5 @@
-// The flags `snapshot` and `backup` share (--quiesce, --wait), and the interruption both honour:
-// SIGINT or SIGTERM aborts the set, whose finally paths then thaw and release everything.
+// The flags `snapshot` and `backup` share: --quiesce, which overrides every writer's policy, and
+// --wait, how long to wait for a set in progress on this host.
 import { QuiesceError, QuiescePolicySchema, type QuiescePolicy } from '../model/index.ts';
 
 /** `--quiesce require|prefer|off`, or undefined when not given. */
@@ -18,17 +18,5 @@ export function parseWaitFlag(value: string | undefined): number {
   return seconds * 1000;
 }
 
-/** A signal aborted by SIGINT or SIGTERM until `dispose` is called. */
-export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const onSignal = (name: NodeJS.Signals) => controller.abort(new QuiesceError('retryable', `interrupted by ${name}`));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  return {
-    signal: controller.signal,
-    dispose() {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
-}
+// Still exported here for the commands that take it from here; main.ts's rootInterrupt is the one to use.
+export { interruptSignal } from './interrupt.ts';

@@ -3,7 +3,8 @@ import { backupTypeOrThrow, prefetchMetadata, runBackup } from '../../backup/ind
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { exitForStatus } from '../exit-codes.ts';
-import { interruptSignal, parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
+import type { Interrupt } from '../interrupt.ts';
+import { parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
 import { findConfig } from '../find-config.ts';
 import { formatBytes, formatReport, stdio } from '../output.ts';
 import { progressLine } from '../progress.ts';
@@ -19,7 +20,7 @@ interface BackupFlags extends RepositoryFlags {
 }
 
 /** `quiesce backup`: one snapshot set, read and stored while the applications run again. */
-export function registerBackup(program: Command): void {
+export function registerBackup(program: Command, interrupt: Interrupt): void {
   program
     .command('backup')
     .description('take a snapshot set and store it in the repository')
@@ -36,11 +37,11 @@ export function registerBackup(program: Command): void {
       const policy = parsePolicyFlag(opts.quiesce);
       const waitForLockMs = parseWaitFlag(opts.wait);
       const config = await findConfig(opts.config);
+      const { signal } = interrupt;
       // The paths' metadata is read ahead on another thread while the repository opens.
       const prefetch = prefetchMetadata(config.paths);
-      const repository = await openRepositoryFromFlags(opts, config);
+      const repository = await openRepositoryFromFlags(opts, config, { signal });
       const writers = await composeWriters(config, policy);
-      const interrupt = interruptSignal();
       const progress = progressLine(!opts.json, 'backup');
       try {
         const { report, manifestId } = await runBackup({
@@ -56,7 +57,7 @@ export function registerBackup(program: Command): void {
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
           waitForLockMs,
-          signal: interrupt.signal,
+          signal,
           onProgress: (p) => progress.update(p),
         });
         progress.done();
@@ -71,7 +72,6 @@ export function registerBackup(program: Command): void {
       } finally {
         prefetch.stop();
         progress.done();
-        interrupt.dispose();
         await closeWriters(writers);
         await repository.close();
       }
