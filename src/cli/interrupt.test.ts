@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { QuiesceError } from '../model/index.ts';
-import { rootInterrupt } from './interrupt.ts';
+import { rootInterrupt, untilInterrupted } from './interrupt.ts';
 
 type Listener = (name: NodeJS.Signals) => void;
 // rawListeners: a once-listener as registered, which removes itself when called.
@@ -45,6 +45,16 @@ void describe('the root interrupt', () => {
     const { signal } = interrupt;
     for (const listener of added('SIGTERM', before)) listener.call(process, 'SIGTERM');
     assert.equal((signal.reason as QuiesceError).message, 'interrupted by SIGTERM');
+    interrupt.dispose();
+  });
+
+  void test('untilInterrupted resolves at the signal, or at once when it came already', async () => {
+    const before = listeners('SIGTERM');
+    const interrupt = rootInterrupt();
+    const waiting = untilInterrupted(interrupt);
+    for (const listener of added('SIGTERM', before)) listener.call(process, 'SIGTERM');
+    await waiting;
+    await untilInterrupted(interrupt);
     interrupt.dispose();
   });
 

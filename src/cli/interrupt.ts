@@ -31,6 +31,13 @@ export function rootInterrupt(): RootInterrupt {
   };
 }
 
+/** Resolves at the first SIGINT or SIGTERM: for a command that serves until it is told to stop. */
+export function untilInterrupted(interrupt: Interrupt): Promise<void> {
+  const { signal } = interrupt;
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+}
+
 /** A signal aborted by SIGINT or SIGTERM until `dispose` is called. */
 export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();

@@ -36,7 +36,7 @@ export function buildProgram(interrupt: Interrupt): Command {
   registerCheck(program, interrupt);
   registerForget(program, interrupt);
   registerDemo(program);
-  registerAgent(program);
+  registerAgent(program, interrupt);
   return program;
 }
 

@@ -4,6 +4,7 @@ import { agentSettings, startAgent } from '../../daemon/agent/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
 import { findConfig } from '../find-config.ts';
+import { untilInterrupted, type Interrupt } from '../interrupt.ts';
 import { stdio } from '../output.ts';
 import { messageOf } from '../../util/index.ts';
 
@@ -12,7 +13,7 @@ import { messageOf } from '../../util/index.ts';
  * certificate (for a guest, or for the host that calls guests); without it, serve the config's
  * writers to the pinned hosts until SIGINT or SIGTERM.
  */
-export function registerAgent(program: Command): void {
+export function registerAgent(program: Command, interrupt: Interrupt): void {
   program
     .command('agent')
     .description(
@@ -78,10 +79,7 @@ export function registerAgent(program: Command): void {
         }
         if (opts.json) stdio.json({ name: agent.name, listening: agent.address, writers: writers.map((w) => w.name) });
         else stdio.out(`agent ${agent.name} listening on ${agent.address} (${writers.length} writer(s))`);
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
-        });
+        await untilInterrupted(interrupt);
         await agent.close();
       },
     );
