@@ -10,5 +10,6 @@ export {
   type ArchiveSource,
   type PartialSource,
 } from './archiver.ts';
+export { prefetchMetadata } from './metadata-prefetch.ts';
 export { restore, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restorer.ts';
 export { restoreSet, type RestoreSetOptions, type RestoreSetResult, type RestoreWriter } from './restore-set.ts';

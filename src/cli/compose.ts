@@ -58,12 +58,6 @@ export async function writerEndpoint(config: WriterConfig, root: Config): Promis
       return (await loadRpc()).connectWriter(config.socket ?? join(root.registrationDir, `${config.name}.sock`), {
         callTimeoutMs: root.policy.freezeTimeout,
       });
-    case 'postgres':
-      throw new QuiesceError(
-        'bad-config',
-        `writer ${config.name}: the postgres writer is not available in this version; remove it or use an exec writer`,
-        { writer: config.name },
-      );
     default:
       return config satisfies never;
   }

@@ -1,6 +1,6 @@
-import { QuiesceError, type SetStatus } from '../model/index.ts';
+import { ERROR_CODE_TABLE, QuiesceError, type SetStatus } from '../model/index.ts';
 
-/** Exit status, per ARCHITECTURE.md: 0 success, 1 failure, 2 bad usage or config, 3 partial. */
+/** Exit status: 0 success, 1 failure, 2 bad usage or config, 3 partial. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, partial: 3 } as const;
 
 export function exitForStatus(status: SetStatus): number {
@@ -16,10 +16,8 @@ export function exitForStatus(status: SetStatus): number {
   }
 }
 
-/** What the user gave was wrong (usage, config, password, a path that is no repository): exit 2. */
-const USAGE_CODES = new Set(['bad-config', 'bad-usage', 'wrong-password', 'not-a-repository']);
-
+/** The exit status for what a command threw: its code's (model/failure.ts's table), 1 for anything else. */
 export function exitForError(error: unknown): number {
-  if (error instanceof QuiesceError && USAGE_CODES.has(error.code)) return EXIT.usage;
+  if (error instanceof QuiesceError) return EXIT[ERROR_CODE_TABLE[error.code].exit];
   return EXIT.failed;
 }

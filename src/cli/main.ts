@@ -15,9 +15,11 @@ import { registerProviders } from './commands/providers.ts';
 import { registerSnapshot } from './commands/snapshot.ts';
 import { registerWriters } from './commands/writers.ts';
 import { EXIT, exitForError } from './exit-codes.ts';
+import { rootInterrupt, type Interrupt } from './interrupt.ts';
 import { stdio } from './output.ts';
 
-export function buildProgram(): Command {
+/** Every command; those that can be interrupted take `interrupt`'s signal. */
+export function buildProgram(interrupt: Interrupt): Command {
   const program = new Command('quiesce')
     .description('application-consistent snapshots and backups for Linux')
     .version('0.1.0')
@@ -25,21 +27,22 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run quiesce --help for usage)');
   registerWriters(program);
   registerProviders(program);
-  registerSnapshot(program);
-  registerInit(program);
-  registerKey(program);
-  registerBackup(program);
-  registerBackups(program);
-  registerRestore(program);
-  registerCheck(program);
-  registerForget(program);
+  registerSnapshot(program, interrupt);
+  registerInit(program, interrupt);
+  registerKey(program, interrupt);
+  registerBackup(program, interrupt);
+  registerBackups(program, interrupt);
+  registerRestore(program, interrupt);
+  registerCheck(program, interrupt);
+  registerForget(program, interrupt);
   registerDemo(program);
-  registerAgent(program);
+  registerAgent(program, interrupt);
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const interrupt = rootInterrupt();
+  const program = buildProgram(interrupt);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
@@ -53,6 +56,8 @@ export async function main(argv: string[]): Promise<number> {
       stdio.err(`quiesce: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     }
     return exitForError(error);
+  } finally {
+    interrupt.dispose();
   }
 }
 

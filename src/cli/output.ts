@@ -24,13 +24,24 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
-export function ms(value: number | null): string {
+export function formatMs(value: number | null): string {
   if (value === null) return '-';
   return value < 10
     ? `${value.toFixed(2)} ms`
     : value < 10_000
       ? `${value.toFixed(1)} ms`
       : `${(value / 1000).toFixed(1)} s`;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value < 10 && unit > 0 ? value.toFixed(2) : value < 100 && unit > 0 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
 }
 
 export function formatWriters(statuses: (WriterStatus | { name: string; error: string })[]): string {
@@ -62,7 +73,7 @@ export function formatReport(report: SetReport): string {
   const lines: string[] = [];
   lines.push(`set ${report.id}: ${report.status}, consistency ${report.consistency}${report.kept ? ' (kept)' : ''}`);
   lines.push(
-    `  type ${report.requestedType}, freeze window ${ms(report.freezeWindowMs)}, commit ${ms(report.commitMs)}, took ${ms(report.stats.durationMs)}`,
+    `  type ${report.requestedType}, freeze window ${formatMs(report.freezeWindowMs)}, commit ${formatMs(report.commitMs)}, took ${formatMs(report.stats.durationMs)}`,
   );
   if (report.error)
     lines.push(
@@ -82,7 +93,9 @@ export function formatReport(report: SetReport): string {
 export function formatGuest(guest: GuestReport, indent: string): string[] {
   const agent = guest.agent === 'quiesce' ? 'quiesce agent' : guest.agent === 'qga' ? 'QEMU guest agent' : 'no agent';
   const frozen =
-    guest.frozenAtMs === null ? 'never frozen' : `frozen at +${ms(guest.frozenAtMs)} for ${ms(guest.freezeWindowMs)}`;
+    guest.frozenAtMs === null
+      ? 'never frozen'
+      : `frozen at +${formatMs(guest.frozenAtMs)} for ${formatMs(guest.freezeWindowMs)}`;
   const lines = [`${indent}guest ${guest.name} (${agent}): ${guest.status}, ${guest.consistency}, ${frozen}`];
   const inner = `${indent}  `;
   if (guest.error)
@@ -98,7 +111,7 @@ export function formatGuest(guest: GuestReport, indent: string): string[] {
 
 function writerLine(w: WriterReport): string {
   const failure = w.error ? `: ${w.error.code} at ${w.error.phase ?? '?'}: ${w.error.message}` : '';
-  return `writer ${w.name} (${w.classId}): ${w.state}, ${w.consistency}, frozen ${ms(w.freezeWindowMs)}${failure}`;
+  return `writer ${w.name} (${w.classId}): ${w.state}, ${w.consistency}, frozen ${formatMs(w.freezeWindowMs)}${failure}`;
 }
 
 function componentLine(c: ComponentReport): string {

@@ -3,10 +3,9 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
-import { QuiesceError } from '../model/index.ts';
-import { openBackend } from '../repository/backend/open-backend.ts';
-import { initRepository, openRepository } from '../repository/index.ts';
-import type { Repository } from '../repository/types.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
+import { messageOf } from '../util/index.ts';
+import { initRepository, openBackend, openRepository, type Repository } from '../repository/index.ts';
 
 export interface RepositoryFlags {
   repo?: string;
@@ -33,10 +32,7 @@ export async function readPassword(flags: RepositoryFlags): Promise<string> {
       return password;
     } catch (error) {
       if (error instanceof QuiesceError) throw error;
-      throw new QuiesceError(
-        'bad-usage',
-        `cannot read the password file ${flags.passwordFile}: ${(error as Error).message}`,
-      );
+      throw new QuiesceError('bad-usage', `cannot read the password file ${flags.passwordFile}: ${messageOf(error)}`);
     }
   }
   const env = process.env.QUIESCE_PASSWORD;
@@ -44,17 +40,25 @@ export async function readPassword(flags: RepositoryFlags): Promise<string> {
   throw new QuiesceError('bad-usage', 'no password: set QUIESCE_PASSWORD or give --password-file');
 }
 
-export async function createRepository(flags: RepositoryFlags, config: Config | null): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(flags, config), { create: true });
-  return initRepository(backend, await readPassword(flags));
+export async function createRepository(
+  flags: RepositoryFlags,
+  config: Config | null,
+  options: CallOptions = {},
+): Promise<Repository> {
+  const backend = await openBackend(repositoryLocation(flags, config), { create: true, signal: options.signal });
+  return initRepository(backend, await readPassword(flags), { signal: options.signal });
 }
 
-export async function useRepository(flags: RepositoryFlags, config: Config | null): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(flags, config));
-  return openRepository(backend, await readPassword(flags));
+export async function openRepositoryFromFlags(
+  flags: RepositoryFlags,
+  config: Config | null,
+  options: CallOptions = {},
+): Promise<Repository> {
+  const backend = await openBackend(repositoryLocation(flags, config), { signal: options.signal });
+  return openRepository(backend, await readPassword(flags), { signal: options.signal });
 }
 
 /** The catalog's cache file for a repository, under the state directory. */
-export function catalogCache(config: Config, repository: Repository): string {
+export function catalogCachePath(config: Config, repository: Repository): string {
   return join(config.stateDir, 'catalog', `${repository.id}.sqlite`);
 }

@@ -1,5 +1,5 @@
-// The flags `snapshot` and `backup` share (--quiesce, --wait, --type), and the interruption
-// they and `restore` honour: SIGINT or SIGTERM aborts, and the finally paths release everything.
+// The flags `snapshot` and `backup` share: --quiesce, which overrides every writer's policy,
+// --type, and --wait, how long to wait for a set in progress on this host.
 import {
   BackupTypeSchema,
   QuiesceError,
@@ -32,17 +32,5 @@ export function parseWaitFlag(value: string | undefined): number {
   return seconds * 1000;
 }
 
-/** A signal aborted by SIGINT or SIGTERM until `dispose` is called. */
-export function interruptSignal(): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const onSignal = (name: NodeJS.Signals) => controller.abort(new QuiesceError('retryable', `interrupted by ${name}`));
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  return {
-    signal: controller.signal,
-    dispose() {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    },
-  };
-}
+// Still exported here for the commands that take it from here; main.ts's rootInterrupt is the one to use.
+export { interruptSignal } from './interrupt.ts';

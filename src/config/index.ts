@@ -8,9 +8,6 @@ export {
   WriterSchema,
   GuestSchema,
   WRITER_TYPES,
-  NAME_PATTERN,
-  defaultDirs,
-  type DefaultDirs,
   type Config,
   type ConfigInput,
   type Policy,
@@ -19,8 +16,9 @@ export {
   type SqliteWriterConfig,
   type ExecWriterConfig,
   type RemoteWriterConfig,
-  type PostgresWriterConfig,
   type GuestConfig,
   type AgentSection,
 } from './schema.ts';
+export { NAME_PATTERN } from './fields.ts';
+export { defaultDirs, type DefaultDirs } from './cross-checks.ts';
 export { parseDuration, formatDuration, MAX_DURATION_MS } from './duration.ts';

@@ -1,7 +1,8 @@
 import { z } from 'zod';
+import { messageOf } from '../util/index.ts';
 import { ALL_PHASES, type Phase } from './phases.ts';
 
-/** Failure codes of MODEL.md, plus the coordinator's own refusals. */
+/** The failure codes a writer answers with (docs/design.md), plus the coordinator's own refusals. */
 export const FAILURE_CODES = [
   'retryable',
   'nonretryable',
@@ -33,22 +34,56 @@ export const TOOL_ERROR_CODES = [
 export type ToolErrorCode = (typeof TOOL_ERROR_CODES)[number];
 
 export type ErrorCode = FailureCode | ToolErrorCode;
+export const ERROR_CODES: readonly ErrorCode[] = [...FAILURE_CODES, ...TOOL_ERROR_CODES];
 
-export function isRetryable(code: FailureCode): boolean {
-  switch (code) {
-    case 'retryable':
-    case 'timeout':
-    case 'out-of-resources':
-      return true;
-    case 'nonretryable':
-    case 'not-responding':
-      return false;
-    case 'inconsistent-snapshot':
-    case 'partial-failure':
-      return false;
-    default:
-      return code satisfies never;
-  }
+/**
+ * The gRPC status a code crosses the wire with: a hint for generic tools (the requester trusts
+ * the failure carried in the trailers). Names of `@grpc/grpc-js`'s `status`, which rpc/ maps.
+ */
+export type GrpcStatusName =
+  | 'ABORTED'
+  | 'FAILED_PRECONDITION'
+  | 'DEADLINE_EXCEEDED'
+  | 'RESOURCE_EXHAUSTED'
+  | 'DATA_LOSS'
+  | 'UNAVAILABLE'
+  | 'INVALID_ARGUMENT'
+  | 'PERMISSION_DENIED';
+
+/** How the command line exits on an error of a code: `usage` (2) when what the user gave was wrong, else `failed` (1). */
+export type ErrorExit = 'usage' | 'failed';
+
+export interface ErrorCodeMeaning {
+  /** Asking again, unchanged, may succeed (another set or lock holder goes away, a timer runs longer). */
+  retryable: boolean;
+  grpcStatus: GrpcStatusName;
+  exit: ErrorExit;
+}
+
+/** What each code means, in one place: retryability, gRPC status and exit status. */
+export const ERROR_CODE_TABLE = {
+  retryable: { retryable: true, grpcStatus: 'ABORTED', exit: 'failed' },
+  nonretryable: { retryable: false, grpcStatus: 'FAILED_PRECONDITION', exit: 'failed' },
+  timeout: { retryable: true, grpcStatus: 'DEADLINE_EXCEEDED', exit: 'failed' },
+  'out-of-resources': { retryable: true, grpcStatus: 'RESOURCE_EXHAUSTED', exit: 'failed' },
+  'inconsistent-snapshot': { retryable: false, grpcStatus: 'DATA_LOSS', exit: 'failed' },
+  'partial-failure': { retryable: false, grpcStatus: 'FAILED_PRECONDITION', exit: 'failed' },
+  'not-responding': { retryable: false, grpcStatus: 'UNAVAILABLE', exit: 'failed' },
+  'bad-config': { retryable: false, grpcStatus: 'FAILED_PRECONDITION', exit: 'usage' },
+  'bad-usage': { retryable: false, grpcStatus: 'INVALID_ARGUMENT', exit: 'usage' },
+  'set-in-progress': { retryable: true, grpcStatus: 'ABORTED', exit: 'failed' },
+  'provider-failed': { retryable: false, grpcStatus: 'FAILED_PRECONDITION', exit: 'failed' },
+  protocol: { retryable: false, grpcStatus: 'INVALID_ARGUMENT', exit: 'failed' },
+  'wrong-password': { retryable: false, grpcStatus: 'PERMISSION_DENIED', exit: 'usage' },
+  'not-a-repository': { retryable: false, grpcStatus: 'FAILED_PRECONDITION', exit: 'usage' },
+  'unsupported-version': { retryable: false, grpcStatus: 'FAILED_PRECONDITION', exit: 'failed' },
+  damaged: { retryable: false, grpcStatus: 'DATA_LOSS', exit: 'failed' },
+  locked: { retryable: true, grpcStatus: 'ABORTED', exit: 'failed' },
+  'no-space': { retryable: false, grpcStatus: 'RESOURCE_EXHAUSTED', exit: 'failed' },
+} as const satisfies Record<ErrorCode, ErrorCodeMeaning>;
+
+export function isRetryable(code: ErrorCode): boolean {
+  return ERROR_CODE_TABLE[code].retryable;
 }
 
 export const PhaseSchema = z.enum(ALL_PHASES as [Phase, ...Phase[]]);
@@ -121,8 +156,7 @@ export class QuiesceError extends Error {
     if (error instanceof Error && error.name === 'TimeoutError') {
       return new QuiesceError('timeout', error.message, { ...context, cause: error });
     }
-    const message = error instanceof Error ? error.message : String(error);
-    return new QuiesceError(code, message, { ...context, cause: error });
+    return new QuiesceError(code, messageOf(error), { ...context, cause: error });
   }
 }
 

@@ -8,6 +8,9 @@ export {
   type OpenRepositoryOptions,
   type InitRepositoryOptions,
 } from './repository.ts';
+// Not through backend/index.ts, which loads the S3 backend (the AWS SDK) for every command.
+export { FsBackend } from './backend/fs-backend.ts';
+export { openBackend } from './backend/open-backend.ts';
 export { DEFAULT_GRACE_MS, type PruneOptions } from './prune.ts';
 export type { CheckOptions } from './check.ts';
 export { DEFAULT_LOCK_REFRESH_MS, DEFAULT_LOCK_STALE_MS, type LockOptions } from './locks.ts';

@@ -4,47 +4,14 @@
  * requester trusts over the status code. proto/quiesce/v1/writer.proto documents the table.
  */
 import * as grpc from '@grpc/grpc-js';
-import { QuiesceError, type ErrorCode, type Failure, type Phase } from '../model/index.ts';
+import { ERROR_CODE_TABLE, QuiesceError, type ErrorCode, type Failure, type Phase } from '../model/index.ts';
 import { describeZodError, parseFailureJson } from './convert.ts';
 import { FAILURE_METADATA_KEY, MAX_MESSAGE_BYTES } from './writer-proto.ts';
 import { ZodError } from 'zod';
 
-/** The gRPC status a writer answers for a failure of this code. */
+/** The gRPC status a writer answers for a failure of this code (model/failure.ts's table names it). */
 export function grpcStatusForFailure(code: ErrorCode): grpc.status {
-  switch (code) {
-    case 'retryable':
-    case 'set-in-progress':
-      return grpc.status.ABORTED;
-    case 'nonretryable':
-    case 'partial-failure':
-    case 'bad-config':
-    case 'provider-failed':
-      return grpc.status.FAILED_PRECONDITION;
-    case 'timeout':
-      return grpc.status.DEADLINE_EXCEEDED;
-    case 'out-of-resources':
-      return grpc.status.RESOURCE_EXHAUSTED;
-    case 'inconsistent-snapshot':
-      return grpc.status.DATA_LOSS;
-    case 'not-responding':
-      return grpc.status.UNAVAILABLE;
-    case 'bad-usage':
-    case 'protocol':
-      return grpc.status.INVALID_ARGUMENT;
-    case 'wrong-password':
-      return grpc.status.PERMISSION_DENIED;
-    case 'locked':
-      return grpc.status.ABORTED;
-    case 'no-space':
-      return grpc.status.RESOURCE_EXHAUSTED;
-    case 'damaged':
-      return grpc.status.DATA_LOSS;
-    case 'not-a-repository':
-    case 'unsupported-version':
-      return grpc.status.FAILED_PRECONDITION;
-    default:
-      return code satisfies never;
-  }
+  return grpc.status[ERROR_CODE_TABLE[code].grpcStatus];
 }
 
 /** The failure's JSON never exceeds this many bytes of message (the schema's limit is 8192 characters). */
@@ -98,66 +65,67 @@ function isServiceError(error: unknown): error is grpc.ServiceError {
  */
 export function clientFailure(error: unknown, context: ClientErrorContext): QuiesceError {
   if (!isServiceError(error)) return QuiesceError.from(error, 'nonretryable', { phase: context.phase });
-  const { target, rpc, phase } = context;
   const carried = error.metadata?.get(FAILURE_METADATA_KEY)[0];
-  if (carried !== undefined) {
-    const json = typeof carried === 'string' ? carried : carried.toString('utf8');
-    try {
-      const failure = parseFailureJson(json);
-      return new QuiesceError(failure.code, failure.message, { ...failure, cause: error });
-    } catch (parseError) {
-      const problem = parseError instanceof ZodError ? describeZodError(parseError) : String(parseError);
-      return new QuiesceError(
-        'protocol',
-        `writer at ${target} answered ${rpc} with an unreadable failure (${problem}); status: ${error.details}`,
-        {
-          phase,
-          cause: error,
-        },
-      );
-    }
-  }
+  if (carried !== undefined) return carriedFailure(error, carried, context);
   const details = error.details || grpc.status[error.code];
-  const options = { phase, cause: error };
-  switch (error.code) {
-    case grpc.status.UNAVAILABLE:
-      return new QuiesceError(
-        'not-responding',
-        `writer at ${target} is not responding to ${rpc} (${details}). Is the writer process running and listening on that socket?`,
-        options,
-      );
-    case grpc.status.DEADLINE_EXCEEDED: {
-      const within = context.callTimeoutMs === undefined ? 'before the deadline' : `within ${context.callTimeoutMs} ms`;
-      return new QuiesceError(
-        'not-responding',
-        `writer at ${target} did not answer ${rpc} ${within}. Is the writer process running, or is it stuck? Check its log.`,
-        options,
-      );
-    }
-    case grpc.status.CANCELLED:
-      return new QuiesceError(
-        'not-responding',
-        `writer at ${target} dropped the ${rpc} call (${details}). Is the writer process still running?`,
-        options,
-      );
-    case grpc.status.RESOURCE_EXHAUSTED:
-      return new QuiesceError(
-        'protocol',
-        `a ${rpc} message to or from writer at ${target} was refused (${details}); messages are limited to ${MAX_MESSAGE_BYTES} bytes. Select fewer components or files per set.`,
-        options,
-      );
-    case grpc.status.UNIMPLEMENTED:
-      return new QuiesceError(
-        'protocol',
-        `writer at ${target} does not implement ${rpc} (${details}); is it built for quiesce.v1.WriterService?`,
-        options,
-      );
-    case grpc.status.INVALID_ARGUMENT:
-    case grpc.status.INTERNAL:
-      return new QuiesceError('protocol', `writer at ${target} refused ${rpc}: ${details}`, options);
-    case grpc.status.ABORTED:
-      return new QuiesceError('retryable', `writer at ${target} failed ${rpc}: ${details}`, options);
-    default:
-      return new QuiesceError('nonretryable', `writer at ${target} failed ${rpc}: ${details}`, options);
+  const { code, message } = (STATUS_FAILURES[error.code] ?? failedCall)({ ...context, details });
+  return new QuiesceError(code, message, { phase: context.phase, cause: error });
+}
+
+/** The writer's own failure from the trailers, or a `protocol` error when it cannot be read. */
+function carriedFailure(error: grpc.ServiceError, carried: string | Buffer, context: ClientErrorContext): QuiesceError {
+  const json = typeof carried === 'string' ? carried : carried.toString('utf8');
+  try {
+    const failure = parseFailureJson(json);
+    return new QuiesceError(failure.code, failure.message, { ...failure, cause: error });
+  } catch (parseError) {
+    const problem = parseError instanceof ZodError ? describeZodError(parseError) : String(parseError);
+    return new QuiesceError(
+      'protocol',
+      `writer at ${context.target} answered ${context.rpc} with an unreadable failure (${problem}); status: ${error.details}`,
+      { phase: context.phase, cause: error },
+    );
   }
 }
+
+/** What a status means when no failure came with it: the code, and a message naming the writer and the call. */
+type StatusFailure = (call: ClientErrorContext & { details: string }) => { code: ErrorCode; message: string };
+
+const failedCall: StatusFailure = ({ target, rpc, details }) => ({
+  code: 'nonretryable',
+  message: `writer at ${target} failed ${rpc}: ${details}`,
+});
+
+const refusedCall: StatusFailure = ({ target, rpc, details }) => ({
+  code: 'protocol',
+  message: `writer at ${target} refused ${rpc}: ${details}`,
+});
+
+const STATUS_FAILURES: Partial<Record<grpc.status, StatusFailure>> = {
+  [grpc.status.UNAVAILABLE]: ({ target, rpc, details }) => ({
+    code: 'not-responding',
+    message: `writer at ${target} is not responding to ${rpc} (${details}). Is the writer process running and listening on that socket?`,
+  }),
+  [grpc.status.DEADLINE_EXCEEDED]: ({ target, rpc, callTimeoutMs }) => ({
+    code: 'not-responding',
+    message: `writer at ${target} did not answer ${rpc} ${callTimeoutMs === undefined ? 'before the deadline' : `within ${callTimeoutMs} ms`}. Is the writer process running, or is it stuck? Check its log.`,
+  }),
+  [grpc.status.CANCELLED]: ({ target, rpc, details }) => ({
+    code: 'not-responding',
+    message: `writer at ${target} dropped the ${rpc} call (${details}). Is the writer process still running?`,
+  }),
+  [grpc.status.RESOURCE_EXHAUSTED]: ({ target, rpc, details }) => ({
+    code: 'protocol',
+    message: `a ${rpc} message to or from writer at ${target} was refused (${details}); messages are limited to ${MAX_MESSAGE_BYTES} bytes. Select fewer components or files per set.`,
+  }),
+  [grpc.status.UNIMPLEMENTED]: ({ target, rpc, details }) => ({
+    code: 'protocol',
+    message: `writer at ${target} does not implement ${rpc} (${details}); is it built for quiesce.v1.WriterService?`,
+  }),
+  [grpc.status.INVALID_ARGUMENT]: refusedCall,
+  [grpc.status.INTERNAL]: refusedCall,
+  [grpc.status.ABORTED]: ({ target, rpc, details }) => ({
+    code: 'retryable',
+    message: `writer at ${target} failed ${rpc}: ${details}`,
+  }),
+};

@@ -3,15 +3,17 @@ import { join } from 'node:path';
 import { agentSettings, startAgent } from '../../agent/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
-import { resolveConfig } from '../load-config.ts';
+import { findConfig } from '../find-config.ts';
+import { untilInterrupted, type Interrupt } from '../interrupt.ts';
 import { stdio } from '../output.ts';
+import { messageOf } from '../../util/index.ts';
 
 /**
  * `quiesce agent`: the guest side of a recursive set. `--init` makes this machine's key and
  * certificate (for a guest, or for the host that calls guests); without it, serve the config's
  * writers to the pinned hosts until SIGINT or SIGTERM.
  */
-export function registerAgent(program: Command): void {
+export function registerAgent(program: Command, interrupt: Interrupt): void {
   program
     .command('agent')
     .description(
@@ -32,7 +34,7 @@ export function registerAgent(program: Command): void {
         name?: string;
         json?: boolean;
       }) => {
-        const config = await resolveConfig(opts.config);
+        const config = await findConfig(opts.config);
         if (opts.init) {
           const dir = opts.tlsDir ?? join(config.stateDir, 'tls');
           const name = opts.name ?? config.agent?.name ?? (await import('node:os')).hostname();
@@ -59,7 +61,7 @@ export function registerAgent(program: Command): void {
           agent = await startAgent({
             ...agentSettings(config, writers),
             ...(opts.listen === undefined ? {} : { listen: opts.listen }),
-            onError: (error) => stdio.err(`quiesce agent: ${error instanceof Error ? error.message : String(error)}`),
+            onError: (error) => stdio.err(`quiesce agent: ${messageOf(error)}`),
             // What an operator on the guest wants to see: each set's start and outcome, and every failure.
             onEvent: (event) => {
               if (event.event === 'fail' && event.error) {
@@ -77,10 +79,7 @@ export function registerAgent(program: Command): void {
         }
         if (opts.json) stdio.json({ name: agent.name, listening: agent.address, writers: writers.map((w) => w.name) });
         else stdio.out(`agent ${agent.name} listening on ${agent.address} (${writers.length} writer(s))`);
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
-        });
+        await untilInterrupted(interrupt);
         await agent.close();
       },
     );

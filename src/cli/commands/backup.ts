@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
-import { runBackup } from '../../backup/index.ts';
-import { prefetchMetadata } from '../../backup/metadata-prefetch.ts';
+import { prefetchMetadata, runBackup } from '../../backup/index.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { exitForStatus } from '../exit-codes.ts';
-import { interruptSignal, parsePolicyFlag, parseTypeFlag, parseWaitFlag } from '../set-flags.ts';
-import { resolveConfig } from '../load-config.ts';
-import { formatReport, stdio } from '../output.ts';
-import { bytes, progressLine } from '../progress.ts';
-import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
+import type { Interrupt } from '../interrupt.ts';
+import { parsePolicyFlag, parseTypeFlag, parseWaitFlag } from '../set-flags.ts';
+import { findConfig } from '../find-config.ts';
+import { formatBytes, formatReport, stdio } from '../output.ts';
+import { progressLine } from '../progress.ts';
+import { catalogCachePath, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface BackupFlags extends RepositoryFlags {
   config?: string;
@@ -20,7 +20,7 @@ interface BackupFlags extends RepositoryFlags {
 }
 
 /** `quiesce backup`: one snapshot set, read and stored while the applications run again. */
-export function registerBackup(program: Command): void {
+export function registerBackup(program: Command, interrupt: Interrupt): void {
   program
     .command('backup')
     .description('take a snapshot set and store it in the repository')
@@ -36,17 +36,17 @@ export function registerBackup(program: Command): void {
       const type = parseTypeFlag(opts.type);
       const policy = parsePolicyFlag(opts.quiesce);
       const waitForLockMs = parseWaitFlag(opts.wait);
-      const config = await resolveConfig(opts.config);
+      const config = await findConfig(opts.config);
+      const { signal } = interrupt;
       // The paths' metadata is read ahead on another thread while the repository opens.
       const prefetch = prefetchMetadata(config.paths);
-      const repository = await useRepository(opts, config);
+      const repository = await openRepositoryFromFlags(opts, config, { signal });
       const writers = await composeWriters(config, policy);
-      const interrupt = interruptSignal();
       const progress = progressLine(!opts.json, 'backup');
       try {
         const { report, manifestId } = await runBackup({
           repository,
-          catalogCache: catalogCache(config, repository),
+          catalogCache: catalogCachePath(config, repository),
           backupType: type,
           tags: opts.tag,
           writers,
@@ -57,7 +57,7 @@ export function registerBackup(program: Command): void {
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
           waitForLockMs,
-          signal: interrupt.signal,
+          signal,
           onProgress: (p) => progress.update(p),
         });
         progress.done();
@@ -65,14 +65,13 @@ export function registerBackup(program: Command): void {
         else {
           stdio.out(formatReport(report));
           stdio.out(
-            `  stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added${manifestId ? `, manifest ${manifestId.slice(0, 12)}` : ''}`,
+            `  stored: ${report.stats.files} files, ${formatBytes(report.stats.bytesRead)} read, ${formatBytes(report.stats.bytesAdded)} added${manifestId ? `, manifest ${manifestId.slice(0, 12)}` : ''}`,
           );
         }
         process.exitCode = exitForStatus(report.status);
       } finally {
         prefetch.stop();
         progress.done();
-        interrupt.dispose();
         await closeWriters(writers);
         await repository.close();
       }

@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { Catalog } from '../../catalog/index.ts';
 import { SetEventSchema, type SetEvent } from '../../model/index.ts';
 import { QuiesceError } from '../../model/index.ts';
-import { resolveConfig } from '../load-config.ts';
-import { formatReport, stdio, table } from '../output.ts';
-import { bytes } from '../progress.ts';
-import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { findConfig } from '../find-config.ts';
+import type { Interrupt } from '../interrupt.ts';
+import { formatBytes, formatReport, stdio, table } from '../output.ts';
+import { catalogCachePath, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 /** `quiesce backups` lists the sets; `quiesce show SET` shows one: components, types, chains, report, events. */
-export function registerBackups(program: Command): void {
+export function registerBackups(program: Command, interrupt: Interrupt): void {
   program
     .command('backups')
     .description('list the backup sets in the repository')
@@ -19,10 +19,11 @@ export function registerBackups(program: Command): void {
     .option('--password-file <file>', 'read the password from a file')
     .option('--json', 'print JSON')
     .action(async (opts: RepositoryFlags & { config?: string; json?: boolean }) => {
-      const config = await resolveConfig(opts.config);
-      const repository = await useRepository(opts, config);
+      const { signal } = interrupt;
+      const config = await findConfig(opts.config);
+      const repository = await openRepositoryFromFlags(opts, config, { signal });
       try {
-        const catalog = await Catalog.load(repository, catalogCache(config, repository));
+        const catalog = await Catalog.load(repository, catalogCachePath(config, repository), { signal });
         const sets = catalog.all();
         if (opts.json) {
           stdio.json({
@@ -54,7 +55,7 @@ export function registerBackups(program: Command): void {
               e.meta.requestedType,
               e.meta.status,
               e.meta.consistency,
-              bytes(e.meta.report.stats.bytesRead),
+              formatBytes(e.meta.report.stats.bytesRead),
               e.meta.components.map((c) => `${c.writer}/${c.component}:${c.actualType}`).join(' ') || '-',
             ]),
           ),
@@ -74,10 +75,11 @@ export function registerBackups(program: Command): void {
     .option('--events', "also print the set's event log, when it was taken on this host")
     .option('--json', 'print JSON')
     .action(async (ref: string, opts: RepositoryFlags & { config?: string; json?: boolean; events?: boolean }) => {
-      const config = await resolveConfig(opts.config);
-      const repository = await useRepository(opts, config);
+      const { signal } = interrupt;
+      const config = await findConfig(opts.config);
+      const repository = await openRepositoryFromFlags(opts, config, { signal });
       try {
-        const catalog = await Catalog.load(repository, catalogCache(config, repository));
+        const catalog = await Catalog.load(repository, catalogCachePath(config, repository), { signal });
         const entry = catalog.find(ref);
         if (!entry) throw new QuiesceError('bad-usage', `no backup set ${ref} (\`quiesce backups\` lists them)`);
         const events = opts.events ? await readEvents(config.stateDir, entry.setId) : null;

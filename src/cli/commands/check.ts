@@ -1,12 +1,12 @@
 import type { Command } from 'commander';
 import { EXIT } from '../exit-codes.ts';
-import { resolveConfig } from '../load-config.ts';
-import { stdio } from '../output.ts';
-import { bytes } from '../progress.ts';
-import { useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { findConfig } from '../find-config.ts';
+import type { Interrupt } from '../interrupt.ts';
+import { formatBytes, stdio } from '../output.ts';
+import { openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 /** `quiesce check [--read-data]`: structure, or structure and every byte. */
-export function registerCheck(program: Command): void {
+export function registerCheck(program: Command, interrupt: Interrupt): void {
   program
     .command('check')
     .description('check the repository: its structure, and with --read-data every chunk')
@@ -16,14 +16,15 @@ export function registerCheck(program: Command): void {
     .option('--read-data', 're-read and re-hash every chunk')
     .option('--json', 'print JSON')
     .action(async (opts: RepositoryFlags & { config?: string; readData?: boolean; json?: boolean }) => {
-      const config = await resolveConfig(opts.config);
-      const repository = await useRepository(opts, config);
+      const { signal } = interrupt;
+      const config = await findConfig(opts.config);
+      const repository = await openRepositoryFromFlags(opts, config, { signal });
       try {
-        const report = await repository.check({ readData: opts.readData ?? false });
+        const report = await repository.check({ readData: opts.readData ?? false, signal });
         if (opts.json) stdio.json(report);
         else {
           stdio.out(
-            `checked ${report.manifests} manifests, ${report.trees} trees, ${report.blobs} blobs in ${report.packs} packs${opts.readData ? `, read ${bytes(report.bytesRead)}` : ''}`,
+            `checked ${report.manifests} manifests, ${report.trees} trees, ${report.blobs} blobs in ${report.packs} packs${opts.readData ? `, read ${formatBytes(report.bytesRead)}` : ''}`,
           );
           for (const p of report.problems) {
             stdio.out(

@@ -3,20 +3,20 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runSnapshotSet } from '../../coordinator/index.ts';
+import type { WriterEndpoint } from '../../model/index.ts';
 import { createProviders } from '../../providers/index.ts';
 import { createWriterRuntime } from '../../writers/sdk/index.ts';
 import { createSqliteWriter } from '../../writers/sqlite/index.ts';
 import { checkBank, createBank, startBankLoad, TOTAL } from '../demo/bank.ts';
-import { parseConfig } from '../../config/index.ts';
+import { parseConfig, type Config } from '../../config/index.ts';
 import { restore, runBackup } from '../../backup/index.ts';
 import { Catalog } from '../../catalog/index.ts';
-import { FsBackend } from '../../repository/backend/fs-backend.ts';
-import { initRepository } from '../../repository/index.ts';
-import { bytes } from '../progress.ts';
+import { FsBackend, initRepository, type Repository } from '../../repository/index.ts';
 import { providerResolver } from '../compose.ts';
-import { formatReport, formatWriters, stdio } from '../output.ts';
+import { formatBytes, formatReport, formatWriters, stdio } from '../output.ts';
 import { startAgent } from '../../agent/index.ts';
 import { createGuestWriter } from '../../writers/guest/index.ts';
+import { messageOf } from '../../util/index.ts';
 
 /**
  * `quiesce demo`: the whole story on embedded defaults, with no root, no server and no config.
@@ -33,138 +33,169 @@ export function registerDemo(program: Command): void {
     .option('--keep-files', 'leave the demo directory in place')
     .action(async (opts: { sets: string; keepFiles?: boolean }) => {
       const dir = await mkdtemp(join(tmpdir(), 'quiesce-demo-'));
-      const say = (text: string) => stdio.out(text);
       try {
-        const dbPath = join(dir, 'app', 'bank.db');
-        const files = join(dir, 'app', 'uploads');
-        await mkdir(files, { recursive: true });
-        await writeFile(join(files, 'readme.txt'), 'files taken with no writer: crash-consistent\n');
-        createBank(dbPath);
-        const config = parseConfig(
-          [
-            `stateDir: ${join(dir, 'state')}`,
-            `stagingDir: ${join(dir, 'staging')}`,
-            `registrationDir: ${join(dir, 'writers')}`,
-            `paths: [${files}]`,
-            'writers:',
-            `  - { type: sqlite, name: bank, path: ${dbPath} }`,
-          ].join('\n'),
-          '(demo config)',
-        );
-        say(`demo directory ${dir}`);
-        say(
-          `1. a SQLite application: 4 processes move money between 100 accounts of ${dbPath} (the sum is always ${TOTAL})`,
-        );
-        const load = await startBankLoad(dbPath, 4);
-        const endpoint = createWriterRuntime(
-          createSqliteWriter({ name: 'bank', path: dbPath, stateDir: join(dir, 'state', 'writers') }),
-        );
-        try {
-          say('\n2. quiesce writers');
-          say(indent(formatWriters([await endpoint.status()])));
-          const providers = createProviders();
-          const resolveProvider = providerResolver(config, providers);
-          const chosen = await resolveProvider(dbPath);
-          say(`\n3. provider for ${dbPath}: ${chosen.provider.name} (run \`quiesce providers PATH\` to see why)`);
-          const sets = Math.max(1, Number(opts.sets) || 3);
-          for (let i = 1; i <= sets; i++) {
-            const before = load.progress();
-            say(`\n4.${i} quiesce snapshot (the application keeps running; ${before} transfers so far)`);
-            const report = await runSnapshotSet({
-              kind: 'snapshot',
-              backupType: 'copy',
-              writers: [{ name: 'bank', endpoint, policy: 'prefer' }],
-              paths: config.paths,
-              stateDir: config.stateDir,
-              stagingDir: config.stagingDir,
-              resolveProvider,
-              freezeTimeoutMs: config.policy.freezeTimeout,
-              commitTimeoutMs: config.policy.commitTimeout,
-              use: async (view) => {
-                const check = await checkBank(view.resolve(dbPath)!);
-                say(
-                  `   the snapshot of bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`,
-                );
-                if (check.integrity !== 'ok' || check.sum !== TOTAL) process.exitCode = 1;
-              },
-            });
-            say(indent(formatReport(report)));
-          }
-          // The backup story: a repository, full, incremental and differential backups while the
-          // application writes, a restore of the database, a check of every byte.
-          const repository = await initRepository(await FsBackend.create(join(dir, 'repository')), 'demo password');
-          try {
-            say(
-              `\n5. quiesce init: repository ${repository.id.slice(0, 12)} at ${join(dir, 'repository')} (encrypted, deduplicated)`,
-            );
-            let last = '';
-            for (const [step, type] of [
-              ['5.1', 'full'],
-              ['5.2', 'incremental'],
-              ['5.3', 'differential'],
-            ] as const) {
-              say(`\n${step} quiesce backup --type ${type}`);
-              const { report } = await runBackup({
-                repository,
-                catalogCache: join(dir, 'state', 'catalog.sqlite'),
-                backupType: type,
-                writers: [{ name: 'bank', endpoint, policy: 'prefer' }],
-                paths: config.paths,
-                stateDir: config.stateDir,
-                stagingDir: config.stagingDir,
-                resolveProvider,
-              });
-              say(indent(formatReport(report)));
-              say(
-                `     stored: ${report.stats.files} files, ${bytes(report.stats.bytesRead)} read, ${bytes(report.stats.bytesAdded)} added`,
-              );
-              last = report.id;
-            }
-            const catalog = await Catalog.load(repository, null);
-            say('\n6. quiesce backups');
-            for (const e of catalog.all())
-              say(
-                `   ${e.setId}  ${e.meta.requestedType.padEnd(12)} ${e.meta.components.map((c) => `${c.component}:${c.actualType}${c.basedOn ? ` on ${c.basedOn}` : ''}`).join(' ')}`,
-              );
-            const entry = catalog.find(last)!;
-            const target = join(dir, 'restored');
-            const restored = await restore({ repository, tree: entry.tree, target, include: [dbPath] });
-            const check = await checkBank(join(target, dbPath));
-            say(`\n7. quiesce restore ${last} --component bank/bank.db --target ${target}`);
-            say(
-              `   ${restored.files} files, ${bytes(restored.bytesWritten)}; the restored bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`,
-            );
-            if (check.integrity !== 'ok' || check.sum !== TOTAL) process.exitCode = 1;
-            const verified = await repository.check({ readData: true });
-            say(
-              `\n8. quiesce check --read-data: ${verified.manifests} sets, ${verified.blobs} blobs in ${verified.packs} packs, ${bytes(verified.bytesRead)} re-read: ${verified.ok ? 'no errors were found' : 'DAMAGED'}`,
-            );
-            if (!verified.ok) process.exitCode = 1;
-            await demoGuests({
-              dir,
-              say,
-              repository,
-              resolveProvider,
-              stateDir: config.stateDir,
-              stagingDir: config.stagingDir,
-            });
-          } finally {
-            await repository.close();
-          }
-        } finally {
-          const stats = await load.stop();
-          await endpoint.close();
-          const transfers = stats.reduce((n, s) => n + s.transfers, 0);
-          const errors = stats.reduce((n, s) => n + s.errors, 0);
-          say(`\n10. the application made ${transfers} transfers and saw ${errors} errors while quiesce worked`);
-          const final = await checkBank(dbPath);
-          say(`   the live database: integrity_check ${final.integrity}, sum ${final.sum}`);
-          if (errors > 0) process.exitCode = 1;
-        }
+        await runDemo(dir, Math.max(1, Number(opts.sets) || 3));
       } finally {
         if (!opts.keepFiles) await rm(dir, { recursive: true, force: true });
       }
     });
+}
+
+type Say = (text: string) => void;
+
+/** What every step of the demo works on. */
+interface DemoStage {
+  dir: string;
+  say: Say;
+  dbPath: string;
+  config: Config;
+  endpoint: WriterEndpoint;
+  resolveProvider: ReturnType<typeof providerResolver>;
+}
+
+async function runDemo(dir: string, sets: number): Promise<void> {
+  const say: Say = (text) => stdio.out(text);
+  const dbPath = join(dir, 'app', 'bank.db');
+  const files = join(dir, 'app', 'uploads');
+  await mkdir(files, { recursive: true });
+  await writeFile(join(files, 'readme.txt'), 'files taken with no writer: crash-consistent\n');
+  createBank(dbPath);
+  const config = parseConfig(
+    [
+      `stateDir: ${join(dir, 'state')}`,
+      `stagingDir: ${join(dir, 'staging')}`,
+      `registrationDir: ${join(dir, 'writers')}`,
+      `paths: [${files}]`,
+      'writers:',
+      `  - { type: sqlite, name: bank, path: ${dbPath} }`,
+    ].join('\n'),
+    '(demo config)',
+  );
+  say(`demo directory ${dir}`);
+  say(`1. a SQLite application: 4 processes move money between 100 accounts of ${dbPath} (the sum is always ${TOTAL})`);
+  const load = await startBankLoad(dbPath, 4);
+  const endpoint = createWriterRuntime(
+    createSqliteWriter({ name: 'bank', path: dbPath, stateDir: join(dir, 'state', 'writers') }),
+  );
+  try {
+    say('\n2. quiesce writers');
+    say(indent(formatWriters([await endpoint.status()])));
+    const resolveProvider = providerResolver(config, createProviders());
+    const chosen = await resolveProvider(dbPath);
+    say(`\n3. provider for ${dbPath}: ${chosen.provider.name} (run \`quiesce providers PATH\` to see why)`);
+    const stage: DemoStage = { dir, say, dbPath, config, endpoint, resolveProvider };
+    for (let i = 1; i <= sets; i++) {
+      say(`\n4.${i} quiesce snapshot (the application keeps running; ${load.progress()} transfers so far)`);
+      await demoSnapshot(stage);
+    }
+    await demoRepository(stage);
+  } finally {
+    const stats = await load.stop();
+    await endpoint.close();
+    const transfers = stats.reduce((n, s) => n + s.transfers, 0);
+    const errors = stats.reduce((n, s) => n + s.errors, 0);
+    say(`\n10. the application made ${transfers} transfers and saw ${errors} errors while quiesce worked`);
+    const final = await checkBank(dbPath);
+    say(`   the live database: integrity_check ${final.integrity}, sum ${final.sum}`);
+    if (errors > 0) process.exitCode = 1;
+  }
+}
+
+/** One snapshot set, whose snapshot of the database is checked while the application runs. */
+async function demoSnapshot({ say, dbPath, config, endpoint, resolveProvider }: DemoStage): Promise<void> {
+  const report = await runSnapshotSet({
+    kind: 'snapshot',
+    backupType: 'copy',
+    writers: [{ name: 'bank', endpoint, policy: 'prefer' }],
+    paths: config.paths,
+    stateDir: config.stateDir,
+    stagingDir: config.stagingDir,
+    resolveProvider,
+    freezeTimeoutMs: config.policy.freezeTimeout,
+    commitTimeoutMs: config.policy.commitTimeout,
+    use: async (view) => {
+      const check = await checkBank(view.resolve(dbPath)!);
+      say(
+        `   the snapshot of bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`,
+      );
+      if (check.integrity !== 'ok' || check.sum !== TOTAL) process.exitCode = 1;
+    },
+  });
+  say(indent(formatReport(report)));
+}
+
+/**
+ * The backup story: a repository, full, incremental and differential backups while the
+ * application writes, a restore of the database, a check of every byte, then the guests.
+ */
+async function demoRepository(stage: DemoStage): Promise<void> {
+  const { dir, say, dbPath, config } = stage;
+  const repository = await initRepository(await FsBackend.create(join(dir, 'repository')), 'demo password');
+  try {
+    say(
+      `\n5. quiesce init: repository ${repository.id.slice(0, 12)} at ${join(dir, 'repository')} (encrypted, deduplicated)`,
+    );
+    const last = await demoBackups(stage, repository);
+    const catalog = await Catalog.load(repository, null);
+    say('\n6. quiesce backups');
+    for (const e of catalog.all())
+      say(
+        `   ${e.setId}  ${e.meta.requestedType.padEnd(12)} ${e.meta.components.map((c) => `${c.component}:${c.actualType}${c.basedOn ? ` on ${c.basedOn}` : ''}`).join(' ')}`,
+      );
+    const entry = catalog.find(last)!;
+    const target = join(dir, 'restored');
+    const restored = await restore({ repository, tree: entry.tree, target, include: [dbPath] });
+    const check = await checkBank(join(target, dbPath));
+    say(`\n7. quiesce restore ${last} --component bank/bank.db --target ${target}`);
+    say(
+      `   ${restored.files} files, ${formatBytes(restored.bytesWritten)}; the restored bank.db: integrity_check ${check.integrity}, sum ${check.sum} (${check.sum === TOTAL ? 'consistent' : 'INCONSISTENT'})`,
+    );
+    if (check.integrity !== 'ok' || check.sum !== TOTAL) process.exitCode = 1;
+    const verified = await repository.check({ readData: true });
+    say(
+      `\n8. quiesce check --read-data: ${verified.manifests} sets, ${verified.blobs} blobs in ${verified.packs} packs, ${formatBytes(verified.bytesRead)} re-read: ${verified.ok ? 'no errors were found' : 'DAMAGED'}`,
+    );
+    if (!verified.ok) process.exitCode = 1;
+    await demoGuests({
+      dir,
+      say,
+      repository,
+      resolveProvider: stage.resolveProvider,
+      stateDir: config.stateDir,
+      stagingDir: config.stagingDir,
+    });
+  } finally {
+    await repository.close();
+  }
+}
+
+/** A full, an incremental and a differential backup; the id of the last set. */
+async function demoBackups(stage: DemoStage, repository: Repository): Promise<string> {
+  const { dir, say, config, endpoint, resolveProvider } = stage;
+  let last = '';
+  for (const [step, type] of [
+    ['5.1', 'full'],
+    ['5.2', 'incremental'],
+    ['5.3', 'differential'],
+  ] as const) {
+    say(`\n${step} quiesce backup --type ${type}`);
+    const { report } = await runBackup({
+      repository,
+      catalogCache: join(dir, 'state', 'catalog.sqlite'),
+      backupType: type,
+      writers: [{ name: 'bank', endpoint, policy: 'prefer' }],
+      paths: config.paths,
+      stateDir: config.stateDir,
+      stagingDir: config.stagingDir,
+      resolveProvider,
+    });
+    say(indent(formatReport(report)));
+    say(
+      `     stored: ${report.stats.files} files, ${formatBytes(report.stats.bytesRead)} read, ${formatBytes(report.stats.bytesAdded)} added`,
+    );
+    last = report.id;
+  }
+  return last;
 }
 
 /**
@@ -174,8 +205,8 @@ export function registerDemo(program: Command): void {
  */
 async function demoGuests(options: {
   dir: string;
-  say: (text: string) => void;
-  repository: Awaited<ReturnType<typeof initRepository>>;
+  say: Say;
+  repository: Repository;
   resolveProvider: ReturnType<typeof providerResolver>;
   stateDir: string;
   stagingDir: string;
@@ -189,7 +220,7 @@ async function demoGuests(options: {
     host = await makeIdentity(join(dir, 'host-tls'), 'host', 'demo-host');
     guest = await makeIdentity(join(guestDir, 'tls'), 'agent', 'vm1');
   } catch (error) {
-    say(`\n9. a recursive set: skipped (${error instanceof Error ? error.message : String(error)})`);
+    say(`\n9. a recursive set: skipped (${messageOf(error)})`);
     return;
   }
   const guestDb = join(guestDir, 'shop.db');

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { Catalog, selectForget, type ForgetPolicy } from '../../catalog/index.ts';
 import { QuiesceError } from '../../model/index.ts';
-import { resolveConfig } from '../load-config.ts';
-import { stdio } from '../output.ts';
-import { bytes } from '../progress.ts';
-import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { findConfig } from '../find-config.ts';
+import type { Interrupt } from '../interrupt.ts';
+import { formatBytes, stdio } from '../output.ts';
+import { catalogCachePath, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface ForgetFlags extends RepositoryFlags {
   config?: string;
@@ -33,7 +33,7 @@ const count = (flag: string, value: string | undefined): number | undefined => {
  * set's chain (or the next incremental or differential) still needs; with --prune, then delete
  * the data nothing references any more, once it is older than the grace period.
  */
-export function registerForget(program: Command): void {
+export function registerForget(program: Command, interrupt: Interrupt): void {
   program
     .command('forget')
     .description('forget backup sets by keep rules, and with --prune delete unreferenced data')
@@ -74,19 +74,22 @@ export function registerForget(program: Command): void {
       const graceHours = Number(opts.grace ?? '24');
       if (!Number.isFinite(graceHours) || graceHours < 0)
         throw new QuiesceError('bad-usage', `--grace takes a number of hours, not ${opts.grace}`);
-      const config = await resolveConfig(opts.config);
-      const repository = await useRepository(opts, config);
+      const { signal } = interrupt;
+      const config = await findConfig(opts.config);
+      const repository = await openRepositoryFromFlags(opts, config, { signal });
       try {
-        const lock = await repository.lock('exclusive');
+        const lock = await repository.lock('exclusive', { signal });
         let decision;
         try {
-          const catalog = await Catalog.load(repository, catalogCache(config, repository));
+          const catalog = await Catalog.load(repository, catalogCachePath(config, repository), { signal });
           decision = selectForget(catalog.all(), policy);
-          if (!opts.dryRun) for (const entry of decision.remove) await repository.removeManifest(entry.manifestId);
+          if (!opts.dryRun)
+            for (const entry of decision.remove) await repository.removeManifest(entry.manifestId, { signal });
         } finally {
           await lock.release();
         }
-        const pruned = opts.prune && !opts.dryRun ? await repository.prune({ graceMs: graceHours * 3_600_000 }) : null;
+        const pruned =
+          opts.prune && !opts.dryRun ? await repository.prune({ graceMs: graceHours * 3_600_000, signal }) : null;
         if (opts.json) {
           stdio.json({
             keep: decision.keep.map((k) => ({ id: k.entry.setId, reasons: k.reasons })),
@@ -104,7 +107,7 @@ export function registerForget(program: Command): void {
               ? `, ${pruned.temporaryFilesRemoved} temporary files of interrupted writes removed`
               : '';
           stdio.out(
-            `pruned: ${pruned.packsRemoved} packs removed, ${pruned.packsRepacked} repacked, ${bytes(pruned.bytesFreed)} freed, ${pruned.packsKeptForGrace} kept for the grace period${temporary}`,
+            `pruned: ${pruned.packsRemoved} packs removed, ${pruned.packsRepacked} repacked, ${formatBytes(pruned.bytesFreed)} freed, ${pruned.packsKeptForGrace} kept for the grace period${temporary}`,
           );
         }
       } finally {

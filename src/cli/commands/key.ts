@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { QuiesceError } from '../../model/index.ts';
-import { resolveConfig } from '../load-config.ts';
+import { messageOf } from '../../util/index.ts';
+import { findConfig } from '../find-config.ts';
+import type { Interrupt } from '../interrupt.ts';
 import { stdio } from '../output.ts';
-import { useRepository, type RepositoryFlags } from '../repository-access.ts';
+import { openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface KeyFlags extends RepositoryFlags {
   config?: string;
@@ -14,7 +16,7 @@ interface KeyFlags extends RepositoryFlags {
  * `quiesce key add|list|remove`: the passwords of a repository, each a key file wrapping the
  * same master key. The key the current password opens is never removed, so one always opens.
  */
-export function registerKey(program: Command): void {
+export function registerKey(program: Command, interrupt: Interrupt): void {
   const key = program.command('key').description('manage the passwords of a repository');
   const common = (command: Command) =>
     command
@@ -32,14 +34,15 @@ export function registerKey(program: Command): void {
       } catch (error) {
         throw new QuiesceError(
           'bad-usage',
-          `cannot read the new password file ${opts.newPasswordFile}: ${(error as Error).message}`,
+          `cannot read the new password file ${opts.newPasswordFile}: ${messageOf(error)}`,
         );
       }
       if (password.length === 0)
         throw new QuiesceError('bad-usage', `the new password file ${opts.newPasswordFile} is empty`);
-      const repository = await useRepository(opts, await resolveConfig(opts.config));
+      const { signal } = interrupt;
+      const repository = await openRepositoryFromFlags(opts, await findConfig(opts.config), { signal });
       try {
-        const id = await repository.addPassword(password);
+        const id = await repository.addPassword(password, { signal });
         if (opts.json) stdio.json({ added: id });
         else stdio.out(`added key ${id.slice(0, 12)} to repository ${repository.id}`);
       } finally {
@@ -49,9 +52,10 @@ export function registerKey(program: Command): void {
 
   common(key.command('list').description('list the key files; * marks the one this password opens')).action(
     async (opts: KeyFlags) => {
-      const repository = await useRepository(opts, await resolveConfig(opts.config));
+      const { signal } = interrupt;
+      const repository = await openRepositoryFromFlags(opts, await findConfig(opts.config), { signal });
       try {
-        const keys = await repository.listKeys();
+        const keys = await repository.listKeys({ signal });
         if (opts.json) stdio.json(keys);
         else
           for (const k of keys)
@@ -67,12 +71,13 @@ export function registerKey(program: Command): void {
   common(key.command('remove').description('remove a key file (an id or a unique prefix of 8 or more characters)'))
     .argument('<id>', 'the key to remove (quiesce key list shows them)')
     .action(async (id: string, opts: KeyFlags) => {
-      const repository = await useRepository(opts, await resolveConfig(opts.config));
+      const { signal } = interrupt;
+      const repository = await openRepositoryFromFlags(opts, await findConfig(opts.config), { signal });
       try {
         // Exclusive: two removals at once, each with another password, could otherwise remove both keys.
-        const lock = await repository.lock('exclusive');
+        const lock = await repository.lock('exclusive', { signal });
         try {
-          const removed = await repository.removeKey(id);
+          const removed = await repository.removeKey(id, { signal });
           if (opts.json) stdio.json({ removed });
           else stdio.out(`removed key ${removed.slice(0, 12)}`);
         } finally {

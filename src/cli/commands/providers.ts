@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { createProviders, listProviderSupport } from '../../providers/index.ts';
 import { closeWriters, composeWriters, forcedFor } from '../compose.ts';
-import { resolveConfig } from '../load-config.ts';
+import { findConfig } from '../find-config.ts';
 import { stdio, table } from '../output.ts';
 
 /** `quiesce providers [PATH...]`: which provider serves each path, and why the others don't. */
@@ -14,7 +14,7 @@ export function registerProviders(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .option('--json', 'print JSON')
     .action(async (args: string[], opts: { config?: string; json?: boolean }) => {
-      const config = await resolveConfig(opts.config);
+      const config = await findConfig(opts.config);
       let paths = args.map((p) => resolve(p));
       if (paths.length === 0) {
         const writers = await composeWriters(config);

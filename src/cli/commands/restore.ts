@@ -3,11 +3,10 @@ import { restoreSet } from '../../backup/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
 import { EXIT } from '../exit-codes.ts';
-import { resolveConfig } from '../load-config.ts';
-import { stdio } from '../output.ts';
-import { bytes } from '../progress.ts';
-import { catalogCache, useRepository, type RepositoryFlags } from '../repository-access.ts';
-import { interruptSignal } from '../set-flags.ts';
+import { findConfig } from '../find-config.ts';
+import type { Interrupt } from '../interrupt.ts';
+import { formatBytes, stdio } from '../output.ts';
+import { catalogCachePath, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface RestoreFlags extends RepositoryFlags {
   config?: string;
@@ -22,7 +21,7 @@ interface RestoreFlags extends RepositoryFlags {
  * or files and directories, below DIR (original /srv/a lands at DIR/srv/a). For a component whose
  * writer is configured here, its pre-restore and post-restore run around the files.
  */
-export function registerRestore(program: Command): void {
+export function registerRestore(program: Command, interrupt: Interrupt): void {
   program
     .command('restore')
     .description('restore a backup set, a component or paths into a target directory')
@@ -45,32 +44,31 @@ export function registerRestore(program: Command): void {
           'bad-usage',
           'restore needs --target DIR; quiesce never restores over the originals by itself',
         );
-      const config = await resolveConfig(opts.config);
-      const repository = await useRepository(opts, config);
+      const { signal } = interrupt;
+      const config = await findConfig(opts.config);
+      const repository = await openRepositoryFromFlags(opts, config, { signal });
       const writers = opts.component ? await composeWriters(config) : [];
-      const interrupt = interruptSignal();
       try {
         const result = await restoreSet({
           repository,
-          catalogCache: catalogCache(config, repository),
+          catalogCache: catalogCachePath(config, repository),
           ref,
           target: opts.target,
           component: opts.component,
           paths: opts.path,
           writers,
-          signal: interrupt.signal,
+          signal,
         });
         const { setId, ...restored } = result;
         if (opts.json) stdio.json({ set: setId, target: opts.target, ...restored });
         else {
           stdio.out(
-            `restored set ${setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${bytes(result.bytesWritten)}`,
+            `restored set ${setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytesWritten)}`,
           );
           for (const f of result.failed) stdio.err(`quiesce: could not restore ${f.path}: ${f.error.message}`);
         }
         if (result.failed.length > 0) process.exitCode = EXIT.failed;
       } finally {
-        interrupt.dispose();
         await closeWriters(writers);
         await repository.close();
       }

@@ -13,8 +13,9 @@ import { QuiesceError, type SnapshotPath } from '../../model/index.ts';
 import { createProviders } from '../../providers/index.ts';
 import { closeWriters, composeWriters, providerResolver } from '../compose.ts';
 import { EXIT, exitForStatus } from '../exit-codes.ts';
-import { interruptSignal, parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
-import { resolveConfig } from '../load-config.ts';
+import type { Interrupt } from '../interrupt.ts';
+import { parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
+import { findConfig } from '../find-config.ts';
 import { formatReport, stdio } from '../output.ts';
 
 interface SnapshotOptions {
@@ -32,7 +33,7 @@ interface SnapshotOptions {
  * after thaw, against the snapshot, with QUIESCE_SET_ID, QUIESCE_SNAPSHOT_ROOT and one
  * QUIESCE_SNAPSHOT_<PATH> variable per snapshotted path; the set is released after it unless --keep.
  */
-export function registerSnapshot(program: Command): void {
+export function registerSnapshot(program: Command, interrupt: Interrupt): void {
   program
     .command('snapshot')
     .description('create a snapshot set; run CMD against it; release it (unless --keep)')
@@ -48,7 +49,7 @@ export function registerSnapshot(program: Command): void {
     .option('--wait <seconds>', 'wait for a set in progress on this host instead of failing', '0')
     .option('--json', "print the report as JSON (the command's stdout goes to stderr)")
     .action(async (cmd: string[], opts: SnapshotOptions) => {
-      const config = await resolveConfig(opts.config);
+      const config = await findConfig(opts.config);
       const providers = createProviders();
       if (opts.list) {
         const sets = await listKeptSets(config.stateDir);
@@ -76,7 +77,7 @@ export function registerSnapshot(program: Command): void {
       const waitForLockMs = parseWaitFlag(opts.wait);
 
       const writers = await composeWriters(config, policy);
-      const interrupt = interruptSignal();
+      const { signal } = interrupt;
       try {
         const report = await runSnapshotSet({
           kind: 'snapshot',
@@ -90,7 +91,7 @@ export function registerSnapshot(program: Command): void {
           commitTimeoutMs: config.policy.commitTimeout,
           keep: opts.keep ?? false,
           waitForLockMs,
-          signal: interrupt.signal,
+          signal,
           use:
             cmd.length > 0
               ? (view, signal) => runCommand(cmd, view, config.stagingDir, opts.json ?? false, signal)
@@ -100,7 +101,6 @@ export function registerSnapshot(program: Command): void {
         else stdio.out(formatReport(report));
         process.exitCode = exitForStatus(report.status);
       } finally {
-        interrupt.dispose();
         await closeWriters(writers);
       }
     });

@@ -2,8 +2,9 @@ import type { Command } from 'commander';
 import { readWriterOutcomes } from '../../coordinator/index.ts';
 import type { WriterStatus } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
-import { resolveConfig } from '../load-config.ts';
+import { findConfig } from '../find-config.ts';
 import { formatWriters, stdio } from '../output.ts';
+import { messageOf } from '../../util/index.ts';
 
 /** `quiesce writers`: every writer, its components, its state and last failure (what `vssadmin list writers` shows). */
 export function registerWriters(program: Command): void {
@@ -13,7 +14,7 @@ export function registerWriters(program: Command): void {
     .option('-c, --config <file>', 'config file')
     .option('--json', 'print JSON')
     .action(async (opts: { config?: string; json?: boolean }) => {
-      const config = await resolveConfig(opts.config);
+      const config = await findConfig(opts.config);
       const writers = await composeWriters(config);
       try {
         const statuses = await Promise.all(
@@ -21,7 +22,7 @@ export function registerWriters(program: Command): void {
             try {
               return await w.endpoint.status({ signal: AbortSignal.timeout(5_000) });
             } catch (error) {
-              return { name: w.name, error: error instanceof Error ? error.message : String(error) };
+              return { name: w.name, error: messageOf(error) };
             }
           }),
         );
