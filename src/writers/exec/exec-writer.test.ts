@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QuiesceError } from '../../model/index.ts';
+import { processAlive } from '../../util/index.ts';
 import type { HandlerContext } from '../sdk/definition.ts';
 import { createExecWriter } from './exec-writer.ts';
 import { isIgnoredHookName } from './hooks-dir.ts';
@@ -53,11 +54,7 @@ async function calls(log: string): Promise<string[]> {
 
 /** Alive and not a zombie (a container's init may not reap orphans at once). */
 function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
+  if (!processAlive(pid)) return false;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
@@ -79,7 +76,7 @@ async function waitForFile(path: string): Promise<string> {
   throw new Error(`${path} never appeared`);
 }
 
-describe('exec writer', () => {
+describe('exec writer: order and vetoes', () => {
   it('freezes the pair then the hooks by name, and thaws in reverse, skipping what is not a hook', async () => {
     const { dir, hooks, log } = await freshDir();
     const freeze = await script(join(dir, 'pause'), log, 'pair-freeze');
@@ -126,12 +123,6 @@ describe('exec writer', () => {
     assert.deepEqual(metadata.backupTypes, ['full', 'copy', 'incremental', 'differential', 'log']);
   });
 
-  it('recognises the names the fsfreeze-hook convention ignores', () => {
-    for (const name of ['x~', 'x.dpkg-old', 'x.dpkg-dist', 'x.dpkg-new', 'x.rpmsave', 'x.bak', '.x'])
-      assert.ok(isIgnoredHookName(name), name);
-    for (const name of ['10-mysql', 'postgres', 'a.sh']) assert.ok(!isIgnoredHookName(name), name);
-  });
-
   it('vetoes when a freeze hook fails, carrying its stderr, and thaws what was started in reverse', async () => {
     const { dir, hooks, log } = await freshDir();
     const freeze = await script(join(dir, 'pause'), log, 'pair-freeze');
@@ -169,6 +160,61 @@ describe('exec writer', () => {
     assert.equal((await calls(log)).length, 6, 'nothing is left to thaw after a veto');
   });
 
+  it('runs every thaw even when some fail, then reports all the failures in one error', async () => {
+    const { hooks, log } = await freshDir();
+    await script(join(hooks, '10-a'), log, 'a', 'if [ "$1" = thaw ]; then echo "a cannot resume" >&2; exit 1; fi');
+    await script(join(hooks, '20-b'), log, 'b');
+    await script(join(hooks, '30-c'), log, 'c', 'if [ "$1" = thaw ]; then echo "c cannot resume" >&2; exit 2; fi');
+    const writer = createExecWriter({ name: 'multi', hooksDir: hooks });
+    await writer.freeze(ctx('set-7'));
+    await assert.rejects(writer.thaw(ctx('set-7')), (error: unknown) => {
+      assert.ok(error instanceof QuiesceError);
+      assert.equal(error.code, 'nonretryable');
+      assert.match(error.message, /2 thaw step\(s\) failed/);
+      assert.match(error.message, /30-c exited with code 2: c cannot resume/);
+      assert.match(error.message, /10-a exited with code 1: a cannot resume/);
+      return true;
+    });
+    assert.deepEqual((await calls(log)).slice(3), [
+      'c thaw thaw set-7 multi',
+      'b thaw thaw set-7 multi',
+      'a thaw thaw set-7 multi',
+    ]);
+  });
+});
+
+describe('exec writer: configuration and hook names', () => {
+  it('recognises the names the fsfreeze-hook convention ignores', () => {
+    for (const name of ['x~', 'x.dpkg-old', 'x.dpkg-dist', 'x.dpkg-new', 'x.rpmsave', 'x.bak', '.x'])
+      assert.ok(isIgnoredHookName(name), name);
+    for (const name of ['10-mysql', 'postgres', 'a.sh']) assert.ok(!isIgnoredHookName(name), name);
+  });
+
+  it('reports configuration mistakes clearly', async () => {
+    const { dir } = await freshDir();
+    assert.throws(() => createExecWriter({ name: 'empty' }), { code: 'bad-config' });
+    const missingDir = createExecWriter({ name: 'nodir', hooksDir: join(dir, 'no-such-dir') });
+    await assert.rejects(missingDir.freeze(ctx('set-8')), (error: unknown) => {
+      assert.ok(error instanceof QuiesceError);
+      assert.equal(error.code, 'nonretryable');
+      assert.match(error.message, /no-such-dir.*hooksDir/);
+      return true;
+    });
+    const missingScript = createExecWriter({
+      name: 'noscript',
+      freeze: [join(dir, 'no-such-script')],
+      thaw: ['/bin/true'],
+    });
+    await assert.rejects(missingScript.freeze(ctx('set-9')), (error: unknown) => {
+      assert.ok(error instanceof QuiesceError);
+      assert.equal(error.code, 'nonretryable');
+      assert.match(error.message, /no-such-script could not be started/);
+      return true;
+    });
+  });
+});
+
+describe('exec writer: time limits and cancellation', () => {
   it('kills the whole process group of a script that runs past its time limit', async () => {
     const { hooks, log, dir } = await freshDir();
     const childPid = join(dir, 'child.pid');
@@ -237,50 +283,5 @@ describe('exec writer', () => {
       'freeze freeze set-6 pair',
       'thaw thaw set-6 pair',
     ]);
-  });
-
-  it('runs every thaw even when some fail, then reports all the failures in one error', async () => {
-    const { hooks, log } = await freshDir();
-    await script(join(hooks, '10-a'), log, 'a', 'if [ "$1" = thaw ]; then echo "a cannot resume" >&2; exit 1; fi');
-    await script(join(hooks, '20-b'), log, 'b');
-    await script(join(hooks, '30-c'), log, 'c', 'if [ "$1" = thaw ]; then echo "c cannot resume" >&2; exit 2; fi');
-    const writer = createExecWriter({ name: 'multi', hooksDir: hooks });
-    await writer.freeze(ctx('set-7'));
-    await assert.rejects(writer.thaw(ctx('set-7')), (error: unknown) => {
-      assert.ok(error instanceof QuiesceError);
-      assert.equal(error.code, 'nonretryable');
-      assert.match(error.message, /2 thaw step\(s\) failed/);
-      assert.match(error.message, /30-c exited with code 2: c cannot resume/);
-      assert.match(error.message, /10-a exited with code 1: a cannot resume/);
-      return true;
-    });
-    assert.deepEqual((await calls(log)).slice(3), [
-      'c thaw thaw set-7 multi',
-      'b thaw thaw set-7 multi',
-      'a thaw thaw set-7 multi',
-    ]);
-  });
-
-  it('reports configuration mistakes clearly', async () => {
-    const { dir } = await freshDir();
-    assert.throws(() => createExecWriter({ name: 'empty' }), { code: 'bad-config' });
-    const missingDir = createExecWriter({ name: 'nodir', hooksDir: join(dir, 'no-such-dir') });
-    await assert.rejects(missingDir.freeze(ctx('set-8')), (error: unknown) => {
-      assert.ok(error instanceof QuiesceError);
-      assert.equal(error.code, 'nonretryable');
-      assert.match(error.message, /no-such-dir.*hooksDir/);
-      return true;
-    });
-    const missingScript = createExecWriter({
-      name: 'noscript',
-      freeze: [join(dir, 'no-such-script')],
-      thaw: ['/bin/true'],
-    });
-    await assert.rejects(missingScript.freeze(ctx('set-9')), (error: unknown) => {
-      assert.ok(error instanceof QuiesceError);
-      assert.equal(error.code, 'nonretryable');
-      assert.match(error.message, /no-such-script could not be started/);
-      return true;
-    });
   });
 });

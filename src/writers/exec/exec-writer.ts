@@ -26,6 +26,7 @@ import {
   type WriterMetadata,
   type WriterUsage,
 } from '../../model/index.ts';
+import { messageOf } from '../../util/index.ts';
 import type { HandlerContext, WriterDefinition } from '../sdk/definition.ts';
 import { listHooks } from './hooks-dir.ts';
 import { describeFailure, runScript, succeeded, type ScriptResult } from './run-script.ts';
@@ -72,7 +73,11 @@ function clip(message: string): string {
 }
 
 export function createExecWriter(options: ExecWriterOptions): WriterDefinition {
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return new ExecWriter(options);
+}
+
+/** The writer's metadata: no components, every backup type; `bad-config` without anything to run. */
+function execMetadata(options: ExecWriterOptions): WriterMetadata {
   const instanceId = options.hooksDir ?? options.freeze?.[0] ?? options.thaw?.[0];
   const emptyArgv = [options.freeze, options.thaw].some((argv) => argv !== undefined && argv.length === 0);
   if (instanceId === undefined || emptyArgv) {
@@ -98,39 +103,94 @@ export function createExecWriter(options: ExecWriterOptions): WriterDefinition {
       `exec writer ${options.name}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`,
     );
   }
-  const metadata: WriterMetadata = parsed.data;
+  return parsed.data;
+}
 
+/** The scripts of one writer, and the steps whose freeze was started in the current set. */
+class ExecWriter implements WriterDefinition {
+  readonly metadata: WriterMetadata;
+  readonly #options: ExecWriterOptions;
+  readonly #timeoutMs: number;
   /** The steps whose freeze was started, in freeze order, and the set they belong to. */
-  let frozen: { setId: string; started: Step[] } | undefined;
+  #frozen: { setId: string; started: Step[] } | undefined;
 
-  const environment = (setId: string, phase: 'freeze' | 'thaw'): NodeJS.ProcessEnv => ({
-    ...process.env,
-    ...options.env,
-    QUIESCE_SET_ID: setId,
-    QUIESCE_PHASE: phase,
-    QUIESCE_WRITER: options.name,
-  });
+  constructor(options: ExecWriterOptions) {
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.metadata = execMetadata(options);
+    this.#options = options;
+  }
 
-  const failureLine = ({ step, result }: StepFailure): string =>
-    `${step.label} ${describeFailure(result, timeoutMs)}${result.stderr || result.stdout ? `: ${result.stderr || result.stdout}` : ''}`;
-
-  async function steps(): Promise<Step[]> {
-    const list: Step[] = [];
-    if (options.freeze !== undefined || options.thaw !== undefined) {
-      const label = options.freeze
-        ? `freeze script ${options.freeze.join(' ')}`
-        : `thaw script ${options.thaw?.join(' ')}`;
-      list.push({ label, freeze: options.freeze, thaw: options.thaw });
+  async freeze(context: HandlerContext): Promise<void> {
+    if (this.#frozen) return; // Frozen already: freeze is not repeated.
+    const list = await this.#steps();
+    const frozen = { setId: context.setId, started: [] as Step[] };
+    this.#frozen = frozen;
+    for (const step of list) {
+      if (context.signal.aborted) throw await this.#veto(frozen.started.length, undefined, abortCode(context.signal));
+      frozen.started.push(step);
+      if (!step.freeze) continue;
+      const result = await runScript(step.freeze, {
+        env: this.#environment(context.setId, 'freeze'),
+        timeoutMs: this.#timeoutMs,
+        signal: context.signal,
+      });
+      if (succeeded(result)) continue;
+      const code: ErrorCode = result.timedOut ? 'timeout' : result.aborted ? abortCode(context.signal) : 'nonretryable';
+      throw await this.#veto(frozen.started.length, { step, result }, code);
     }
-    if (options.hooksDir !== undefined) {
+  }
+
+  async thaw(_context: HandlerContext): Promise<void> {
+    const failures = await this.#thawStarted();
+    if (failures.length > 0) throw this.#thawError(failures);
+  }
+
+  async abort(_context: HandlerContext): Promise<void> {
+    const failures = await this.#thawStarted();
+    if (failures.length > 0) throw this.#thawError(failures);
+  }
+
+  async shutdown(_context: HandlerContext): Promise<void> {
+    // Nothing is held between sets; a freeze left over (it should not be) is undone here too.
+    const failures = await this.#thawStarted();
+    if (failures.length > 0) throw this.#thawError(failures);
+  }
+
+  async close(): Promise<void> {
+    await this.#thawStarted();
+  }
+
+  #environment(setId: string, phase: 'freeze' | 'thaw'): NodeJS.ProcessEnv {
+    return {
+      ...process.env,
+      ...this.#options.env,
+      QUIESCE_SET_ID: setId,
+      QUIESCE_PHASE: phase,
+      QUIESCE_WRITER: this.#options.name,
+    };
+  }
+
+  #failureLine({ step, result }: StepFailure): string {
+    const output = result.stderr || result.stdout;
+    return `${step.label} ${describeFailure(result, this.#timeoutMs)}${output ? `: ${output}` : ''}`;
+  }
+
+  async #steps(): Promise<Step[]> {
+    const { freeze, thaw, hooksDir, name } = this.#options;
+    const list: Step[] = [];
+    if (freeze !== undefined || thaw !== undefined) {
+      const label = freeze ? `freeze script ${freeze.join(' ')}` : `thaw script ${thaw?.join(' ')}`;
+      list.push({ label, freeze, thaw });
+    }
+    if (hooksDir !== undefined) {
       let hooks: string[];
       try {
-        hooks = await listHooks(options.hooksDir);
+        hooks = await listHooks(hooksDir);
       } catch (error) {
         throw new QuiesceError(
           'nonretryable',
-          `exec writer ${options.name}: cannot read the hooks directory ${options.hooksDir} (${(error as Error).message}); check hooksDir in the config`,
-          { writer: options.name, phase: 'freeze', cause: error },
+          `exec writer ${name}: cannot read the hooks directory ${hooksDir} (${messageOf(error)}); check hooksDir in the config`,
+          { writer: name, phase: 'freeze', cause: error },
         );
       }
       for (const hook of hooks) list.push({ label: `hook ${hook}`, freeze: [hook, 'freeze'], thaw: [hook, 'thaw'] });
@@ -143,95 +203,55 @@ export function createExecWriter(options: ExecWriterOptions): WriterDefinition {
    * signal: a thaw that is cancelled leaves an application frozen, so each thaw script is bounded
    * by its own time limit only.
    */
-  async function thawStarted(): Promise<StepFailure[]> {
-    const current = frozen;
-    frozen = undefined;
+  async #thawStarted(): Promise<StepFailure[]> {
+    const current = this.#frozen;
+    this.#frozen = undefined;
     if (!current) return [];
     const failures: StepFailure[] = [];
     for (const step of [...current.started].reverse()) {
       if (!step.thaw) continue;
-      const result = await runScript(step.thaw, { env: environment(current.setId, 'thaw'), timeoutMs });
+      const result = await runScript(step.thaw, {
+        env: this.#environment(current.setId, 'thaw'),
+        timeoutMs: this.#timeoutMs,
+      });
       if (!succeeded(result)) failures.push({ step, result });
     }
     return failures;
   }
 
-  function thawError(failures: StepFailure[]): QuiesceError {
+  /**
+   * The freeze's veto, after thawing the `started` steps: why (the failing step, or the cancel),
+   * which thaws failed, and what to run by hand.
+   */
+  async #veto(started: number, failure: StepFailure | undefined, code: ErrorCode): Promise<QuiesceError> {
+    const thawFailures = await this.#thawStarted();
+    const why = failure
+      ? `${this.#failureLine(failure)}`
+      : 'the freeze was cancelled (the set was aborted or its deadline passed)';
     return new QuiesceError(
-      'nonretryable',
+      code,
       clip(
-        `exec writer ${options.name}: ${failures.length} thaw step(s) failed, so the application may still be frozen; ` +
-          `check it and resume it by hand: ${failures.map(failureLine).join('; ')}`,
+        `exec writer ${this.#options.name} vetoed the freeze: ${why}. ` +
+          `The ${started} step(s) started were thawed in reverse order` +
+          (thawFailures.length > 0
+            ? `, but ${thawFailures.length} thaw(s) failed: ${thawFailures.map((f) => this.#failureLine(f)).join('; ')}`
+            : '') +
+          (failure && !failure.result.timedOut && !failure.result.aborted
+            ? `. Run it by hand to see why${failure.step.freeze ? `: ${failure.step.freeze.join(' ')}` : ''}`
+            : ''),
       ),
-      { writer: options.name, phase: 'thaw' },
+      { writer: this.#options.name, phase: 'freeze' },
     );
   }
 
-  return {
-    metadata,
-
-    async freeze(context: HandlerContext): Promise<void> {
-      if (frozen) return; // Frozen already: freeze is not repeated.
-      const list = await steps();
-      frozen = { setId: context.setId, started: [] };
-      for (const step of list) {
-        let failure: StepFailure | undefined;
-        let code: ErrorCode = 'nonretryable';
-        if (context.signal.aborted) {
-          code = abortCode(context.signal);
-        } else {
-          frozen.started.push(step);
-          if (!step.freeze) continue;
-          const result = await runScript(step.freeze, {
-            env: environment(context.setId, 'freeze'),
-            timeoutMs,
-            signal: context.signal,
-          });
-          if (succeeded(result)) continue;
-          failure = { step, result };
-          if (result.timedOut) code = 'timeout';
-          else if (result.aborted) code = abortCode(context.signal);
-        }
-        const thawed = frozen.started.length;
-        const thawFailures = await thawStarted();
-        const why = failure
-          ? `${failureLine(failure)}`
-          : 'the freeze was cancelled (the set was aborted or its deadline passed)';
-        throw new QuiesceError(
-          code,
-          clip(
-            `exec writer ${options.name} vetoed the freeze: ${why}. ` +
-              `The ${thawed} step(s) started were thawed in reverse order` +
-              (thawFailures.length > 0
-                ? `, but ${thawFailures.length} thaw(s) failed: ${thawFailures.map(failureLine).join('; ')}`
-                : '') +
-              (failure && !failure.result.timedOut && !failure.result.aborted
-                ? `. Run it by hand to see why${failure.step.freeze ? `: ${failure.step.freeze.join(' ')}` : ''}`
-                : ''),
-          ),
-          { writer: options.name, phase: 'freeze' },
-        );
-      }
-    },
-
-    async thaw(_context): Promise<void> {
-      const failures = await thawStarted();
-      if (failures.length > 0) throw thawError(failures);
-    },
-
-    async abort(_context): Promise<void> {
-      const failures = await thawStarted();
-      if (failures.length > 0) throw thawError(failures);
-    },
-
-    async shutdown(_context): Promise<void> {
-      // Nothing is held between sets; a freeze left over (it should not be) is undone here too.
-      const failures = await thawStarted();
-      if (failures.length > 0) throw thawError(failures);
-    },
-
-    async close(): Promise<void> {
-      await thawStarted();
-    },
-  };
+  #thawError(failures: StepFailure[]): QuiesceError {
+    return new QuiesceError(
+      'nonretryable',
+      clip(
+        `exec writer ${this.#options.name}: ${failures.length} thaw step(s) failed, so the application may still be frozen; ` +
+          `check it and resume it by hand: ${failures.map((f) => this.#failureLine(f)).join('; ')}`,
+      ),
+      { writer: this.#options.name, phase: 'thaw' },
+    );
+  }
 }

@@ -14,6 +14,7 @@ import {
   type Failure,
   type FreezeRequest,
   type GuestReport,
+  type PostSnapshotRequest,
   type PostSnapshotResponse,
   type PrepareBackupRequest,
   type PrepareBackupResponse,
@@ -24,6 +25,7 @@ import {
   type WriterSession,
   type WriterStatus,
 } from '../../model/index.ts';
+import { createNoopEndpoint } from '../sdk/index.ts';
 
 /** What the guest writer needs of an agent connection (rpc's `connectAgent` gives it). */
 export interface GuestAgent extends WriterEndpoint {
@@ -79,25 +81,173 @@ export function guestMetadata(
  */
 export function createGuestWriter(options: GuestWriterOptions): WriterEndpoint {
   if (options.agent === null) return createAgentlessGuestWriter(options);
-  const agent = options.agent;
-  const { name } = options;
-  const metadata = guestMetadata(options, 'quiesce.guest', agent.address);
-  let lost: AbortSignal | undefined;
-  let setId: string | null = null;
-  let frozenAtEpoch: number | null = null;
-  let report: GuestReport | null = null;
-  let failure: Failure | null = null;
+  const writer = new GuestWriter(options, options.agent);
+  // A plain object of bound calls, so the endpoint may be spread or its calls passed around.
+  return {
+    identify: (callOptions) => writer.identify(callOptions),
+    status: (callOptions) => writer.status(callOptions),
+    prepareBackup: (request, callOptions) => writer.prepareBackup(request, callOptions),
+    prepareSnapshot: (request, callOptions) => writer.prepareSnapshot(request, callOptions),
+    freeze: (request, callOptions) => writer.freeze(request, callOptions),
+    thaw: (request, callOptions) => writer.thaw(request, callOptions),
+    postSnapshot: (request, callOptions) => writer.postSnapshot(request, callOptions),
+    backupComplete: (request, callOptions) => writer.backupComplete(request, callOptions),
+    abort: (request, callOptions) => writer.abort(request, callOptions),
+    shutdown: (request, callOptions) => writer.shutdown(request, callOptions),
+    preRestore: async () => undefined,
+    postRestore: async () => undefined,
+    openSession: (request) => writer.openSession(request),
+    guestReport: () => writer.guestReport(),
+    close: () => writer.close(),
+  };
+}
+
+/** One guest's writer: the agent, the session that ties the guest's set to ours, and the set's report as it stands. */
+class GuestWriter {
+  readonly #agent: GuestAgent;
+  readonly #name: string;
+  readonly #honorFull: boolean;
+  readonly #metadata: WriterMetadata;
+  #lost: AbortSignal | undefined;
+  #setId: string | null = null;
+  #frozenAtEpoch: number | null = null;
+  #report: GuestReport | null = null;
+  #failure: Failure | null = null;
+
+  constructor(options: GuestWriterOptions, agent: GuestAgent) {
+    this.#agent = agent;
+    this.#name = options.name;
+    this.#honorFull = options.honorFull;
+    this.#metadata = guestMetadata(options, 'quiesce.guest', agent.address);
+  }
+
+  async identify(callOptions?: CallOptions): Promise<WriterMetadata> {
+    await this.#call('identify', () => this.#agent.identify(callOptions));
+    return this.#metadata;
+  }
+
+  async status(callOptions?: CallOptions): Promise<WriterStatus> {
+    const inner = await this.#call('identify', () => this.#agent.status(callOptions));
+    return { ...inner, metadata: this.#metadata };
+  }
+
+  async prepareBackup(request: PrepareBackupRequest, callOptions?: CallOptions): Promise<PrepareBackupResponse> {
+    this.#setId = request.setId;
+    this.#report = null;
+    this.#failure = null;
+    this.#frozenAtEpoch = null;
+    const backupType = this.#guestType(request.backupType);
+    await this.#call('prepare-backup', () =>
+      this.#agent.prepareBackup({ setId: request.setId, backupType, components: [] }, this.#withSession(callOptions)),
+    );
+    return {
+      components: [
+        backupType === request.backupType
+          ? { component: GUEST_DISKS_COMPONENT, actualType: backupType }
+          : {
+              component: GUEST_DISKS_COMPONENT,
+              actualType: backupType,
+              typeReason: 'policy',
+              typeMessage: `guest ${this.#name} has honorFull: false: a full backup of the host is a copy for it`,
+            },
+      ],
+    };
+  }
+
+  async prepareSnapshot(request: SetRequest, callOptions?: CallOptions): Promise<void> {
+    try {
+      await this.#call('prepare-snapshot', () => this.#agent.prepareSnapshot(request, this.#withSession(callOptions)));
+      this.#frozenAtEpoch = Date.now();
+    } finally {
+      await this.#fetchReport(request.setId);
+    }
+  }
+
+  async freeze(request: FreezeRequest, callOptions?: CallOptions): Promise<void> {
+    await this.#call('freeze', () => this.#agent.freeze(request, this.#withSession(callOptions)));
+  }
+
+  async thaw(request: SetRequest, callOptions?: CallOptions): Promise<ThawResponse> {
+    try {
+      return await this.#call('thaw', () => this.#agent.thaw(request, this.#withSession(callOptions)));
+    } finally {
+      await this.#fetchReport(request.setId);
+    }
+  }
+
+  async postSnapshot(request: PostSnapshotRequest, callOptions?: CallOptions): Promise<PostSnapshotResponse> {
+    await this.#call('post-snapshot', () => this.#agent.postSnapshot(request, this.#withSession(callOptions)));
+    // The host reads the images whole (or by their changed chunks): no stamp, no ranges.
+    return { components: [] };
+  }
+
+  async backupComplete(request: BackupCompleteRequest, callOptions?: CallOptions): Promise<void> {
+    const guestRequest = { ...request, backupType: this.#guestType(request.backupType) };
+    await this.#call('backup-complete', () => this.#agent.backupComplete(guestRequest, this.#withSession(callOptions)));
+  }
+
+  async abort(request: SetRequest, callOptions?: CallOptions): Promise<void> {
+    await this.#call('abort', () => this.#agent.abort(request, callOptions));
+  }
+
+  async shutdown(request: SetRequest, callOptions?: CallOptions): Promise<void> {
+    try {
+      await this.#agent.shutdown(request, callOptions);
+    } catch {
+      // Shutdown never fails; an agent we cannot reach ends its set through the lost session.
+    }
+    await this.#fetchReport(request.setId);
+  }
+
+  async openSession(request: SetRequest): Promise<WriterSession> {
+    const session = await this.#call('identify', () => this.#agent.openSession(request));
+    this.#lost = session.lost;
+    return session;
+  }
+
+  guestReport(): GuestReport | null {
+    if (this.#setId === null) return null;
+    if (this.#report) return { ...this.#report, error: this.#report.error ?? this.#failure };
+    return {
+      name: this.#name,
+      agent: 'quiesce',
+      consistency: 'crash',
+      status: this.#failure ? 'partial' : 'succeeded',
+      error: this.#failure,
+      message: this.#failure
+        ? `the agent at ${this.#agent.address} could not be reached for the guest's own report`
+        : null,
+      frozenAtMs: this.#frozenAtEpoch,
+      freezeWindowMs: null,
+      components: [],
+      writers: [],
+      guests: [],
+    };
+  }
+
+  close(): Promise<void> {
+    return this.#agent.close();
+  }
 
   /** Every call also ends when the guest's session is lost (agent killed, network cut). */
-  const withSession = (callOptions: CallOptions = {}): CallOptions => {
-    const signals = [callOptions.signal, lost].filter((s): s is AbortSignal => s !== undefined);
+  #withSession(callOptions: CallOptions = {}): CallOptions {
+    const signals = [callOptions.signal, this.#lost].filter((s): s is AbortSignal => s !== undefined);
     return signals.length === 0 ? {} : { signal: AbortSignal.any(signals) };
-  };
+  }
+
+  async #call<T>(phase: NonNullable<Failure['phase']>, body: () => Promise<T>): Promise<T> {
+    try {
+      return await body();
+    } catch (error) {
+      throw this.#fromGuest(error, phase);
+    }
+  }
 
   /** An agent's failure, as this host reports it: the guest named, the inner writer kept in the message. */
-  const fromGuest = (error: unknown, phase: NonNullable<Failure['phase']>): QuiesceError => {
+  #fromGuest(error: unknown, phase: NonNullable<Failure['phase']>): QuiesceError {
+    const name = this.#name;
     const raw = QuiesceError.from(error, 'nonretryable', { phase });
-    const lostReason: unknown = lost?.aborted ? lost.reason : undefined;
+    const lostReason: unknown = this.#lost?.aborted ? this.#lost.reason : undefined;
     const cause = lostReason instanceof QuiesceError ? lostReason : raw;
     const inner = cause.writer && cause.writer !== name ? ` (writer ${cause.writer} inside the guest)` : '';
     const message = cause.message.startsWith(`guest ${name}`)
@@ -109,128 +259,23 @@ export function createGuestWriter(options: GuestWriterOptions): WriterEndpoint {
       component: GUEST_DISKS_COMPONENT,
       cause: error,
     });
-    failure ??= out.toJSON();
+    this.#failure ??= out.toJSON();
     return out;
-  };
-
-  async function call<T>(phase: NonNullable<Failure['phase']>, body: () => Promise<T>): Promise<T> {
-    try {
-      return await body();
-    } catch (error) {
-      throw fromGuest(error, phase);
-    }
   }
 
-  async function fetchReport(id: string): Promise<void> {
+  async #fetchReport(id: string): Promise<void> {
     try {
-      const fetched = await agent.report({ setId: id }, { signal: AbortSignal.timeout(10_000) });
+      const fetched = await this.#agent.report({ setId: id }, { signal: AbortSignal.timeout(10_000) });
       // The host's clock, not the guest's, says when the guest was frozen.
-      report = { ...fetched, frozenAtMs: frozenAtEpoch };
+      this.#report = { ...fetched, frozenAtMs: this.#frozenAtEpoch };
     } catch {
       // Unreachable now: the last report fetched, or the failure, stands.
     }
   }
 
-  function guestType(type: BackupType): BackupType {
-    return type === 'full' && !options.honorFull ? 'copy' : type;
+  #guestType(type: BackupType): BackupType {
+    return type === 'full' && !this.#honorFull ? 'copy' : type;
   }
-
-  return {
-    async identify(callOptions) {
-      await call('identify', () => agent.identify(callOptions));
-      return metadata;
-    },
-    async status(callOptions): Promise<WriterStatus> {
-      const inner = await call('identify', () => agent.status(callOptions));
-      return { ...inner, metadata };
-    },
-    async prepareBackup(request: PrepareBackupRequest, callOptions): Promise<PrepareBackupResponse> {
-      setId = request.setId;
-      report = null;
-      failure = null;
-      frozenAtEpoch = null;
-      const backupType = guestType(request.backupType);
-      await call('prepare-backup', () =>
-        agent.prepareBackup({ setId: request.setId, backupType, components: [] }, withSession(callOptions)),
-      );
-      return {
-        components: [
-          backupType === request.backupType
-            ? { component: GUEST_DISKS_COMPONENT, actualType: backupType }
-            : {
-                component: GUEST_DISKS_COMPONENT,
-                actualType: backupType,
-                typeReason: 'policy',
-                typeMessage: `guest ${name} has honorFull: false: a full backup of the host is a copy for it`,
-              },
-        ],
-      };
-    },
-    async prepareSnapshot(request: SetRequest, callOptions): Promise<void> {
-      try {
-        await call('prepare-snapshot', () => agent.prepareSnapshot(request, withSession(callOptions)));
-        frozenAtEpoch = Date.now();
-      } finally {
-        await fetchReport(request.setId);
-      }
-    },
-    async freeze(request: FreezeRequest, callOptions): Promise<void> {
-      await call('freeze', () => agent.freeze(request, withSession(callOptions)));
-    },
-    async thaw(request: SetRequest, callOptions): Promise<ThawResponse> {
-      try {
-        return await call('thaw', () => agent.thaw(request, withSession(callOptions)));
-      } finally {
-        await fetchReport(request.setId);
-      }
-    },
-    async postSnapshot(request, callOptions): Promise<PostSnapshotResponse> {
-      await call('post-snapshot', () => agent.postSnapshot(request, withSession(callOptions)));
-      // The host reads the images whole (or by their changed chunks): no stamp, no ranges.
-      return { components: [] };
-    },
-    async backupComplete(request: BackupCompleteRequest, callOptions): Promise<void> {
-      await call('backup-complete', () =>
-        agent.backupComplete({ ...request, backupType: guestType(request.backupType) }, withSession(callOptions)),
-      );
-    },
-    async abort(request: SetRequest, callOptions): Promise<void> {
-      await call('abort', () => agent.abort(request, callOptions));
-    },
-    async shutdown(request: SetRequest, callOptions): Promise<void> {
-      try {
-        await agent.shutdown(request, callOptions);
-      } catch {
-        // Shutdown never fails; an agent we cannot reach ends its set through the lost session.
-      }
-      await fetchReport(request.setId);
-    },
-    preRestore: async () => undefined,
-    postRestore: async () => undefined,
-    async openSession(request: SetRequest): Promise<WriterSession> {
-      const session = await call('identify', () => agent.openSession(request));
-      lost = session.lost;
-      return session;
-    },
-    guestReport(): GuestReport | null {
-      if (setId === null) return null;
-      if (report) return { ...report, error: report.error ?? failure };
-      return {
-        name,
-        agent: 'quiesce',
-        consistency: 'crash',
-        status: failure ? 'partial' : 'succeeded',
-        error: failure,
-        message: failure ? `the agent at ${agent.address} could not be reached for the guest's own report` : null,
-        frozenAtMs: frozenAtEpoch,
-        freezeWindowMs: null,
-        components: [],
-        writers: [],
-        guests: [],
-      };
-    },
-    close: () => agent.close(),
-  };
 }
 
 /**
@@ -238,42 +283,31 @@ export function createGuestWriter(options: GuestWriterOptions): WriterEndpoint {
  * and the report says so. Give it the policy `off`: there is nothing to quiesce.
  */
 function createAgentlessGuestWriter(options: GuestWriterOptions): WriterEndpoint {
-  const metadata = guestMetadata(options, 'quiesce.guest', 'no agent');
   let seen = false;
   return {
-    identify: async () => metadata,
-    status: async () => ({ metadata, state: 'stable', setId: null, lastFailure: null }),
+    ...createNoopEndpoint(guestMetadata(options, 'quiesce.guest', 'no agent')),
     prepareBackup: async (request) => {
       seen = true;
       return { components: [{ component: GUEST_DISKS_COMPONENT, actualType: request.backupType }] };
     },
-    prepareSnapshot: async () => undefined,
-    freeze: async () => undefined,
     thaw: async () => ({ selfThawed: false, frozenMs: 0, consistency: 'crash' }),
-    postSnapshot: async () => ({ components: [] }),
-    backupComplete: async () => undefined,
-    abort: async () => undefined,
-    shutdown: async () => undefined,
-    preRestore: async () => undefined,
-    postRestore: async () => undefined,
-    openSession: async () => ({ close: async () => undefined }),
-    guestReport: () =>
-      seen
-        ? {
-            name: options.name,
-            agent: 'none',
-            consistency: 'crash',
-            status: 'succeeded',
-            error: null,
-            message:
-              'no agent in this guest: its disks were taken crash-consistent, like a power cut; install the quiesce agent (or the QEMU guest agent) for more',
-            frozenAtMs: null,
-            freezeWindowMs: null,
-            components: [],
-            writers: [],
-            guests: [],
-          }
-        : null,
-    close: async () => undefined,
+    guestReport: () => (seen ? agentlessReport(options.name) : null),
+  };
+}
+
+function agentlessReport(name: string): GuestReport {
+  return {
+    name,
+    agent: 'none',
+    consistency: 'crash',
+    status: 'succeeded',
+    error: null,
+    message:
+      'no agent in this guest: its disks were taken crash-consistent, like a power cut; install the quiesce agent (or the QEMU guest agent) for more',
+    frozenAtMs: null,
+    freezeWindowMs: null,
+    components: [],
+    writers: [],
+    guests: [],
   };
 }

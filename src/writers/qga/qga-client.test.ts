@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QuiesceError } from '../../model/index.ts';
-import { MAX_ANSWER_BYTES, QgaClient, isErrorAnswer } from './qga-client.ts';
+import { isErrorAnswer } from './qga-answers.ts';
+import { QgaClient } from './qga-client.ts';
+import { MAX_ANSWER_BYTES } from './qga-wire.ts';
 
 let dir: string;
 before(async () => {
@@ -105,7 +107,7 @@ function rejectsWith(code: string, pattern: RegExp): (error: unknown) => boolean
   };
 }
 
-describe('qemu-ga client', () => {
+describe('qemu-ga client: syncing and framing', () => {
   test('discards stale output of an earlier client up to its own sync answer', async () => {
     const agent = await fakeAgent(
       (request, socket) => {
@@ -182,7 +184,9 @@ describe('qemu-ga client', () => {
       await agent.close();
     }
   });
+});
 
+describe('qemu-ga client: error answers and garbage', () => {
   test('turns error answers into QuiesceErrors that say what to do', async () => {
     const agent = await fakeAgent(
       plainAgent({
@@ -256,7 +260,9 @@ describe('qemu-ga client', () => {
       await agent.close();
     }
   });
+});
 
+describe('qemu-ga client: closed and missing sockets, silence', () => {
   test('a socket closed by the agent, a missing socket, a stale socket and a file are named with what to do', async () => {
     const agent = await fakeAgent((request, socket) => {
       if (request.execute === 'guest-sync-delimited') socket.write(SYNC_REPLY(request));
@@ -349,7 +355,9 @@ describe('qemu-ga client', () => {
       await slow.close();
     }
   });
+});
 
+describe('qemu-ga client: lost answers', () => {
   test('re-syncs after a lost answer, so a late answer is never taken for the next command', async () => {
     const agent = await fakeAgent(async (request, socket) => {
       if (request.execute === 'guest-sync-delimited') {

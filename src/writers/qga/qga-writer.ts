@@ -32,7 +32,8 @@
 import { isAbsolute } from 'node:path';
 import { QuiesceError, WriterMetadataSchema, type WriterMetadata } from '../../model/index.ts';
 import type { HandlerContext, WriterDefinition } from '../sdk/definition.ts';
-import { DEFAULT_QGA_TIMEOUT_MS, QgaClient, isErrorAnswer } from './qga-client.ts';
+import { isErrorAnswer } from './qga-answers.ts';
+import { DEFAULT_QGA_TIMEOUT_MS, QgaClient } from './qga-client.ts';
 
 export interface QgaWriterOptions {
   /** The guest's name: the writer's name in reports. */
@@ -51,28 +52,38 @@ export interface QgaWriterOptions {
 const THAW_ATTEMPTS = 3;
 
 export function createQgaWriter(options: QgaWriterOptions): WriterDefinition {
-  const { name, socket, mountpoints } = options;
-  const timeoutMs = options.timeoutMs ?? DEFAULT_QGA_TIMEOUT_MS;
-  const badConfig = (why: string): QuiesceError =>
-    new QuiesceError('bad-config', `qga writer ${name}: ${why}`, { writer: name });
-  if (!isAbsolute(socket)) throw badConfig(`the socket ${socket} is not an absolute path`);
+  return new QgaWriter(options);
+}
+
+function badConfig(name: string, why: string): QuiesceError {
+  return new QuiesceError('bad-config', `qga writer ${name}: ${why}`, { writer: name });
+}
+
+/** Throws `bad-config` for options no agent could serve: relative paths, no disks, no mount points, a bad limit. */
+function checkOptions(options: QgaWriterOptions, timeoutMs: number): void {
+  const { socket, mountpoints } = options;
+  const refuse = (why: string): QuiesceError => badConfig(options.name, why);
+  if (!isAbsolute(socket)) throw refuse(`the socket ${socket} is not an absolute path`);
   if (options.disks.length === 0)
-    throw badConfig("give the guest's disk image files in `disks`: they are what the host snapshots");
-  for (const disk of options.disks) if (!isAbsolute(disk)) throw badConfig(`the disk ${disk} is not an absolute path`);
+    throw refuse("give the guest's disk image files in `disks`: they are what the host snapshots");
+  for (const disk of options.disks) if (!isAbsolute(disk)) throw refuse(`the disk ${disk} is not an absolute path`);
   if (mountpoints !== undefined) {
     if (mountpoints.length === 0)
-      throw badConfig('`mountpoints` is empty: leave it out to freeze every file system of the guest, or name some');
+      throw refuse('`mountpoints` is empty: leave it out to freeze every file system of the guest, or name some');
     for (const mountpoint of mountpoints)
       if (!mountpoint.startsWith('/'))
-        throw badConfig(`the mount point ${mountpoint} is not an absolute path in the guest`);
+        throw refuse(`the mount point ${mountpoint} is not an absolute path in the guest`);
   }
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0)
-    throw badConfig(`timeoutMs must be a positive whole number of milliseconds, not ${timeoutMs}`);
+    throw refuse(`timeoutMs must be a positive whole number of milliseconds, not ${timeoutMs}`);
+}
 
+/** The guest as a writer: one component, `disks`, the guest's disk image files on this host. */
+function qgaMetadata(options: QgaWriterOptions): WriterMetadata {
   const parsed = WriterMetadataSchema.safeParse({
-    name,
+    name: options.name,
     classId: 'quiesce.qga',
-    instanceId: socket,
+    instanceId: options.socket,
     usage: 'system',
     components: [
       {
@@ -86,43 +97,172 @@ export function createQgaWriter(options: QgaWriterOptions): WriterDefinition {
     backupTypes: ['full', 'copy', 'incremental', 'differential'],
     restoreMethod: 'restore-if-can-replace',
   });
-  if (!parsed.success)
-    throw badConfig(parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; '));
-  const metadata: WriterMetadata = parsed.data;
+  if (!parsed.success) {
+    const why = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ');
+    throw badConfig(options.name, why);
+  }
+  return parsed.data;
+}
 
-  const what = mountpoints ? `the guest's file systems at ${mountpoints.join(', ')}` : "the guest's file systems";
+/** One guest's writer: the connections in use, and what this set's freeze did to the guest. */
+class QgaWriter implements WriterDefinition {
+  readonly metadata: WriterMetadata;
+  readonly level = 'filesystem';
+  readonly #name: string;
+  readonly #socket: string;
+  readonly #mountpoints: string[] | undefined;
+  readonly #timeoutMs: number;
   /** Connections in use, closed at close(). */
-  const open = new Set<QgaClient>();
+  readonly #open = new Set<QgaClient>();
   /** How many file systems this set's freeze froze; null when this set has not frozen. */
-  let frozenCount: number | null = null;
+  #frozenCount: number | null = null;
   /** A freeze went out in this set and no thaw has been confirmed since: abort must check. */
-  let mayBeFrozen = false;
+  #mayBeFrozen = false;
 
-  async function withClient<T>(signal: AbortSignal, body: (client: QgaClient) => Promise<T>): Promise<T> {
-    const client = await QgaClient.connect(socket, { timeoutMs, signal });
-    open.add(client);
+  constructor(options: QgaWriterOptions) {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_QGA_TIMEOUT_MS;
+    checkOptions(options, timeoutMs);
+    this.metadata = qgaMetadata(options);
+    this.#name = options.name;
+    this.#socket = options.socket;
+    this.#mountpoints = options.mountpoints;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  async prepareSnapshot(context: HandlerContext): Promise<void> {
+    this.#frozenCount = null;
+    this.#mayBeFrozen = false;
+    try {
+      await this.#withClient(context.signal, async (client) => {
+        await client.ping({ signal: context.signal });
+        const status = await client.status({ signal: context.signal });
+        if (status === 'frozen') {
+          throw new QuiesceError(
+            'retryable',
+            `qemu-ga on ${this.#socket} says guest ${this.#name} is frozen already: another backup (or virsh domfsfreeze) holds it, or an earlier one died without thawing. ` +
+              `Retry when it is thawed; if nothing holds it any more, thaw it (guest-fsfreeze-thaw, virsh domfsthaw ${this.#name})`,
+          );
+        }
+      });
+    } catch (error) {
+      throw this.#named(error, 'prepare-snapshot');
+    }
+  }
+
+  async freeze(context: HandlerContext): Promise<void> {
+    let count: number;
+    try {
+      count = await this.#withClient(context.signal, (client) => this.#freezeOn(client, context.signal));
+    } catch (error) {
+      throw this.#named(error, 'freeze');
+    }
+    if (count === 0) {
+      this.#mayBeFrozen = false;
+      const mountpoints = this.#mountpoints;
+      throw new QuiesceError(
+        'nonretryable',
+        mountpoints
+          ? `qemu-ga on ${this.#socket} froze no file system of guest ${this.#name}: none of ${mountpoints.join(', ')} is a mounted, freezable file system in the guest (or it is frozen already by someone else). Check \`mountpoints\` against the guest's /proc/mounts`
+          : `qemu-ga on ${this.#socket} froze no file system of guest ${this.#name}: it has none that can be frozen; its disks can only be taken crash-consistent`,
+        { writer: this.#name, phase: 'freeze', component: 'disks' },
+      );
+    }
+    this.#frozenCount = count;
+  }
+
+  async thaw(context: HandlerContext): Promise<void> {
+    const froze = this.#frozenCount;
+    this.#frozenCount = null;
+    const thawed = await this.#thawGuest(context.signal);
+    if (froze !== null && thawed < froze) {
+      const what = this.#mountpoints
+        ? `the guest's file systems at ${this.#mountpoints.join(', ')}`
+        : "the guest's file systems";
+      throw new QuiesceError(
+        'retryable',
+        `qemu-ga on ${this.#socket} thawed ${thawed} file system(s) of guest ${this.#name} but had frozen ${froze}: something else thawed ${what} during the snapshot (another qemu-ga client, or fsfreeze -u in the guest), so the snapshot is only crash-consistent. Run the backup again`,
+        { writer: this.#name, phase: 'thaw', component: 'disks' },
+      );
+    }
+  }
+
+  async abort(context: HandlerContext): Promise<void> {
+    this.#frozenCount = null;
+    if (!this.#mayBeFrozen) return; // This set never froze the guest: a freeze of someone else's is not ours to undo.
+    try {
+      const status = await this.#withClient(context.signal, (client) => client.status({ signal: context.signal }));
+      if (status === 'thawed') {
+        this.#mayBeFrozen = false;
+        return;
+      }
+    } catch (error) {
+      throw this.#named(error, 'abort');
+    }
+    try {
+      await this.#thawGuest(context.signal);
+    } catch (error) {
+      throw this.#named(error, 'abort');
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    this.#frozenCount = null;
+    await this.#closeAll();
+  }
+
+  async close(): Promise<void> {
+    await this.#closeAll();
+  }
+
+  async #withClient<T>(signal: AbortSignal, body: (client: QgaClient) => Promise<T>): Promise<T> {
+    const client = await QgaClient.connect(this.#socket, { timeoutMs: this.#timeoutMs, signal });
+    this.#open.add(client);
     try {
       return await body(client);
     } finally {
-      open.delete(client);
+      this.#open.delete(client);
       await client.close();
     }
   }
 
-  /** The agent's error with this writer and phase filled in. */
-  function named(error: unknown, phase: 'prepare-snapshot' | 'freeze' | 'thaw' | 'abort'): QuiesceError {
-    return QuiesceError.from(error, 'nonretryable', { writer: name, phase, component: 'disks' });
+  async #closeAll(): Promise<void> {
+    await Promise.all([...this.#open].map((client) => client.close()));
+    this.#open.clear();
   }
 
-  async function thawOnce(signal: AbortSignal): Promise<number> {
-    return withClient(signal, async (client) => {
+  /** The freeze on `client`; a freeze whose answer is lost gets a thaw queued right behind it. */
+  async #freezeOn(client: QgaClient, signal: AbortSignal): Promise<number> {
+    this.#mayBeFrozen = true;
+    try {
+      return await client.freeze(this.#mountpoints, { signal });
+    } catch (error) {
+      if (!isErrorAnswer(error) && client.answerLost) {
+        // The freeze went out and no answer we can trust came back: the agent may still run
+        // it. Queue a thaw right behind it on this connection (abort checks the status later).
+        client.queueThaw();
+      } else {
+        // The agent refused it and thawed whatever it had frozen (or it is someone else's
+        // freeze), or it was never sent.
+        this.#mayBeFrozen = false;
+      }
+      throw error;
+    }
+  }
+
+  /** The agent's error with this writer and phase filled in. */
+  #named(error: unknown, phase: 'prepare-snapshot' | 'freeze' | 'thaw' | 'abort'): QuiesceError {
+    return QuiesceError.from(error, 'nonretryable', { writer: this.#name, phase, component: 'disks' });
+  }
+
+  async #thawOnce(signal: AbortSignal): Promise<number> {
+    return this.#withClient(signal, async (client) => {
       const thawed = await client.thaw({ signal });
       const status = await client.status({ signal });
       if (status !== 'thawed') {
         throw new QuiesceError(
           'nonretryable',
-          `qemu-ga on ${socket} still says the guest is ${status} after guest-fsfreeze-thaw: the guest's file systems may be frozen. Thaw them now (guest-fsfreeze-thaw, virsh domfsthaw ${name}, or fsfreeze -u in the guest)`,
-          { writer: name, phase: 'thaw', component: 'disks' },
+          `qemu-ga on ${this.#socket} still says the guest is ${status} after guest-fsfreeze-thaw: the guest's file systems may be frozen. Thaw them now (guest-fsfreeze-thaw, virsh domfsthaw ${this.#name}, or fsfreeze -u in the guest)`,
+          { writer: this.#name, phase: 'thaw', component: 'disks' },
         );
       }
       return thawed;
@@ -130,12 +270,12 @@ export function createQgaWriter(options: QgaWriterOptions): WriterDefinition {
   }
 
   /** Thaws, retrying on a fresh connection: a guest left frozen is the worst outcome there is. */
-  async function thawGuest(signal: AbortSignal): Promise<number> {
+  async #thawGuest(signal: AbortSignal): Promise<number> {
     let last: unknown;
     for (let attempt = 1; attempt <= THAW_ATTEMPTS; attempt++) {
       try {
-        const thawed = await thawOnce(signal);
-        mayBeFrozen = false;
+        const thawed = await this.#thawOnce(signal);
+        this.#mayBeFrozen = false;
         return thawed;
       } catch (error) {
         last = error;
@@ -143,118 +283,11 @@ export function createQgaWriter(options: QgaWriterOptions): WriterDefinition {
         if (!retry) break;
       }
     }
-    const error = named(last, 'thaw');
+    const error = this.#named(last, 'thaw');
     throw new QuiesceError(
       error.code,
-      `${error.message}. The guest may still be frozen: thaw it as soon as the agent answers (guest-fsfreeze-thaw, virsh domfsthaw ${name})`,
-      { writer: name, phase: 'thaw', component: 'disks', cause: error },
+      `${error.message}. The guest may still be frozen: thaw it as soon as the agent answers (guest-fsfreeze-thaw, virsh domfsthaw ${this.#name})`,
+      { writer: this.#name, phase: 'thaw', component: 'disks', cause: error },
     );
-  }
-
-  return {
-    metadata,
-    level: 'filesystem',
-
-    async prepareSnapshot(context: HandlerContext): Promise<void> {
-      frozenCount = null;
-      mayBeFrozen = false;
-      try {
-        await withClient(context.signal, async (client) => {
-          await client.ping({ signal: context.signal });
-          const status = await client.status({ signal: context.signal });
-          if (status === 'frozen') {
-            throw new QuiesceError(
-              'retryable',
-              `qemu-ga on ${socket} says guest ${name} is frozen already: another backup (or virsh domfsfreeze) holds it, or an earlier one died without thawing. ` +
-                `Retry when it is thawed; if nothing holds it any more, thaw it (guest-fsfreeze-thaw, virsh domfsthaw ${name})`,
-            );
-          }
-        });
-      } catch (error) {
-        throw named(error, 'prepare-snapshot');
-      }
-    },
-
-    async freeze(context: HandlerContext): Promise<void> {
-      let count: number;
-      try {
-        count = await withClient(context.signal, async (client) => {
-          mayBeFrozen = true;
-          try {
-            return await client.freeze(mountpoints, { signal: context.signal });
-          } catch (error) {
-            if (!isErrorAnswer(error) && client.answerLost) {
-              // The freeze went out and no answer we can trust came back: the agent may still run
-              // it. Queue a thaw right behind it on this connection (abort checks the status later).
-              client.queueThaw();
-            } else {
-              // The agent refused it and thawed whatever it had frozen (or it is someone else's
-              // freeze), or it was never sent.
-              mayBeFrozen = false;
-            }
-            throw error;
-          }
-        });
-      } catch (error) {
-        throw named(error, 'freeze');
-      }
-      if (count === 0) {
-        mayBeFrozen = false;
-        throw new QuiesceError(
-          'nonretryable',
-          mountpoints
-            ? `qemu-ga on ${socket} froze no file system of guest ${name}: none of ${mountpoints.join(', ')} is a mounted, freezable file system in the guest (or it is frozen already by someone else). Check \`mountpoints\` against the guest's /proc/mounts`
-            : `qemu-ga on ${socket} froze no file system of guest ${name}: it has none that can be frozen; its disks can only be taken crash-consistent`,
-          { writer: name, phase: 'freeze', component: 'disks' },
-        );
-      }
-      frozenCount = count;
-    },
-
-    async thaw(context: HandlerContext): Promise<void> {
-      const froze = frozenCount;
-      frozenCount = null;
-      const thawed = await thawGuest(context.signal);
-      if (froze !== null && thawed < froze) {
-        throw new QuiesceError(
-          'retryable',
-          `qemu-ga on ${socket} thawed ${thawed} file system(s) of guest ${name} but had frozen ${froze}: something else thawed ${what} during the snapshot (another qemu-ga client, or fsfreeze -u in the guest), so the snapshot is only crash-consistent. Run the backup again`,
-          { writer: name, phase: 'thaw', component: 'disks' },
-        );
-      }
-    },
-
-    async abort(context: HandlerContext): Promise<void> {
-      frozenCount = null;
-      if (!mayBeFrozen) return; // This set never froze the guest: a freeze of someone else's is not ours to undo.
-      try {
-        const status = await withClient(context.signal, (client) => client.status({ signal: context.signal }));
-        if (status === 'thawed') {
-          mayBeFrozen = false;
-          return;
-        }
-      } catch (error) {
-        throw named(error, 'abort');
-      }
-      try {
-        await thawGuest(context.signal);
-      } catch (error) {
-        throw named(error, 'abort');
-      }
-    },
-
-    async shutdown(): Promise<void> {
-      frozenCount = null;
-      await closeAll();
-    },
-
-    async close(): Promise<void> {
-      await closeAll();
-    },
-  };
-
-  async function closeAll(): Promise<void> {
-    await Promise.all([...open].map((client) => client.close()));
-    open.clear();
   }
 }

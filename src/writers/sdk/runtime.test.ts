@@ -12,7 +12,7 @@ async function prepareToFreeze(runtime: ReturnType<typeof createWriterRuntime>, 
   await runtime.prepareSnapshot({ setId: id });
 }
 
-describe('writer runtime', () => {
+describe('writer runtime: phases, order and failures', () => {
   test('runs the phases in order and reports each state', async () => {
     const log: string[] = [];
     const definition = scriptedWriter({ name: 'w', log });
@@ -61,6 +61,29 @@ describe('writer runtime', () => {
     await runtime.prepareBackup({ setId: 'other', backupType: 'full', components: [] });
   });
 
+  test('a failing handler sets failed-at-<phase> with its code', async () => {
+    const runtime = createWriterRuntime(
+      scriptedWriter({ name: 'w', log: [], failAt: { phase: 'prepare-snapshot', code: 'out-of-resources' } }),
+    );
+    await runtime.prepareBackup({ setId, backupType: 'full', components: [] });
+    await assert.rejects(
+      runtime.prepareSnapshot({ setId }),
+      (e: QuiesceError) => e.code === 'out-of-resources' && e.phase === 'prepare-snapshot' && e.writer === 'w',
+    );
+    const status = await runtime.status();
+    assert.equal(status.state, 'failed-at-prepare-snapshot');
+    assert.equal(status.lastFailure?.code, 'out-of-resources');
+    await runtime.abort({ setId });
+    await runtime.shutdown({ setId });
+    assert.equal(
+      (await runtime.status()).state,
+      'failed-at-prepare-snapshot',
+      'the last failure stays visible until the next set',
+    );
+  });
+});
+
+describe('writer runtime: thaw guarantees', () => {
   test('the watchdog thaws at the deadline and the late thaw reports it', async () => {
     const definition = scriptedWriter({ name: 'w', log: [] });
     const runtime = createWriterRuntime(definition);
@@ -118,24 +141,17 @@ describe('writer runtime', () => {
     await runtime2.shutdown({ setId });
   });
 
-  test('a failing handler sets failed-at-<phase> with its code', async () => {
-    const runtime = createWriterRuntime(
-      scriptedWriter({ name: 'w', log: [], failAt: { phase: 'prepare-snapshot', code: 'out-of-resources' } }),
-    );
-    await runtime.prepareBackup({ setId, backupType: 'full', components: [] });
-    await assert.rejects(
-      runtime.prepareSnapshot({ setId }),
-      (e: QuiesceError) => e.code === 'out-of-resources' && e.phase === 'prepare-snapshot' && e.writer === 'w',
-    );
-    const status = await runtime.status();
-    assert.equal(status.state, 'failed-at-prepare-snapshot');
-    assert.equal(status.lastFailure?.code, 'out-of-resources');
+  test('a thaw that fails during abort is recorded as the failure at thaw, not dropped', async () => {
+    const log: string[] = [];
+    const definition = scriptedWriter({ name: 'w', log, failAt: { phase: 'thaw', code: 'nonretryable' } });
+    const runtime = createWriterRuntime(definition);
+    await prepareToFreeze(runtime);
+    await runtime.freeze({ setId, thawDeadlineMs: 60_000 });
     await runtime.abort({ setId });
+    assert.deepEqual(log.slice(-2), ['w:thaw', 'w:abort'], 'abort still runs after the failed thaw');
+    const status = await runtime.status();
+    assert.equal(status.state, 'failed-at-thaw');
+    assert.match(status.lastFailure?.message ?? '', /refuses thaw/);
     await runtime.shutdown({ setId });
-    assert.equal(
-      (await runtime.status()).state,
-      'failed-at-prepare-snapshot',
-      'the last failure stays visible until the next set',
-    );
   });
 });

@@ -10,27 +10,26 @@
  * @example
  * const writer = createSqliteWriter({ name: 'shop', path: '/srv/shop/shop.db', stateDir: '/var/lib/quiesce' });
  */
-import { access } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve } from 'node:path';
-import { setImmediate as immediate, setTimeout as sleep } from 'node:timers/promises';
-import Database from 'better-sqlite3';
 import {
   QuiesceError,
   WriterMetadataSchema,
   componentKey,
+  type BackupCompleteRequest,
   type ComponentPlan,
   type ComponentResult,
-  type ErrorCode,
+  type PostSnapshotRequest,
+  type PostSnapshotResponse,
+  type PrepareBackupRequest,
   type SnapshotPath,
   type WriterMetadata,
   type WriterUsage,
 } from '../../model/index.ts';
+import { isErrno } from '../../util/index.ts';
 import type { HandlerContext, WriterDefinition } from '../sdk/definition.ts';
-import { historyPath, readHistory, writeHistory } from './backup-history.ts';
+import { historyPath, readHistory, writeHistory, type BackupHistory } from './backup-history.ts';
 import { changedRanges, comparable, decodeStamp, encodeStamp, stampFile } from './page-stamp.ts';
-
-/** How long prepare-snapshot keeps trying to truncate the WAL under load. */
-const CHECKPOINT_WAIT_MS = 250;
+import { SqliteConnection } from './sqlite-connection.ts';
 import { negotiateType, type Negotiated } from './type-negotiation.ts';
 
 export interface SqliteWriterOptions {
@@ -50,9 +49,6 @@ export interface SqliteWriterOptions {
 
 const SQLITE_BACKUP_TYPES = ['full', 'copy', 'incremental', 'differential'] as const;
 const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
-/** Lock attempts that only yield to the event loop (≈0.2 ms apart) before sleeping 1, 2, 4, 5, 5… ms. */
-const IMMEDIATE_ATTEMPTS = 8;
-const MAX_SLEEP_MS = 5;
 
 /** What one set remembers between prepare-backup, post-snapshot and backup-complete. */
 interface SetState {
@@ -79,37 +75,28 @@ export function snapshotPathOf(original: string, snapshots: readonly SnapshotPat
   return best?.path;
 }
 
-function isBusy(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
-  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
-}
-
-function abortCode(signal: AbortSignal): ErrorCode {
-  const reason: unknown = signal.reason;
-  return reason instanceof Error && reason.name === 'TimeoutError' ? 'timeout' : 'retryable';
-}
-
 export function createSqliteWriter(options: SqliteWriterOptions): WriterDefinition {
-  const dbPath = resolve(options.path);
-  const honorFull = options.honorFull ?? true;
-  const lockTimeoutMs = options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
-  const stateFile = historyPath(options.stateDir, dbPath);
-  const file = (path: string) => ({ path, pattern: '*', recursive: false, isLog: false });
+  return new SqliteWriter(options);
+}
 
-  const component = {
-    name: basename(dbPath),
-    logicalPath: options.name,
-    kind: 'database' as const,
-    selectable: true,
-    // SQLite has no log archive: the -wal is part of the database's current state, not a log to back up apart.
-    files: [file(dbPath), file(`${dbPath}-wal`), file(`${dbPath}-journal`)],
-  };
+/** The writer's one component (the database file with its -wal and -journal) and its metadata, validated. */
+function sqliteMetadata(options: SqliteWriterOptions, dbPath: string): WriterMetadata {
+  const file = (path: string) => ({ path, pattern: '*', recursive: false, isLog: false });
   const parsed = WriterMetadataSchema.safeParse({
     name: options.name,
     classId: 'quiesce.sqlite',
     instanceId: dbPath,
     usage: options.usage ?? 'back-end',
-    components: [component],
+    components: [
+      {
+        name: basename(dbPath),
+        logicalPath: options.name,
+        kind: 'database' as const,
+        selectable: true,
+        // SQLite has no log archive: the -wal is part of the database's current state, not a log to back up apart.
+        files: [file(dbPath), file(`${dbPath}-wal`), file(`${dbPath}-journal`)],
+      },
+    ],
     backupTypes: [...SQLITE_BACKUP_TYPES],
     // The application holds the file open: it must be stopped before the file is replaced.
     restoreMethod: 'stop-restore-start',
@@ -120,241 +107,191 @@ export function createSqliteWriter(options: SqliteWriterOptions): WriterDefiniti
       `sqlite writer ${options.name}: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`,
     );
   }
-  const metadata: WriterMetadata = parsed.data;
-  const key = componentKey(component);
-  const isOurs = (name: string) => name === key || name === component.name;
+  return parsed.data;
+}
 
-  let db: Database.Database | undefined;
-  let set: SetState | undefined;
+/** One database's writer: its connection, its history file and what the current set negotiated and issued. */
+class SqliteWriter implements WriterDefinition {
+  readonly metadata: WriterMetadata;
+  readonly #name: string;
+  readonly #dbPath: string;
+  readonly #honorFull: boolean;
+  readonly #stateFile: string;
+  readonly #componentName: string;
+  readonly #key: string;
+  readonly #connection: SqliteConnection;
+  #set: SetState | undefined;
 
-  async function openConnection(): Promise<Database.Database> {
-    if (db?.open) return db;
-    try {
-      await access(dbPath);
-    } catch (error) {
-      const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+  constructor(options: SqliteWriterOptions) {
+    this.#name = options.name;
+    this.#dbPath = resolve(options.path);
+    this.#honorFull = options.honorFull ?? true;
+    this.#stateFile = historyPath(options.stateDir, this.#dbPath);
+    this.metadata = sqliteMetadata(options, this.#dbPath);
+    this.#componentName = basename(this.#dbPath);
+    this.#key = componentKey({ name: this.#componentName, logicalPath: options.name });
+    this.#connection = new SqliteConnection({
+      writer: options.name,
+      dbPath: this.#dbPath,
+      component: this.#key,
+      lockTimeoutMs: options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
+    });
+  }
+
+  async prepareBackup(request: PrepareBackupRequest, context: HandlerContext): Promise<ComponentPlan[]> {
+    const set: SetState = { setId: context.setId, plans: new Map(), issued: new Map() };
+    this.#set = set;
+    const selected = request.components.find((selection) => this.#isOurs(selection.component));
+    if (!selected) return [];
+    if (request.backupType === 'log') {
       throw new QuiesceError(
         'nonretryable',
-        missing
-          ? `sqlite writer ${options.name}: the database ${dbPath} does not exist; check the writer's path in the config`
-          : `sqlite writer ${options.name}: cannot access ${dbPath} (${(error as Error).message}); check the path and this user's permissions`,
-        { writer: options.name, component: key, cause: error },
+        `sqlite has no log backups (its -wal is not an archive of changes): back up ${this.#dbPath} with type incremental instead`,
+        { writer: this.#name, component: selected.component, phase: 'prepare-backup' },
       );
     }
-    try {
-      // timeout 0: a busy database answers SQLITE_BUSY at once; the freeze loop waits asynchronously.
-      const opened = new Database(dbPath, { fileMustExist: true, timeout: 0 });
-      opened.pragma('busy_timeout = 0');
-      db = opened;
-      return opened;
-    } catch (error) {
+    const history = await readHistory(this.#stateFile, this.#dbPath);
+    const negotiated = negotiateType({
+      requested: request.backupType,
+      previousStamp: selected.previousStamp,
+      history,
+      honorFull: this.#honorFull,
+      path: this.#dbPath,
+    });
+    set.plans.set(selected.component, negotiated);
+    const plan: ComponentPlan = { component: selected.component, actualType: negotiated.actualType };
+    if (negotiated.typeReason !== undefined) plan.typeReason = negotiated.typeReason;
+    if (negotiated.typeMessage !== undefined) plan.typeMessage = negotiated.typeMessage;
+    return [plan];
+  }
+
+  async prepareSnapshot(context: HandlerContext): Promise<void> {
+    const connection = await this.#connection.open();
+    // In rollback mode even reading the journal mode needs a shared lock, which a committing writer may deny.
+    const mode = await this.#connection.whenNotBusy(
+      () => String(connection.pragma('journal_mode', { simple: true })),
+      context,
+      'read the journal mode',
+    );
+    if (mode.toLowerCase() !== 'wal') return;
+    await this.#connection.truncateWal(connection, context);
+  }
+
+  async freeze(context: HandlerContext): Promise<void> {
+    const connection = await this.#connection.open();
+    if (connection.inTransaction) return;
+    await this.#connection.whenNotBusy(() => connection.exec('BEGIN IMMEDIATE'), context, 'take the write lock');
+  }
+
+  async thaw(_context: HandlerContext): Promise<void> {
+    this.#connection.release();
+  }
+
+  async postSnapshot(request: PostSnapshotRequest, context: HandlerContext): Promise<PostSnapshotResponse> {
+    const set = this.#set;
+    if (!set || set.setId !== context.setId || set.plans.size === 0) return { components: [] };
+    const results: ComponentResult[] = [];
+    for (const [name, plan] of set.plans) {
+      const result = await this.#stampComponent(name, plan, request.snapshots, context.signal);
+      set.issued.set(name, result.newStamp);
+      results.push(result);
+    }
+    return { components: results };
+  }
+
+  async backupComplete(request: BackupCompleteRequest, context: HandlerContext): Promise<void> {
+    let history: BackupHistory | undefined;
+    for (const done of request.components) {
+      if (!this.#isOurs(done.component) || !done.succeeded) continue;
+      // full moves the differential base and the chain; incremental moves the chain;
+      // differential, copy (and log) leave the history as it was (docs/design.md, backup types).
+      if (done.actualType !== 'full' && done.actualType !== 'incremental') continue;
+      const stampId = this.#completedStampId(done.component, done.stamp, context.setId);
+      if (stampId === undefined) continue;
+      history ??= await readHistory(this.#stateFile, this.#dbPath);
+      const at = new Date().toISOString();
+      if (done.actualType === 'full') {
+        history.baseStampId = stampId;
+        history.baseSetId = request.setId;
+        history.baseAt = at;
+      }
+      history.lastStampId = stampId;
+      history.lastSetId = request.setId;
+      history.lastAt = at;
+    }
+    if (history) await writeHistory(this.#stateFile, history);
+  }
+
+  async abort(_context: HandlerContext): Promise<void> {
+    this.#connection.release();
+    this.#set = undefined;
+  }
+
+  async shutdown(_context: HandlerContext): Promise<void> {
+    this.#connection.release();
+    this.#set = undefined;
+  }
+
+  async close(): Promise<void> {
+    this.#connection.close();
+  }
+
+  #isOurs(name: string): boolean {
+    return name === this.#key || name === this.#componentName;
+  }
+
+  /** Stamps the snapshot's copy of the database, and the blocks changed since the plan's previous stamp. */
+  async #stampComponent(
+    name: string,
+    plan: Negotiated,
+    snapshots: readonly SnapshotPath[],
+    signal: AbortSignal,
+  ): Promise<ComponentResult & { newStamp: string }> {
+    const dbPath = this.#dbPath;
+    const where = { writer: this.#name, component: name, phase: 'post-snapshot' as const };
+    const snapshotDb = snapshotPathOf(dbPath, snapshots);
+    if (snapshotDb === undefined) {
       throw new QuiesceError(
-        'nonretryable',
-        `sqlite writer ${options.name}: cannot open ${dbPath}: ${(error as Error).message}; check the path and that this user may write to its directory`,
-        { writer: options.name, component: key, cause: error },
+        'inconsistent-snapshot',
+        `the snapshot set has no copy of ${dbPath}: add the volume or directory it lives on to the set`,
+        where,
       );
     }
+    let stamp;
+    try {
+      stamp = await stampFile(snapshotDb, { previous: plan.previous, signal });
+    } catch (error) {
+      if (isErrno(error, 'ENOENT')) {
+        throw new QuiesceError('inconsistent-snapshot', `the snapshot has no file ${snapshotDb} for ${dbPath}`, {
+          ...where,
+          cause: error,
+        });
+      }
+      throw QuiesceError.from(error, 'nonretryable', where);
+    }
+    const result: ComponentResult & { newStamp: string } = { component: name, newStamp: encodeStamp(stamp) };
+    // Only the database file is read in part; its -wal and -journal are always read whole.
+    // This holds even when the snapshot's -wal is not empty (no checkpoint can run on a
+    // snapshot, and none is needed): the ranges describe the database file's bytes exactly
+    // as the snapshot holds them, so the base's file patched with them is byte for byte this
+    // snapshot's file, and the -wal stored whole beside it carries the rest. Restoring both
+    // gives the database of the snapshot. (Waiting for an empty -wal would make incrementals
+    // of a busy WAL database read everything: the -wal of a live database is rarely empty.)
+    const partial = plan.actualType === 'incremental' || plan.actualType === 'differential';
+    if (partial && plan.previous && comparable(plan.previous, stamp)) {
+      result.partialFiles = [{ path: dbPath, size: stamp.size, ranges: changedRanges(plan.previous, stamp) }];
+    }
+    return result;
   }
 
-  /**
-   * Runs `step` on the writer's connection, retrying on SQLITE_BUSY with short asynchronous
-   * pauses. The connection has no busy timeout: better-sqlite3 is synchronous, and SQLite's own
-   * busy wait would block this process's event loop (and with it the watchdog that thaws).
-   *
-   * In WAL mode an attempt costs the application nothing. In rollback-journal mode each attempt
-   * holds a shared lock for an instant, which can make a committing application writer sleep in
-   * its busy handler; under writers that commit in a tight loop the lock may then take seconds to
-   * get (and an application with a short busy timeout may starve). WAL is the mode to back up live.
-   */
-  async function whenNotBusy<T>(step: () => T, context: HandlerContext, what: string): Promise<T> {
-    const signal = AbortSignal.any([context.signal, AbortSignal.timeout(lockTimeoutMs)]);
-    for (let attempt = 0; ; attempt++) {
-      if (signal.aborted) {
-        const bySet = context.signal.aborted;
-        throw new QuiesceError(
-          bySet ? abortCode(context.signal) : 'retryable',
-          `sqlite writer ${options.name}: could not ${what} of ${dbPath} ` +
-            (bySet ? 'before the phase was cancelled' : `within ${lockTimeoutMs} ms`) +
-            ': another connection holds a write transaction open. Retry the set, shorten that transaction, or raise lockTimeoutMs',
-          { writer: options.name, component: key },
-        );
-      }
-      try {
-        return step();
-      } catch (error) {
-        if (!isBusy(error)) throw QuiesceError.from(error, 'nonretryable', { writer: options.name, component: key });
-      }
-      if (attempt < IMMEDIATE_ATTEMPTS) await immediate();
-      else await sleep(Math.min(MAX_SLEEP_MS, 2 ** (attempt - IMMEDIATE_ATTEMPTS)));
+  /** The id of the stamp a completed component was taken at: the requester's, or the one this set issued. */
+  #completedStampId(component: string, stamp: string | undefined, setId: string): string | undefined {
+    const text = stamp ?? (this.#set?.setId === setId ? this.#set.issued.get(component) : undefined);
+    if (text === undefined) return undefined;
+    try {
+      return decodeStamp(text).id;
+    } catch {
+      return undefined; // Not our stamp: leave the history; the next incremental is then promoted to full.
     }
   }
-
-  function release(): void {
-    if (db?.open && db.inTransaction) db.exec('ROLLBACK');
-  }
-
-  return {
-    metadata,
-
-    async prepareBackup(request, context): Promise<ComponentPlan[]> {
-      set = { setId: context.setId, plans: new Map(), issued: new Map() };
-      const selected = request.components.find((selection) => isOurs(selection.component));
-      if (!selected) return [];
-      if (request.backupType === 'log') {
-        throw new QuiesceError(
-          'nonretryable',
-          `sqlite has no log backups (its -wal is not an archive of changes): back up ${dbPath} with type incremental instead`,
-          { writer: options.name, component: selected.component, phase: 'prepare-backup' },
-        );
-      }
-      const history = await readHistory(stateFile, dbPath);
-      const negotiated = negotiateType({
-        requested: request.backupType,
-        previousStamp: selected.previousStamp,
-        history,
-        honorFull,
-        path: dbPath,
-      });
-      set.plans.set(selected.component, negotiated);
-      const plan: ComponentPlan = { component: selected.component, actualType: negotiated.actualType };
-      if (negotiated.typeReason !== undefined) plan.typeReason = negotiated.typeReason;
-      if (negotiated.typeMessage !== undefined) plan.typeMessage = negotiated.typeMessage;
-      return [plan];
-    },
-
-    async prepareSnapshot(context): Promise<void> {
-      const connection = await openConnection();
-      // In rollback mode even reading the journal mode needs a shared lock, which a committing writer may deny.
-      const mode = await whenNotBusy(
-        () => String(connection.pragma('journal_mode', { simple: true })),
-        context,
-        'read the journal mode',
-      );
-      if (mode.toLowerCase() !== 'wal') return;
-      // Move committed pages into the database file and cut the -wal back to nothing, so that the
-      // snapshot carries a short -wal. Under constant load the application's own PASSIVE
-      // auto-checkpoints may never reset the WAL: we measured it growing to 800 MB in two seconds
-      // under four tight writers on XFS, with no quiesce at all. TRUNCATE needs the write lock and
-      // a moment with no reader behind it; SQLite's sleeping busy handler loses that race to busy
-      // writers, so we retry without waiting (busy_timeout 0), polling as the freeze does, for a
-      // bounded time. Each attempt that cannot finish still backfills what it can. Not truncating
-      // is only a missed optimisation.
-      const until = performance.now() + CHECKPOINT_WAIT_MS;
-      for (let attempt = 0; performance.now() < until && !context.signal.aborted; attempt++) {
-        try {
-          const [result] = connection.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
-          if (!result?.busy) break;
-        } catch (error) {
-          if (!isBusy(error)) throw QuiesceError.from(error, 'retryable', { writer: options.name, component: key });
-        }
-        if (attempt < IMMEDIATE_ATTEMPTS) await immediate();
-        else await sleep(Math.min(MAX_SLEEP_MS, 2 ** (attempt - IMMEDIATE_ATTEMPTS)));
-      }
-    },
-
-    async freeze(context): Promise<void> {
-      const connection = await openConnection();
-      if (connection.inTransaction) return;
-      await whenNotBusy(() => connection.exec('BEGIN IMMEDIATE'), context, 'take the write lock');
-    },
-
-    async thaw(_context): Promise<void> {
-      release();
-    },
-
-    async postSnapshot(request, context) {
-      if (!set || set.setId !== context.setId || set.plans.size === 0) return { components: [] };
-      const results: ComponentResult[] = [];
-      for (const [name, plan] of set.plans) {
-        const snapshotDb = snapshotPathOf(dbPath, request.snapshots);
-        if (snapshotDb === undefined) {
-          throw new QuiesceError(
-            'inconsistent-snapshot',
-            `the snapshot set has no copy of ${dbPath}: add the volume or directory it lives on to the set`,
-            { writer: options.name, component: name, phase: 'post-snapshot' },
-          );
-        }
-        let stamp;
-        try {
-          stamp = await stampFile(snapshotDb, { previous: plan.previous, signal: context.signal });
-        } catch (error) {
-          if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-            throw new QuiesceError('inconsistent-snapshot', `the snapshot has no file ${snapshotDb} for ${dbPath}`, {
-              writer: options.name,
-              component: name,
-              phase: 'post-snapshot',
-              cause: error,
-            });
-          }
-          throw QuiesceError.from(error, 'nonretryable', {
-            writer: options.name,
-            component: name,
-            phase: 'post-snapshot',
-          });
-        }
-        const newStamp = encodeStamp(stamp);
-        const result: ComponentResult = { component: name, newStamp };
-        // Only the database file is read in part; its -wal and -journal are always read whole.
-        // This holds even when the snapshot's -wal is not empty (no checkpoint can run on a
-        // snapshot, and none is needed): the ranges describe the database file's bytes exactly
-        // as the snapshot holds them, so the base's file patched with them is byte for byte this
-        // snapshot's file, and the -wal stored whole beside it carries the rest. Restoring both
-        // gives the database of the snapshot. (Waiting for an empty -wal would make incrementals
-        // of a busy WAL database read everything: the -wal of a live database is rarely empty.)
-        const partial = plan.actualType === 'incremental' || plan.actualType === 'differential';
-        if (partial && plan.previous && comparable(plan.previous, stamp)) {
-          result.partialFiles = [{ path: dbPath, size: stamp.size, ranges: changedRanges(plan.previous, stamp) }];
-        }
-        set.issued.set(name, newStamp);
-        results.push(result);
-      }
-      return { components: results };
-    },
-
-    async backupComplete(request, context): Promise<void> {
-      let history: Awaited<ReturnType<typeof readHistory>> | undefined;
-      for (const done of request.components) {
-        if (!isOurs(done.component) || !done.succeeded) continue;
-        // full moves the differential base and the chain; incremental moves the chain;
-        // differential, copy (and log) leave the history as it was (MODEL.md, backup types).
-        if (done.actualType !== 'full' && done.actualType !== 'incremental') continue;
-        const text = done.stamp ?? (set?.setId === context.setId ? set.issued.get(done.component) : undefined);
-        if (text === undefined) continue;
-        let stampId: string;
-        try {
-          stampId = decodeStamp(text).id;
-        } catch {
-          continue; // Not our stamp: leave the history; the next incremental is then promoted to full.
-        }
-        history ??= await readHistory(stateFile, dbPath);
-        const at = new Date().toISOString();
-        if (done.actualType === 'full') {
-          history.baseStampId = stampId;
-          history.baseSetId = request.setId;
-          history.baseAt = at;
-        }
-        history.lastStampId = stampId;
-        history.lastSetId = request.setId;
-        history.lastAt = at;
-      }
-      if (history) await writeHistory(stateFile, history);
-    },
-
-    async abort(_context): Promise<void> {
-      release();
-      set = undefined;
-    },
-
-    async shutdown(_context): Promise<void> {
-      release();
-      set = undefined;
-    },
-
-    async close(): Promise<void> {
-      if (!db) return;
-      release();
-      if (db.open) db.close();
-      db = undefined;
-    },
-  };
 }

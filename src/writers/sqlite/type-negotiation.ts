@@ -1,9 +1,10 @@
 /**
- * Which backup type the SQLite writer honours for a requested one, and why (MODEL.md, "type
+ * Which backup type the SQLite writer honours for a requested one, and why (docs/design.md, "type
  * negotiation" and "chain guard"). Pure: the writer's history and the requester's stamp in,
  * the plan out.
  */
 import type { BackupType, TypeReason } from '../../model/index.ts';
+import { messageOf } from '../../util/index.ts';
 import type { BackupHistory } from './backup-history.ts';
 import { decodeStamp, type PageStamp } from './page-stamp.ts';
 
@@ -49,7 +50,7 @@ export function negotiateType(input: NegotiationInput): Negotiated {
         result = {
           actualType: 'full',
           typeReason: 'no-base',
-          typeMessage: `the previous stamp passed for ${path} cannot be used (${(error as Error).message}), so this ${requested} is taken as full`,
+          typeMessage: `the previous stamp passed for ${path} cannot be used (${messageOf(error)}), so this ${requested} is taken as full`,
         };
       }
     }
