@@ -32,12 +32,12 @@ export function nameFor(type: ObjectType): string {
 }
 
 export function isNotFound(error: unknown): boolean {
-  return error instanceof BackendError && error.notFound;
+  return error instanceof BackendError && error.kind === 'not-found';
 }
 
-/** A `BackendError` that is neither notFound nor noSpace (a short read, a bad name...). */
+/** A `BackendError` that is neither not-found nor no-space (a short read, a bad name...). */
 export function isPlainBackendError(error: unknown): boolean {
-  return error instanceof BackendError && !error.notFound && !error.noSpace;
+  return error instanceof BackendError && error.kind === 'other';
 }
 
 export async function listNames(backend: Backend, type: ObjectType): Promise<string[]> {

@@ -86,7 +86,7 @@ export class FsBackend implements Backend {
           `cannot create a repository in ${root}: the disk is full (or a quota is used up). Free some space and try again.`,
           {
             cause: error,
-            noSpace: true,
+            kind: 'no-space',
           },
         );
       }
@@ -417,11 +417,11 @@ export class FsBackend implements Backend {
       return new BackendError(
         `cannot ${doing} ${object} in ${this.location}: the disk is full${isErrno(error, 'EDQUOT') ? ' (the disk quota is used up)' : ''}. ` +
           'Nothing saved before was lost and no partial object was left; free some space (or prune old backups) and try again.',
-        { cause: error, noSpace: true },
+        { cause: error, kind: 'no-space' },
       );
     }
     if (isErrno(error, 'ENOENT') && (doing === 'load' || doing === 'stat')) {
-      return new BackendError(`${object} not found in ${this.location}`, { cause: error, notFound: true });
+      return new BackendError(`${object} not found in ${this.location}`, { cause: error, kind: 'not-found' });
     }
     return new BackendError(`cannot ${doing} ${object} in ${this.location}: ${messageOf(error)}`, { cause: error });
   }

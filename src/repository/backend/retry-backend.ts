@@ -65,7 +65,7 @@ const TRANSIENT_S3_CODES = new Set([
  * Never a missing object, a full disk, an abort or a client mistake (4xx).
  */
 export function isTransient(error: unknown): boolean {
-  if (error instanceof BackendError && (error.notFound || error.noSpace)) return false;
+  if (error instanceof BackendError && error.kind !== 'other') return false;
   for (let current: unknown = error, depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
     if (typeof current !== 'object') return false;
     const { name, code, Code, $metadata, $retryable } = current as {
@@ -199,8 +199,7 @@ export class RetryBackend implements Backend {
         `${message} (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'} over ${formatMs(elapsed)})`,
         {
           cause: error,
-          notFound: error instanceof BackendError && error.notFound,
-          noSpace: error instanceof BackendError && error.noSpace,
+          kind: error instanceof BackendError ? error.kind : 'other',
         },
       );
     }

@@ -195,7 +195,7 @@ export class S3Backend implements Backend {
       try {
         yield await this.stat('config', CONFIG_NAME, options);
       } catch (error) {
-        if (!(error instanceof BackendError && error.notFound)) throw error;
+        if (!(error instanceof BackendError && error.kind === 'not-found')) throw error;
       }
       return;
     }
@@ -256,7 +256,7 @@ export class S3Backend implements Backend {
       await this.stat('config', CONFIG_NAME, options);
       return true;
     } catch (error) {
-      if (error instanceof BackendError && error.notFound) return false;
+      if (error instanceof BackendError && error.kind === 'not-found') return false;
       throw error;
     }
   }
@@ -303,13 +303,13 @@ export class S3Backend implements Backend {
       );
     }
     if (isNotFound(error) && (doing === 'load' || doing === 'stat')) {
-      return new BackendError(`${object} not found in ${this.location}`, { cause: error, notFound: true });
+      return new BackendError(`${object} not found in ${this.location}`, { cause: error, kind: 'not-found' });
     }
     if (code === 'QuotaExceeded' || code === 'XMinioStorageFull' || code === 'InsufficientStorage' || status === 507) {
       return new BackendError(
         `cannot ${doing} ${object} in ${this.location}: the store is full or the bucket's quota is used up (${code ?? `HTTP ${status}`}). ` +
           'Nothing saved before was lost and no partial object was left; free some space (or prune old backups) and try again.',
-        { cause: error, noSpace: true },
+        { cause: error, kind: 'no-space' },
       );
     }
     const detail = error instanceof Error ? error.message || error.name : String(error);
