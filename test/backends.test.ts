@@ -16,6 +16,7 @@ import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import {
   BackendError,
   FsBackend,
+  MemoryBackend,
   RetryBackend,
   S3Backend,
   isTransient,
@@ -48,6 +49,14 @@ runBackendContract(
   // Pagination is S3's concern; a few hundred files prove the fan-out listing without 1100 fsyncs.
   { manyObjects: 300 },
 );
+
+// ---------------------------------------------------------------------------------------------
+// MemoryBackend: the fake the repository's unit tests run on keeps the same contract.
+
+runBackendContract('memory', async () => ({
+  backend: new MemoryBackend('memory:contract', { saveTakesATurn: true }),
+  cleanup: async () => {},
+}));
 
 describe('FsBackend on disk', () => {
   test('create makes the layout with mode 0700, and saves fan data out by the first two hex digits', async () => {
@@ -185,8 +194,7 @@ describe('FsBackend on disk', () => {
         (e: unknown) => e,
       );
       assert.ok(error instanceof BackendError, String(error));
-      assert.equal(error.noSpace, true);
-      assert.equal(error.notFound, false);
+      assert.equal(error.kind, 'no-space');
       assert.match(error.message, /disk is full/);
       assert.match(error.message, /Nothing saved before was lost/);
       t.diagnostic(error.message);

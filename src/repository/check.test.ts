@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
+import { MemoryBackend } from './backend/memory-backend.ts';
 import {
   flipBlob,
   locate,

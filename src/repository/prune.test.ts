@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { QuiesceError } from '../model/failure.ts';
-import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
+import { MemoryBackend } from './backend/memory-backend.ts';
 import { PASSWORD, pseudoRandom, SMALL, storeTwoSets, type TwoSets } from '../../test/helpers/repository-fixtures.ts';
 import { FsBackend } from './backend/fs-backend.ts';
 import { initRepository, openRepository } from './repository.ts';

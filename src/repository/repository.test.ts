@@ -7,7 +7,7 @@ import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, describe, test } from 'node:test';
 import { QuiesceError } from '../model/failure.ts';
-import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
+import { MemoryBackend } from './backend/memory-backend.ts';
 import { FsBackend } from './backend/fs-backend.ts';
 import { initRepository, openRepository, type InitRepositoryOptions } from './repository.ts';
 import type { Tree } from './tree.ts';

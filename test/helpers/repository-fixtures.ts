@@ -5,7 +5,7 @@ import type { InitRepositoryOptions } from '../../src/repository/index.ts';
 import { loadAllIndexes } from '../../src/repository/index-file.ts';
 import type { FileNode, Tree } from '../../src/repository/tree.ts';
 import type { Repository } from '../../src/repository/types.ts';
-import type { MemoryBackend } from './memory-backend.ts';
+import type { MemoryBackend } from '../../src/repository/backend/index.ts';
 
 export const PASSWORD = 'open sesame';
 

@@ -9,3 +9,4 @@ export { RetryBackend, isTransient } from './retry-backend.ts';
 export type { RetryEvent, RetryOptions } from './retry-backend.ts';
 export { openBackend } from './open-backend.ts';
 export type { OpenBackendOptions } from './open-backend.ts';
+export { MemoryBackend } from './memory-backend.ts';
