@@ -15,7 +15,7 @@ import type { SetWriter } from '../src/coordinator/index.ts';
 import { createProviders } from '../src/providers/index.ts';
 import { FsBackend } from '../src/repository/backend/index.ts';
 import { initRepository, openRepository } from '../src/repository/index.ts';
-import type { Repository } from '../src/repository/types.ts';
+import type { Repository } from '../src/repository/index.ts';
 import { createWriterRuntime } from '../src/writers/sdk/index.ts';
 import { createSqliteWriter } from '../src/writers/sqlite/index.ts';
 import { describeTree, diffTrees, generateTree } from './helpers/tree-gen.ts';

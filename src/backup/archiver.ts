@@ -3,7 +3,7 @@ import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { QuiesceError, type ByteRange, type CallOptions, type UnchangedFile } from '../model/index.ts';
 import type { ContentRef, FileNode, Tree, TreeNode } from '../repository/tree.ts';
-import type { Chunker, Repository } from '../repository/types.ts';
+import type { Chunker, Repository } from '../repository/index.ts';
 import { reusable, trustedBy } from './known-files.ts';
 
 /** Where one original path can be read, and how much of it must be read. */

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { Catalog, type BackupMeta, type CatalogEntry, type ComponentRecord } from '../catalog/index.ts';
 import { runSnapshotSet, type SnapshotSetOptions, type SnapshotView, type UseOutcome } from '../coordinator/index.ts';
 import { QuiesceError, type BackupType, type SetReport } from '../model/index.ts';
-import type { Repository } from '../repository/types.ts';
+import type { Repository } from '../repository/index.ts';
 import { archive, findNode, type ArchiveProgress, type PartialSource } from './archiver.ts';
 import { parentKnownFiles } from './known-files.ts';
 

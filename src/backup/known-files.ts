@@ -1,6 +1,6 @@
 import { sameMicrosecond, type CallOptions, type KnownFile, type KnownFiles } from '../model/index.ts';
 import type { FileNode, Tree, TreeNode } from '../repository/tree.ts';
-import type { Repository } from '../repository/types.ts';
+import type { Repository } from '../repository/index.ts';
 
 /** Original paths under which a parent set's content may be trusted by size and mtime. */
 export function trustedBy(paths: readonly string[]): (original: string) => boolean {

@@ -16,7 +16,7 @@ import {
 import { join, resolve } from 'node:path';
 import { QuiesceError, utimesSeconds, type CallOptions, type Failure } from '../model/index.ts';
 import { NodeNameSchema, type DirNode, type FileNode, type SymlinkNode, type TreeNode } from '../repository/tree.ts';
-import type { Repository } from '../repository/types.ts';
+import type { Repository } from '../repository/index.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: Repository;

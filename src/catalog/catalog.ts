@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { BackupType, CallOptions } from '../model/index.ts';
 import { BackupMetaSchema, type BackupMeta, type ComponentRecord } from './manifest-meta.ts';
-import type { ManifestEnvelope, Repository } from '../repository/types.ts';
+import type { ManifestEnvelope, Repository } from '../repository/index.ts';
 
 /** One backup set as the catalog knows it. */
 export interface CatalogEntry {

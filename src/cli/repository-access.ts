@@ -4,9 +4,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
 import { QuiesceError } from '../model/index.ts';
-import { openBackend } from '../repository/backend/open-backend.ts';
+import { openBackend } from '../repository/index.ts';
 import { initRepository, openRepository } from '../repository/index.ts';
-import type { Repository } from '../repository/types.ts';
+import type { Repository } from '../repository/index.ts';
 
 export interface RepositoryFlags {
   repo?: string;

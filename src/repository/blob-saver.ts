@@ -7,7 +7,7 @@ import type { RepositoryKeys } from './crypto/keys.ts';
 import { encodeIndex, type IndexedPack } from './index-file.ts';
 import { PackAssembler, StreamedPack } from './pack-file.ts';
 import { storageError } from './storage-error.ts';
-import type { BlobType } from './types.ts';
+import type { BlobType } from './repository-api.ts';
 
 const BLOB_TYPES: readonly BlobType[] = ['data', 'tree'];
 /** A pack being filled: in memory (to `save` whole), or streamed into its object (`Backend.createWriter`). */

@@ -1,4 +1,5 @@
 import type { CallOptions } from '../model/index.ts';
+import { messageOf } from '../util/index.ts';
 import { QuiesceError } from '../model/failure.ts';
 import { indexPacks } from './blob-index.ts';
 import { readBlob, verifyBlob } from './blob-reader.ts';
@@ -8,15 +9,37 @@ import { readPackHeaderFromBytes } from './pack-file.ts';
 import { parseTree } from './tree-blob.ts';
 import type { RepositoryInternals } from './repository-internals.ts';
 import { filesUsing, visitTrees } from './tree-walk.ts';
-import type { CheckProblem, CheckReport } from './types.ts';
 
 export interface CheckOptions extends CallOptions {
   readData?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+export interface CheckProblem {
+  kind:
+    | 'missing-pack'
+    | 'damaged-pack'
+    | 'damaged-blob'
+    | 'missing-blob'
+    | 'damaged-index'
+    | 'damaged-manifest'
+    | 'damaged-tree'
+    | 'unreferenced-pack';
+  /** The object (pack, blob, manifest, tree) concerned. */
+  object: string;
+  message: string;
+  /** For a damaged or missing data blob: the files that use it, as `<setId>:<path>`. */
+  files?: string[];
+}
+
+export interface CheckReport {
+  ok: boolean;
+  manifests: number;
+  trees: number;
+  blobs: number;
+  packs: number;
+  bytesRead: number;
+  problems: CheckProblem[];
 }
 
 /**

@@ -5,7 +5,7 @@ import { isNotFound } from './storage-error.ts';
 import { QuiesceError } from '../model/failure.ts';
 import { sha256Hex } from './crypto/keys.ts';
 import { openSealed, seal } from './crypto/seal.ts';
-import { isPlainIndex } from './fast-check.ts';
+import { isPlainIndex } from './plain-shape-guards.ts';
 import { HEX64, PackedBlobSchema } from './pack-file.ts';
 
 /**

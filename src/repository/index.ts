@@ -8,8 +8,8 @@ export {
   type OpenRepositoryOptions,
   type InitRepositoryOptions,
 } from './repository.ts';
-export { DEFAULT_GRACE_MS, type PruneOptions } from './prune.ts';
-export type { CheckOptions } from './check.ts';
+export { DEFAULT_GRACE_MS, type PruneOptions, type PruneReport } from './prune.ts';
+export type { CheckOptions, CheckProblem, CheckReport } from './check.ts';
 export { DEFAULT_LOCK_REFRESH_MS, DEFAULT_LOCK_STALE_MS, type LockOptions } from './locks.ts';
 export { DEFAULT_CHUNKER_PARAMS, type ChunkerParams } from './chunker/index.ts';
 export { DEFAULT_KDF, type KdfParams } from './crypto/index.ts';
@@ -20,13 +20,10 @@ export {
   type SaveBlobOptions,
   type SaveBlobResult,
   type ManifestEnvelope,
-  type CheckProblem,
-  type CheckReport,
-  type PruneReport,
   type RepositoryLock,
   type Repository,
   type Chunker,
-} from './types.ts';
+} from './repository-api.ts';
 export {
   TreeSchema,
   NodeSchema,
@@ -39,3 +36,14 @@ export {
   type SymlinkNode,
   type ContentRef,
 } from './tree.ts';
+export {
+  BackendError,
+  FsBackend,
+  MemoryBackend,
+  RetryBackend,
+  S3Backend,
+  openBackend,
+  type Backend,
+  type BackendErrorKind,
+  type OpenBackendOptions,
+} from './backend/index.ts';

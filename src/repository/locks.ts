@@ -6,7 +6,7 @@ import { QuiesceError } from '../model/failure.ts';
 import type { Backend } from './backend/backend.ts';
 import { tryOpenSealed, seal } from './crypto/seal.ts';
 import { isNotFound, storageError } from './storage-error.ts';
-import type { RepositoryLock } from './types.ts';
+import type { RepositoryLock } from './repository-api.ts';
 
 /**
  * Locks live in `locks`, one sealed JSON object each, under a random name:

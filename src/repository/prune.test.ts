@@ -9,7 +9,7 @@ import { MemoryBackend } from './backend/memory-backend.ts';
 import { PASSWORD, pseudoRandom, SMALL, storeTwoSets, type TwoSets } from '../../test/helpers/repository-fixtures.ts';
 import { FsBackend } from './backend/fs-backend.ts';
 import { initRepository, openRepository } from './repository.ts';
-import type { Repository } from './types.ts';
+import type { Repository } from './repository-api.ts';
 
 function storedBytes(backend: MemoryBackend): number {
   return backend.names('data').reduce((sum, name) => sum + backend.get('data', name).length, 0);

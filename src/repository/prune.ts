@@ -8,7 +8,17 @@ import type { RepositoryInternals } from './repository-internals.ts';
 import { storageError } from './storage-error.ts';
 import { parseTree } from './tree-blob.ts';
 import { visitTrees } from './tree-walk.ts';
-import type { BlobType, PruneReport } from './types.ts';
+import type { BlobType } from './repository-api.ts';
+
+export interface PruneReport {
+  packsRemoved: number;
+  packsRepacked: number;
+  bytesFreed: number;
+  /** Unreferenced packs younger than the grace period, left for a later prune. */
+  packsKeptForGrace: number;
+  /** Temporary files of writes a crash cut off, older than the grace period, removed (their bytes are in `bytesFreed`). */
+  temporaryFilesRemoved: number;
+}
 
 export interface PruneOptions extends CallOptions {
   /** Packs that no index names are removed only once they are older than this (default 24 h). */

@@ -8,7 +8,7 @@ import { BlobIndex } from './blob-index.ts';
 import { loadPack, readBlob, verifyBlob } from './blob-reader.ts';
 import type { SmallFile } from './blob-encoder-pool.ts';
 import { BlobSaver } from './blob-saver.ts';
-import { checkRepository } from './check.ts';
+import { checkRepository, type CheckReport } from './check.ts';
 import {
   DEFAULT_CHUNKER_PARAMS,
   FastCdcChunker,
@@ -17,7 +17,13 @@ import {
 } from './chunker/fastcdc.ts';
 import { gearTable } from './chunker/gear-table.ts';
 import { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
-import { checkConfigPrefix, decodeConfig, encodeConfig, sealedConfig, type RepositoryConfig } from './config-file.ts';
+import {
+  checkConfigPrefix,
+  decodeConfig,
+  encodeConfig,
+  sealedConfig,
+  type RepositoryConfig,
+} from './repository-config.ts';
 import {
   addKey,
   blobIdOf,
@@ -34,7 +40,7 @@ import {
 import { openSealed, seal, tryOpenSealed } from './crypto/seal.ts';
 import { listIndexes, loadIndexes } from './index-file.ts';
 import { Locker, type LockOptions } from './locks.ts';
-import { pruneRepository } from './prune.ts';
+import { pruneRepository, type PruneReport } from './prune.ts';
 import type { RepositoryInternals } from './repository-internals.ts';
 import { isNotFound, storageError } from './storage-error.ts';
 import type { Tree } from './tree.ts';
@@ -42,16 +48,14 @@ import { parseTree, serializeTree } from './tree-blob.ts';
 import {
   ManifestEnvelopeSchema,
   type BlobType,
-  type CheckReport,
   type Chunker,
   type ManifestEnvelope,
-  type PruneReport,
   type Repository,
   type RepositoryLock,
   type SaveBlobOptions,
   type SaveBlobResult,
   type SmallFileResult,
-} from './types.ts';
+} from './repository-api.ts';
 
 export interface OpenRepositoryOptions extends CallOptions {
   /** Target pack size in bytes (default 16 MiB). */

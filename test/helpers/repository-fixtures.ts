@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { InitRepositoryOptions } from '../../src/repository/index.ts';
 import { loadAllIndexes } from '../../src/repository/index-file.ts';
 import type { FileNode, Tree } from '../../src/repository/tree.ts';
-import type { Repository } from '../../src/repository/types.ts';
+import type { Repository } from '../../src/repository/index.ts';
 import type { MemoryBackend } from '../../src/repository/backend/index.ts';
 
 export const PASSWORD = 'open sesame';

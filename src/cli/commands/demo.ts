@@ -10,7 +10,7 @@ import { checkBank, createBank, startBankLoad, TOTAL } from '../demo/bank.ts';
 import { parseConfig } from '../../config/index.ts';
 import { restore, runBackup } from '../../backup/index.ts';
 import { Catalog } from '../../catalog/index.ts';
-import { FsBackend } from '../../repository/backend/fs-backend.ts';
+import { FsBackend } from '../../repository/index.ts';
 import { initRepository } from '../../repository/index.ts';
 import { bytes } from '../progress.ts';
 import { providerResolver } from '../compose.ts';

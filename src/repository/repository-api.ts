@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import type { CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
+import type { CheckOptions, CheckReport } from './check.ts';
+import type { PruneOptions, PruneReport } from './prune.ts';
 import type { Tree } from './tree.ts';
 
 export type BlobType = 'data' | 'tree';
@@ -38,43 +40,6 @@ export const ManifestEnvelopeSchema = z.object({
   meta: z.unknown(),
 });
 export type ManifestEnvelope = z.infer<typeof ManifestEnvelopeSchema>;
-
-export interface CheckProblem {
-  kind:
-    | 'missing-pack'
-    | 'damaged-pack'
-    | 'damaged-blob'
-    | 'missing-blob'
-    | 'damaged-index'
-    | 'damaged-manifest'
-    | 'damaged-tree'
-    | 'unreferenced-pack';
-  /** The object (pack, blob, manifest, tree) concerned. */
-  object: string;
-  message: string;
-  /** For a damaged or missing data blob: the files that use it, as `<setId>:<path>`. */
-  files?: string[];
-}
-
-export interface CheckReport {
-  ok: boolean;
-  manifests: number;
-  trees: number;
-  blobs: number;
-  packs: number;
-  bytesRead: number;
-  problems: CheckProblem[];
-}
-
-export interface PruneReport {
-  packsRemoved: number;
-  packsRepacked: number;
-  bytesFreed: number;
-  /** Unreferenced packs younger than the grace period, left for a later prune. */
-  packsKeptForGrace: number;
-  /** Temporary files of writes a crash cut off, older than the grace period, removed (their bytes are in `bytesFreed`). */
-  temporaryFilesRemoved: number;
-}
 
 export interface RepositoryLock extends AsyncDisposable {
   release(): Promise<void>;
@@ -139,10 +104,8 @@ export interface Repository {
   removeManifest(id: string, options?: CallOptions): Promise<void>;
   /** Shared for backup and restore, exclusive for prune; stale locks (dead process on this host, or older than 30 min without refresh) are ignored. */
   lock(kind: 'shared' | 'exclusive', options?: CallOptions): Promise<RepositoryLock>;
-  check(
-    options?: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void },
-  ): Promise<CheckReport>;
-  prune(options?: CallOptions & { graceMs?: number; dryRun?: boolean }): Promise<PruneReport>;
+  check(options?: CheckOptions): Promise<CheckReport>;
+  prune(options?: PruneOptions): Promise<PruneReport>;
   /** Seals the master key under another password, in a key file of its own; answers its id. */
   addPassword(password: string, options?: CallOptions): Promise<string>;
   /** Every key file, and which one this session's password opened (`current`). */
