@@ -9,7 +9,7 @@ import {
   SMALL,
   storeTwoSets,
 } from '../../test/helpers/repository-fixtures.ts';
-import { initRepository, openRepository } from './repository.ts';
+import { initRepository, openRepository } from './open.ts';
 
 describe('check', () => {
   test('a sound repository checks ok, with and without reading the data', async () => {

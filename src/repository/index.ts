@@ -7,7 +7,7 @@ export {
   DEFAULT_WORKERS,
   type OpenRepositoryOptions,
   type InitRepositoryOptions,
-} from './repository.ts';
+} from './open.ts';
 export { DEFAULT_GRACE_MS, type PruneOptions, type PruneReport } from './prune.ts';
 export type { CheckOptions, CheckProblem, CheckReport } from './check.ts';
 export { DEFAULT_LOCK_REFRESH_MS, DEFAULT_LOCK_STALE_MS, type LockOptions } from './locks.ts';

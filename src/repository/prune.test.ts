@@ -8,7 +8,7 @@ import { QuiesceError } from '../model/failure.ts';
 import { MemoryBackend } from './backend/memory-backend.ts';
 import { PASSWORD, pseudoRandom, SMALL, storeTwoSets, type TwoSets } from '../../test/helpers/repository-fixtures.ts';
 import { FsBackend } from './backend/fs-backend.ts';
-import { initRepository, openRepository } from './repository.ts';
+import { initRepository, openRepository } from './open.ts';
 import type { Repository } from './repository-api.ts';
 
 function storedBytes(backend: MemoryBackend): number {

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import type { CallOptions } from '../model/index.ts';
-import type { Backend } from './backend/backend.ts';
 import type { CheckOptions, CheckReport } from './check.ts';
 import type { PruneOptions, PruneReport } from './prune.ts';
 import type { Tree } from './tree.ts';
@@ -60,7 +59,6 @@ export interface RepositoryLock extends AsyncDisposable {
  */
 export interface Repository {
   readonly id: string;
-  readonly backend: Backend;
   /**
    * Content-defined chunk boundaries for this repository (keyed: boundaries reveal nothing);
    * `allocate` gives each chunk its buffer (exactly `length` bytes), for callers that recycle them.

@@ -9,7 +9,7 @@ import { after, describe, test } from 'node:test';
 import { QuiesceError } from '../model/failure.ts';
 import { MemoryBackend } from './backend/memory-backend.ts';
 import { FsBackend } from './backend/fs-backend.ts';
-import { initRepository, openRepository, type InitRepositoryOptions } from './repository.ts';
+import { initRepository, openRepository, type InitRepositoryOptions } from './open.ts';
 import type { Tree } from './tree.ts';
 
 const PASSWORD = 'open sesame';
@@ -484,7 +484,7 @@ describe('repository', () => {
     // The child writes a blob too, never calls close: its workers must not keep it alive.
     const script = `
       import { FsBackend } from ${JSON.stringify(new URL('./backend/fs-backend.ts', import.meta.url).href)};
-      import { openRepository } from ${JSON.stringify(new URL('./repository.ts', import.meta.url).href)};
+      import { openRepository } from ${JSON.stringify(new URL('./open.ts', import.meta.url).href)};
       const repo = await openRepository(new FsBackend(${JSON.stringify(join(dir, 'repo'))}), ${JSON.stringify(PASSWORD)}, { workers: 2 });
       const blob = await repo.loadBlob(${JSON.stringify(saved.id)});
       const mine = await repo.saveBlob('data', Buffer.from('from the child'));
