@@ -22,6 +22,9 @@ export {
   type ManifestEnvelope,
   type RepositoryLock,
   type Repository,
+  type ArchiverRepository,
+  type RestorerRepository,
+  type CatalogRepository,
   type Chunker,
 } from './repository-api.ts';
 export {

@@ -118,6 +118,20 @@ export interface Repository {
   close(): Promise<void>;
 }
 
+// The narrow views of a repository its consumers take (restic's `archiverRepo`): exactly the
+// members each one uses, so a test double implements only those, and a reader sees what a
+// consumer can do to the repository.
+
+/** What a backup's archiver uses: it chunks, names, deduplicates and saves blobs and trees. */
+export type ArchiverRepository = Pick<
+  Repository,
+  'createChunker' | 'hasBlob' | 'loadTree' | 'saveBlob' | 'saveSmallFiles' | 'saveTree'
+>;
+/** What a restore uses: it reads trees and blobs, and gives blobs' memory back once written. */
+export type RestorerRepository = Pick<Repository, 'loadBlob' | 'loadBlobs' | 'loadTree' | 'releaseBlob'>;
+/** What the catalog uses: the repository's id (its cache key) and its manifests. */
+export type CatalogRepository = Pick<Repository, 'id' | 'listManifests' | 'loadManifest'>;
+
 /** Streaming content-defined chunker: feed bytes, get complete chunks; `finish` gives the rest. */
 export interface Chunker {
   /** A stream no longer than this is always one chunk: a caller may store it without chunking it. */
