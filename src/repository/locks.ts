@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { z } from 'zod';
 import type { CallOptions } from '../model/index.ts';
 import { QuiesceError } from '../model/failure.ts';
+import { processAlive } from '../util/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { tryOpenSealed, seal } from './crypto/seal.ts';
 import { isNotFound, storageError } from './storage-error.ts';
@@ -38,15 +39,6 @@ export interface LockOptions {
 
 export const DEFAULT_LOCK_REFRESH_MS = 5 * 60_000;
 export const DEFAULT_LOCK_STALE_MS = 30 * 60_000;
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 interface FoundLock {
   name: string;

@@ -1,4 +1,5 @@
 import type { CallOptions } from '../../model/index.ts';
+import { messageOf } from '../../util/index.ts';
 import { BackendError, type Backend, type LoadOptions, type ObjectInfo, type ObjectType } from './backend.ts';
 
 /** One retry about to happen, for a reporter to show ("S3 answered 503; retrying in 2 s"). */
@@ -194,7 +195,7 @@ export class RetryBackend implements Backend {
     const delayMs = Math.round(base / 2 + (Math.random() * base) / 2);
     const elapsed = Date.now() - started;
     if (attempt >= this.maxAttempts || elapsed + delayMs > this.maxElapsedMs) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = messageOf(error);
       throw new BackendError(
         `${message} (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'} over ${formatMs(elapsed)})`,
         {
