@@ -8,7 +8,7 @@ import {
   pseudoRandom,
   SMALL,
   storeTwoSets,
-} from '../../test/helpers/repository-fixtures.ts';
+} from './testing.ts';
 import { initRepository, openRepository } from './open.ts';
 
 describe('check', () => {
