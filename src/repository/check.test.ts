@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { MemoryBackend } from './backend/memory-backend.ts';
-import {
-  flipBlob,
-  locate,
-  PASSWORD,
-  pseudoRandom,
-  SMALL,
-  storeTwoSets,
-} from './testing.ts';
+import { flipBlob, locate, PASSWORD, pseudoRandom, SMALL, storeTwoSets } from './testing.ts';
 import { initRepository, openRepository } from './open.ts';
 
 describe('check', () => {

@@ -1,6 +1,5 @@
-import type { CallOptions } from '../model/index.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { messageOf } from '../util/index.ts';
-import { QuiesceError } from '../model/failure.ts';
 import { indexPacks } from './blob-index.ts';
 import { readBlob, verifyBlob } from './blob-reader.ts';
 import { sha256Hex } from './crypto/keys.ts';

@@ -1,8 +1,7 @@
 import { z } from 'zod';
-import type { CallOptions } from '../model/index.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { isNotFound } from './storage-error.ts';
-import { QuiesceError } from '../model/failure.ts';
 import { messageOf } from '../util/index.ts';
 import { sha256Hex } from './crypto/keys.ts';
 import { openSealed, seal } from './crypto/seal.ts';

@@ -1,5 +1,4 @@
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { addKey, listKeyFiles, type KdfParams, type KeyInfo } from './crypto/keys.ts';
 import { storageError } from './storage-error.ts';

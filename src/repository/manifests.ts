@@ -1,5 +1,4 @@
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { sha256Hex, type RepositoryKeys } from './crypto/keys.ts';
 import { openSealed, seal } from './crypto/seal.ts';

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { DEFAULT_CHUNKER_PARAMS, validateChunkerParams, type ChunkerParams } from './chunker/fastcdc.ts';
 import { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';

@@ -1,6 +1,5 @@
 import { z } from 'zod';
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { awaitedLater } from '../util/index.ts';
 import { createHash } from 'node:crypto';
 import type { Backend, ObjectWriter } from './backend/backend.ts';

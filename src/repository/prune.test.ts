@@ -4,7 +4,7 @@ import { mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError } from '../model/index.ts';
 import { MemoryBackend } from './backend/memory-backend.ts';
 import { PASSWORD, pseudoRandom, SMALL, storeTwoSets, type TwoSets } from './testing.ts';
 import { FsBackend } from './backend/fs-backend.ts';

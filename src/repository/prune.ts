@@ -1,5 +1,4 @@
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { indexPacks } from './blob-index.ts';
 import { readBlob, verifyBlob } from './blob-reader.ts';
 import { encodeIndex, loadAllIndexes, type IndexedPack } from './index-file.ts';

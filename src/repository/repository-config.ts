@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError } from '../model/index.ts';
 import { openSealed, seal } from './crypto/seal.ts';
 
 /**

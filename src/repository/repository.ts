@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { BlobEncoderPool, type SmallFile } from './blob-encoder-pool.ts';
 import { gatherBlobs } from './blob-gather.ts';

@@ -1,4 +1,4 @@
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError } from '../model/index.ts';
 import { BackendError } from './backend/backend.ts';
 
 /** A backend's full disk or quota as `no-space`, saying what to do; anything else unchanged. */

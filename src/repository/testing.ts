@@ -2,7 +2,7 @@
 // two-set fixture with a shared subdirectory, ways to find and damage a stored blob, error checks.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError } from '../model/index.ts';
 import type { MemoryBackend } from './backend/memory-backend.ts';
 import { loadAllIndexes } from './index-file.ts';
 import type { InitRepositoryOptions } from './open.ts';

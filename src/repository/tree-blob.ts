@@ -1,4 +1,4 @@
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError } from '../model/index.ts';
 import { isPlainTree, TREE_KEY_ORDER } from './plain-shape-guards.ts';
 import { TreeSchema, type Tree } from './tree.ts';
 

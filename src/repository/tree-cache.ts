@@ -1,5 +1,4 @@
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import type { BlobIndex } from './blob-index.ts';
 import { loadPack, verifyBlob } from './blob-reader.ts';
