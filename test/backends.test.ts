@@ -16,6 +16,7 @@ import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import {
   BackendError,
   FsBackend,
+  MemoryBackend,
   RetryBackend,
   S3Backend,
   isTransient,
@@ -48,6 +49,14 @@ runBackendContract(
   // Pagination is S3's concern; a few hundred files prove the fan-out listing without 1100 fsyncs.
   { manyObjects: 300 },
 );
+
+// ---------------------------------------------------------------------------------------------
+// MemoryBackend: the fake the repository's unit tests run on keeps the same contract.
+
+runBackendContract('memory', async () => ({
+  backend: new MemoryBackend('memory:contract', { saveTakesATurn: true }),
+  cleanup: async () => {},
+}));
 
 describe('FsBackend on disk', () => {
   test('create makes the layout with mode 0700, and saves fan data out by the first two hex digits', async () => {
@@ -143,67 +152,66 @@ describe('FsBackend on disk', () => {
     assert.deepEqual(await listNames(backend, 'data'), [dataName]);
     assert.deepEqual(await listNames(backend, 'keys'), []);
   });
+});
 
-  describe('on a full file system', () => {
-    let mountPoint: string | undefined;
-    let skip: string | undefined;
-    before(async () => {
-      if (process.getuid?.() !== 0) {
-        skip = 'mounting a 1 MiB tmpfs needs root';
-        return;
-      }
-      const dir = await freshDir('full');
-      try {
-        await execFileAsync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', dir]);
-        mountPoint = dir;
-        process.once('exit', unmountOnExit);
-      } catch (error) {
-        skip = `cannot mount a tmpfs: ${error instanceof Error ? error.message : String(error)}`;
-      }
-    });
-    // If the run dies before `after`, the tmpfs must not stay mounted.
-    const unmountOnExit = (): void => {
-      if (mountPoint !== undefined) spawnSync('umount', ['-l', mountPoint], { stdio: 'ignore' });
-    };
-    after(async () => {
-      process.removeListener('exit', unmountOnExit);
-      if (mountPoint !== undefined) await execFileAsync('umount', ['-l', mountPoint]);
-    });
+describe('FsBackend on a full file system', () => {
+  let mountPoint: string | undefined;
+  let skip: string | undefined;
+  before(async () => {
+    if (process.getuid?.() !== 0) {
+      skip = 'mounting a 1 MiB tmpfs needs root';
+      return;
+    }
+    const dir = await freshDir('full');
+    try {
+      await execFileAsync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', dir]);
+      mountPoint = dir;
+      process.once('exit', unmountOnExit);
+    } catch (error) {
+      skip = `cannot mount a tmpfs: ${error instanceof Error ? error.message : String(error)}`;
+    }
+  });
+  // If the run dies before `after`, the tmpfs must not stay mounted.
+  const unmountOnExit = (): void => {
+    if (mountPoint !== undefined) spawnSync('umount', ['-l', mountPoint], { stdio: 'ignore' });
+  };
+  after(async () => {
+    process.removeListener('exit', unmountOnExit);
+    if (mountPoint !== undefined) await execFileAsync('umount', ['-l', mountPoint]);
+  });
 
-    test('a save that does not fit fails with noSpace, says so plainly, and loses nothing', async (t) => {
-      if (mountPoint === undefined) {
-        t.skip(skip);
-        return;
-      }
-      const backend = await FsBackend.create(join(mountPoint, 'repo'));
-      const small = randomName();
-      const smallData = randomBytes(100_000);
-      await backend.save('data', small, smallData);
-      const big = randomName();
-      const error = await backend.save('data', big, randomBytes(2 << 20)).then(
-        () => assert.fail('a 2 MiB save fitted on a 1 MiB file system'),
-        (e: unknown) => e,
+  test('a save that does not fit fails with noSpace, says so plainly, and loses nothing', async (t) => {
+    if (mountPoint === undefined) {
+      t.skip(skip);
+      return;
+    }
+    const backend = await FsBackend.create(join(mountPoint, 'repo'));
+    const small = randomName();
+    const smallData = randomBytes(100_000);
+    await backend.save('data', small, smallData);
+    const big = randomName();
+    const error = await backend.save('data', big, randomBytes(2 << 20)).then(
+      () => assert.fail('a 2 MiB save fitted on a 1 MiB file system'),
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof BackendError, String(error));
+    assert.equal(error.kind, 'no-space');
+    assert.match(error.message, /disk is full/);
+    assert.match(error.message, /Nothing saved before was lost/);
+    t.diagnostic(error.message);
+
+    assert.ok((await backend.load('data', small)).equals(smallData), 'the earlier object is intact');
+    await assert.rejects(backend.stat('data', big), isNotFound);
+    for (const dir of await readdir(join(mountPoint, 'repo', 'data'))) {
+      assert.deepEqual(
+        (await readdir(join(mountPoint, 'repo', 'data', dir))).filter((f) => f.startsWith('.tmp-')),
+        [],
+        'no temp file left',
       );
-      assert.ok(error instanceof BackendError, String(error));
-      assert.equal(error.noSpace, true);
-      assert.equal(error.notFound, false);
-      assert.match(error.message, /disk is full/);
-      assert.match(error.message, /Nothing saved before was lost/);
-      t.diagnostic(error.message);
-
-      assert.ok((await backend.load('data', small)).equals(smallData), 'the earlier object is intact');
-      await assert.rejects(backend.stat('data', big), isNotFound);
-      for (const dir of await readdir(join(mountPoint, 'repo', 'data'))) {
-        assert.deepEqual(
-          (await readdir(join(mountPoint, 'repo', 'data', dir))).filter((f) => f.startsWith('.tmp-')),
-          [],
-          'no temp file left',
-        );
-      }
-      const after = randomName();
-      await backend.save('index', after, randomBytes(200_000));
-      assert.equal((await backend.stat('index', after)).size, 200_000, 'the space of the failed save was given back');
-    });
+    }
+    const after = randomName();
+    await backend.save('index', after, randomBytes(200_000));
+    assert.equal((await backend.stat('index', after)).size, 200_000, 'the space of the failed save was given back');
   });
 });
 
@@ -234,12 +242,11 @@ runBackendContract(
   },
 );
 
-describe('S3Backend', () => {
-  const s3Options = (): { endpoint: string; credentials: S3Server['credentials'] } => ({
-    endpoint: server.endpoint,
-    credentials: server.credentials,
-  });
+function s3Options(): { endpoint: string; credentials: S3Server['credentials'] } {
+  return { endpoint: server.endpoint, credentials: server.credentials };
+}
 
+describe('S3Backend', () => {
   test('uses the fs key layout under its prefix, and prefixes do not see each other', async () => {
     const prefix = `layout-${randomBytes(4).toString('hex')}/nested`;
     const backend = new S3Backend(`s3://${server.bucket}/${prefix}/`, s3Options());
@@ -313,7 +320,9 @@ describe('S3Backend', () => {
       await wrong.close();
     }
   });
+});
 
+describe('S3Backend failures', () => {
   test('a missing bucket is a clear, permanent error', async () => {
     const backend = new S3Backend('s3://no-such-bucket/p', s3Options());
     try {

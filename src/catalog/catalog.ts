@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { BackupType, CallOptions } from '../model/index.ts';
 import { BackupMetaSchema, type BackupMeta, type ComponentRecord } from './manifest-meta.ts';
-import type { ManifestEnvelope, Repository } from '../repository/types.ts';
+import type { CatalogRepository, ManifestEnvelope } from '../repository/index.ts';
 
 /** One backup set as the catalog knows it. */
 export interface CatalogEntry {
@@ -23,7 +23,11 @@ export class Catalog {
   private constructor(private readonly entries: CatalogEntry[]) {}
 
   /** Reads the repository's manifests, using and refreshing the cache file when given. */
-  static async load(repository: Repository, cacheFile: string | null, options: CallOptions = {}): Promise<Catalog> {
+  static async load(
+    repository: CatalogRepository,
+    cacheFile: string | null,
+    options: CallOptions = {},
+  ): Promise<Catalog> {
     const ids = new Set(await repository.listManifests(options));
     const cache = cacheFile ? openCache(cacheFile) : null;
     const entries: CatalogEntry[] = [];

@@ -36,11 +36,30 @@ const BUCKETS: [keyof ForgetPolicy, string, Bucket][] = [
 export function selectForget(entries: readonly CatalogEntry[], policy: ForgetPolicy): ForgetDecision {
   const newestFirst = [...entries].reverse();
   const reasons = new Map<CatalogEntry, string[]>();
-  const keep = (entry: CatalogEntry, reason: string) => {
+  const keep: Keep = (entry, reason) => {
     const list = reasons.get(entry) ?? [];
     if (!list.includes(reason)) list.push(reason);
     reasons.set(entry, list);
   };
+  keepByRules(entries, newestFirst, policy, keep);
+  keepChainBases(newestFirst, keep);
+  keepWhatKeptSetsNeed(entries, [...reasons.keys()], (entry) => reasons.has(entry), keep);
+  return {
+    keep: entries.filter((e) => reasons.has(e)).map((entry) => ({ entry, reasons: reasons.get(entry)! })),
+    remove: entries.filter((e) => !reasons.has(e)),
+  };
+}
+
+/** Records that `entry` stays, and why (each reason once). */
+type Keep = (entry: CatalogEntry, reason: string) => void;
+
+/** The policy's own rules: the newest N, the newest of each time bucket, and the tagged sets. */
+function keepByRules(
+  entries: readonly CatalogEntry[],
+  newestFirst: readonly CatalogEntry[],
+  policy: ForgetPolicy,
+  keep: Keep,
+): void {
   newestFirst.slice(0, policy.last ?? 0).forEach((e) => keep(e, 'last'));
   for (const [field, name, bucket] of BUCKETS) {
     const count = policy[field] as number | undefined;
@@ -57,9 +76,13 @@ export function selectForget(entries: readonly CatalogEntry[], policy: ForgetPol
   if (policy.tags?.length) {
     for (const entry of entries) if (entry.meta.tags.some((t) => policy.tags!.includes(t))) keep(entry, `tag`);
   }
+}
 
-  // The newest chain bases stay: the next incremental (last full or incremental) and the next
-  // differential (last full) of every component build on them.
+/**
+ * The newest chain bases stay: the next incremental (last full or incremental) and the next
+ * differential (last full) of every component build on them.
+ */
+function keepChainBases(newestFirst: readonly CatalogEntry[], keep: Keep): void {
   const seenBase = new Set<string>();
   for (const entry of newestFirst) {
     for (const c of entry.meta.components) {
@@ -75,26 +98,28 @@ export function selectForget(entries: readonly CatalogEntry[], policy: ForgetPol
       }
     }
   }
+}
 
-  // A kept set keeps what it was based on, all the way down its chain.
+/** A kept set keeps what it was based on, all the way down its chain. */
+function keepWhatKeptSetsNeed(
+  entries: readonly CatalogEntry[],
+  kept: CatalogEntry[],
+  isKept: (entry: CatalogEntry) => boolean,
+  keep: Keep,
+): void {
   const bySetId = new Map(entries.map((e) => [e.setId, e]));
-  const queue = [...reasons.keys()];
+  const queue = kept;
   while (queue.length > 0) {
     const entry = queue.pop()!;
     for (const c of entry.meta.components) {
       if (!c.basedOn) continue;
       const base = bySetId.get(c.basedOn);
       if (!base) continue;
-      const had = reasons.has(base);
+      const had = isKept(base);
       keep(base, `needed by ${entry.setId} (${c.writer}/${c.component} ${c.actualType})`);
       if (!had) queue.push(base);
     }
   }
-
-  return {
-    keep: entries.filter((e) => reasons.has(e)).map((entry) => ({ entry, reasons: reasons.get(entry)! })),
-    remove: entries.filter((e) => !reasons.has(e)),
-  };
 }
 
 function isoWeek(date: Date): string {

@@ -1,5 +1,5 @@
 import { createCipheriv, randomBytes } from 'node:crypto';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError } from '../model/index.ts';
 import { zstdCompressScratch, zstdDecompress } from './compression.ts';
 import { openSealed } from './crypto/seal.ts';
 

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { PACKAGE_ROOT } from '../package-root.ts';
+import type { LoadOptions } from './backend/backend.ts';
 import { BufferPool } from './buffer-pool.ts';
 import type { SealedParts } from './blob-codec.ts';
 
@@ -10,6 +11,9 @@ import type { SealedParts } from './blob-codec.ts';
  * garbage collector (12 kept held about 10 MiB more at the peak, at the same speed).
  */
 const MAX_SPARE = 6;
+
+/** Blobs at least this long are opened on a worker when read back (restore, check --read-data). */
+const OPEN_ON_WORKER_BYTES = 64 * 1024;
 
 interface Job {
   resolve: (reply: Reply) => void;
@@ -71,7 +75,7 @@ export class BlobEncoderPool {
    * without a copy.
    */
   readonly inputs = new BufferPool(MAX_SPARE);
-  /** Which worker each sealed body came from, to hand its buffer back there (`recycle`). */
+  /** Which worker each sealed body came from, to hand its buffer back there (`releaseSealed`). */
   private readonly bodies = new WeakMap<ArrayBufferLike, PoolWorker>();
 
   private pending: (() => void) | null;
@@ -129,7 +133,7 @@ export class BlobEncoderPool {
 
   /**
    * Reads small files (each no longer than the chunker's minimum, so one chunk) on a worker and
-   * names, compresses and seals each there. Hand `data` back with `recycle` once copied.
+   * names, compresses and seals each there. Hand `data` back with `releaseSealed` once copied.
    */
   sealFiles(files: SmallFile[]): Promise<SealedFileBatch> {
     if (this.closed) return Promise.reject(new Error('the blob encoder pool is closed'));
@@ -164,6 +168,24 @@ export class BlobEncoderPool {
     });
   }
 
+  /**
+   * Opens a stored blob on a worker (see `open`), or null to open it on this thread: a small
+   * blob costs less here than a message.
+   */
+  openLarge(sealed: Buffer, rawLength: number, id: string): Promise<Buffer> | null {
+    if (sealed.length < OPEN_ON_WORKER_BYTES) return null;
+    return this.open(sealed, rawLength, id);
+  }
+
+  /**
+   * Memory to read a sealed blob of `length` bytes into when a worker will open it (see
+   * `openLarge`): it moves to the worker and comes back for the next read. Undefined otherwise.
+   */
+  readInto(length: number): LoadOptions['into'] {
+    if (length < OPEN_ON_WORKER_BYTES) return undefined;
+    return (size) => this.inputs.take(size);
+  }
+
   private leastBusy(): PoolWorker | undefined {
     const start = this.pending;
     this.pending = null;
@@ -186,16 +208,26 @@ export class BlobEncoderPool {
    * Hands a sealed body back to the worker that made it once its bytes are copied elsewhere (into
    * a pack): the worker seals the next blobs into it instead of into fresh memory.
    */
-  recycle(sealed: SealedParts | SealedFileBatch): void {
-    this.recycleBuffer('body' in sealed ? sealed.body.buffer : sealed.data.buffer);
+  releaseSealed(sealed: SealedParts | SealedFileBatch): void {
+    this.releaseMemory('body' in sealed ? sealed.body.buffer : sealed.data.buffer);
   }
 
   /** Hands memory a worker made (a sealed body, a batch, an opened blob) back to it; ignores any other. */
-  recycleBuffer(buffer: ArrayBufferLike): void {
+  releaseMemory(buffer: ArrayBufferLike): void {
     const entry = this.bodies.get(buffer);
     if (entry === undefined || !this.workers.includes(entry) || !(buffer instanceof ArrayBuffer)) return;
     this.bodies.delete(buffer);
     entry.worker.postMessage({ recycle: buffer }, [buffer]);
+  }
+
+  /** A blob a worker opened (`openLarge`), written out by the caller: its memory goes back to that worker. */
+  releaseOpened(plaintext: Uint8Array): void {
+    this.releaseMemory(plaintext.buffer);
+  }
+
+  /** A chunk from `inputs` that turned out not to be needed (already stored): it serves the next. */
+  releaseChunk(chunk: Uint8Array): void {
+    if (chunk.buffer instanceof ArrayBuffer) this.inputs.give(chunk.buffer);
   }
 
   private settle(entry: PoolWorker, reply: Reply): void {

@@ -1,4 +1,4 @@
-import type { BlobType } from './types.ts';
+import type { BlobType } from './repository-api.ts';
 import type { IndexedPack, IndexFile } from './index-file.ts';
 
 export interface BlobLocation {

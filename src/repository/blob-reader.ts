@@ -1,5 +1,4 @@
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend, LoadOptions } from './backend/backend.ts';
 import { decodeBlob } from './blob-codec.ts';
 import { DamagedBlobError } from './blob-encoder-pool.ts';

@@ -1,13 +1,13 @@
 import type { CallOptions } from '../model/index.ts';
-import type { Backend, LoadOptions } from './backend/backend.ts';
+import type { Backend } from './backend/backend.ts';
 import { encodeBlob, type SealedParts } from './blob-codec.ts';
-import { BlobEncoderPool, type SealedFileBatch, type SmallFile } from './blob-encoder-pool.ts';
+import type { BlobEncoderPool, SealedFileBatch, SmallFile } from './blob-encoder-pool.ts';
 import type { BlobIndex } from './blob-index.ts';
 import type { RepositoryKeys } from './crypto/keys.ts';
 import { encodeIndex, type IndexedPack } from './index-file.ts';
 import { PackAssembler, StreamedPack } from './pack-file.ts';
 import { storageError } from './storage-error.ts';
-import type { BlobType } from './types.ts';
+import type { BlobType } from './repository-api.ts';
 
 const BLOB_TYPES: readonly BlobType[] = ['data', 'tree'];
 /** A pack being filled: in memory (to `save` whole), or streamed into its object (`Backend.createWriter`). */
@@ -19,15 +19,10 @@ type PackBuilder = PackAssembler | StreamedPack;
  */
 const ENCODE_ON_WORKER_BYTES = 16 * 1024;
 
-/** Blobs at least this long are opened on a worker when read back (restore, check --read-data). */
-const OPEN_ON_WORKER_BYTES = 64 * 1024;
-
 export interface BlobSaverOptions {
   /** A pack is stored once its blobs reach this many bytes. */
   packSize: number;
   compressionLevel: number;
-  /** Worker threads that compress and seal; 0 does it on the calling thread. */
-  workers: number;
   /** Plaintext bytes being compressed and sealed at once; `save` waits for room beyond it. */
   maxPendingBytes: number;
   /** Packs stored at once while the next one fills. */
@@ -45,7 +40,6 @@ export interface BlobSaverOptions {
  * `maxUploads` packs being stored; `save` waits for room.
  */
 export class BlobSaver {
-  private readonly pool: BlobEncoderPool | null;
   /** Blobs being encoded, by id; settled once they are in the current pack. */
   private readonly encoding = new Map<string, Promise<void>>();
   /** Blobs being sealed and named on a worker (`saveUnnamed`): their ids are not known yet. */
@@ -70,17 +64,14 @@ export class BlobSaver {
   private pendingBytes = 0;
   private readonly waiters = new Set<() => void>();
 
+  /** `pool`: the workers that encode (null: all on this thread); the caller owns and closes it. */
   constructor(
     private readonly backend: Backend,
     private readonly keys: RepositoryKeys,
     private readonly index: BlobIndex,
+    private readonly pool: BlobEncoderPool | null,
     private readonly options: BlobSaverOptions,
-  ) {
-    this.pool =
-      options.workers > 0
-        ? new BlobEncoderPool(keys.encryption, keys.mac, options.compressionLevel, options.workers)
-        : null;
-  }
+  ) {}
 
   /** Is the blob on its way into a pack in this session? */
   has(id: string): boolean {
@@ -139,10 +130,10 @@ export class BlobSaver {
         this.throwIfFailed();
         stored = this.pack(id, type, length, sealed);
         // Copied into the pack: the worker may seal the next blob into the same memory.
-        this.pool?.recycle(sealed);
-        if (length < ENCODE_ON_WORKER_BYTES) this.giveBack(plaintext);
+        this.pool?.releaseSealed(sealed);
+        if (length < ENCODE_ON_WORKER_BYTES) this.releaseChunk(plaintext);
       } finally {
-        this.release(length);
+        this.releaseReserved(length);
       }
     } finally {
       this.encoding.delete(id);
@@ -183,14 +174,14 @@ export class BlobSaver {
         // The id is checked and the blob packed with no wait between: a concurrent save of the same
         // content finds it (in `unstored`) and keeps nothing.
         if (known(named.id)) {
-          pool.recycle(named.parts);
+          pool.releaseSealed(named.parts);
           return { id: named.id, added: false, storedBytes: 0 };
         }
         const storedBytes = this.pack(named.id, type, length, named.parts);
-        pool.recycle(named.parts);
+        pool.releaseSealed(named.parts);
         return { id: named.id, added: true, storedBytes };
       } finally {
-        this.release(length);
+        this.releaseReserved(length);
       }
     })();
     // `flush` waits for these too: their ids are not in `encoding` until they are packed.
@@ -229,32 +220,8 @@ export class BlobSaver {
   }
 
   /** A chunk from `chunkBuffer` that turned out not to be needed (already stored). */
-  giveBack(chunk: Uint8Array): void {
-    if (chunk.buffer instanceof ArrayBuffer) this.pool?.inputs.give(chunk.buffer);
-  }
-
-  /**
-   * Opens a stored blob on a worker (see `BlobEncoderPool.open`), or null to open it on this
-   * thread: without workers, or for small blobs, which cost less here than a message.
-   */
-  openBlob(sealed: Buffer, rawLength: number, id: string): Promise<Buffer> | null {
-    if (this.pool === null || sealed.length < OPEN_ON_WORKER_BYTES) return null;
-    return this.pool.open(sealed, rawLength, id);
-  }
-
-  /**
-   * Memory to read a sealed blob of `length` bytes into when a worker will open it (see
-   * `openBlob`): it moves to the worker and comes back for the next read. Undefined otherwise.
-   */
-  readInto(length: number): LoadOptions['into'] {
-    const pool = this.pool;
-    if (pool === null || length < OPEN_ON_WORKER_BYTES) return undefined;
-    return (size) => pool.inputs.take(size);
-  }
-
-  /** A blob a worker opened, written out by the caller: its memory goes back to that worker. */
-  releaseOpened(plaintext: Uint8Array): void {
-    this.pool?.recycleBuffer(plaintext.buffer);
+  releaseChunk(chunk: Uint8Array): void {
+    this.pool?.releaseChunk(chunk);
   }
 
   /** Small files read, named and sealed on the workers, or null without workers. */
@@ -263,8 +230,8 @@ export class BlobSaver {
   }
 
   /** A batch's bytes are all copied into packs: its buffer may serve the next batch. */
-  recycle(batch: SealedFileBatch): void {
-    this.pool?.recycle(batch);
+  releaseBatch(batch: SealedFileBatch): void {
+    this.pool?.releaseSealed(batch);
   }
 
   private pack(id: string, type: BlobType, rawLength: number, sealed: SealedParts | Uint8Array): number {
@@ -325,7 +292,6 @@ export class BlobSaver {
       this.filling[type] = null;
       if (filling instanceof StreamedPack) await filling.abort();
     }
-    await this.pool?.close();
   }
 
   private finishPack(type: BlobType, options: CallOptions = {}): void {
@@ -398,7 +364,7 @@ export class BlobSaver {
     this.pendingBytes += bytes;
   }
 
-  private release(bytes: number): void {
+  private releaseReserved(bytes: number): void {
     this.pendingBytes -= bytes;
     for (const wake of [...this.waiters]) wake();
   }

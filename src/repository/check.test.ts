@@ -1,15 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
-import {
-  flipBlob,
-  locate,
-  PASSWORD,
-  pseudoRandom,
-  SMALL,
-  storeTwoSets,
-} from '../../test/helpers/repository-fixtures.ts';
-import { initRepository, openRepository } from './repository.ts';
+import { MemoryBackend } from './backend/memory-backend.ts';
+import { flipBlob, locate, PASSWORD, pseudoRandom, SMALL, storeTwoSets } from './testing.ts';
+import { initRepository, openRepository } from './open.ts';
 
 describe('check', () => {
   test('a sound repository checks ok, with and without reading the data', async () => {

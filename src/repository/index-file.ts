@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import type { CallOptions } from '../model/index.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { isNotFound } from './storage-error.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { messageOf } from '../util/index.ts';
 import { sha256Hex } from './crypto/keys.ts';
 import { openSealed, seal } from './crypto/seal.ts';
-import { isPlainIndex } from './fast-check.ts';
+import { isPlainIndex } from './plain-shape-guards.ts';
 import { HEX64, PackedBlobSchema } from './pack-file.ts';
 
 /**
@@ -93,7 +93,7 @@ export async function loadIndexes(
       try {
         result.files.push({ name, file: decodeIndex(key, bytes, name) });
       } catch (error) {
-        result.damaged.push({ name, message: error instanceof Error ? error.message : String(error) });
+        result.damaged.push({ name, message: messageOf(error) });
       }
     }
   };

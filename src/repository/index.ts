@@ -7,12 +7,9 @@ export {
   DEFAULT_WORKERS,
   type OpenRepositoryOptions,
   type InitRepositoryOptions,
-} from './repository.ts';
-// Not through backend/index.ts, which loads the S3 backend (the AWS SDK) for every command.
-export { FsBackend } from './backend/fs-backend.ts';
-export { openBackend } from './backend/open-backend.ts';
-export { DEFAULT_GRACE_MS, type PruneOptions } from './prune.ts';
-export type { CheckOptions } from './check.ts';
+} from './open.ts';
+export { DEFAULT_GRACE_MS, type PruneOptions, type PruneReport } from './prune.ts';
+export type { CheckOptions, CheckProblem, CheckReport } from './check.ts';
 export { DEFAULT_LOCK_REFRESH_MS, DEFAULT_LOCK_STALE_MS, type LockOptions } from './locks.ts';
 export { DEFAULT_CHUNKER_PARAMS, type ChunkerParams } from './chunker/index.ts';
 export { DEFAULT_KDF, type KdfParams } from './crypto/index.ts';
@@ -23,13 +20,13 @@ export {
   type SaveBlobOptions,
   type SaveBlobResult,
   type ManifestEnvelope,
-  type CheckProblem,
-  type CheckReport,
-  type PruneReport,
   type RepositoryLock,
   type Repository,
+  type ArchiverRepository,
+  type RestorerRepository,
+  type CatalogRepository,
   type Chunker,
-} from './types.ts';
+} from './repository-api.ts';
 export {
   TreeSchema,
   NodeSchema,
@@ -42,3 +39,14 @@ export {
   type SymlinkNode,
   type ContentRef,
 } from './tree.ts';
+export {
+  BackendError,
+  FsBackend,
+  MemoryBackend,
+  RetryBackend,
+  S3Backend,
+  openBackend,
+  type Backend,
+  type BackendErrorKind,
+  type OpenBackendOptions,
+} from './backend/index.ts';

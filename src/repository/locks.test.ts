@@ -3,8 +3,8 @@ import { spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { QuiesceError } from '../model/failure.ts';
-import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
+import { QuiesceError } from '../model/index.ts';
+import { MemoryBackend } from './backend/memory-backend.ts';
 import { seal } from './crypto/seal.ts';
 import { Locker, type LockRecord } from './locks.ts';
 

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
+import { processAlive } from '../util/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { tryOpenSealed, seal } from './crypto/seal.ts';
 import { isNotFound, storageError } from './storage-error.ts';
-import type { RepositoryLock } from './types.ts';
+import type { RepositoryLock } from './repository-api.ts';
 
 /**
  * Locks live in `locks`, one sealed JSON object each, under a random name:
@@ -38,15 +38,6 @@ export interface LockOptions {
 
 export const DEFAULT_LOCK_REFRESH_MS = 5 * 60_000;
 export const DEFAULT_LOCK_STALE_MS = 30 * 60_000;
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 interface FoundLock {
   name: string;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
+import { awaitedLater } from '../util/index.ts';
 import { createHash } from 'node:crypto';
 import type { Backend, ObjectWriter } from './backend/backend.ts';
 import { alignedBuffer } from './backend/direct-io.ts';
@@ -160,7 +160,7 @@ export class StreamedPack {
   ) {
     this.segment = this.takeSegment();
     // A writer that could not be made fails the first write, seen at `drain` or `finish`.
-    writer.catch(() => undefined);
+    void awaitedLater(writer);
   }
 
   get length(): number {

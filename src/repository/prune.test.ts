@@ -4,12 +4,12 @@ import { mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { QuiesceError } from '../model/failure.ts';
-import { MemoryBackend } from '../../test/helpers/memory-backend.ts';
-import { PASSWORD, pseudoRandom, SMALL, storeTwoSets, type TwoSets } from '../../test/helpers/repository-fixtures.ts';
+import { QuiesceError } from '../model/index.ts';
+import { MemoryBackend } from './backend/memory-backend.ts';
+import { PASSWORD, pseudoRandom, SMALL, storeTwoSets, type TwoSets } from './testing.ts';
 import { FsBackend } from './backend/fs-backend.ts';
-import { initRepository, openRepository } from './repository.ts';
-import type { Repository } from './types.ts';
+import { initRepository, openRepository } from './open.ts';
+import type { Repository } from './repository-api.ts';
 
 function storedBytes(backend: MemoryBackend): number {
   return backend.names('data').reduce((sum, name) => sum + backend.get('data', name).length, 0);
@@ -26,7 +26,7 @@ async function setup(): Promise<{ backend: MemoryBackend; repo: Repository; sets
   return { backend, repo, sets };
 }
 
-describe('prune', () => {
+describe('prune: what goes and what stays', () => {
   test('removes the temporary files a crash left (FsBackend) once they are older than the grace period', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'quiesce-prune-'));
     try {
@@ -112,7 +112,9 @@ describe('prune', () => {
     await assertReadable(fresh, [...sets.blobsOf.a, ...sets.blobsOf.b, ...sets.blobsOf.c]);
     await fresh.close();
   });
+});
 
+describe('prune under locks, crashes and reuse', () => {
   test('refuses to run beside a live lock, and when a manifest cannot be read', async () => {
     const { backend, repo, sets } = await setup();
     const other = await openRepository(backend, PASSWORD, { workers: 0 });

@@ -1,7 +1,7 @@
 import type { CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
 import type { RepositoryKeys } from './crypto/keys.ts';
-import type { Repository } from './types.ts';
+import type { Repository } from './repository-api.ts';
 
 /** What check and prune need beyond the public Repository: the keys and the pack settings. */
 export interface RepositoryInternals {

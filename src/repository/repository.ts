@@ -1,219 +1,101 @@
-import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
-import type { CallOptions } from '../model/index.ts';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import type { Backend } from './backend/backend.ts';
+import { BlobEncoderPool, type SmallFile } from './blob-encoder-pool.ts';
+import { gatherBlobs } from './blob-gather.ts';
 import { BlobIndex } from './blob-index.ts';
-import { loadPack, readBlob, verifyBlob } from './blob-reader.ts';
-import type { SmallFile } from './blob-encoder-pool.ts';
+import { readBlob, verifyBlob } from './blob-reader.ts';
 import { BlobSaver } from './blob-saver.ts';
-import { checkRepository } from './check.ts';
-import {
-  DEFAULT_CHUNKER_PARAMS,
-  FastCdcChunker,
-  validateChunkerParams,
-  type ChunkerParams,
-} from './chunker/fastcdc.ts';
+import { checkRepository, type CheckOptions, type CheckReport } from './check.ts';
+import { FastCdcChunker } from './chunker/fastcdc.ts';
 import { gearTable } from './chunker/gear-table.ts';
-import { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
-import { checkConfigPrefix, decodeConfig, encodeConfig, sealedConfig, type RepositoryConfig } from './config-file.ts';
-import {
-  addKey,
-  blobIdOf,
-  DEFAULT_KDF,
-  deriveKeys,
-  listKeyFiles,
-  newMasterSecret,
-  openMasterSecret,
-  sha256Hex,
-  type KdfParams,
-  type KeyInfo,
-  type RepositoryKeys,
-} from './crypto/keys.ts';
-import { openSealed, seal, tryOpenSealed } from './crypto/seal.ts';
+import { blobIdOf, deriveKeys, type KdfParams, type RepositoryKeys } from './crypto/keys.ts';
 import { listIndexes, loadIndexes } from './index-file.ts';
+import { KeyRing, type SessionKeyInfo } from './key-ring.ts';
 import { Locker, type LockOptions } from './locks.ts';
-import { pruneRepository } from './prune.ts';
+import { Manifests } from './manifests.ts';
+import { pruneRepository, type PruneOptions, type PruneReport } from './prune.ts';
+import type {
+  BlobType,
+  Chunker,
+  ManifestEnvelope,
+  Repository,
+  RepositoryLock,
+  SaveBlobOptions,
+  SaveBlobResult,
+  SmallFileResult,
+} from './repository-api.ts';
+import { CONFIG_NAME, decodeConfig, type RepositoryConfig } from './repository-config.ts';
 import type { RepositoryInternals } from './repository-internals.ts';
-import { isNotFound, storageError } from './storage-error.ts';
 import type { Tree } from './tree.ts';
-import { parseTree, serializeTree } from './tree-blob.ts';
-import {
-  ManifestEnvelopeSchema,
-  type BlobType,
-  type CheckReport,
-  type Chunker,
-  type ManifestEnvelope,
-  type PruneReport,
-  type Repository,
-  type RepositoryLock,
-  type SaveBlobOptions,
-  type SaveBlobResult,
-  type SmallFileResult,
-} from './types.ts';
+import { serializeTree } from './tree-blob.ts';
+import { TreeCache } from './tree-cache.ts';
 
-export interface OpenRepositoryOptions extends CallOptions {
-  /** Target pack size in bytes (default 16 MiB). */
-  packSize?: number;
-  /** Worker threads compressing and sealing blobs (default: one per spare core, at most 2; 0 works on the calling thread). */
-  workers?: number;
-  /** Plaintext bytes being compressed and sealed at once before `saveBlob` waits (default 8 MiB). */
-  maxPendingBytes?: number;
-  /** scrypt cost for passwords added with `addPassword` (default N=2^15, r=8, p=1). */
-  kdf?: KdfParams;
-  /** Lock refresh and staleness (default 5 and 30 minutes). */
-  lock?: LockOptions;
-}
-
-export interface InitRepositoryOptions extends OpenRepositoryOptions {
-  /** Chunk sizes, fixed for the repository's life (default 256 KiB / 1 MiB / 4 MiB). */
-  chunker?: ChunkerParams;
-  /** zstd level for every blob (default 3). */
-  compressionLevel?: number;
-}
-
-export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
-/**
- * The calling thread chunks and hashes (about as much work as zstd and AES together), so one
- * worker per spare core, at most 2: on 2 cores one worker is as fast as two and holds less memory.
- */
-export const DEFAULT_WORKERS = Math.min(2, Math.max(1, availableParallelism() - 1));
-const CONFIG_NAME = 'config';
-/** Parsed trees kept by `loadTree`: a few thousand directories' listings, some megabytes. */
-const TREE_CACHE_SIZE = 2048;
-/** `loadBlobs` reads blobs of one pack as one range across gaps up to this, and ranges up to GATHER_MAX. */
-const GATHER_GAP = 64 * 1024;
-const GATHER_MAX = 8 * 1024 * 1024;
-/** Bytes of whole tree packs kept by `loadTreeBlob` (at least two full packs). */
-const TREE_PACK_CACHE_BYTES = 64 * 1024 * 1024;
-
-/**
- * Creates a repository on an empty backend and opens it: writes the first key (the master
- * secret sealed under `password`), then the config (last: a location with a config is a
- * repository). Refuses a backend that already has one.
- *
- * @example
- * const repo = await initRepository(new FsBackend('/var/backups/q'), password);
- */
-export async function initRepository(
-  backend: Backend,
-  password: string,
-  options: InitRepositoryOptions = {},
-): Promise<Repository> {
-  if (await backend.exists(options)) {
-    throw new QuiesceError(
-      'bad-usage',
-      `there is already a repository at ${backend.location}: open it instead of running init`,
-    );
-  }
-  const chunker = options.chunker ?? DEFAULT_CHUNKER_PARAMS;
-  validateChunkerParams(chunker);
-  const master = newMasterSecret();
-  const keys = deriveKeys(master);
-  const config: RepositoryConfig = {
-    version: 1,
-    id: randomBytes(32).toString('hex'),
-    chunker: { minSize: chunker.minSize, avgSize: chunker.avgSize, maxSize: chunker.maxSize },
-    compression: { algorithm: 'zstd', level: options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL },
-  };
-  let keyName: string;
-  try {
-    keyName = await addKey(backend, master, password, options.kdf ?? DEFAULT_KDF, options);
-    await backend.save('config', CONFIG_NAME, encodeConfig(keys.encryption, config), options);
-  } catch (error) {
-    throw storageError(error, backend.location);
-  }
-  return QuiesceRepository.start(backend, master, keyName, config, options);
+/** What a repository session opens with (see open.ts): the secret, the key that opened it, the settings. */
+export interface Session {
+  backend: Backend;
+  master: Buffer;
+  /** The key file this session's password opened. */
+  keyName: string;
+  config: RepositoryConfig;
+  packSize: number;
+  workers: number;
+  maxPendingBytes: number;
+  kdf: KdfParams;
+  lock: LockOptions | undefined;
 }
 
 /**
- * Opens an existing repository with one of its passwords and loads its index.
- * Errors: `not-a-repository` (no or a foreign config), `unsupported-version`, `wrong-password`.
- *
- * @example
- * const repo = await openRepository(backend, password);
- * try { … } finally { await repo.close(); }
+ * A repository session: the blob API, locks and the check and prune façades here; opening in
+ * open.ts, trees in tree-cache.ts, ranged reads in blob-gather.ts, keys in key-ring.ts and
+ * manifests in manifests.ts.
  */
-export async function openRepository(
-  backend: Backend,
-  password: string,
-  options: OpenRepositoryOptions = {},
-): Promise<Repository> {
-  const none = (cause?: unknown): QuiesceError =>
-    new QuiesceError(
-      'not-a-repository',
-      `no quiesce repository at ${backend.location}: run quiesce init`,
-      cause === undefined ? {} : { cause },
-    );
-  if (!(await backend.exists(options))) throw none();
-  let configBytes: Buffer;
-  try {
-    configBytes = await backend.load('config', CONFIG_NAME, options);
-  } catch (error) {
-    if (isNotFound(error)) throw none(error);
-    throw error;
-  }
-  checkConfigPrefix(configBytes, backend.location);
-  const sealed = sealedConfig(configBytes);
-  const { master, keyName } = await openMasterSecret(
-    backend,
-    password,
-    (candidate) => tryOpenSealed(deriveKeys(candidate).encryption, sealed) !== null,
-    options,
-  );
-  const config = decodeConfig(deriveKeys(master).encryption, configBytes, backend.location);
-  return QuiesceRepository.start(backend, master, keyName, config, options);
-}
-
-class QuiesceRepository implements Repository, RepositoryInternals {
+export class QuiesceRepository implements Repository, RepositoryInternals {
   readonly id: string;
+  readonly backend: Backend;
   readonly keys: RepositoryKeys;
   readonly packSize: number;
-  private readonly index = new BlobIndex();
-  /** Whole packs of trees read lately, oldest first (see `loadTreeBlob`), and their total size. */
-  private readonly treePacks = new Map<string, { bytes: Promise<Buffer>; size: number }>();
-  private treePackBytes = 0;
+  readonly index = new BlobIndex();
+  readonly saver: BlobSaver;
+  /** The workers that encode and open blobs, and own the memory that moves to them; null: all here. */
+  private readonly pool: BlobEncoderPool | null;
   /** The index objects `index` was loaded from, null when it must be read again. */
   private indexNames: ReadonlySet<string> | null = null;
-  /** Trees loaded lately, oldest first (see `loadTree`). */
-  private readonly trees = new Map<string, Tree>();
-  private readonly saver: BlobSaver;
+  private readonly trees: TreeCache;
+  private readonly manifests: Manifests;
+  private readonly keyRing: KeyRing;
   private readonly locker: Locker;
   private readonly gear: Uint32Array;
+  private readonly config: RepositoryConfig;
   private closed = false;
 
-  private constructor(
-    readonly backend: Backend,
-    private readonly master: Buffer,
-    /** The key file this session's password opened. */
-    private readonly keyName: string,
-    private readonly config: RepositoryConfig,
-    private readonly options: OpenRepositoryOptions,
-  ) {
+  private constructor(session: Session) {
+    const { backend, config } = session;
+    this.backend = backend;
+    this.config = config;
     this.id = config.id;
-    this.keys = deriveKeys(master);
-    this.packSize = options.packSize ?? DEFAULT_PACK_SIZE;
+    this.keys = deriveKeys(session.master);
+    this.packSize = session.packSize;
     this.gear = gearTable(this.keys.chunkerSeed);
-    this.saver = new BlobSaver(backend, this.keys, this.index, {
+    this.pool =
+      session.workers > 0
+        ? new BlobEncoderPool(this.keys.encryption, this.keys.mac, config.compression.level, session.workers)
+        : null;
+    this.saver = new BlobSaver(backend, this.keys, this.index, this.pool, {
       packSize: this.packSize,
       compressionLevel: config.compression.level,
-      workers: options.workers ?? DEFAULT_WORKERS,
-      maxPendingBytes: options.maxPendingBytes ?? 8 * 1024 * 1024,
+      maxPendingBytes: session.maxPendingBytes,
       maxUploads: 1,
       indexEveryPacks: 64,
     });
-    this.locker = new Locker(backend, this.keys.encryption, options.lock);
+    this.trees = new TreeCache(this);
+    this.manifests = new Manifests(backend, this.keys);
+    this.keyRing = new KeyRing(backend, session.master, session.keyName, session.kdf);
+    this.locker = new Locker(backend, this.keys.encryption, session.lock);
   }
 
-  static async start(
-    backend: Backend,
-    master: Buffer,
-    keyName: string,
-    config: RepositoryConfig,
-    options: OpenRepositoryOptions,
-  ): Promise<QuiesceRepository> {
-    const repo = new QuiesceRepository(backend, master, keyName, config, options);
+  static async start(session: Session, options: CallOptions): Promise<QuiesceRepository> {
+    const repo = new QuiesceRepository(session);
     try {
       await repo.reloadIndex(options);
     } catch (error) {
@@ -248,7 +130,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     }
     const id = this.blobId(plaintext);
     if (this.hasBlob(id)) {
-      this.saver.giveBack(plaintext);
+      this.saver.releaseChunk(plaintext);
       return { id, added: false, storedBytes: 0 };
     }
     const storedBytes = await this.saver.save(id, type, plaintext, options);
@@ -279,7 +161,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
         }
       }
     } finally {
-      this.saver.recycle(batch);
+      this.saver.releaseBatch(batch);
     }
     return results;
   }
@@ -310,133 +192,33 @@ class QuiesceRepository implements Repository, RepositoryInternals {
       );
     }
     // A blob a worker will open is read into memory that goes to the worker and comes back.
-    const into = this.saver.readInto(location.length);
+    const pool = this.pool;
+    const into = pool?.readInto(location.length);
     return readBlob(
       this.backend,
       this.keys,
       id,
       location,
       into === undefined ? options : { ...options, into },
-      (sealed, rawLength) => this.saver.openBlob(sealed, rawLength, id),
+      pool === null ? undefined : (sealed, rawLength) => pool.openLarge(sealed, rawLength, id),
     );
   }
 
   releaseBlob(plaintext: Uint8Array): void {
-    this.saver.releaseOpened(plaintext);
+    this.pool?.releaseOpened(plaintext);
   }
 
   loadBlobs(ids: readonly string[], options: CallOptions = {}): Map<string, Promise<Buffer>> {
     this.assertOpen();
-    const loads = new Map<string, Promise<Buffer>>();
-    // Stored blobs by pack, in pack order; anything else is loaded on its own.
-    const byPack = new Map<string, { id: string; offset: number; length: number; rawLength: number }[]>();
-    for (const id of new Set(ids)) {
-      const location = this.saver.has(id) ? undefined : this.index.get(id);
-      if (location === undefined) {
-        const loading = this.loadBlob(id, options);
-        loading.catch(() => undefined); // the caller awaits it; never unhandled meanwhile
-        loads.set(id, loading);
-        continue;
-      }
-      const blobs = byPack.get(location.pack) ?? [];
-      blobs.push({ id, offset: location.offset, length: location.length, rawLength: location.rawLength });
-      byPack.set(location.pack, blobs);
-    }
-    for (const [pack, blobs] of byPack) {
-      blobs.sort((a, b) => a.offset - b.offset);
-      for (let first = 0; first < blobs.length;) {
-        // A run of blobs read as one range: gaps of other blobs up to GATHER_GAP are read and dropped.
-        let last = first;
-        while (
-          last + 1 < blobs.length &&
-          blobs[last + 1]!.offset - (blobs[last]!.offset + blobs[last]!.length) <= GATHER_GAP &&
-          blobs[last + 1]!.offset + blobs[last + 1]!.length - blobs[first]!.offset <= GATHER_MAX
-        ) {
-          last++;
-        }
-        const run = blobs.slice(first, last + 1);
-        const start = run[0]!.offset;
-        const end = run.at(-1)!.offset + run.at(-1)!.length;
-        const bytes = loadPack(this.backend, pack, run[0]!.id, { offset: start, length: end - start }, options);
-        for (const blob of run) {
-          const opened = bytes.then((range) =>
-            verifyBlob(
-              this.keys,
-              blob.id,
-              range.subarray(blob.offset - start, blob.offset - start + blob.length),
-              pack,
-              blob.rawLength,
-            ),
-          );
-          opened.catch(() => undefined); // the caller awaits it; never unhandled meanwhile
-          loads.set(blob.id, opened);
-        }
-        first = last + 1;
-      }
-    }
-    return loads;
+    return gatherBlobs(this, ids, options);
   }
 
   async saveTree(tree: Tree, options: CallOptions = {}): Promise<SaveBlobResult> {
     return this.saveBlob('tree', serializeTree(tree), options);
   }
 
-  async loadTree(id: string, options: CallOptions = {}): Promise<Tree> {
-    // Trees are immutable and named by their content: one read serves every later walk of the
-    // same tree (an incremental walks its parent's twice: for the snapshot, then for the archive).
-    const cached = this.trees.get(id);
-    if (cached !== undefined) return cached;
-    const tree = parseTree(id, await this.loadTreeBlob(id, options));
-    if (this.trees.size >= TREE_CACHE_SIZE) this.trees.delete(this.trees.keys().next().value!);
-    this.trees.set(id, tree);
-    return tree;
-  }
-
-  /**
-   * A tree's plaintext. A tree in a pack of trees alone (see `BlobSaver`) is read with the whole
-   * pack, which stays cached: a set's directories mostly share a few such packs, so walking a
-   * set costs a few reads, not one per directory.
-   */
-  private async loadTreeBlob(id: string, options: CallOptions): Promise<Buffer> {
-    this.assertOpen();
-    await this.saver.settled(id);
-    const location = this.index.get(id);
-    const packSize = location === undefined || this.saver.has(id) ? undefined : this.index.treePackSize(location.pack);
-    if (location === undefined || packSize === undefined || packSize > 2 * this.packSize)
-      return this.loadBlob(id, options);
-    let pack = this.treePacks.get(location.pack);
-    if (pack === undefined) {
-      const entry = { bytes: loadPack(this.backend, location.pack, id, null, options), size: packSize };
-      pack = entry;
-      // A failed read is not kept: a retry reads again.
-      entry.bytes.catch(() => this.forgetTreePack(location.pack, entry));
-      this.treePacks.set(location.pack, entry);
-      this.treePackBytes += packSize;
-      for (const [name, kept] of this.treePacks) {
-        if (this.treePackBytes <= TREE_PACK_CACHE_BYTES || kept === entry) break;
-        this.forgetTreePack(name, kept);
-      }
-    }
-    const bytes = await pack.bytes;
-    if (location.offset + location.length > bytes.length) {
-      throw new QuiesceError(
-        'damaged',
-        `pack ${location.pack}, which holds blob ${id}, is shorter than the index says (run quiesce check)`,
-      );
-    }
-    return verifyBlob(
-      this.keys,
-      id,
-      bytes.subarray(location.offset, location.offset + location.length),
-      location.pack,
-      location.rawLength,
-    );
-  }
-
-  private forgetTreePack(name: string, entry: { size: number }): void {
-    if (this.treePacks.get(name) !== entry) return;
-    this.treePacks.delete(name);
-    this.treePackBytes -= entry.size;
+  loadTree(id: string, options: CallOptions = {}): Promise<Tree> {
+    return this.trees.loadTree(id, options);
   }
 
   async flush(options: CallOptions = {}): Promise<void> {
@@ -446,63 +228,24 @@ class QuiesceRepository implements Repository, RepositoryInternals {
 
   async saveManifest(manifest: ManifestEnvelope, options: CallOptions = {}): Promise<string> {
     this.assertOpen();
-    const envelope = ManifestEnvelopeSchema.parse(manifest);
-    if (!this.hasBlob(envelope.tree)) {
-      throw new QuiesceError(
-        'nonretryable',
-        `the manifest of set ${envelope.setId} names tree ${envelope.tree}, which is not in the repository: save the tree first`,
-      );
-    }
-    await this.flush(options);
-    const bytes = seal(this.keys.encryption, Buffer.from(JSON.stringify(envelope), 'utf8'));
-    const name = sha256Hex(bytes);
-    try {
-      await this.backend.save('manifests', name, bytes, options);
-    } catch (error) {
-      throw storageError(error, this.backend.location);
-    }
-    return name;
+    return this.manifests.save(
+      manifest,
+      (id) => this.hasBlob(id),
+      (flushOptions) => this.flush(flushOptions),
+      options,
+    );
   }
 
-  async loadManifest(id: string, options: CallOptions = {}): Promise<ManifestEnvelope> {
-    let bytes: Buffer;
-    try {
-      bytes = await this.backend.load('manifests', id, options);
-    } catch (error) {
-      if (isNotFound(error))
-        throw new QuiesceError(
-          'bad-usage',
-          `there is no manifest ${id} in the repository at ${this.backend.location}`,
-          { cause: error },
-        );
-      throw error;
-    }
-    const what = `manifest ${id}`;
-    if (sha256Hex(bytes) !== id)
-      throw new QuiesceError('damaged', `${what} is damaged: its content does not match its name`);
-    const plain = openSealed(this.keys.encryption, bytes, what);
-    let parsed;
-    try {
-      parsed = ManifestEnvelopeSchema.safeParse(JSON.parse(plain.toString('utf8')));
-    } catch (error) {
-      throw new QuiesceError('damaged', `${what} is damaged: it is not JSON`, { cause: error });
-    }
-    if (!parsed.success)
-      throw new QuiesceError(
-        'damaged',
-        `${what} is not a valid manifest: ${parsed.error.issues[0]?.message ?? 'invalid'}`,
-      );
-    return parsed.data;
+  loadManifest(id: string, options: CallOptions = {}): Promise<ManifestEnvelope> {
+    return this.manifests.load(id, options);
   }
 
-  async listManifests(options: CallOptions = {}): Promise<string[]> {
-    const names: string[] = [];
-    for await (const info of this.backend.list('manifests', options)) names.push(info.name);
-    return names.sort();
+  listManifests(options: CallOptions = {}): Promise<string[]> {
+    return this.manifests.list(options);
   }
 
-  async removeManifest(id: string, options: CallOptions = {}): Promise<void> {
-    await this.backend.remove('manifests', id, options);
+  removeManifest(id: string, options: CallOptions = {}): Promise<void> {
+    return this.manifests.remove(id, options);
   }
 
   /** Takes the lock, then re-reads the index, so dedup decisions are made under the lock. */
@@ -518,69 +261,29 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     return held;
   }
 
-  async check(
-    options: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void } = {},
-  ): Promise<CheckReport> {
+  async check(options: CheckOptions = {}): Promise<CheckReport> {
     this.assertOpen();
     return checkRepository(this, options);
   }
 
-  async prune(options: CallOptions & { graceMs?: number; dryRun?: boolean } = {}): Promise<PruneReport> {
+  async prune(options: PruneOptions = {}): Promise<PruneReport> {
     this.assertOpen();
     return pruneRepository(this, options);
   }
 
   async addPassword(password: string, options: CallOptions = {}): Promise<string> {
     this.assertOpen();
-    try {
-      return await addKey(this.backend, this.master, password, this.options.kdf ?? DEFAULT_KDF, options);
-    } catch (error) {
-      throw storageError(error, this.backend.location);
-    }
+    return this.keyRing.addPassword(password, options);
   }
 
-  async listKeys(options: CallOptions = {}): Promise<(KeyInfo & { current: boolean })[]> {
+  async listKeys(options: CallOptions = {}): Promise<SessionKeyInfo[]> {
     this.assertOpen();
-    try {
-      return (await listKeyFiles(this.backend, options)).map((key) => ({ ...key, current: key.id === this.keyName }));
-    } catch (error) {
-      throw storageError(error, this.backend.location);
-    }
+    return this.keyRing.listKeys(options);
   }
 
   async removeKey(id: string, options: CallOptions = {}): Promise<string> {
     this.assertOpen();
-    const keys = await this.listKeys(options);
-    // Another session may have removed this session's key meanwhile: then removing any other
-    // could leave none that opens.
-    if (!keys.some((key) => key.current)) {
-      throw new QuiesceError(
-        'bad-usage',
-        `the key this password opened is no longer in the repository at ${this.backend.location}; no key is removed`,
-      );
-    }
-    const matches = id.length >= 8 ? keys.filter((key) => key.id.startsWith(id)) : keys.filter((key) => key.id === id);
-    if (matches.length === 0)
-      throw new QuiesceError(
-        'bad-usage',
-        `the repository at ${this.backend.location} has no key ${id} (quiesce key list shows them)`,
-      );
-    if (matches.length > 1)
-      throw new QuiesceError('bad-usage', `${id} names ${matches.length} keys; give more of the id`);
-    const key = matches[0]!;
-    // The key this session opened with always stays, so the repository always keeps a key that opens.
-    if (key.current) {
-      throw new QuiesceError(
-        'bad-usage',
-        `key ${key.id.slice(0, 12)} is the one this password opens: to remove it, give another password (--password-file) whose key stays`,
-      );
-    }
-    try {
-      await this.backend.remove('keys', key.id, options);
-    } catch (error) {
-      throw storageError(error, this.backend.location);
-    }
-    return key.id;
+    return this.keyRing.removeKey(id, options);
   }
 
   /** Stops the worker threads. Unflushed blobs are dropped (flush first); the backend stays open. */
@@ -588,6 +291,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     if (this.closed) return;
     this.closed = true;
     await this.saver.close();
+    await this.pool?.close();
   }
 
   async verifyConfig(options: CallOptions = {}): Promise<void> {
@@ -624,7 +328,7 @@ class QuiesceRepository implements Repository, RepositoryInternals {
     }
   }
 
-  private assertOpen(): void {
+  assertOpen(): void {
     if (this.closed) throw new QuiesceError('bad-usage', 'the repository is closed');
   }
 }

@@ -1,9 +1,9 @@
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError } from '../model/index.ts';
 import { BackendError } from './backend/backend.ts';
 
 /** A backend's full disk or quota as `no-space`, saying what to do; anything else unchanged. */
 export function storageError(error: unknown, location: string): Error {
-  if (error instanceof BackendError && error.noSpace) {
+  if (error instanceof BackendError && error.kind === 'no-space') {
     return new QuiesceError(
       'no-space',
       `the repository at ${location} is out of space: free some (quiesce forget --prune) or move it to a larger store`,
@@ -14,5 +14,5 @@ export function storageError(error: unknown, location: string): Error {
 }
 
 export function isNotFound(error: unknown): boolean {
-  return error instanceof BackendError && error.notFound;
+  return error instanceof BackendError && error.kind === 'not-found';
 }

@@ -1,5 +1,5 @@
-import { QuiesceError } from '../model/failure.ts';
-import { isPlainTree, TREE_KEY_ORDER } from './fast-check.ts';
+import { QuiesceError } from '../model/index.ts';
+import { isPlainTree, TREE_KEY_ORDER } from './plain-shape-guards.ts';
 import { TreeSchema, type Tree } from './tree.ts';
 
 /** A tree blob's plaintext as a validated Tree; anything else is `damaged`. */

@@ -30,7 +30,7 @@ export interface LoadOptions extends CallOptions {
  * - `save` is atomic: a reader sees the whole object or nothing, never a torn one, even if the
  *   process dies mid-write (fs: temp name, fsync, rename, fsync dir; S3: one PutObject).
  *   Saving a name that exists replaces it; callers only do that for `locks`.
- * - `load` of a missing object throws `BackendError` with `notFound: true`; a short read is an error.
+ * - `load` of a missing object throws `BackendError` of kind `not-found`; a short read is an error.
  * - `remove` is idempotent: removing a missing object succeeds.
  * - `list` yields every complete object of a type, in no particular order; never temp files.
  * - No method relies on conditional writes (s3rver does not enforce them): exclusion is the
@@ -74,14 +74,17 @@ export interface ObjectWriter {
   abort(): Promise<void>;
 }
 
+/**
+ * What went wrong, as far as a caller decides anything on it: `not-found` (a missing object),
+ * `no-space` (a full disk or a quota: the caller should say so plainly), or `other`.
+ */
+export type BackendErrorKind = 'not-found' | 'no-space' | 'other';
+
 export class BackendError extends Error {
-  readonly notFound: boolean;
-  /** A full disk or a quota: the caller should say so plainly. */
-  readonly noSpace: boolean;
-  constructor(message: string, options: { cause?: unknown; notFound?: boolean; noSpace?: boolean } = {}) {
+  readonly kind: BackendErrorKind;
+  constructor(message: string, options: { cause?: unknown; kind?: BackendErrorKind } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'BackendError';
-    this.notFound = options.notFound ?? false;
-    this.noSpace = options.noSpace ?? false;
+    this.kind = options.kind ?? 'other';
   }
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readdir, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { CallOptions } from '../../model/index.ts';
+import { isErrno, messageOf } from '../../util/index.ts';
 import {
   BackendError,
   OBJECT_TYPES,
@@ -86,7 +87,7 @@ export class FsBackend implements Backend {
           `cannot create a repository in ${root}: the disk is full (or a quota is used up). Free some space and try again.`,
           {
             cause: error,
-            noSpace: true,
+            kind: 'no-space',
           },
         );
       }
@@ -417,11 +418,11 @@ export class FsBackend implements Backend {
       return new BackendError(
         `cannot ${doing} ${object} in ${this.location}: the disk is full${isErrno(error, 'EDQUOT') ? ' (the disk quota is used up)' : ''}. ` +
           'Nothing saved before was lost and no partial object was left; free some space (or prune old backups) and try again.',
-        { cause: error, noSpace: true },
+        { cause: error, kind: 'no-space' },
       );
     }
     if (isErrno(error, 'ENOENT') && (doing === 'load' || doing === 'stat')) {
-      return new BackendError(`${object} not found in ${this.location}`, { cause: error, notFound: true });
+      return new BackendError(`${object} not found in ${this.location}`, { cause: error, kind: 'not-found' });
     }
     return new BackendError(`cannot ${doing} ${object} in ${this.location}: ${messageOf(error)}`, { cause: error });
   }
@@ -434,12 +435,4 @@ async function syncDirectory(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-function isErrno(error: unknown, ...codes: string[]): boolean {
-  return error instanceof Error && 'code' in error && typeof error.code === 'string' && codes.includes(error.code);
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

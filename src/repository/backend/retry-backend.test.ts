@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BackendError, type Backend, type ObjectInfo, type ObjectType } from './backend.ts';
+import { BackendError, type Backend, type BackendErrorKind, type ObjectInfo, type ObjectType } from './backend.ts';
 import { RetryBackend, isTransient, type RetryEvent } from './retry-backend.ts';
 
 /** An S3-style server error with an HTTP status, as the SDK throws it. */
@@ -8,8 +8,8 @@ function httpError(status: number, code = 'Error'): Error {
   return Object.assign(new Error(`HTTP ${status}`), { name: code, $metadata: { httpStatusCode: status } });
 }
 
-function wrapped(cause: unknown, flags: { notFound?: boolean; noSpace?: boolean } = {}): BackendError {
-  return new BackendError('backend failed', { cause, ...flags });
+function wrapped(cause: unknown, kind?: BackendErrorKind): BackendError {
+  return new BackendError('backend failed', kind === undefined ? { cause } : { cause, kind });
 }
 
 function networkError(code: string): Error {
@@ -83,8 +83,8 @@ describe('isTransient', () => {
   test('missing objects, a full disk, aborts, client mistakes and plain errors are permanent', () => {
     const abort = new DOMException('aborted', 'AbortError');
     for (const error of [
-      wrapped(httpError(503), { notFound: true }),
-      wrapped(networkError('ECONNRESET'), { noSpace: true }),
+      wrapped(httpError(503), 'not-found'),
+      wrapped(networkError('ECONNRESET'), 'no-space'),
       httpError(404, 'NoSuchKey'),
       httpError(403, 'AccessDenied'),
       httpError(400),
@@ -126,8 +126,8 @@ describe('RetryBackend', () => {
 
   test('never retries notFound, noSpace or a client error', async () => {
     for (const failure of [
-      wrapped(httpError(404), { notFound: true }),
-      wrapped(networkError('ENOSPC'), { noSpace: true }),
+      wrapped(httpError(404), 'not-found'),
+      wrapped(networkError('ENOSPC'), 'no-space'),
       wrapped(httpError(403)),
     ]) {
       const inner = new FlakyBackend([failure]);

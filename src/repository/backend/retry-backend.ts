@@ -1,4 +1,5 @@
 import type { CallOptions } from '../../model/index.ts';
+import { messageOf } from '../../util/index.ts';
 import { BackendError, type Backend, type LoadOptions, type ObjectInfo, type ObjectType } from './backend.ts';
 
 /** One retry about to happen, for a reporter to show ("S3 answered 503; retrying in 2 s"). */
@@ -65,7 +66,7 @@ const TRANSIENT_S3_CODES = new Set([
  * Never a missing object, a full disk, an abort or a client mistake (4xx).
  */
 export function isTransient(error: unknown): boolean {
-  if (error instanceof BackendError && (error.notFound || error.noSpace)) return false;
+  if (error instanceof BackendError && error.kind !== 'other') return false;
   for (let current: unknown = error, depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
     if (typeof current !== 'object') return false;
     const { name, code, Code, $metadata, $retryable } = current as {
@@ -194,13 +195,12 @@ export class RetryBackend implements Backend {
     const delayMs = Math.round(base / 2 + (Math.random() * base) / 2);
     const elapsed = Date.now() - started;
     if (attempt >= this.maxAttempts || elapsed + delayMs > this.maxElapsedMs) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = messageOf(error);
       throw new BackendError(
         `${message} (gave up after ${attempt} attempt${attempt === 1 ? '' : 's'} over ${formatMs(elapsed)})`,
         {
           cause: error,
-          notFound: error instanceof BackendError && error.notFound,
-          noSpace: error instanceof BackendError && error.noSpace,
+          kind: error instanceof BackendError ? error.kind : 'other',
         },
       );
     }

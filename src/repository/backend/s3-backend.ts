@@ -7,6 +7,8 @@ import {
   PutObjectCommand,
   S3Client,
   type GetObjectCommandOutput,
+  type ListObjectsV2CommandOutput,
+  type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import type { CallOptions } from '../../model/index.ts';
 import { BackendError, type Backend, type LoadOptions, type ObjectInfo, type ObjectType } from './backend.ts';
@@ -32,6 +34,58 @@ export interface S3BackendOptions {
   listPageSize?: number;
   /** Read instead of `process.env` (tests). */
   env?: Record<string, string | undefined>;
+}
+
+function listPageSize(options: S3BackendOptions): number {
+  const pageSize = options.listPageSize ?? 1000;
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
+    throw new BackendError(`listPageSize must be an integer from 1 to 1000, not ${pageSize}`);
+  }
+  return pageSize;
+}
+
+/** The key pair from the environment, when both halves are there (else the SDK's chain decides). */
+function envCredentials(env: Record<string, string | undefined>): S3Credentials | undefined {
+  const accessKeyId = nonEmpty(env.AWS_ACCESS_KEY_ID);
+  const secretAccessKey = nonEmpty(env.AWS_SECRET_ACCESS_KEY);
+  const sessionToken = nonEmpty(env.AWS_SESSION_TOKEN);
+  return accessKeyId !== undefined && secretAccessKey !== undefined
+    ? { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }) }
+    : undefined;
+}
+
+function clientConfig(options: S3BackendOptions, env: Record<string, string | undefined>): S3ClientConfig {
+  const endpoint = options.endpoint ?? nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL);
+  const credentials = options.credentials ?? envCredentials(env);
+  return {
+    region: options.region ?? nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION) ?? 'us-east-1',
+    ...(endpoint === undefined ? {} : { endpoint }),
+    ...(credentials === undefined ? {} : { credentials }),
+    forcePathStyle: options.forcePathStyle ?? endpoint !== undefined,
+    // RetryBackend retries, with the caller's signal; the SDK retrying underneath would multiply attempts.
+    maxAttempts: 1,
+    // Many S3-compatible stores reject the SDK's newer default checksum headers; we send Content-MD5.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
+  };
+}
+
+/**
+ * The object a key below a type's prefix names (`<2 hex>/<name>` for data, `<name>` for the
+ * rest), or undefined for a key that is no object of ours.
+ */
+function objectNameOf(type: ObjectType, rest: string): string | undefined {
+  const parts = rest.split('/');
+  const name =
+    type === 'data'
+      ? parts.length === 2 && parts[0] === parts[1]?.slice(0, 2)
+        ? parts[1]
+        : undefined
+      : parts.length === 1
+        ? parts[0]
+        : undefined;
+  return name !== undefined && isObjectName(type, name) ? name : undefined;
 }
 
 /** `s3://bucket/prefix` split into its parts; throws a `BackendError` if it is not one. */
@@ -77,36 +131,11 @@ export class S3Backend implements Backend {
     this.bucket = bucket;
     this.prefix = prefix;
     this.location = prefix === '' ? `s3://${bucket}` : `s3://${bucket}/${prefix}`;
-    const env = options.env ?? process.env;
-    const pageSize = options.listPageSize ?? 1000;
-    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
-      throw new BackendError(`listPageSize must be an integer from 1 to 1000, not ${pageSize}`);
-    }
-    this.pageSize = pageSize;
-    const endpoint = options.endpoint ?? nonEmpty(env.AWS_ENDPOINT_URL_S3) ?? nonEmpty(env.AWS_ENDPOINT_URL);
-    const accessKeyId = nonEmpty(env.AWS_ACCESS_KEY_ID);
-    const secretAccessKey = nonEmpty(env.AWS_SECRET_ACCESS_KEY);
-    const sessionToken = nonEmpty(env.AWS_SESSION_TOKEN);
-    const credentials =
-      options.credentials ??
-      (accessKeyId !== undefined && secretAccessKey !== undefined
-        ? { accessKeyId, secretAccessKey, ...(sessionToken === undefined ? {} : { sessionToken }) }
-        : undefined);
+    this.pageSize = listPageSize(options);
     // The SDK warns on stderr that its releases after January 2027 need Node 22; the core never
     // prints, and the version we run is pinned.
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-    this.client = new S3Client({
-      region: options.region ?? nonEmpty(env.AWS_REGION) ?? nonEmpty(env.AWS_DEFAULT_REGION) ?? 'us-east-1',
-      ...(endpoint === undefined ? {} : { endpoint }),
-      ...(credentials === undefined ? {} : { credentials }),
-      forcePathStyle: options.forcePathStyle ?? endpoint !== undefined,
-      // RetryBackend retries, with the caller's signal; the SDK retrying underneath would multiply attempts.
-      maxAttempts: 1,
-      // Many S3-compatible stores reject the SDK's newer default checksum headers; we send Content-MD5.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
-    });
+    this.client = new S3Client(clientConfig(options, options.env ?? process.env));
   }
 
   async save(type: ObjectType, name: string, data: Uint8Array, options: CallOptions = {}): Promise<void> {
@@ -192,42 +221,16 @@ export class S3Backend implements Backend {
     const { signal } = options;
     signal?.throwIfAborted();
     if (type === 'config') {
-      try {
-        yield await this.stat('config', CONFIG_NAME, options);
-      } catch (error) {
-        if (!(error instanceof BackendError && error.notFound)) throw error;
-      }
+      yield* this.listConfig(options);
       return;
     }
     const base = this.prefix === '' ? `${type}/` : `${this.prefix}/${type}/`;
     let token: string | undefined;
     do {
-      let page;
-      try {
-        page = await this.client.send(
-          new ListObjectsV2Command({
-            Bucket: this.bucket,
-            Prefix: base,
-            MaxKeys: this.pageSize,
-            ...(token === undefined ? {} : { ContinuationToken: token }),
-          }),
-          { abortSignal: signal },
-        );
-      } catch (error) {
-        throw this.failure(error, 'list', type, undefined, signal);
-      }
+      const page = await this.listPage(type, base, token, signal);
       for (const entry of page.Contents ?? []) {
-        const rest = entry.Key?.slice(base.length) ?? '';
-        const parts = rest.split('/');
-        const name =
-          type === 'data'
-            ? parts.length === 2 && parts[0] === parts[1]?.slice(0, 2)
-              ? parts[1]
-              : undefined
-            : parts.length === 1
-              ? parts[0]
-              : undefined;
-        if (name !== undefined && isObjectName(type, name)) yield { name, size: entry.Size ?? 0 };
+        const name = objectNameOf(type, entry.Key?.slice(base.length) ?? '');
+        if (name !== undefined) yield { name, size: entry.Size ?? 0 };
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
       if (page.IsTruncated === true && token === undefined) {
@@ -237,6 +240,36 @@ export class S3Backend implements Backend {
       }
       signal?.throwIfAborted();
     } while (token !== undefined);
+  }
+
+  /** The config type has one object: listed when it is there. */
+  private async *listConfig(options: CallOptions): AsyncGenerator<ObjectInfo> {
+    try {
+      yield await this.stat('config', CONFIG_NAME, options);
+    } catch (error) {
+      if (!(error instanceof BackendError && error.kind === 'not-found')) throw error;
+    }
+  }
+
+  private async listPage(
+    type: ObjectType,
+    base: string,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<ListObjectsV2CommandOutput> {
+    try {
+      return await this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: base,
+          MaxKeys: this.pageSize,
+          ...(token === undefined ? {} : { ContinuationToken: token }),
+        }),
+        { abortSignal: signal },
+      );
+    } catch (error) {
+      throw this.failure(error, 'list', type, undefined, signal);
+    }
   }
 
   async remove(type: ObjectType, name: string, options: CallOptions = {}): Promise<void> {
@@ -256,7 +289,7 @@ export class S3Backend implements Backend {
       await this.stat('config', CONFIG_NAME, options);
       return true;
     } catch (error) {
-      if (error instanceof BackendError && error.notFound) return false;
+      if (error instanceof BackendError && error.kind === 'not-found') return false;
       throw error;
     }
   }
@@ -303,13 +336,13 @@ export class S3Backend implements Backend {
       );
     }
     if (isNotFound(error) && (doing === 'load' || doing === 'stat')) {
-      return new BackendError(`${object} not found in ${this.location}`, { cause: error, notFound: true });
+      return new BackendError(`${object} not found in ${this.location}`, { cause: error, kind: 'not-found' });
     }
     if (code === 'QuotaExceeded' || code === 'XMinioStorageFull' || code === 'InsufficientStorage' || status === 507) {
       return new BackendError(
         `cannot ${doing} ${object} in ${this.location}: the store is full or the bucket's quota is used up (${code ?? `HTTP ${status}`}). ` +
           'Nothing saved before was lost and no partial object was left; free some space (or prune old backups) and try again.',
-        { cause: error, noSpace: true },
+        { cause: error, kind: 'no-space' },
       );
     }
     const detail = error instanceof Error ? error.message || error.name : String(error);

@@ -1,4 +1,4 @@
-import type { Chunker } from '../types.ts';
+import type { Chunker } from '../repository-api.ts';
 import { gearTable } from './gear-table.ts';
 
 export interface ChunkerParams {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { QuiesceError } from '../../model/failure.ts';
+import { QuiesceError } from '../../model/index.ts';
 import { blobIdOf, createKeyFile, deriveKeys, newMasterSecret, openKeyFile } from './keys.ts';
 import { openSealed, seal, SEAL_OVERHEAD, tryOpenSealed } from './seal.ts';
 

@@ -1,8 +1,7 @@
 import { createHash, createHmac, hkdfSync, randomBytes, scrypt } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import type { CallOptions } from '../../model/index.ts';
-import { QuiesceError } from '../../model/failure.ts';
+import { QuiesceError, type CallOptions } from '../../model/index.ts';
 import type { Backend } from '../backend/backend.ts';
 import { seal, tryOpenSealed } from './seal.ts';
 

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { QuiesceError } from '../../model/failure.ts';
+import { QuiesceError } from '../../model/index.ts';
 
 /** Bytes a sealed object adds to its plaintext: a 12-byte nonce and a 16-byte tag. */
 export const SEAL_OVERHEAD = 28;

@@ -1,11 +1,13 @@
-// Small repositories for the repository's own tests: deterministic data, a two-set fixture with a
-// shared subdirectory, and ways to find and damage a stored blob.
+// Small repositories for the repository's own tests (restic's testing.go): deterministic data, a
+// two-set fixture with a shared subdirectory, ways to find and damage a stored blob, error checks.
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import type { InitRepositoryOptions } from '../../src/repository/index.ts';
-import { loadAllIndexes } from '../../src/repository/index-file.ts';
-import type { FileNode, Tree } from '../../src/repository/tree.ts';
-import type { Repository } from '../../src/repository/types.ts';
-import type { MemoryBackend } from './memory-backend.ts';
+import { QuiesceError } from '../model/index.ts';
+import type { MemoryBackend } from './backend/memory-backend.ts';
+import { loadAllIndexes } from './index-file.ts';
+import type { InitRepositoryOptions } from './open.ts';
+import type { Repository } from './repository-api.ts';
+import type { FileNode, Tree } from './tree.ts';
 
 export const PASSWORD = 'open sesame';
 
@@ -23,6 +25,16 @@ export function pseudoRandom(length: number, salt = 'data'): Buffer {
   let counter = 0;
   for (let at = 0; at < length; at += 32) createHash('sha256').update(`${salt}:${counter++}`).digest().copy(out, at);
   return out;
+}
+
+/** An `assert.rejects` check: a QuiesceError with this code (and this text in its message). */
+export function isCode(code: string, includes?: string) {
+  return (error: unknown): boolean => {
+    assert.ok(error instanceof QuiesceError, `expected a QuiesceError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    if (includes !== undefined) assert.ok(error.message.includes(includes), error.message);
+    return true;
+  };
 }
 
 /** Chunks and stores `data` as a file node. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { QuiesceError } from '../model/failure.ts';
+import { QuiesceError } from '../model/index.ts';
 import { openSealed, seal } from './crypto/seal.ts';
 
 /**
@@ -10,6 +10,9 @@ import { openSealed, seal } from './crypto/seal.ts';
  *   "QSCE" || u8 format (1) || seal({"version":1,"id":"…","chunker":{…},"compression":{…}})
  */
 const MAGIC = Buffer.from('QSCE', 'latin1');
+/** The one object the config is stored as. */
+export const CONFIG_NAME = 'config';
+
 export const CONFIG_FORMAT = 1;
 
 export const RepositoryConfigSchema = z.object({

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { isPlainIndex, isPlainTree } from './fast-check.ts';
+import { isPlainIndex, isPlainTree } from './plain-shape-guards.ts';
 import { IndexFileSchema } from './index-file.ts';
 import { TreeSchema } from './tree.ts';
 import { serializeTree } from './tree-blob.ts';

@@ -3,12 +3,9 @@
 // would give back (the schema's keys and no others, every value valid); anything else goes on to
 // the schema, which then decides and words the error. So the schemas stay the one definition of
 // the formats, and the common case skips their cost (they made half of an unchanged backup's work).
+import { isRecord } from '../util/index.ts';
 import type { IndexFile } from './index-file.ts';
 import type { Tree, TreeNode } from './tree.ts';
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /** How many enumerable keys an object has, without making a list of them. */
 function keyCount(value: object): number {
@@ -56,25 +53,27 @@ function isNodeName(value: unknown): value is string {
   );
 }
 
+/** The keys every node has, each valid. */
+function hasNodeHeader(node: Record<string, unknown>): boolean {
+  return (
+    isNodeName(node.name) && isCount(node.mode) && isCount(node.uid) && isCount(node.gid) && isDecimal(node.mtimeNs)
+  );
+}
+
+function isContent(content: unknown): boolean {
+  if (!Array.isArray(content)) return false;
+  for (const ref of content as unknown[]) {
+    if (!isRecord(ref) || keyCount(ref) !== 2 || !isHex64(ref.id) || !isCount(ref.length)) return false;
+  }
+  return true;
+}
+
 function isNode(node: unknown): node is TreeNode {
-  if (!isObject(node)) return false;
-  if (
-    !isNodeName(node.name) ||
-    !isCount(node.mode) ||
-    !isCount(node.uid) ||
-    !isCount(node.gid) ||
-    !isDecimal(node.mtimeNs)
-  )
-    return false;
+  if (!isRecord(node) || !hasNodeHeader(node)) return false;
   const keys = keyCount(node);
   switch (node.type) {
-    case 'file': {
-      if (keys !== 8 || !isCount(node.size) || !Array.isArray(node.content)) return false;
-      for (const ref of node.content as unknown[]) {
-        if (!isObject(ref) || keyCount(ref) !== 2 || !isHex64(ref.id) || !isCount(ref.length)) return false;
-      }
-      return true;
-    }
+    case 'file':
+      return keys === 8 && isCount(node.size) && isContent(node.content);
     case 'dir':
       return keys === 7 && isHex64(node.subtree);
     case 'symlink':
@@ -86,7 +85,7 @@ function isNode(node: unknown): node is TreeNode {
 
 /** Is `value` a valid tree exactly as `TreeSchema` would give it back? */
 export function isPlainTree(value: unknown): value is Tree {
-  if (!isObject(value) || keyCount(value) !== 1 || !Array.isArray(value.nodes)) return false;
+  if (!isRecord(value) || keyCount(value) !== 1 || !Array.isArray(value.nodes)) return false;
   const nodes = value.nodes as unknown[];
   for (let i = 0; i < nodes.length; i++) {
     const node = nodes[i];
@@ -98,24 +97,24 @@ export function isPlainTree(value: unknown): value is Tree {
 
 /** Is `value` a valid index exactly as `IndexFileSchema` would give it back? */
 export function isPlainIndex(value: unknown): value is IndexFile {
-  if (!isObject(value) || keyCount(value) !== 2 || value.version !== 1 || !Array.isArray(value.packs)) return false;
-  for (const pack of value.packs as unknown[]) {
-    if (!isObject(pack) || !isHex64(pack.id) || !isCount(pack.size) || pack.size === 0 || !Array.isArray(pack.blobs))
-      return false;
-    const keys = keyCount(pack);
-    if (pack.unusedSince === undefined ? keys !== 3 : keys !== 4 || typeof pack.unusedSince !== 'string') return false;
-    for (const blob of pack.blobs as unknown[]) {
-      if (
-        !isObject(blob) ||
-        keyCount(blob) !== 5 ||
-        !isHex64(blob.id) ||
-        (blob.type !== 'data' && blob.type !== 'tree')
-      )
-        return false;
-      if (!isCount(blob.offset) || !isCount(blob.length) || blob.length === 0 || !isCount(blob.rawLength)) return false;
-    }
-  }
+  if (!isRecord(value) || keyCount(value) !== 2 || value.version !== 1 || !Array.isArray(value.packs)) return false;
+  for (const pack of value.packs as unknown[]) if (!isPlainPack(pack)) return false;
   return true;
+}
+
+function isPlainPack(pack: unknown): boolean {
+  if (!isRecord(pack) || !isHex64(pack.id) || !isCount(pack.size) || pack.size === 0 || !Array.isArray(pack.blobs))
+    return false;
+  const keys = keyCount(pack);
+  if (pack.unusedSince === undefined ? keys !== 3 : keys !== 4 || typeof pack.unusedSince !== 'string') return false;
+  for (const blob of pack.blobs as unknown[]) if (!isPlainBlob(blob)) return false;
+  return true;
+}
+
+function isPlainBlob(blob: unknown): boolean {
+  if (!isRecord(blob) || keyCount(blob) !== 5 || !isHex64(blob.id) || (blob.type !== 'data' && blob.type !== 'tree'))
+    return false;
+  return isCount(blob.offset) && isCount(blob.length) && blob.length !== 0 && isCount(blob.rawLength);
 }
 
 /**

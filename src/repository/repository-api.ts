@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { CallOptions } from '../model/index.ts';
-import type { Backend } from './backend/backend.ts';
+import type { CheckOptions, CheckReport } from './check.ts';
+import type { PruneOptions, PruneReport } from './prune.ts';
 import type { Tree } from './tree.ts';
 
 export type BlobType = 'data' | 'tree';
@@ -39,43 +40,6 @@ export const ManifestEnvelopeSchema = z.object({
 });
 export type ManifestEnvelope = z.infer<typeof ManifestEnvelopeSchema>;
 
-export interface CheckProblem {
-  kind:
-    | 'missing-pack'
-    | 'damaged-pack'
-    | 'damaged-blob'
-    | 'missing-blob'
-    | 'damaged-index'
-    | 'damaged-manifest'
-    | 'damaged-tree'
-    | 'unreferenced-pack';
-  /** The object (pack, blob, manifest, tree) concerned. */
-  object: string;
-  message: string;
-  /** For a damaged or missing data blob: the files that use it, as `<setId>:<path>`. */
-  files?: string[];
-}
-
-export interface CheckReport {
-  ok: boolean;
-  manifests: number;
-  trees: number;
-  blobs: number;
-  packs: number;
-  bytesRead: number;
-  problems: CheckProblem[];
-}
-
-export interface PruneReport {
-  packsRemoved: number;
-  packsRepacked: number;
-  bytesFreed: number;
-  /** Unreferenced packs younger than the grace period, left for a later prune. */
-  packsKeptForGrace: number;
-  /** Temporary files of writes a crash cut off, older than the grace period, removed (their bytes are in `bytesFreed`). */
-  temporaryFilesRemoved: number;
-}
-
 export interface RepositoryLock extends AsyncDisposable {
   release(): Promise<void>;
 }
@@ -95,7 +59,6 @@ export interface RepositoryLock extends AsyncDisposable {
  */
 export interface Repository {
   readonly id: string;
-  readonly backend: Backend;
   /**
    * Content-defined chunk boundaries for this repository (keyed: boundaries reveal nothing);
    * `allocate` gives each chunk its buffer (exactly `length` bytes), for callers that recycle them.
@@ -139,10 +102,8 @@ export interface Repository {
   removeManifest(id: string, options?: CallOptions): Promise<void>;
   /** Shared for backup and restore, exclusive for prune; stale locks (dead process on this host, or older than 30 min without refresh) are ignored. */
   lock(kind: 'shared' | 'exclusive', options?: CallOptions): Promise<RepositoryLock>;
-  check(
-    options?: CallOptions & { readData?: boolean; onProgress?: (done: number, total: number) => void },
-  ): Promise<CheckReport>;
-  prune(options?: CallOptions & { graceMs?: number; dryRun?: boolean }): Promise<PruneReport>;
+  check(options?: CheckOptions): Promise<CheckReport>;
+  prune(options?: PruneOptions): Promise<PruneReport>;
   /** Seals the master key under another password, in a key file of its own; answers its id. */
   addPassword(password: string, options?: CallOptions): Promise<string>;
   /** Every key file, and which one this session's password opened (`current`). */
@@ -156,6 +117,20 @@ export interface Repository {
   removeKey(id: string, options?: CallOptions): Promise<string>;
   close(): Promise<void>;
 }
+
+// The narrow views of a repository its consumers take (restic's `archiverRepo`): exactly the
+// members each one uses, so a test double implements only those, and a reader sees what a
+// consumer can do to the repository.
+
+/** What a backup's archiver uses: it chunks, names, deduplicates and saves blobs and trees. */
+export type ArchiverRepository = Pick<
+  Repository,
+  'createChunker' | 'hasBlob' | 'loadTree' | 'saveBlob' | 'saveSmallFiles' | 'saveTree'
+>;
+/** What a restore uses: it reads trees and blobs, and gives blobs' memory back once written. */
+export type RestorerRepository = Pick<Repository, 'loadBlob' | 'loadBlobs' | 'loadTree' | 'releaseBlob'>;
+/** What the catalog uses: the repository's id (its cache key) and its manifests. */
+export type CatalogRepository = Pick<Repository, 'id' | 'listManifests' | 'loadManifest'>;
 
 /** Streaming content-defined chunker: feed bytes, get complete chunks; `finish` gives the rest. */
 export interface Chunker {
