@@ -39,14 +39,10 @@ export {
   type SymlinkNode,
   type ContentRef,
 } from './tree.ts';
-export {
-  BackendError,
-  FsBackend,
-  MemoryBackend,
-  RetryBackend,
-  S3Backend,
-  openBackend,
-  type Backend,
-  type BackendErrorKind,
-  type OpenBackendOptions,
-} from './backend/index.ts';
+// Named file by file, not through backend/index.ts: that one loads the S3 backend, and with it the
+// AWS SDK (0.3 s), which open-backend.ts imports only for an s3:// location.
+export { BackendError, type Backend, type BackendErrorKind } from './backend/backend.ts';
+export { FsBackend } from './backend/fs-backend.ts';
+export { MemoryBackend } from './backend/memory-backend.ts';
+export { RetryBackend } from './backend/retry-backend.ts';
+export { openBackend, type OpenBackendOptions } from './backend/open-backend.ts';
