@@ -28,7 +28,7 @@ function assertRefused(found: string[], rule: string, words: RegExp): void {
   );
 }
 
-describe('the lint holds the layers of ARCHITECTURE.md', { timeout: 120_000 }, () => {
+describe('the lint holds the layers of the source map (README)', { timeout: 120_000 }, () => {
   test('a provider importing the coordinator is refused', async () => {
     const found = await violations(
       'src/providers/copy/lint-probe.ts',

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { Catalog, type BackupMeta, type CatalogEntry, type ComponentRecord } from '../catalog/index.ts';
 import { runSnapshotSet, type SnapshotSetOptions, type SnapshotView, type UseOutcome } from '../coordinator/index.ts';
-import type { BackupType, SetReport } from '../model/index.ts';
+import { componentId, type BackupType, type SetReport } from '../model/index.ts';
 import type { Repository } from '../repository/index.ts';
 import { archive, type ArchiveProgress, type PartialSource } from './archiver.ts';
 import { findNode } from './tree-nodes.ts';
@@ -46,7 +46,7 @@ export async function runBackup(options: BackupOptions): Promise<BackupResult> {
       previousStamp: (writer, component, type) => {
         const base = catalog.baseFor(writer, component, type);
         if (!base) return undefined;
-        bases.set(`${writer}\0${component}`, base.entry);
+        bases.set(componentId(writer, component), base.entry);
         return base.record.stamp ?? undefined;
       },
       use: async (view, signal): Promise<UseOutcome> => {
@@ -93,7 +93,7 @@ async function store(
   for (const component of view.components) {
     const files = component.result?.partialFiles;
     if (!files || (component.actualType !== 'incremental' && component.actualType !== 'differential')) continue;
-    const base = bases.get(`${component.writer}\0${component.component}`);
+    const base = bases.get(componentId(component.writer, component.component));
     if (!base) continue;
     for (const file of files) {
       const node = await findNode(repository, base.tree, file.path, { signal });
@@ -123,7 +123,7 @@ async function store(
   const soFar = view.report();
   const components: ComponentRecord[] = view.components.map((c) => {
     const reported = soFar.components.find((r) => r.writer === c.writer && r.component === c.component);
-    const base = bases.get(`${c.writer}\0${c.component}`);
+    const base = bases.get(componentId(c.writer, c.component));
     const chained = c.actualType === 'incremental' || c.actualType === 'differential';
     return {
       writer: c.writer,

@@ -1,6 +1,5 @@
-import { QuiesceError, componentKey } from '../model/index.ts';
+import { componentId, QuiesceError, componentKey } from '../model/index.ts';
 import { wasPrepared, type Participant } from './participant.ts';
-import { componentId } from './component-id.ts';
 import { benignFailure, type SetRun } from './set-run.ts';
 import { buildView } from './snapshot-view.ts';
 import { callDeadline, callWriter } from './writer-call.ts';

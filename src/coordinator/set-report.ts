@@ -1,4 +1,5 @@
 import {
+  componentId,
   componentKey,
   lowestConsistency,
   type ComponentReport,
@@ -11,7 +12,6 @@ import {
   type WriterReport,
 } from '../model/index.ts';
 import type { Participant } from './participant.ts';
-import { componentId } from './component-id.ts';
 import type { SetRun } from './set-run.ts';
 
 /** What the report reads of a set: its options, its participants and what the phases recorded. */

@@ -1,4 +1,4 @@
-/** The phases of one snapshot set, in the order MODEL.md gives them. */
+/** The phases of one snapshot set, in the order of docs/design.md, "The phases of one set". */
 export const SET_PHASES = [
   'identify',
   'prepare-backup',

@@ -1,6 +1,6 @@
 import type { Phase } from './phases.ts';
 
-/** What `quiesce writers` shows, per MODEL.md. */
+/** What `quiesce writers` shows, per docs/design.md, "Writer states and failure codes". */
 export type WriterState =
   | 'stable'
   | 'waiting-for-freeze'

@@ -19,7 +19,7 @@ import type {
  *
  * Contract:
  * - `identify` and `status` have no side effects and may be called at any time.
- * - The set phases come in MODEL.md order for one set id at a time; a call for another set
+ * - The set phases come in the order of docs/design.md's phase table for one set id at a time; a call for another set
  *   while one is in progress fails with `retryable`.
  * - `thaw` is idempotent: thawing a writer that is not frozen (or already thawed itself)
  *   answers `{ selfThawed }` and never fails for that reason.
