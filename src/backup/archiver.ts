@@ -3,7 +3,7 @@ import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { QuiesceError, type ByteRange, type CallOptions, type UnchangedFile } from '../model/index.ts';
 import { SNAPSHOT_STORE } from '../providers/index.ts';
-import type { ContentRef, FileNode, Repository, Tree, TreeNode } from '../repository/index.ts';
+import type { ContentRef, FileNode, ArchiverRepository, Tree, TreeNode } from '../repository/index.ts';
 import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
 import { FileSaver, type PendingContent } from './file-saver.ts';
 import { canReuseParentContent, isUnderAnyOf } from './parent-reuse.ts';
@@ -27,7 +27,7 @@ export interface PartialSource {
 }
 
 export interface ArchiveOptions extends CallOptions {
-  repository: Repository;
+  repository: ArchiverRepository;
   sources: ArchiveSource[];
   /** A previous tree: files under `parentPaths` whose size and mtime are unchanged reuse its content unread. */
   parentTree?: string | null;
@@ -132,7 +132,7 @@ class ArchiveWalk {
     unchangedFiles: 0,
     partialFiles: 0,
   };
-  readonly repository: Repository;
+  readonly repository: ArchiverRepository;
   // A source inside another (a database's file under a plain path) is read from its own snapshot
   // when the walk of the outer one reaches it.
   readonly sourceAt: Map<string, ArchiveSource>;

@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises';
 import { QuiesceError, type CallOptions } from '../model/index.ts';
-import type { Chunker, ContentRef, Repository } from '../repository/index.ts';
+import type { Chunker, ContentRef, ArchiverRepository } from '../repository/index.ts';
 import { awaitedLater, type InFlightLimit } from '../util/index.ts';
 
 /** What a file's saves add to the archive's totals. */
@@ -38,7 +38,7 @@ export class FileSaver {
   readonly #readerWaiters: ((reader: Reader) => void)[] = [];
 
   constructor(
-    private readonly repository: Repository,
+    private readonly repository: ArchiverRepository,
     private readonly options: CallOptions,
     private readonly counters: SaveCounters,
     private readonly inFlight: InFlightLimit,

@@ -1,5 +1,5 @@
 import { sameMicrosecond, type CallOptions, type KnownFile, type KnownFiles } from '../model/index.ts';
-import type { FileNode, Repository, Tree, TreeNode } from '../repository/index.ts';
+import type { FileNode, ArchiverRepository, Tree, TreeNode } from '../repository/index.ts';
 
 /** Original paths under which a parent set's content may be trusted by size and mtime. */
 export function isUnderAnyOf(paths: readonly string[]): (original: string) => boolean {
@@ -15,7 +15,7 @@ export function isUnderAnyOf(paths: readonly string[]): (original: string) => bo
  * (git's "racy" entries).
  */
 export function canReuseParentContent(
-  repository: Repository,
+  repository: ArchiverRepository,
   node: TreeNode | null | undefined,
   size: number | bigint,
   mtimeNs: string | bigint,
@@ -36,7 +36,7 @@ export function canReuseParentContent(
  * tree in the parent set, loaded when first asked for.
  */
 export function parentKnownFiles(
-  repository: Repository,
+  repository: ArchiverRepository,
   parentTree: string,
   trusted: readonly string[],
   before: bigint,

@@ -19,7 +19,7 @@ import {
   NodeNameSchema,
   type DirNode,
   type FileNode,
-  type Repository,
+  type RestorerRepository,
   type SymlinkNode,
   type Tree,
   type TreeNode,
@@ -27,7 +27,7 @@ import {
 import { awaitedLater } from '../util/index.ts';
 
 export interface RestoreOptions extends CallOptions {
-  repository: Repository;
+  repository: RestorerRepository;
   tree: string;
   /** The directory to restore into; original `/srv/a` lands at `<target>/srv/a`. */
   target: string;
@@ -168,7 +168,7 @@ class SmallBlobPreloader {
 
 /** The state of one restore: what it restores where, and its totals. */
 class RestoreRun {
-  readonly repository: Repository;
+  readonly repository: RestorerRepository;
   readonly owners: boolean;
   readonly include: string[];
   readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytesWritten: 0, failed: [] };

@@ -1,5 +1,5 @@
 import { QuiesceError, type CallOptions } from '../model/index.ts';
-import type { ContentRef, Repository } from '../repository/index.ts';
+import type { ContentRef, ArchiverRepository } from '../repository/index.ts';
 import { awaitedLater, type InFlightLimit } from '../util/index.ts';
 import type { SaveCounters } from './file-saver.ts';
 
@@ -27,7 +27,7 @@ export class SmallFileBatcher {
   #batchBytes = 0;
 
   constructor(
-    private readonly repository: Repository,
+    private readonly repository: ArchiverRepository,
     private readonly options: CallOptions,
     private readonly counters: SaveCounters,
     private readonly inFlight: InFlightLimit,
