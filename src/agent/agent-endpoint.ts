@@ -352,6 +352,8 @@ function snapshotSetOptions(agent: AgentState, set: GuestSet, request: PrepareBa
     stateDir: options.stateDir,
     stagingDir: options.stagingDir,
     resolveProvider: async () => ({ provider: set.provider, level }),
+    // A guest holds still for its host's snapshot even when it owns no file of its own.
+    alwaysCommit: { provider: set.provider, level },
     freezeTimeoutMs: options.freezeTimeoutMs,
     // The guest's "commit" is holding still while the host snapshots: it may last the whole window.
     commitTimeoutMs: options.freezeTimeoutMs,

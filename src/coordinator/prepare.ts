@@ -54,6 +54,11 @@ export async function planCapture(run: SetRun): Promise<void> {
     share.paths.push(path);
     run.byProvider.set(resolved.provider, share);
   }
+  const always = options.alwaysCommit;
+  if (always !== undefined && !run.byProvider.has(always.provider)) {
+    run.providersUsed.set(always.provider.name, always.provider);
+    run.byProvider.set(always.provider, { level: always.level, paths: [] });
+  }
   const componentFiles = new Set(run.participants.flatMap(pathsOf));
   run.known = options.knownFiles === undefined ? undefined : withoutComponentFiles(options.knownFiles, componentFiles);
 }

@@ -43,6 +43,12 @@ export interface SnapshotSetOptions {
   stateDir: string;
   stagingDir: string;
   resolveProvider: (path: string) => Promise<ResolvedProvider>;
+  /**
+   * A provider that commits even when no path resolves to it: a guest's held freeze, which must
+   * hold still while its host snapshots the guest's disks whether or not the guest's own writers
+   * own any file (a service paused by a script owns none).
+   */
+  alwaysCommit?: ResolvedProvider;
   /** The stamp of the backup a component's incremental/differential builds on. */
   previousStamp?: (writer: string, component: string, type: BackupType) => string | undefined;
   freezeTimeoutMs?: number;
