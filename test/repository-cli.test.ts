@@ -295,7 +295,7 @@ describe('forget and prune', () => {
     const shown = quiesce({}, 'show', 'latest', '--config', config, '--events');
     assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, /commit\s+copy\s+end/);
-    assert.match(shown.stdout, /succeeded, consistency crash/);
+    assert.match(shown.stdout, /succeeded, consistency inconsistent/);
   });
 });
 

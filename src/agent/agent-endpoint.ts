@@ -481,7 +481,7 @@ async function thaw(agent: AgentState, request: SetRequest): Promise<ThawRespons
   return {
     selfThawed: false,
     frozenMs: frozenMs(),
-    ...(consistency === 'application' ? {} : { consistency: consistency === 'filesystem' ? 'filesystem' : 'crash' }),
+    ...(consistency === 'application' ? {} : { consistency: consistency === 'none' ? 'crash' : consistency }),
   };
 }
 

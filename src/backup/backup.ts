@@ -143,7 +143,7 @@ async function store(
     files: result.files,
     bytesRead: result.bytesRead,
     bytesAdded: result.bytesAdded,
-    durationMs: Math.round(performance.now() - started),
+    archiveMs: Math.round(performance.now() - started),
   };
   const meta: BackupMeta = {
     kind: 'backup',
@@ -155,7 +155,7 @@ async function store(
     paths: options.paths,
     components,
     writers: view.writers,
-    report: { ...soFar, stats },
+    report: { ...soFar, stats: { ...soFar.stats, ...stats } },
   };
   const manifestId = await repository.saveManifest(
     { version: 1, setId: view.setId, time: new Date().toISOString(), tree: result.tree, meta },

@@ -73,7 +73,7 @@ export function formatReport(report: SetReport): string {
   const lines: string[] = [];
   lines.push(`set ${report.id}: ${report.status}, consistency ${report.consistency}${report.kept ? ' (kept)' : ''}`);
   lines.push(
-    `  type ${report.requestedType}, freeze window ${formatMs(report.freezeWindowMs)}, commit ${formatMs(report.commitMs)}, took ${formatMs(report.stats.durationMs)}`,
+    `  type ${report.requestedType}, set took ${formatMs(report.stats.durationMs)}: freeze window ${formatMs(report.freezeWindowMs)}, commit ${formatMs(report.commitMs)}${report.stats.archiveMs === undefined ? '' : `, archive ${formatMs(report.stats.archiveMs)}`}`,
   );
   if (report.error)
     lines.push(

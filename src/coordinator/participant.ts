@@ -1,3 +1,4 @@
+import type { SnapshotLevel } from '../model/index.ts';
 import {
   usageRank,
   type ComponentPlan,
@@ -59,7 +60,7 @@ export interface Participant {
   plans: Map<string, ComponentPlan>;
   results: Map<string, ComponentResult>;
   /** What its freeze reached: `filesystem` for a writer that freezes file systems alone (thaw says so). */
-  level: 'application' | 'filesystem' | 'crash';
+  level: 'application' | SnapshotLevel;
   frozenAt: number | null;
   freezeWindowMs: number | null;
   /** Its first failure. */

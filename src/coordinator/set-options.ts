@@ -1,3 +1,4 @@
+import type { SnapshotLevel } from '../model/index.ts';
 // What a caller hands runSnapshotSet: the writers with their policies, the paths, the providers'
 // resolver, the deadlines, and the use of the snapshot while the applications run again.
 import type {
@@ -23,7 +24,7 @@ export interface SetWriter {
 /** The provider chosen for a path, with the consistency its snapshot has on its own. */
 export interface ResolvedProvider {
   provider: Provider;
-  level: 'crash' | 'filesystem';
+  level: SnapshotLevel;
 }
 
 export interface UseOutcome {

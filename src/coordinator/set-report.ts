@@ -65,8 +65,8 @@ export function buildReport(run: ReportedRun): SetReport {
       files: 0,
       bytesRead: 0,
       bytesAdded: 0,
-      durationMs: finishedAt.getTime() - run.startedAt.getTime(),
       ...run.useOutcome?.stats,
+      durationMs: finishedAt.getTime() - run.startedAt.getTime(),
     },
   };
 }

@@ -1,3 +1,4 @@
+import type { SnapshotLevel } from '../model/index.ts';
 import { setMaxListeners } from 'node:events';
 import {
   QuiesceError,
@@ -18,7 +19,7 @@ const DEFAULTS = { freezeTimeoutMs: 60_000, commitTimeoutMs: 10_000, callTimeout
 
 /** The paths one provider takes, and the consistency its snapshot has on its own. */
 export interface ProviderShare {
-  level: 'crash' | 'filesystem';
+  level: SnapshotLevel;
   paths: string[];
 }
 
@@ -49,7 +50,7 @@ export interface SetRun {
   known: KnownFiles | undefined;
   /** The snapshots held, until they are released or kept. */
   readonly snapshots: ProviderSnapshot[];
-  readonly snapshotLevels: Map<string, 'crash' | 'filesystem'>;
+  readonly snapshotLevels: Map<string, SnapshotLevel>;
   readonly snapshotRecords: SnapshotRecord[];
   readonly benignFailures: Failure[];
   /** The set's failure: once set, the remaining phases are skipped and the set is aborted. */

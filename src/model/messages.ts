@@ -67,7 +67,7 @@ export const ThawResponseSchema = z.object({
    * `crash` for a writer that stands for several (a guest) part of which nothing quiesced.
    * Absent means `application`.
    */
-  consistency: z.enum(['application', 'filesystem', 'crash']).optional(),
+  consistency: z.enum(['application', 'filesystem', 'crash', 'inconsistent']).optional(),
 });
 export type ThawResponse = z.infer<typeof ThawResponseSchema>;
 

@@ -1,5 +1,6 @@
 import type { CallOptions } from './call-options.ts';
 import type { SnapshotPath } from './messages.ts';
+import type { SnapshotLevel } from './consistency.ts';
 
 export const PROVIDER_NAMES = ['btrfs', 'reflink', 'fsfreeze', 'copy'] as const;
 /**
@@ -17,7 +18,7 @@ export interface ProviderSupport {
   /** Why not (or a note when ok), for `quiesce providers`. */
   reason: string;
   /** The consistency a snapshot by this provider has without any writer: `crash` or `filesystem`. */
-  level: 'crash' | 'filesystem';
+  level: SnapshotLevel;
 }
 
 export interface ProviderSnapshotRequest {

@@ -97,7 +97,15 @@ export const SetReportSchema = z.object({
   snapshots: z.array(SnapshotReportSchema),
   guests: z.array(GuestReportSchema),
   kept: z.boolean(),
-  stats: z.object({ files: z.number(), bytesRead: z.number(), bytesAdded: z.number(), durationMs: z.number() }),
+  stats: z.object({
+    files: z.number(),
+    bytesRead: z.number(),
+    bytesAdded: z.number(),
+    /** The whole set, from its start to its report. */
+    durationMs: z.number(),
+    /** The archive's own part of it: reading the snapshot into the repository (backups only). */
+    archiveMs: z.number().optional(),
+  }),
 });
 export type SetReport = z.infer<typeof SetReportSchema>;
 

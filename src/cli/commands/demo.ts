@@ -58,7 +58,10 @@ async function runDemo(dir: string, sets: number): Promise<void> {
   const dbPath = join(dir, 'app', 'bank.db');
   const files = join(dir, 'app', 'uploads');
   await mkdir(files, { recursive: true });
-  await writeFile(join(files, 'readme.txt'), 'files taken with no writer: crash-consistent\n');
+  await writeFile(
+    join(files, 'readme.txt'),
+    'files taken with no writer: inconsistent, unless an atomic snapshot (btrfs) takes them\n',
+  );
   createBank(dbPath);
   const config = parseConfig(
     [

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { createProviders, listProviderSupport } from '../../providers/index.ts';
+import type { ProviderSupport } from '../../model/index.ts';
 import { closeWriters, composeWriters, forcedFor } from '../compose.ts';
 import { findConfig } from '../find-config.ts';
 import { stdio, table } from '../output.ts';
@@ -69,5 +70,15 @@ export function registerProviders(program: Command): void {
         ]),
       );
       stdio.out(table(['PATH', 'PROVIDER', 'USE', 'LEVEL', 'WHY'], rows));
+      for (const path of results.filter((r) => chosenLevel(r) === 'inconsistent').map((r) => r.path)) {
+        stdio.out(
+          `${path}: inconsistent unless a frozen writer owns it (each file as it was when read, not one point in time); for one point in time put it on btrfs (crash), on a file system fsfreeze can freeze (filesystem), or under a writer that holds its writers still (application)`,
+        );
+      }
     });
+}
+
+/** The level the chosen provider gives the path by itself. */
+function chosenLevel(result: { chosen: string | null; candidates: { name: string; support: ProviderSupport }[] }) {
+  return result.candidates.find((c) => c.name === result.chosen && c.support.ok)?.support.level;
 }

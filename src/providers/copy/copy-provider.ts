@@ -30,7 +30,9 @@ export class CopyProvider implements Provider {
     return {
       ok: true,
       reason: 'copies the files into the staging directory while the writers are frozen',
-      level: 'crash',
+      // A copy reads file after file, each as it is at that moment: one point in time only for
+      // what a frozen writer holds still.
+      level: 'inconsistent',
     };
   }
 

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, rmdir, writeFile } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, mkdtemp, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type {
   CallOptions,
@@ -7,6 +7,7 @@ import type {
   ProviderSnapshot,
   ProviderSnapshotRequest,
   ProviderSupport,
+  SnapshotLevel,
   SnapshotPath,
   UnchangedFile,
 } from '../../model/index.ts';
@@ -29,13 +30,14 @@ import {
  * Clones every file under the paths (FICLONE: shared extents, copy-on-write) into
  * `<mount point>/.quiesce-snapshots/<set id>/root/<path>` on the same file system. Fast and
  * independent of later writes; needs a file system that clones (XFS with reflink=1, btrfs).
- * Files are cloned one by one, so the result is crash-consistent only while writers are frozen.
+ * Files are cloned one by one: a single file's clone is one point in time (crash), a directory's
+ * is each file as it was when cloned (inconsistent) unless a frozen writer holds it still.
  */
 export class ReflinkProvider implements Provider {
   readonly name = 'reflink' as const;
 
   async supports(path: string, options: CallOptions = {}): Promise<ProviderSupport> {
-    const level = 'crash';
+    const level = await cloneLevel(path);
     const mount = await findMount(await nearestExisting(path), options);
     if (mount.readOnly) return { ok: false, reason: `${mount.mountPoint} is mounted read-only`, level };
     const failure = await probeClone(mount);
@@ -129,5 +131,14 @@ async function probeClone(mount: Mount): Promise<string | null> {
   } finally {
     if (probeDir !== undefined) await removeTree(probeDir).catch(() => {});
     if (createdStore) await rmdir(store).catch(() => {});
+  }
+}
+
+/** One file clones in one step (one point in time); a tree clones file by file. */
+async function cloneLevel(path: string): Promise<SnapshotLevel> {
+  try {
+    return (await lstat(path)).isFile() ? 'crash' : 'inconsistent';
+  } catch {
+    return 'inconsistent';
   }
 }

@@ -303,7 +303,7 @@ function agentlessReport(name: string): GuestReport {
     status: 'succeeded',
     error: null,
     message:
-      'no agent in this guest: its disks were taken crash-consistent, like a power cut; install the quiesce agent (or the QEMU guest agent) for more',
+      'no agent in this guest: its disks were taken with no quiesce, at best crash-consistent (like a power cut) where the host snapshots them atomically; install the quiesce agent (or the QEMU guest agent) for more',
     frozenAtMs: null,
     freezeWindowMs: null,
     components: [],
