@@ -13,3 +13,4 @@ export * from './agent.ts';
 export * from './provider.ts';
 export * from './report.ts';
 export * from './time.ts';
+export * from './raw-name.ts';
