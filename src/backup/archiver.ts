@@ -9,7 +9,7 @@ import {
   type CallOptions,
   type UnchangedFile,
 } from '../model/index.ts';
-import { SNAPSHOT_STORE } from '../providers/index.ts';
+import { isFileSystemRoot, SNAPSHOT_STORE } from '../providers/index.ts';
 import type { ContentRef, FileNode, Repository, Tree, TreeNode } from '../repository/index.ts';
 import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
 import { FileSaver, type PendingContent } from './file-saver.ts';
@@ -398,9 +398,13 @@ class ArchiveWalk {
   }
 }
 
-/** A snapshot directory's entries, names as `decodeRawName` gives them (bytes not UTF-8 escaped), without the snapshot store. */
+/**
+ * A snapshot directory's entries, names as `decodeRawName` gives them (bytes not UTF-8 escaped),
+ * without a provider's snapshot store (`<root>/.quiesce-snapshots`, only at a file system's root).
+ */
 async function snapshotEntries(path: string): Promise<string[]> {
-  return (await readdir(rawPath(path), { encoding: 'buffer' }))
-    .map(decodeRawName)
-    .filter((name) => name !== SNAPSHOT_STORE);
+  const names = (await readdir(rawPath(path), { encoding: 'buffer' })).map(decodeRawName);
+  const store = names.indexOf(SNAPSHOT_STORE);
+  if (store >= 0 && (await isFileSystemRoot(rawPath(path)))) names.splice(store, 1);
+  return names;
 }

@@ -11,6 +11,18 @@ const skip = new Set(skipNames);
 const SLASH = Buffer.from('/');
 let seen = 0;
 
+// A skipped name (a provider's snapshot store) is skipped only at the root of a file system or
+// subvolume, as the walk does (providers/snapshot-store.ts): `..` on another device, or `/`.
+function atFileSystemRoot(dir) {
+  try {
+    const own = lstatSync(dir);
+    const up = lstatSync(Buffer.concat([dir, SLASH, Buffer.from('..')]));
+    return own.dev !== up.dev || own.ino === up.ino;
+  } catch {
+    return false;
+  }
+}
+
 // Depth first, in listing order, as the walk goes. Paths are bytes: names need not be UTF-8.
 const stack = paths.map((path) => Buffer.from(path)).reverse();
 while (stack.length > 0 && seen < limit) {
@@ -23,8 +35,9 @@ while (stack.length > 0 && seen < limit) {
   }
   const below = [];
   const prefix = dir[dir.length - 1] === 0x2f ? dir : Buffer.concat([dir, SLASH]);
+  let atRoot;
   for (const entry of entries) {
-    if (skip.has(entry.name.toString())) continue;
+    if (skip.has(entry.name.toString()) && (atRoot ??= atFileSystemRoot(dir))) continue;
     const path = Buffer.concat([prefix, entry.name]);
     seen += 1;
     try {

@@ -19,13 +19,17 @@ import type { CallOptions, KnownFile, KnownFiles, UnchangedFile } from '../model
 import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
 import { throwIfAborted } from './provider-error.ts';
 import { isRoot } from './run-command.ts';
+import { isFileSystemRootNow } from './snapshot-store.ts';
 
 export interface CopyTreeOptions extends CallOptions {
   /** `auto` clones where the file system can and copies otherwise; `force` clones or fails. */
   clone?: 'auto' | 'force';
   /** Paths skipped entirely, e.g. the snapshot store when it lies inside the tree. */
   exclude?: ReadonlySet<string>;
-  /** Names of directories skipped wherever they are (the snapshot stores of other providers). */
+  /**
+   * Names of directories skipped at the root of a file system or btrfs subvolume (the snapshot
+   * stores of other providers, `<root>/.quiesce-snapshots`); elsewhere such a name is copied.
+   */
   skipNames?: ReadonlySet<string>;
   /** Directories recreated empty but not entered, e.g. mount points of other file systems. */
   stopAt?: ReadonlySet<string>;
@@ -185,10 +189,13 @@ class TreeCopier {
   /** Each entry's name as text and its source path, made once; the excluded left out. */
   private entriesOf(source: Path, names: Path[]): Entry[] {
     const sourceDir = withSlash(source);
+    let atRoot: boolean | undefined; // asked only when a skipped name is there
     return names
       .map((name) => ({ name, text: decodeRawName(name), path: Buffer.concat([sourceDir, name]) }))
       .filter(
-        ({ text, path }) => !(this.exclude.size > 0 && this.exclude.has(path.toString())) && !this.skipNames.has(text),
+        ({ text, path }) =>
+          !(this.exclude.size > 0 && this.exclude.has(path.toString())) &&
+          !(this.skipNames.has(text) && (atRoot ??= isFileSystemRootNow(source))),
       );
   }
 
