@@ -34,6 +34,7 @@ import {
   type TreeNode,
 } from '../repository/index.ts';
 import { awaitedLater } from '../util/index.ts';
+import { nameTooLong } from './restore-name-limits.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: Repository;
@@ -220,7 +221,12 @@ class RestoreRun {
         if (next + PRELOAD_BATCH / 2 >= preloader.upTo) preloader.preload(preloader.upTo + PRELOAD_BATCH);
         const node = tree.nodes[next++]!;
         this.options.signal?.throwIfAborted();
-        await this.restoreEntry(node, dir, original, mode, fresh, preloader);
+        await this.restoreEntry(node, dir, original, mode, fresh, preloader).catch((error: unknown) => {
+          // A name or path longer than the file system takes fails on its own (a directory with all below it).
+          const tooLong = nameTooLong(error, `${original}/${node.name}`, join(dir, node.name));
+          if (tooLong === undefined) throw error;
+          this.result.failed.push({ path: `${original}/${node.name}`, error: tooLong.toJSON() });
+        });
       }
     };
     try {
@@ -301,7 +307,10 @@ class RestoreRun {
     await handle.close();
     const existing = inFresh ? null : await lstat(rawPath(path)).catch(() => null);
     if (existing?.isDirectory()) await rm(rawPath(path), { recursive: true, force: true });
-    await rename(temp, rawPath(path));
+    await rename(temp, rawPath(path)).catch(async (error: unknown) => {
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    });
     await this.applyMeta(node, path);
     this.result.files++;
     this.progress(original);
