@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { archive, restore } from '../src/backup/index.ts';
 import { openRepository, FsBackend, type TreeNode } from '../src/repository/index.ts';
 import { decodeRawName } from '../src/model/index.ts';
 
@@ -150,7 +151,7 @@ describe('file names as bytes', () => {
       // What a reflink or fsfreeze provider leaves at the root of the file system it snapshots.
       await mkdir(join(data, '.quiesce-snapshots', 'old-set', 'root'), { recursive: true });
       await writeFile(join(data, '.quiesce-snapshots', 'old-set', 'root', 'copy.txt'), 'a snapshot copy\n');
-      const { config } = await writeConfig('store', [data]);
+      const { config, repo } = await writeConfig('store', [data]);
       assert.equal(quiesce('init', '--config', config).code, 0);
       const backup = quiesce('backup', '--config', config, '--json');
       assert.equal(backup.code, 0, backup.stderr);
@@ -162,6 +163,18 @@ describe('file names as bytes', () => {
         'the user wants this\n',
       );
       assert.deepEqual(readdirSync(join(target, data)), ['app']);
+      // The archiver's own walk of a live file system (as with held-freeze) keeps the same rule.
+      const repository = await openRepository(await FsBackend.create(repo), PASSWORD);
+      try {
+        const { tree } = await archive({ repository, sources: [{ original: data, snapshot: data }] });
+        const live = join(dir, 'store-live');
+        const result = await restore({ repository, tree, target: live });
+        assert.equal(result.files, 1);
+        assert.deepEqual(readdirSync(join(live, data)), ['app']);
+        assert.deepEqual(readdirSync(join(live, data, 'app', '.quiesce-snapshots')), ['keep.txt']);
+      } finally {
+        await repository.close();
+      }
     } finally {
       spawnSync('umount', ['-l', data]);
     }
