@@ -1,8 +1,15 @@
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { join } from 'node:path';
-import { QuiesceError, type ByteRange, type CallOptions, type UnchangedFile } from '../model/index.ts';
-import { SNAPSHOT_STORE } from '../providers/index.ts';
+import {
+  decodeRawName,
+  QuiesceError,
+  rawPath,
+  type ByteRange,
+  type CallOptions,
+  type UnchangedFile,
+} from '../model/index.ts';
+import { isFileSystemRoot, SNAPSHOT_STORE } from '../providers/index.ts';
 import type { ContentRef, FileNode, ArchiverRepository, Tree, TreeNode } from '../repository/index.ts';
 import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
 import { FileSaver, type PendingContent } from './file-saver.ts';
@@ -221,13 +228,14 @@ class ArchiveWalk {
     this.options.signal?.throwIfAborted();
     let stats: BigIntStats;
     try {
-      stats = await lstat(path, { bigint: true });
+      stats = await lstat(rawPath(path), { bigint: true });
     } catch (error) {
       if (isErrno(error, 'ENOENT')) return null; // vanished: not in the snapshot
       throw error;
     }
     if (stats.isSymbolicLink()) {
-      return { ...nodeMetadata(name, stats), type: 'symlink', target: await readlink(path) };
+      const target = decodeRawName(await readlink(rawPath(path), { encoding: 'buffer' }));
+      return { ...nodeMetadata(name, stats), type: 'symlink', target };
     }
     if (stats.isDirectory()) return this.archiveDirectory(path, original, nodeMetadata(name, stats), parentNode, true);
     if (!stats.isFile()) return null; // sockets, fifos, devices are not backed up
@@ -287,7 +295,7 @@ class ArchiveWalk {
     const subParent = parentNode?.type === 'dir' ? await this.parentTreeOf(parentNode.subtree) : null;
     const parentByName = new Map((subParent?.nodes ?? []).map((n) => [n.name, n]));
     const notCopied = this.leftOut.get(path);
-    const read = inSnapshot ? (await readdir(path)).filter((entry) => entry !== SNAPSHOT_STORE) : [];
+    const read = inSnapshot ? await snapshotEntries(path) : [];
     const entries = notCopied === undefined ? read.sort() : [...new Set([...read, ...notCopied.keys()])].sort();
     const children: (TreeNode | null)[] = new Array<TreeNode | null>(entries.length).fill(null);
     const childWaits: Promise<void>[] = [];
@@ -388,4 +396,15 @@ class ArchiveWalk {
     }
     return { refs: content, done: awaitedLater(Promise.all(dones).then(() => undefined)) };
   }
+}
+
+/**
+ * A snapshot directory's entries, names as `decodeRawName` gives them (bytes not UTF-8 escaped),
+ * without a provider's snapshot store (`<root>/.quiesce-snapshots`, only at a file system's root).
+ */
+async function snapshotEntries(path: string): Promise<string[]> {
+  const names = (await readdir(rawPath(path), { encoding: 'buffer' })).map(decodeRawName);
+  const store = names.indexOf(SNAPSHOT_STORE);
+  if (store >= 0 && (await isFileSystemRoot(rawPath(path)))) names.splice(store, 1);
+  return names;
 }

@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { QuiesceError, type CallOptions } from '../model/index.ts';
+import { QuiesceError, rawPath, type CallOptions } from '../model/index.ts';
 import type { Chunker, ContentRef, ArchiverRepository } from '../repository/index.ts';
 import { awaitedLater, type InFlightLimit } from '../util/index.ts';
 
@@ -65,7 +65,7 @@ export class FileSaver {
     original: string,
     likelyNew = false,
   ): Promise<PendingContent> {
-    const handle = await open(path, 'r').catch((error: unknown) => {
+    const handle = await open(rawPath(path), 'r').catch((error: unknown) => {
       throw QuiesceError.from(error, 'nonretryable', { component: original });
     });
     const file: FileSaves = { refs: [], saves: [], options: { ...this.options, likelyNew } };

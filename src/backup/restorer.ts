@@ -14,7 +14,16 @@ import {
   type FileHandle,
 } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { QuiesceError, utimesSeconds, type CallOptions, type Failure } from '../model/index.ts';
+import {
+  decodeRawName,
+  encodeRawName,
+  parseRawNameEscapes,
+  QuiesceError,
+  rawPath,
+  utimesSeconds,
+  type CallOptions,
+  type Failure,
+} from '../model/index.ts';
 import {
   NodeNameSchema,
   type DirNode,
@@ -25,6 +34,7 @@ import {
   type TreeNode,
 } from '../repository/index.ts';
 import { awaitedLater } from '../util/index.ts';
+import { nameTooLong } from './restore-name-limits.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: RestorerRepository;
@@ -179,7 +189,12 @@ class RestoreRun {
   ) {
     this.repository = options.repository;
     this.owners = options.owners ?? process.getuid?.() === 0;
-    this.include = (options.include ?? []).map((p) => p.replace(/\/+$/, '') || '/');
+    // A path as the output shows it, a byte that is not UTF-8 as `\xHH`, selects that name too.
+    this.include = [
+      ...new Set(
+        (options.include ?? []).flatMap((p) => [p, parseRawNameEscapes(p)].map((q) => q.replace(/\/+$/, '') || '/')),
+      ),
+    ];
   }
 
   /** Is `original` wanted: inside an include, or on the way to one? */
@@ -206,7 +221,12 @@ class RestoreRun {
         if (next + PRELOAD_BATCH / 2 >= preloader.upTo) preloader.preload(preloader.upTo + PRELOAD_BATCH);
         const node = tree.nodes[next++]!;
         this.options.signal?.throwIfAborted();
-        await this.restoreEntry(node, dir, original, mode, fresh, preloader);
+        await this.restoreEntry(node, dir, original, mode, fresh, preloader).catch((error: unknown) => {
+          // A name or path longer than the file system takes fails on its own (a directory with all below it).
+          const tooLong = nameTooLong(error, `${original}/${node.name}`, join(dir, node.name));
+          if (tooLong === undefined) throw error;
+          this.result.failed.push({ path: `${original}/${node.name}`, error: tooLong.toJSON() });
+        });
       }
     };
     try {
@@ -253,9 +273,9 @@ class RestoreRun {
     mode: RestoreMode,
     inFresh: boolean,
   ): Promise<void> {
-    const existing = inFresh ? null : await lstat(path).catch(() => null);
-    if (existing && !existing.isDirectory()) await rm(path, { force: true });
-    if (!existing || !existing.isDirectory()) await mkdir(path, { mode: 0o700 });
+    const existing = inFresh ? null : await lstat(rawPath(path)).catch(() => null);
+    if (existing && !existing.isDirectory()) await rm(rawPath(path), { force: true });
+    if (!existing || !existing.isDirectory()) await mkdir(rawPath(path), { mode: 0o700 });
     await this.restoreDir(node.subtree, path, original, mode, !existing?.isDirectory());
     this.result.dirs++;
     await this.applyMeta(node, path);
@@ -268,7 +288,9 @@ class RestoreRun {
     inFresh: boolean,
     preloaded: Promise<Buffer> | undefined,
   ): Promise<void> {
-    const temp = join(path, '..', `.${node.name.slice(0, 200)}.quiesce-restore-${randomBytes(4).toString('hex')}`);
+    // At most 200 bytes of the name: the temporary name stays within NAME_MAX whatever the name.
+    const prefix = decodeRawName(encodeRawName(node.name).subarray(0, 200));
+    const temp = rawPath(join(path, '..', `.${prefix}.quiesce-restore-${randomBytes(4).toString('hex')}`));
     const handle = await open(temp, 'wx', 0o600);
     try {
       await this.writeContent(handle, node, original, preloaded);
@@ -283,9 +305,12 @@ class RestoreRun {
       throw error;
     }
     await handle.close();
-    const existing = inFresh ? null : await lstat(path).catch(() => null);
-    if (existing?.isDirectory()) await rm(path, { recursive: true, force: true });
-    await rename(temp, path);
+    const existing = inFresh ? null : await lstat(rawPath(path)).catch(() => null);
+    if (existing?.isDirectory()) await rm(rawPath(path), { recursive: true, force: true });
+    await rename(temp, rawPath(path)).catch(async (error: unknown) => {
+      await unlink(temp).catch(() => undefined);
+      throw error;
+    });
     await this.applyMeta(node, path);
     this.result.files++;
     this.progress(original);
@@ -335,20 +360,22 @@ class RestoreRun {
   }
 
   async restoreSymlink(node: SymlinkNode, path: string, inFresh: boolean): Promise<void> {
-    const existing = inFresh ? null : await lstat(path).catch(() => null);
-    if (existing) await rm(path, { recursive: true, force: true });
-    await symlink(node.target, path);
+    const raw = rawPath(path);
+    const existing = inFresh ? null : await lstat(raw).catch(() => null);
+    if (existing) await rm(raw, { recursive: true, force: true });
+    await symlink(rawPath(node.target), raw);
     this.result.symlinks++;
-    if (this.owners) await lchown(path, node.uid, node.gid).catch(() => undefined);
+    if (this.owners) await lchown(raw, node.uid, node.gid).catch(() => undefined);
     const time = utimesSeconds(node.mtimeNs);
-    await lutimes(path, time, time).catch(() => undefined);
+    await lutimes(raw, time, time).catch(() => undefined);
   }
 
   async applyMeta(node: TreeNode, path: string): Promise<void> {
-    if (this.owners) await lchown(path, node.uid, node.gid);
-    await chmod(path, node.mode & 0o7777);
+    const raw = rawPath(path);
+    if (this.owners) await lchown(raw, node.uid, node.gid);
+    await chmod(raw, node.mode & 0o7777);
     const time = utimesSeconds(node.mtimeNs);
-    await utimes(path, time, time);
+    await utimes(raw, time, time);
   }
 
   progress(currentPath: string): void {

@@ -1,4 +1,4 @@
-import { QuiesceError, type CallOptions } from '../model/index.ts';
+import { QuiesceError, rawPath, type CallOptions } from '../model/index.ts';
 import type { ContentRef, ArchiverRepository } from '../repository/index.ts';
 import { awaitedLater, type InFlightLimit } from '../util/index.ts';
 import type { SaveCounters } from './file-saver.ts';
@@ -71,7 +71,7 @@ export class SmallFileBatcher {
   async #save(files: SmallFile[]): Promise<void> {
     try {
       const results = await this.repository.saveSmallFiles(
-        files.map(({ path, size }) => ({ path, size })),
+        files.map(({ path, size }) => ({ path: rawPath(path), size })),
         this.options,
       );
       files.forEach((file, i) => {

@@ -1,3 +1,4 @@
+import { displayRawName } from '../model/index.ts';
 import type { ComponentReport, GuestReport, SetReport, WriterReport, WriterStatus } from '../model/index.ts';
 
 /** Where the CLI writes: the core never prints, the CLI does, through this. */
@@ -7,9 +8,11 @@ export interface Output {
   json(value: unknown): void;
 }
 
+// Text shows a byte of a name that is not UTF-8 as `\xHH` (see `displayRawName`); JSON keeps it
+// as the lone surrogate it is (`\udcHH` in the JSON text).
 export const stdio: Output = {
-  out: (text) => process.stdout.write(`${text}\n`),
-  err: (text) => process.stderr.write(`${text}\n`),
+  out: (text) => process.stdout.write(`${displayRawName(text)}\n`),
+  err: (text) => process.stderr.write(`${displayRawName(text)}\n`),
   json: (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`),
 };
 

@@ -14,3 +14,4 @@ export * from './provider.ts';
 export * from './report.ts';
 export * from './time.ts';
 export { componentId } from './component-id.ts';
+export * from './raw-name.ts';

@@ -1,5 +1,5 @@
 import { constants, lstatSync, readdirSync } from 'node:fs';
-import { copiedTimeNs, sameMicrosecond, utimesSeconds } from '../model/index.ts';
+import { copiedTimeNs, decodeRawName, sameMicrosecond, utimesSeconds } from '../model/index.ts';
 import {
   chmod,
   copyFile,
@@ -19,13 +19,17 @@ import type { CallOptions, KnownFile, KnownFiles, UnchangedFile } from '../model
 import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
 import { throwIfAborted } from './provider-error.ts';
 import { isRoot } from './run-command.ts';
+import { isFileSystemRootNow } from './snapshot-store.ts';
 
 export interface CopyTreeOptions extends CallOptions {
   /** `auto` clones where the file system can and copies otherwise; `force` clones or fails. */
   clone?: 'auto' | 'force';
   /** Paths skipped entirely, e.g. the snapshot store when it lies inside the tree. */
   exclude?: ReadonlySet<string>;
-  /** Names of directories skipped wherever they are (the snapshot stores of other providers). */
+  /**
+   * Names of directories skipped at the root of a file system or btrfs subvolume (the snapshot
+   * stores of other providers, `<root>/.quiesce-snapshots`); elsewhere such a name is copied.
+   */
   skipNames?: ReadonlySet<string>;
   /** Directories recreated empty but not entered, e.g. mount points of other file systems. */
   stopAt?: ReadonlySet<string>;
@@ -43,10 +47,10 @@ export interface CopyTreeOptions extends CallOptions {
 
 type Path = Buffer;
 
-/** A directory's entry: its name, the name as text (undefined when not UTF-8), its source path. */
+/** A directory's entry: its name, the name as text (bytes not UTF-8 escaped: `decodeRawName`), its source path. */
 interface Entry {
   name: Path;
-  text: string | undefined;
+  text: string;
   path: Path;
 }
 
@@ -110,8 +114,8 @@ class TreeCopier {
 
   /**
    * `known`: the stats of `source` when its directory's walk already read them (null: it vanished).
-   * `original`: the source's path in the requester's terms, while it is valid UTF-8 (the known
-   * files are looked up by it); undefined below a name that is not.
+   * `original`: the source's path in the requester's terms, names as `decodeRawName` gives them
+   * (the known files are looked up by it).
    * `madeParent`: makes the target's parent directory (it may be made only once something is
    * copied into it; see `visitDirectory`); absent when it exists.
    */
@@ -182,15 +186,16 @@ class TreeCopier {
     return true;
   }
 
-  /** Each entry's name as text (undefined when it is not UTF-8) and its source path, made once; the excluded left out. */
+  /** Each entry's name as text and its source path, made once; the excluded left out. */
   private entriesOf(source: Path, names: Path[]): Entry[] {
     const sourceDir = withSlash(source);
+    let atRoot: boolean | undefined; // asked only when a skipped name is there
     return names
-      .map((name) => ({ name, text: utf8Name(name), path: Buffer.concat([sourceDir, name]) }))
+      .map((name) => ({ name, text: decodeRawName(name), path: Buffer.concat([sourceDir, name]) }))
       .filter(
         ({ text, path }) =>
           !(this.exclude.size > 0 && this.exclude.has(path.toString())) &&
-          !(text !== undefined && this.skipNames.has(text)),
+          !(this.skipNames.has(text) && (atRoot ??= isFileSystemRootNow(source))),
       );
   }
 
@@ -207,7 +212,7 @@ class TreeCopier {
     made: () => Promise<void>,
   ): Promise<(() => Promise<boolean>)[]> {
     const targetDir = withSlash(target);
-    const snapshotDir = target.toString();
+    const snapshotDir = decodeRawName(target);
     const subdirectories: (() => Promise<boolean>)[] = [];
     for (let from = 0; from < entries.length; from += STAT_BATCH) {
       const batch = entries.slice(from, from + STAT_BATCH);
@@ -216,8 +221,7 @@ class TreeCopier {
         const { name, text, path } = batch[i]!;
         const entryStats = stats[i];
         if (this.leftOutUnchanged(snapshotDir, text, entryStats, held)) continue;
-        const entryOriginal =
-          original !== undefined && text !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
+        const entryOriginal = original !== undefined ? `${original === '/' ? '' : original}/${text}` : undefined;
         const visit = () => this.visit(path, Buffer.concat([targetDir, name]), false, entryStats, entryOriginal, made);
         if (entryStats?.isDirectory()) subdirectories.push(visit);
         else await visit();
@@ -229,11 +233,11 @@ class TreeCopier {
   /** True when the requester holds this file unchanged: it goes on `unchanged` instead of being copied. */
   private leftOutUnchanged(
     snapshotDir: string,
-    text: string | undefined,
+    text: string,
     stats: BigIntStats | null | undefined,
     held: ReadonlyMap<string, KnownFile> | null,
   ): boolean {
-    const was = text === undefined ? undefined : held?.get(text);
+    const was = held?.get(text);
     if (
       was === undefined ||
       !stats?.isFile() ||
@@ -243,7 +247,7 @@ class TreeCopier {
       return false;
     this.unchanged.push({
       snapshotDir,
-      name: text!,
+      name: text,
       mode: Number(stats.mode),
       uid: Number(stats.uid),
       gid: Number(stats.gid),
@@ -434,7 +438,7 @@ async function makeDirectory(target: Path): Promise<void> {
 function unchangedDirectory(target: Path, original: string, stats: BigIntStats): UnchangedFile {
   const slash = target.lastIndexOf(0x2f);
   return {
-    snapshotDir: target.subarray(0, slash).toString(),
+    snapshotDir: decodeRawName(target.subarray(0, slash)),
     name: original.slice(original.lastIndexOf('/') + 1),
     mode: Number(stats.mode),
     uid: Number(stats.uid),
@@ -443,12 +447,6 @@ function unchangedDirectory(target: Path, original: string, stats: BigIntStats):
     mtimeNs: copiedTimeNs(stats.mtimeNs),
     directory: true,
   };
-}
-
-/** A name as text, or undefined when it is not valid UTF-8 (it would not survive the round trip). */
-function utf8Name(name: Path): string | undefined {
-  const text = name.toString('utf8');
-  return text.includes('\ufffd') && !Buffer.from(text, 'utf8').equals(name) ? undefined : text;
 }
 
 /** A directory's path ending in one slash, to put names after. */

@@ -12,6 +12,7 @@ export { FsfreezeProvider, type FsfreezeProviderOptions } from './fsfreeze/fsfre
 export { HeldFreezeProvider, type HeldFreezeOptions } from './held-freeze/held-freeze-provider.ts';
 export { ReflinkProvider } from './reflink/reflink-provider.ts';
 export { SNAPSHOT_STORE } from './snapshot-layout.ts';
+export { isFileSystemRoot } from './snapshot-store.ts';
 export {
   chooseProvider,
   listProviderSupport,

@@ -22,7 +22,8 @@ interface Job {
 
 /** A small file to read, name and seal on a worker (see `sealFiles`). */
 export interface SmallFile {
-  path: string;
+  /** Its path; bytes when it is not valid UTF-8. */
+  path: string | Buffer;
   /** Its size when listed: a file read at another size is refused (`code` CHANGED). */
   size: number;
 }

@@ -3,6 +3,7 @@
 // would give back (the schema's keys and no others, every value valid); anything else goes on to
 // the schema, which then decides and words the error. So the schemas stay the one definition of
 // the formats, and the common case skips their cost (they made half of an unchanged backup's work).
+import { isCanonicalRawName } from '../model/index.ts';
 import { isRecord } from '../util/index.ts';
 import type { IndexFile } from './index-file.ts';
 import type { Tree, TreeNode } from './tree.ts';
@@ -49,7 +50,8 @@ function isNodeName(value: unknown): value is string {
     value !== '.' &&
     value !== '..' &&
     !value.includes('/') &&
-    !value.includes('\0')
+    !value.includes('\0') &&
+    isCanonicalRawName(value)
   );
 }
 

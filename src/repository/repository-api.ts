@@ -78,7 +78,7 @@ export interface Repository {
    * encoding workers, many to a message. Answers per file, in order, its blob or why it could
    * not be read (`code` CHANGED: not the listed size).
    */
-  saveSmallFiles(files: { path: string; size: number }[], options?: CallOptions): Promise<SmallFileResult[]>;
+  saveSmallFiles(files: { path: string | Buffer; size: number }[], options?: CallOptions): Promise<SmallFileResult[]>;
   loadBlob(id: string, options?: CallOptions): Promise<Buffer>;
   /**
    * A blob from `loadBlob` that the caller is done with, and will not touch again: its memory may

@@ -1,16 +1,21 @@
 import { z } from 'zod';
+import { isCanonicalRawName } from '../model/index.ts';
 
 /**
  * A tree is one directory's listing, stored as a `tree` blob (JSON), so unchanged directories
  * deduplicate like file content does. A backup set's manifest points at a root tree.
  */
 
-/** One path element: never empty, `.` or `..`, never with `/` or NUL. Restore trusts nothing else. */
+/**
+ * One path element: never empty, `.` or `..`, never with `/` or NUL. Restore trusts nothing else.
+ * Bytes that are not valid UTF-8 are kept as lone surrogates (see `decodeRawName`); no other.
+ */
 export const NodeNameSchema = z
   .string()
   .min(1)
   .max(4096)
-  .refine((n) => n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0'), 'a node name is one path element');
+  .refine((n) => n !== '.' && n !== '..' && !n.includes('/') && !n.includes('\0'), 'a node name is one path element')
+  .refine(isCanonicalRawName, 'a node name is UTF-8 with its other bytes escaped');
 
 /** A piece of a file's content: a blob and its plaintext length. */
 export const ContentRefSchema = z.object({
@@ -51,7 +56,7 @@ export type FileNode = z.infer<typeof FileNodeSchema>;
 export type DirNode = z.infer<typeof DirNodeSchema>;
 export type SymlinkNode = z.infer<typeof SymlinkNodeSchema>;
 
-/** Nodes sorted by name, names unique. */
+/** Nodes sorted by name (`<`: UTF-16 code units, escaped bytes too), names unique. */
 export const TreeSchema = z
   .object({ nodes: z.array(NodeSchema) })
   .refine(
