@@ -1,30 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import {
-  chmod,
-  lchown,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  rename,
-  rm,
-  symlink,
-  unlink,
-  utimes,
-  type FileHandle,
-} from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, open, rename, rm, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { QuiesceError, utimesSeconds, type CallOptions, type Failure } from '../model/index.ts';
+import { QuiesceError, type CallOptions, type Failure } from '../model/index.ts';
 import {
   NodeNameSchema,
   type DirNode,
   type FileNode,
   type Repository,
+  type SpecialNode,
   type SymlinkNode,
   type Tree,
   type TreeNode,
 } from '../repository/index.ts';
-import { awaitedLater } from '../util/index.ts';
+import { awaitedLater, setTimesNs } from '../util/index.ts';
+import { HardLinkRestore } from './hard-links.ts';
+import { makeSpecial, type SkippedEntry } from './restore-special.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: Repository;
@@ -48,9 +38,13 @@ export interface RestoreResult {
   files: number;
   dirs: number;
   symlinks: number;
+  /** FIFOs and device nodes made. */
+  special: number;
   bytesWritten: number;
   /** Files that could not be restored (damaged data): each named, none left half-written. */
   failed: { path: string; error: Failure }[];
+  /** Entries deliberately not made: sockets, and device nodes when not root (the restore still succeeds). */
+  skipped: SkippedEntry[];
 }
 
 /** Directory entries restored at once. */
@@ -171,7 +165,16 @@ class RestoreRun {
   readonly repository: Repository;
   readonly owners: boolean;
   readonly include: string[];
-  readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytesWritten: 0, failed: [] };
+  readonly result: RestoreResult = {
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    special: 0,
+    bytesWritten: 0,
+    failed: [],
+    skipped: [],
+  };
+  readonly links = new HardLinkRestore();
 
   constructor(
     readonly options: RestoreOptions,
@@ -235,15 +238,42 @@ class RestoreRun {
         await this.restoreDirNode(node, path, childOriginal, childMode, fresh);
         break;
       case 'file':
-        if (childMode === 'all')
-          await this.restoreFile(node, path, childOriginal, fresh, preloader.take(node.content[0]?.id ?? ''));
+        if (childMode === 'all') await this.restoreFileNode(node, path, childOriginal, fresh, preloader);
         break;
       case 'symlink':
         if (childMode === 'all') await this.restoreSymlink(node, path, fresh);
         break;
       default:
-        node satisfies never;
+        if (childMode === 'all') await this.restoreSpecial(node, path, childOriginal, fresh);
     }
+  }
+
+  /** A file, or a later name of a multiply-linked one as a link to the first (see `HardLinkRestore`). */
+  async restoreFileNode(
+    node: FileNode,
+    path: string,
+    original: string,
+    fresh: boolean,
+    preloader: SmallBlobPreloader,
+  ): Promise<void> {
+    const preloaded = preloader.take(node.content[0]?.id ?? '');
+    const linked = await this.links.restore(node, path, fresh, () =>
+      this.restoreFile(node, path, original, fresh, preloaded),
+    );
+    if (!linked) return;
+    this.result.files++;
+    this.progress(original);
+  }
+
+  /** A FIFO or device (as tar restores them), or a socket, which is reported skipped. */
+  async restoreSpecial(node: SpecialNode, path: string, original: string, fresh: boolean): Promise<void> {
+    const skipped = await makeSpecial(node, path, fresh, process.getuid?.() === 0);
+    if (skipped !== null) {
+      this.result.skipped.push({ path: original, reason: skipped });
+      return;
+    }
+    await this.applyMeta(node, path);
+    this.result.special++;
   }
 
   async restoreDirNode(
@@ -267,7 +297,7 @@ class RestoreRun {
     original: string,
     inFresh: boolean,
     preloaded: Promise<Buffer> | undefined,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const temp = join(path, '..', `.${node.name.slice(0, 200)}.quiesce-restore-${randomBytes(4).toString('hex')}`);
     const handle = await open(temp, 'wx', 0o600);
     try {
@@ -278,7 +308,7 @@ class RestoreRun {
       if (error instanceof QuiesceError && error.code === 'damaged') {
         this.result.failed.push({ path: original, error: error.toJSON() });
         this.progress(original);
-        return;
+        return false;
       }
       throw error;
     }
@@ -289,6 +319,7 @@ class RestoreRun {
     await this.applyMeta(node, path);
     this.result.files++;
     this.progress(original);
+    return true;
   }
 
   /** A file's blobs, in order, into `handle`; the next blobs load while one is written. */
@@ -340,15 +371,15 @@ class RestoreRun {
     await symlink(node.target, path);
     this.result.symlinks++;
     if (this.owners) await lchown(path, node.uid, node.gid).catch(() => undefined);
-    const time = utimesSeconds(node.mtimeNs);
-    await lutimes(path, time, time).catch(() => undefined);
+    const time = BigInt(node.mtimeNs);
+    await setTimesNs(path, time, time, true).catch(() => undefined);
   }
 
   async applyMeta(node: TreeNode, path: string): Promise<void> {
     if (this.owners) await lchown(path, node.uid, node.gid);
     await chmod(path, node.mode & 0o7777);
-    const time = utimesSeconds(node.mtimeNs);
-    await utimes(path, time, time);
+    const time = BigInt(node.mtimeNs);
+    await setTimesNs(path, time, time);
   }
 
   progress(currentPath: string): void {
