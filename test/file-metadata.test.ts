@@ -85,7 +85,11 @@ async function assertRestored(restored: string): Promise<void> {
   assert.equal(fifo.mode & 0o7777, 0o640);
 }
 
-describe('file metadata through backup and restore', { skip: !nativeFsAvailable() && 'the addon is not built' }, () => {
+describe('file metadata through backup and restore', () => {
+  test('the native addon is built (npm ci builds it from native/ with node-gyp)', () => {
+    assert.ok(nativeFsAvailable(), 'build/Release/fs_meta.node is missing: run `npm ci` or `npx node-gyp rebuild`');
+  });
+
   test('nanosecond times, hard links, a FIFO, a device (as root) and a socket, through the copy snapshot', async () => {
     const source = join(dir, 'data');
     await makeData(source, asRoot);
