@@ -62,7 +62,8 @@ export class HardLinkRestore {
   /**
    * Restores one file node: the first name of a link group (or a file of one name) through
    * `restoreFile` (true when restored), a later name as a link to the first, or through
-   * `restoreFile` too when the first failed or cannot be linked to. True when linked.
+   * `restoreFile` too when the first failed (the later names then link to this one) or cannot
+   * be linked to. True when linked.
    */
   async restore(node: FileNode, path: string, inFresh: boolean, restoreFile: () => Promise<boolean>): Promise<boolean> {
     if (node.hardlink === undefined) {
@@ -70,20 +71,23 @@ export class HardLinkRestore {
       return false;
     }
     const first = this.#first.get(node.hardlink);
-    if (first === undefined) {
-      const made = deferred<string | null>();
-      this.#first.set(node.hardlink, made);
-      try {
-        made.resolve((await restoreFile()) ? path : null);
-      } catch (error) {
-        made.resolve(null);
-        throw error;
+    if (first !== undefined) {
+      const firstPath = await first.promise;
+      if (firstPath !== null) {
+        if (await linkInPlace(firstPath, path, node.name, inFresh)) return true;
+        await restoreFile(); // cannot be linked to: a copy of its own
+        return false;
       }
-      return false;
     }
-    const firstPath = await first.promise;
-    if (firstPath !== null && (await linkInPlace(firstPath, path, node.name, inFresh))) return true;
-    await restoreFile();
+    // The first name, or the first failed: this one is written, and the next names link to it.
+    const made = deferred<string | null>();
+    this.#first.set(node.hardlink, made);
+    try {
+      made.resolve((await restoreFile()) ? path : null);
+    } catch (error) {
+      made.resolve(null);
+      throw error;
+    }
     return false;
   }
 }
