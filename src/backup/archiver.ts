@@ -13,10 +13,11 @@ import { isFileSystemRoot, SNAPSHOT_STORE } from '../providers/index.ts';
 import type { ContentRef, FileNode, ArchiverRepository, Tree, TreeNode } from '../repository/index.ts';
 import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
 import { FileSaver, type PendingContent } from './file-saver.ts';
+import { hardLinkOf, HardLinkArchive } from './hard-links.ts';
 import { canReuseParentContent, isUnderAnyOf } from './parent-reuse.ts';
 import { SmallFileBatcher } from './small-file-batcher.ts';
 import { splicePlan } from './splice-plan.ts';
-import { nodeMetadata, sameNodes, type NodeMetadata } from './tree-nodes.ts';
+import { nodeMetadata, sameNodes, specialNode, type NodeMetadata } from './tree-nodes.ts';
 
 /** Where one original path can be read, and how much of it must be read. */
 export interface ArchiveSource {
@@ -149,6 +150,8 @@ class ArchiveWalk {
   readonly leftOut: Map<string, Map<string, UnchangedFile>>;
   readonly small: SmallFileBatcher;
   readonly saver: FileSaver;
+  /** The later names of a multiply-linked file take the first one's content. */
+  readonly links = new HardLinkArchive(() => this.result.files++);
 
   constructor(readonly options: ArchiveOptions) {
     const { repository } = options;
@@ -238,8 +241,12 @@ class ArchiveWalk {
       return { ...nodeMetadata(name, stats), type: 'symlink', target };
     }
     if (stats.isDirectory()) return this.archiveDirectory(path, original, nodeMetadata(name, stats), parentNode, true);
-    if (!stats.isFile()) return null; // sockets, fifos, devices are not backed up
-    return this.archiveFile(path, original, nodeMetadata(name, stats), Number(stats.size), parentNode, waits);
+    if (!stats.isFile()) return specialNode(name, stats); // FIFOs, sockets, devices: their metadata
+    const base = nodeMetadata(name, stats);
+    const file = (fileWaits: Promise<void>[]) =>
+      this.archiveFile(path, original, base, Number(stats.size), parentNode, fileWaits);
+    const identity = hardLinkOf(stats);
+    return identity === undefined ? file(waits) : this.links.node(identity, base, waits, file);
   }
 
   async archiveFile(
@@ -249,7 +256,7 @@ class ArchiveWalk {
     fileSize: number,
     parentNode: TreeNode | null,
     waits: Promise<void>[],
-  ): Promise<TreeNode> {
+  ): Promise<FileNode> {
     const { repository, result } = this;
     result.files++;
     const partial = this.options.partial?.get(original);

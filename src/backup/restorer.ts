@@ -1,18 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import {
-  chmod,
-  lchown,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  rename,
-  rm,
-  symlink,
-  unlink,
-  utimes,
-  type FileHandle,
-} from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, open, rename, rm, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   decodeRawName,
@@ -20,7 +7,6 @@ import {
   parseRawNameEscapes,
   QuiesceError,
   rawPath,
-  utimesSeconds,
   type CallOptions,
   type Failure,
 } from '../model/index.ts';
@@ -29,12 +15,15 @@ import {
   type DirNode,
   type FileNode,
   type RestorerRepository,
+  type SpecialNode,
   type SymlinkNode,
   type Tree,
   type TreeNode,
 } from '../repository/index.ts';
-import { awaitedLater } from '../util/index.ts';
+import { awaitedLater, setTimesNs } from '../util/index.ts';
+import { HardLinkRestore } from './hard-links.ts';
 import { nameTooLong } from './restore-name-limits.ts';
+import { makeSpecial, type SkippedEntry } from './restore-special.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: RestorerRepository;
@@ -58,9 +47,13 @@ export interface RestoreResult {
   files: number;
   dirs: number;
   symlinks: number;
+  /** FIFOs and device nodes made. */
+  special: number;
   bytesWritten: number;
   /** Files that could not be restored (damaged data): each named, none left half-written. */
   failed: { path: string; error: Failure }[];
+  /** Entries deliberately not made: sockets, and device nodes when not root (the restore still succeeds). */
+  skipped: SkippedEntry[];
 }
 
 /** Directory entries restored at once. */
@@ -181,7 +174,16 @@ class RestoreRun {
   readonly repository: RestorerRepository;
   readonly owners: boolean;
   readonly include: string[];
-  readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytesWritten: 0, failed: [] };
+  readonly result: RestoreResult = {
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    special: 0,
+    bytesWritten: 0,
+    failed: [],
+    skipped: [],
+  };
+  readonly links = new HardLinkRestore();
 
   constructor(
     readonly options: RestoreOptions,
@@ -255,15 +257,42 @@ class RestoreRun {
         await this.restoreDirNode(node, path, childOriginal, childMode, fresh);
         break;
       case 'file':
-        if (childMode === 'all')
-          await this.restoreFile(node, path, childOriginal, fresh, preloader.take(node.content[0]?.id ?? ''));
+        if (childMode === 'all') await this.restoreFileNode(node, path, childOriginal, fresh, preloader);
         break;
       case 'symlink':
         if (childMode === 'all') await this.restoreSymlink(node, path, fresh);
         break;
       default:
-        node satisfies never;
+        if (childMode === 'all') await this.restoreSpecial(node, path, childOriginal, fresh);
     }
+  }
+
+  /** A file, or a later name of a multiply-linked one as a link to the first (see `HardLinkRestore`). */
+  async restoreFileNode(
+    node: FileNode,
+    path: string,
+    original: string,
+    fresh: boolean,
+    preloader: SmallBlobPreloader,
+  ): Promise<void> {
+    const preloaded = preloader.take(node.content[0]?.id ?? '');
+    const linked = await this.links.restore(node, path, fresh, () =>
+      this.restoreFile(node, path, original, fresh, preloaded),
+    );
+    if (!linked) return;
+    this.result.files++;
+    this.progress(original);
+  }
+
+  /** A FIFO or device (as tar restores them), or a socket, which is reported skipped. */
+  async restoreSpecial(node: SpecialNode, path: string, original: string, fresh: boolean): Promise<void> {
+    const skipped = await makeSpecial(node, path, fresh, process.getuid?.() === 0);
+    if (skipped !== null) {
+      this.result.skipped.push({ path: original, reason: skipped });
+      return;
+    }
+    await this.applyMeta(node, path);
+    this.result.special++;
   }
 
   async restoreDirNode(
@@ -287,7 +316,7 @@ class RestoreRun {
     original: string,
     inFresh: boolean,
     preloaded: Promise<Buffer> | undefined,
-  ): Promise<void> {
+  ): Promise<boolean> {
     // At most 200 bytes of the name: the temporary name stays within NAME_MAX whatever the name.
     const prefix = decodeRawName(encodeRawName(node.name).subarray(0, 200));
     const temp = rawPath(join(path, '..', `.${prefix}.quiesce-restore-${randomBytes(4).toString('hex')}`));
@@ -300,7 +329,7 @@ class RestoreRun {
       if (error instanceof QuiesceError && error.code === 'damaged') {
         this.result.failed.push({ path: original, error: error.toJSON() });
         this.progress(original);
-        return;
+        return false;
       }
       throw error;
     }
@@ -314,6 +343,7 @@ class RestoreRun {
     await this.applyMeta(node, path);
     this.result.files++;
     this.progress(original);
+    return true;
   }
 
   /** A file's blobs, in order, into `handle`; the next blobs load while one is written. */
@@ -366,16 +396,16 @@ class RestoreRun {
     await symlink(rawPath(node.target), raw);
     this.result.symlinks++;
     if (this.owners) await lchown(raw, node.uid, node.gid).catch(() => undefined);
-    const time = utimesSeconds(node.mtimeNs);
-    await lutimes(raw, time, time).catch(() => undefined);
+    const time = BigInt(node.mtimeNs);
+    await setTimesNs(raw, time, time, true).catch(() => undefined);
   }
 
   async applyMeta(node: TreeNode, path: string): Promise<void> {
     const raw = rawPath(path);
     if (this.owners) await lchown(raw, node.uid, node.gid);
     await chmod(raw, node.mode & 0o7777);
-    const time = utimesSeconds(node.mtimeNs);
-    await utimes(raw, time, time);
+    const time = BigInt(node.mtimeNs);
+    await setTimesNs(raw, time, time);
   }
 
   progress(currentPath: string): void {

@@ -1,6 +1,6 @@
 import type { BigIntStats } from 'node:fs';
 import type { CallOptions } from '../model/index.ts';
-import type { Repository, TreeNode } from '../repository/index.ts';
+import type { Repository, SpecialNode, TreeNode } from '../repository/index.ts';
 
 /** The metadata every node carries, whatever its type. */
 export interface NodeMetadata {
@@ -21,6 +21,16 @@ export function nodeMetadata(name: string, stats: BigIntStats | null): NodeMetad
     gid: Number(stats.gid),
     mtimeNs: stats.mtimeNs.toString(),
   };
+}
+
+/** A FIFO, socket or device as a node (its metadata, a device's number); null for anything else. */
+export function specialNode(name: string, stats: BigIntStats): SpecialNode | null {
+  const meta = nodeMetadata(name, stats);
+  if (stats.isFIFO()) return { ...meta, type: 'fifo' };
+  if (stats.isSocket()) return { ...meta, type: 'socket' };
+  if (stats.isCharacterDevice()) return { ...meta, type: 'chardev', rdev: stats.rdev.toString() };
+  if (stats.isBlockDevice()) return { ...meta, type: 'blockdev', rdev: stats.rdev.toString() };
+  return null;
 }
 
 /** Are two sorted lists of nodes the same, so that they make the same tree? */
@@ -44,9 +54,11 @@ function sameNode(x: TreeNode, y: TreeNode): boolean {
     return false;
   if (x.type === 'dir' && x.subtree !== (y as typeof x).subtree) return false;
   if (x.type === 'symlink' && x.target !== (y as typeof x).target) return false;
+  if ((x.type === 'chardev' || x.type === 'blockdev') && x.rdev !== (y as typeof x).rdev) return false;
   if (x.type === 'file') {
     const other = y as typeof x;
-    if (x.size !== other.size || x.content.length !== other.content.length) return false;
+    if (x.size !== other.size || x.content.length !== other.content.length || x.hardlink !== other.hardlink)
+      return false;
     if (
       x.content !== other.content &&
       x.content.some((c, k) => c.id !== other.content[k]!.id || c.length !== other.content[k]!.length)

@@ -1,22 +1,17 @@
 import { constants, lstatSync, readdirSync } from 'node:fs';
-import { copiedTimeNs, decodeRawName, sameMicrosecond, utimesSeconds } from '../model/index.ts';
-import {
-  chmod,
-  copyFile,
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  readdir,
-  readlink,
-  rm,
-  symlink,
-  utimes,
-} from 'node:fs/promises';
+import { copiedTimeNs, decodeRawName, sameMicrosecond } from '../model/index.ts';
+import { chmod, copyFile, lchown, link, lstat, mkdir, readdir, readlink, rm, symlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import type { CallOptions, KnownFile, KnownFiles, UnchangedFile } from '../model/index.ts';
-import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
+import {
+  awaitedLater,
+  canMakeNodes,
+  InFlightLimit,
+  isErrno,
+  makeNode,
+  nativeFsAvailable,
+  setTimesNs,
+} from '../util/index.ts';
 import { throwIfAborted } from './provider-error.ts';
 import { isRoot } from './run-command.ts';
 import { isFileSystemRootNow } from './snapshot-store.ts';
@@ -55,10 +50,12 @@ interface Entry {
 }
 
 /**
- * Copies the file, directory or symlink `source` to `target`, preserving modes, times, symlinks,
- * hard links within the tree and (as root) owners. Sockets, FIFOs and devices are skipped; so
- * are entries that vanish while the tree is walked. Returns false when `source` does not exist.
- * The signal is checked between files; on failure the caller removes `target`.
+ * Copies the file, directory or symlink `source` to `target`, preserving modes, times (to the
+ * nanosecond with the native addon), symlinks, hard links within the tree and (as root) owners.
+ * FIFOs and sockets are remade as empty nodes (never opened: a FIFO's open blocks), devices as
+ * root; without root or the addon they are skipped, as are entries that vanish while the tree is
+ * walked. Returns false when `source` does not exist. The signal is checked between files; on
+ * failure the caller removes `target`.
  *
  * Paths are handled as bytes, so names that are not valid UTF-8 survive.
  */
@@ -139,8 +136,28 @@ class TreeCopier {
     } else if (stats.isSymbolicLink()) {
       await madeParent?.();
       return this.copySymlink(source, target, stats);
+    } else if (this.canCopySpecial(stats)) {
+      await madeParent?.();
+      await this.copySpecial(target, stats);
     }
     return true;
+  }
+
+  /** FIFOs and sockets need the addon's mknod; devices root as well. */
+  private canCopySpecial(stats: BigIntStats): boolean {
+    if (stats.isFIFO() || stats.isSocket()) return canMakeNodes();
+    return (stats.isCharacterDevice() || stats.isBlockDevice()) && this.asRoot && canMakeNodes();
+  }
+
+  /** A FIFO, socket or device made anew with mknod (its content is nothing to copy), with its metadata. */
+  private async copySpecial(target: Path, stats: BigIntStats): Promise<void> {
+    try {
+      makeNode(target, Number(stats.mode), stats.rdev);
+    } catch (error) {
+      if (isErrno(error, 'EPERM', 'EOPNOTSUPP')) return; // no CAP_MKNOD (a container): left out, as before
+      throw error;
+    }
+    await this.applyMetadata(target, stats);
   }
 
   /**
@@ -241,6 +258,7 @@ class TreeCopier {
     if (
       was === undefined ||
       !stats?.isFile() ||
+      stats.nlink > 1n || // copied, so that the backup sees its names as links of one inode
       stats.size !== was.size ||
       !sameMicrosecond(stats.mtimeNs, was.mtimeNs)
     )
@@ -252,7 +270,7 @@ class TreeCopier {
       uid: Number(stats.uid),
       gid: Number(stats.gid),
       size: Number(stats.size),
-      mtimeNs: copiedTimeNs(stats.mtimeNs),
+      mtimeNs: copyTimeNs(stats.mtimeNs),
     });
     return true;
   }
@@ -268,7 +286,7 @@ class TreeCopier {
     }
     await symlink(destination, target);
     if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
-    await lutimes(target, utimesSeconds(stats.atimeNs), utimesSeconds(stats.mtimeNs));
+    await setTimesNs(target, stats.atimeNs, stats.mtimeNs, true);
     return true;
   }
 
@@ -380,7 +398,7 @@ class TreeCopier {
     // chown first: it clears set-id bits that chmod then restores.
     if (this.asRoot) await lchown(target, Number(stats.uid), Number(stats.gid));
     if (!copied || (mode & 0o6000) !== 0) await chmod(target, mode);
-    await utimes(target, utimesSeconds(stats.atimeNs), utimesSeconds(stats.mtimeNs));
+    await setTimesNs(target, stats.atimeNs, stats.mtimeNs);
   }
 
   private async schedule(task: () => Promise<void>): Promise<void> {
@@ -444,9 +462,14 @@ function unchangedDirectory(target: Path, original: string, stats: BigIntStats):
     uid: Number(stats.uid),
     gid: Number(stats.gid),
     size: 0,
-    mtimeNs: copiedTimeNs(stats.mtimeNs),
+    mtimeNs: copyTimeNs(stats.mtimeNs),
     directory: true,
   };
+}
+
+/** The mtime (ns) a copy of a file gets: the original's, to the nanosecond with the addon, else to the microsecond. */
+function copyTimeNs(mtimeNs: bigint): string {
+  return nativeFsAvailable() ? mtimeNs.toString() : copiedTimeNs(mtimeNs);
 }
 
 /** A directory's path ending in one slash, to put names after. */

@@ -37,6 +37,7 @@ export {
   type FileNode,
   type DirNode,
   type SymlinkNode,
+  type SpecialNode,
   type ContentRef,
 } from './tree.ts';
 // Named file by file, not through backend/index.ts: that one loads the S3 backend, and with it the

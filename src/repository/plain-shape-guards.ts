@@ -75,14 +75,37 @@ function isNode(node: unknown): node is TreeNode {
   const keys = keyCount(node);
   switch (node.type) {
     case 'file':
-      return keys === 8 && isCount(node.size) && isContent(node.content);
+      if (node.hardlink !== undefined) return keys === 9 && isHardLink(node.hardlink) && isFileBody(node);
+      return keys === 8 && isFileBody(node);
     case 'dir':
       return keys === 7 && isHex64(node.subtree);
     case 'symlink':
       return keys === 7 && typeof node.target === 'string' && node.target.length >= 1 && node.target.length <= 4096;
+    case 'fifo':
+    case 'socket':
+      return keys === 6;
+    case 'chardev':
+    case 'blockdev':
+      return keys === 7 && isDigits(node.rdev);
     default:
       return false;
   }
+}
+
+function isFileBody(node: Record<string, unknown>): boolean {
+  return isCount(node.size) && isContent(node.content);
+}
+
+/** Decimal digits, as /^\d+$/ accepts. */
+function isDigits(value: unknown): boolean {
+  return isDecimal(value) && (value as string).charCodeAt(0) !== 45;
+}
+
+/** `<device>:<inode>`, as /^\d+:\d+$/ accepts. */
+function isHardLink(value: unknown): boolean {
+  if (typeof value !== 'string') return false;
+  const colon = value.indexOf(':');
+  return colon > 0 && isDigits(value.slice(0, colon)) && isDigits(value.slice(colon + 1));
 }
 
 /** Is `value` a valid tree exactly as `TreeSchema` would give it back? */
@@ -133,6 +156,8 @@ export const TREE_KEY_ORDER: readonly string[] = [
   'type',
   'size',
   'content',
+  'hardlink',
+  'rdev',
   'id',
   'length',
   'subtree',

@@ -33,11 +33,19 @@ const common = {
   mtimeNs: z.string().regex(/^-?\d+$/),
 };
 
+/**
+ * A hard link's identity within a set: every name of one multiply-linked file carries the same
+ * one (`<device>:<inode>` as the backup read it), so restore makes them one file again.
+ */
+export const HardLinkSchema = z.string().regex(/^\d+:\d+$/);
+
 export const FileNodeSchema = z.object({
   ...common,
   type: z.literal('file'),
   size: z.number().int().nonnegative(),
   content: z.array(ContentRefSchema),
+  /** Present only on a file with more than one name (trees written before it lack it). */
+  hardlink: HardLinkSchema.optional(),
 });
 export const DirNodeSchema = z.object({
   ...common,
@@ -50,11 +58,33 @@ export const SymlinkNodeSchema = z.object({
   target: z.string().min(1).max(4096),
 });
 
-export const NodeSchema = z.discriminatedUnion('type', [FileNodeSchema, DirNodeSchema, SymlinkNodeSchema]);
+/** A FIFO or a socket: nothing but its metadata (restore makes FIFOs; sockets, as tar, it does not). */
+export const FifoNodeSchema = z.object({ ...common, type: z.literal('fifo') });
+export const SocketNodeSchema = z.object({ ...common, type: z.literal('socket') });
+/** A character or block device: its device number `rdev` (st_rdev, decimal), remade by root. */
+const rdev = z.string().regex(/^\d+$/);
+export const CharDeviceNodeSchema = z.object({ ...common, type: z.literal('chardev'), rdev });
+export const BlockDeviceNodeSchema = z.object({ ...common, type: z.literal('blockdev'), rdev });
+
+export const NodeSchema = z.discriminatedUnion('type', [
+  FileNodeSchema,
+  DirNodeSchema,
+  SymlinkNodeSchema,
+  FifoNodeSchema,
+  SocketNodeSchema,
+  CharDeviceNodeSchema,
+  BlockDeviceNodeSchema,
+]);
 export type TreeNode = z.infer<typeof NodeSchema>;
 export type FileNode = z.infer<typeof FileNodeSchema>;
 export type DirNode = z.infer<typeof DirNodeSchema>;
 export type SymlinkNode = z.infer<typeof SymlinkNodeSchema>;
+/** The nodes with no content: FIFOs, sockets and devices. */
+export type SpecialNode =
+  | z.infer<typeof FifoNodeSchema>
+  | z.infer<typeof SocketNodeSchema>
+  | z.infer<typeof CharDeviceNodeSchema>
+  | z.infer<typeof BlockDeviceNodeSchema>;
 
 /** Nodes sorted by name (`<`: UTF-16 code units, escaped bytes too), names unique. */
 export const TreeSchema = z

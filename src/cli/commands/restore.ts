@@ -63,8 +63,9 @@ export function registerRestore(program: Command, interrupt: Interrupt): void {
         if (opts.json) stdio.json({ set: setId, target: opts.target, ...restored });
         else {
           stdio.out(
-            `restored set ${setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytesWritten)}`,
+            `restored set ${setId} to ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${result.special > 0 ? `${result.special} special files, ` : ''}${formatBytes(result.bytesWritten)}`,
           );
+          for (const s of result.skipped) stdio.err(`quiesce: skipped ${s.path}: ${s.reason}`);
           for (const f of result.failed) stdio.err(`quiesce: could not restore ${f.path}: ${f.error.message}`);
         }
         if (result.failed.length > 0) process.exitCode = EXIT.failed;
