@@ -3,7 +3,9 @@ import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
 import type { SetWriter } from '../coordinator/index.ts';
 import { QuiesceError, type SetEvent } from '../model/index.ts';
+import type { ConnectionLimits } from '../rpc/index.ts';
 import { createAgentEndpoint } from './agent-endpoint.ts';
+import { raiseOpenFilesLimit, type OpenFilesLimit } from './open-files.ts';
 
 export interface AgentSettings {
   name?: string;
@@ -20,6 +22,8 @@ export interface AgentSettings {
   freezeRoot: boolean;
   onEvent?: (event: SetEvent) => void;
   onError?: (error: unknown) => void;
+  /** Overrides of the connection limits the file-descriptor limit gives (tests). */
+  limits?: Partial<ConnectionLimits>;
 }
 
 /** The settings a config with `agent:` and `tls:` sections gives, for these writers. */
@@ -49,6 +53,10 @@ export interface RunningAgent {
   name: string;
   /** `host:port` as bound (the port filled in when 0 was asked). */
   address: string;
+  /** The file-descriptor limit in force (raised to the hard limit at start), when known. */
+  openFiles: OpenFilesLimit | undefined;
+  /** How many connections it holds and how long (see README, "The agent's limits"). */
+  limits: ConnectionLimits;
   close(): Promise<void>;
 }
 
@@ -60,9 +68,10 @@ export async function startAgent(settings: AgentSettings): Promise<RunningAgent>
   // The wire (gRPC) loads only when an agent starts: every other command starts faster without it.
   const { loadIdentity, readPem, serveAgent } = await import('../rpc/index.ts');
   const name = settings.name ?? hostname().split('.')[0] ?? 'guest';
-  const [identity, trusted] = await Promise.all([
+  const [identity, trusted, openFiles] = await Promise.all([
     loadIdentity(settings.tls),
     Promise.all(settings.hosts.map((file) => readPem(file, 'host certificate'))),
+    raiseOpenFilesLimit(),
   ]);
   const runtime = createAgentEndpoint({
     name,
@@ -80,6 +89,8 @@ export async function startAgent(settings: AgentSettings): Promise<RunningAgent>
     server = await serveAgent(runtime, settings.listen, {
       identity,
       trusted,
+      openFiles: openFiles?.soft,
+      limits: settings.limits,
       onError: settings.onError,
       // A host that vanishes (killed, network cut) is noticed within about three seconds.
       keepaliveTimeMs: 2000,
@@ -94,6 +105,8 @@ export async function startAgent(settings: AgentSettings): Promise<RunningAgent>
   return {
     name,
     address: `${host}:${server.port}`,
+    openFiles,
+    limits: server.limits,
     close: async () => {
       await server.close();
       await runtime.close();

@@ -3,7 +3,8 @@
  * ends pin the other's self-signed certificate: the agent trusts only the host certificates
  * its config names, the host trusts only the certificate it pinned for that guest (checked by
  * SHA-256 fingerprint, whatever name or address it carries). A peer without a pinned
- * certificate fails the TLS handshake and never reaches an rpc.
+ * certificate fails the TLS handshake and never reaches an rpc; guarded-listener.ts makes that
+ * handshake, with timeouts and per-peer limits, before gRPC sees the connection.
  */
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate } from 'node:crypto';
@@ -17,7 +18,10 @@ import {
 import { messageOf } from '../util/index.ts';
 import { REPORT_METHOD, UNARY_METHODS, type UnaryMethod } from './convert.ts';
 import { connectOver, type ConnectWriterOptions, type RemoteWriterEndpoint } from './writer-client.ts';
-import { serveEndpointOn, type ServeWriterOptions, type WriterServer } from './writer-server.ts';
+import { connectionLimits, type ConnectionLimits } from './connection-limits.ts';
+import { buildEndpointServer } from './endpoint-server.ts';
+import { listenGuarded } from './guarded-listener.ts';
+import type { ServeWriterOptions, WriterServer } from './writer-server.ts';
 import { loadAgentService } from './writer-proto.ts';
 
 /** A key and its certificate, PEM. */
@@ -40,6 +44,15 @@ export interface ServeAgentOptions extends ServeWriterOptions {
   identity: TlsIdentity;
   /** The certificates of the hosts allowed to call (PEM, one or more). */
   trusted: Buffer[];
+  /** The process's file-descriptor limit, which sizes the connection limits. Default 1024. */
+  openFiles?: number;
+  /** Overrides of the limits `connectionLimits(openFiles)` gives. */
+  limits?: Partial<ConnectionLimits>;
+}
+
+export interface AgentServer extends WriterServer {
+  port: number;
+  limits: ConnectionLimits;
 }
 
 /**
@@ -52,7 +65,7 @@ export async function serveAgent(
   endpoint: AgentEndpoint,
   listen: string,
   options: ServeAgentOptions,
-): Promise<WriterServer & { port: number }> {
+): Promise<AgentServer> {
   if (options.trusted.length === 0) {
     throw new QuiesceError(
       'bad-config',
@@ -60,13 +73,33 @@ export async function serveAgent(
     );
   }
   for (const cert of options.trusted) certificateFingerprint(cert);
-  const credentials = grpc.ServerCredentials.createSsl(
-    Buffer.concat(options.trusted.flatMap((cert) => [cert, Buffer.from('\n')])),
-    [{ private_key: options.identity.key, cert_chain: options.identity.cert }],
-    true,
-  );
+  const limits = { ...connectionLimits(options.openFiles ?? 1024), ...options.limits };
   const methods = [...Object.values(UNARY_METHODS), REPORT_METHOD] as UnaryMethod<unknown, unknown, AgentEndpoint>[];
-  return serveEndpointOn(endpoint, loadAgentService(), listen, credentials, methods, options);
+  const core = buildEndpointServer(endpoint, loadAgentService(), methods, {
+    ...options,
+    maxConnectionIdleMs: limits.idleTimeoutMs,
+  });
+  // The TLS is already made (and the peer authenticated) when gRPC gets the connection.
+  const injector = core.server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+  let listener;
+  try {
+    listener = await listenGuarded(listen, {
+      identity: options.identity,
+      trusted: options.trusted,
+      limits,
+      onAuthenticated: (socket) => injector.injectConnection(socket),
+    });
+  } catch (error) {
+    core.server.forceShutdown();
+    throw error;
+  }
+  const shutdown = async () => {
+    listener.stopAccepting();
+    await core.stop();
+    listener.destroyAll();
+  };
+  let closing: Promise<void> | undefined;
+  return { address: listen, port: listener.port, limits, close: () => (closing ??= shutdown()) };
 }
 
 /** A guest's agent as the host sees it. */

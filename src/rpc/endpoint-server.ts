@@ -56,6 +56,9 @@ function createServer(options: ServeWriterOptions): grpc.Server {
     'grpc.keepalive_permit_without_calls': 1,
     // Requesters ping every 10 s; servers that enforce a ping rate (C-core) must allow it.
     'grpc.http2.min_ping_interval_without_data_ms': 5000,
+    ...(options.maxConnectionIdleMs === undefined
+      ? {}
+      : { 'grpc.max_connection_idle_ms': options.maxConnectionIdleMs }),
   });
 }
 

@@ -31,6 +31,14 @@ export {
   type ServeAgentOptions,
   type ConnectAgentOptions,
   type RemoteAgentEndpoint,
+  type AgentServer,
 } from './agent-wire.ts';
+export {
+  connectionLimits,
+  peerOf,
+  HANDSHAKE_TIMEOUT_MS,
+  IDLE_TIMEOUT_MS,
+  type ConnectionLimits,
+} from './connection-limits.ts';
 export { makeIdentity, loadIdentity, readPem, type IdentityFiles } from './certificates.ts';
 export { type AgentEndpoint } from '../model/index.ts';

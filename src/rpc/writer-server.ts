@@ -12,7 +12,7 @@ import { isErrno, messageOf } from '../util/index.ts';
 import { UNARY_METHODS, type UnaryMethod } from './convert.ts';
 import { buildEndpointServer } from './endpoint-server.ts';
 import { prepareSocketPath } from './socket-file.ts';
-import { loadWriterService, type WireMethod } from './writer-proto.ts';
+import { loadWriterService } from './writer-proto.ts';
 
 export interface ServeWriterOptions {
   /** How often a session stream carries a heartbeat. Default 2000 ms. */
@@ -21,6 +21,8 @@ export interface ServeWriterOptions {
   keepaliveTimeMs?: number;
   /** How long a keepalive ping may go unanswered before the connection counts as dead. Default 1000 ms. */
   keepaliveTimeoutMs?: number;
+  /** Closes a connection that carries no call (an open session is one) this long. Default: never. */
+  maxConnectionIdleMs?: number;
   /** How long `close()` waits for calls in flight before cutting them. Default 2000 ms. */
   shutdownGraceMs?: number;
   /** Errors no caller can receive (a session's close failed, a write to a dead stream). Default: ignored. */
@@ -97,28 +99,4 @@ export async function serveWriter(
     address,
     close: () => (closing ??= shutdown()),
   };
-}
-
-/**
- * Serve `endpoint` on a listening address with the given credentials (the agent's TCP with
- * mutual TLS). `methods` are the service's unary rpcs (WriterService's, and any more it has).
- */
-export async function serveEndpointOn<R extends string, E extends WriterEndpoint>(
-  endpoint: E,
-  service: Record<R, WireMethod>,
-  address: string,
-  credentials: grpc.ServerCredentials,
-  methods: UnaryMethod<unknown, unknown, E>[],
-  options: ServeWriterOptions = {},
-): Promise<WriterServer & { port: number }> {
-  const core = buildEndpointServer(endpoint, service, methods, options);
-  let port: number;
-  try {
-    port = await bind(core.server, address, credentials);
-  } catch (error) {
-    core.server.forceShutdown();
-    throw new QuiesceError('bad-config', `cannot listen on ${address}: ${messageOf(error)}`, { cause: error });
-  }
-  let closing: Promise<void> | undefined;
-  return { address, port, close: () => (closing ??= core.stop()) };
 }

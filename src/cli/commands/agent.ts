@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { agentSettings, startAgent } from '../../agent/index.ts';
+import { agentSettings, describeOpenFiles, startAgent } from '../../agent/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { closeWriters, composeWriters } from '../compose.ts';
 import { findConfig } from '../find-config.ts';
@@ -77,8 +77,22 @@ export function registerAgent(program: Command, interrupt: Interrupt): void {
           await closeWriters(writers);
           throw error;
         }
-        if (opts.json) stdio.json({ name: agent.name, listening: agent.address, writers: writers.map((w) => w.name) });
-        else stdio.out(`agent ${agent.name} listening on ${agent.address} (${writers.length} writer(s))`);
+        const { limits } = agent;
+        if (opts.json) {
+          const { openFiles } = agent;
+          stdio.json({
+            name: agent.name,
+            listening: agent.address,
+            writers: writers.map((w) => w.name),
+            openFiles,
+            limits,
+          });
+        } else {
+          stdio.out(
+            `agent ${agent.name} listening on ${agent.address} (${writers.length} writer(s); ${describeOpenFiles(agent.openFiles)}; ` +
+              `unauthenticated connections: ${limits.pendingPerPeer} a peer, ${limits.pendingTotal} in all, ${limits.handshakeTimeoutMs / 1000} s each)`,
+          );
+        }
         await untilInterrupted(interrupt);
         await agent.close();
       },
