@@ -25,6 +25,7 @@ import {
   type TreeNode,
 } from '../repository/index.ts';
 import { awaitedLater } from '../util/index.ts';
+import { entryFailure, entryRefused, nodeProblem, pathProblem } from './restore-errors.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: Repository;
@@ -182,6 +183,18 @@ class RestoreRun {
     this.include = (options.include ?? []).map((p) => p.replace(/\/+$/, '') || '/');
   }
 
+  /**
+   * Records an entry that failed on its own (see `entryFailure`) and answers true; false for an
+   * error that must stop the restore.
+   */
+  entryFailed(original: string, error: unknown): boolean {
+    const failure = entryFailure(error);
+    if (failure === null) return false;
+    this.result.failed.push({ path: original, error: failure });
+    this.progress(original);
+    return true;
+  }
+
   /** Is `original` wanted: inside an include, or on the way to one? */
   wanted(original: string): RestoreMode | false {
     const { include } = this;
@@ -199,14 +212,22 @@ class RestoreRun {
     checkNames(tree, treeId);
     const preloader = new SmallBlobPreloader(this, tree, original, mode);
     preloader.preload(PRELOAD_BATCH);
-    // A few entries at a time: small files are a run of round trips to the disk.
+    // A few entries at a time: small files are a run of round trips to the disk. An entry that
+    // fails alone is recorded; an error that stops the restore stops every walker, and is thrown
+    // once all have settled (none is left writing a temporary file).
     let next = 0;
+    const stop: { error?: unknown; stopped: boolean } = { stopped: false };
     const walker = async () => {
-      while (next < tree.nodes.length) {
+      while (next < tree.nodes.length && !stop.stopped) {
         if (next + PRELOAD_BATCH / 2 >= preloader.upTo) preloader.preload(preloader.upTo + PRELOAD_BATCH);
         const node = tree.nodes[next++]!;
-        this.options.signal?.throwIfAborted();
-        await this.restoreEntry(node, dir, original, mode, fresh, preloader);
+        try {
+          this.options.signal?.throwIfAborted();
+          await this.restoreEntry(node, dir, original, mode, fresh, preloader);
+        } catch (error) {
+          if (!stop.stopped && !this.entryFailed(`${original}/${node.name}`, error))
+            Object.assign(stop, { error, stopped: true });
+        }
       }
     };
     try {
@@ -214,6 +235,7 @@ class RestoreRun {
     } finally {
       preloader.clear();
     }
+    if (stop.stopped) throw stop.error;
   }
 
   async restoreEntry(
@@ -230,6 +252,8 @@ class RestoreRun {
     const path = join(dir, node.name);
     if (!path.startsWith(`${this.target}/`))
       throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${this.target}`);
+    const problem = pathProblem(path) ?? (node.type === 'dir' ? null : nodeProblem(node));
+    if (problem !== null) throw entryRefused(problem);
     switch (node.type) {
       case 'dir':
         await this.restoreDirNode(node, path, childOriginal, childMode, fresh);
@@ -258,6 +282,8 @@ class RestoreRun {
     if (!existing || !existing.isDirectory()) await mkdir(path, { mode: 0o700 });
     await this.restoreDir(node.subtree, path, original, mode, !existing?.isDirectory());
     this.result.dirs++;
+    const problem = nodeProblem(node);
+    if (problem !== null) throw entryRefused(`${problem} (what it holds is restored)`);
     await this.applyMeta(node, path);
   }
 
@@ -275,12 +301,7 @@ class RestoreRun {
     } catch (error) {
       await handle.close().catch(() => undefined);
       await unlink(temp).catch(() => undefined);
-      if (error instanceof QuiesceError && error.code === 'damaged') {
-        this.result.failed.push({ path: original, error: error.toJSON() });
-        this.progress(original);
-        return;
-      }
-      throw error;
+      throw error; // a damaged file is recorded by the walker, which goes on
     }
     await handle.close();
     const existing = inFresh ? null : await lstat(path).catch(() => null);
