@@ -25,6 +25,7 @@ import {
   type TreeNode,
 } from '../repository/index.ts';
 import { awaitedLater } from '../util/index.ts';
+import { RestoreBounds } from './restore-bounds.ts';
 import { entryFailure, entryRefused, nodeProblem, pathProblem } from './restore-errors.ts';
 
 export interface RestoreOptions extends CallOptions {
@@ -112,6 +113,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   if (!targetStats.isDirectory())
     throw new QuiesceError('bad-usage', `the restore target ${target} is not a directory`);
   const run = new RestoreRun(options, target);
+  if (run.include.length === 0) await run.bounds.admit(options.tree, `the tree ${options.tree}`);
   await run.restoreDir(options.tree, target, '', run.include.length === 0 ? 'all' : 'path', false);
   return run.result;
 }
@@ -173,6 +175,7 @@ class RestoreRun {
   readonly owners: boolean;
   readonly include: string[];
   readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytesWritten: 0, failed: [] };
+  readonly bounds: RestoreBounds;
 
   constructor(
     readonly options: RestoreOptions,
@@ -181,6 +184,7 @@ class RestoreRun {
     this.repository = options.repository;
     this.owners = options.owners ?? process.getuid?.() === 0;
     this.include = (options.include ?? []).map((p) => p.replace(/\/+$/, '') || '/');
+    this.bounds = new RestoreBounds(this.repository, options);
   }
 
   /**
@@ -254,6 +258,8 @@ class RestoreRun {
       throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${this.target}`);
     const problem = pathProblem(path) ?? (node.type === 'dir' ? null : nodeProblem(node));
     if (problem !== null) throw entryRefused(problem);
+    if (mode === 'path' && childMode === 'all' && node.type === 'dir')
+      await this.bounds.admit(node.subtree, childOriginal);
     switch (node.type) {
       case 'dir':
         await this.restoreDirNode(node, path, childOriginal, childMode, fresh);
