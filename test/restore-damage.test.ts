@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { restore } from '../src/backup/index.ts';
 import { FsBackend } from '../src/repository/backend/index.ts';
 import { loadAllIndexes } from '../src/repository/index-file.ts';
 import { openRepository, type Repository } from '../src/repository/index.ts';
@@ -198,6 +199,29 @@ describe('restore from a damaged pack', () => {
       'emptied',
       true,
     );
+  });
+
+  test('an error that stops a restore stops it whole: no temporary file is left once it has thrown', async () => {
+    const repository = await openRepository(new FsBackend(repo), PASSWORD);
+    try {
+      const tree = (await repository.loadManifest((await repository.listManifests())[0]!)).tree;
+      const interrupt = new AbortController();
+      const target = join(dir, 'target-interrupted');
+      // Aborted as the first file is done, while the other walkers are writing large files.
+      const restoring = restore({
+        repository,
+        tree,
+        target,
+        signal: interrupt.signal,
+        onProgress: () => interrupt.abort(new Error('interrupted')),
+      });
+      await assert.rejects(restoring, /interrupted/);
+      const temps = (await listAll(target)).filter((p) => p.includes('.quiesce-restore-'));
+      assert.deepEqual(temps, [], 'no temporary file is left');
+      await rm(target, { recursive: true, force: true });
+    } finally {
+      await repository.close();
+    }
   });
 
   test('a deleted pack: its files are named, every other file restores', async () => {
