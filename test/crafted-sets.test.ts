@@ -125,6 +125,11 @@ describe('crafted sets', () => {
     assert.match(restored.stderr, /expands to more than 100,000,000 entries/);
     assert.ok(restored.ms < 20_000, `refused in ${restored.ms} ms`);
     assert.deepEqual(existsSync(target) ? await readdir(target) : [], [], 'nothing was written');
+    const part = quiesce('restore', setId, '--config', config, '--target', target, '--path', '/top/a');
+    assert.equal(part.code, 1);
+    noStack(part.stderr);
+    assert.match(part.stderr, /could not restore \/top\/a: \/top\/a expands to more than 100,000,000 entries/);
+    assert.ok(part.ms < 20_000, `refused in ${part.ms} ms`);
     const check = quiesce('check', '--config', config);
     assert.equal(check.code, 1);
     noStack(check.stderr);
