@@ -22,6 +22,8 @@ import {
 } from '../repository/index.ts';
 import { awaitedLater, setTimesNs } from '../util/index.ts';
 import { HardLinkRestore } from './hard-links.ts';
+import { RestoreBounds } from './restore-bounds.ts';
+import { entryFailure, entryRefused, nodeProblem, pathProblem } from './restore-errors.ts';
 import { nameTooLong } from './restore-name-limits.ts';
 import { makeSpecial, type SkippedEntry } from './restore-special.ts';
 
@@ -114,6 +116,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   if (!targetStats.isDirectory())
     throw new QuiesceError('bad-usage', `the restore target ${target} is not a directory`);
   const run = new RestoreRun(options, target);
+  if (run.include.length === 0) await run.bounds.admit(options.tree, `the tree ${options.tree}`);
   await run.restoreDir(options.tree, target, '', run.include.length === 0 ? 'all' : 'path', false);
   return run.result;
 }
@@ -184,6 +187,7 @@ class RestoreRun {
     skipped: [],
   };
   readonly links = new HardLinkRestore();
+  readonly bounds: RestoreBounds;
 
   constructor(
     readonly options: RestoreOptions,
@@ -197,6 +201,19 @@ class RestoreRun {
         (options.include ?? []).flatMap((p) => [p, parseRawNameEscapes(p)].map((q) => q.replace(/\/+$/, '') || '/')),
       ),
     ];
+    this.bounds = new RestoreBounds(this.repository, options);
+  }
+
+  /**
+   * Records an entry that failed on its own (see `entryFailure`) and answers true; false for an
+   * error that must stop the restore.
+   */
+  entryFailed(original: string, error: unknown): boolean {
+    const failure = entryFailure(error);
+    if (failure === null) return false;
+    this.result.failed.push({ path: original, error: failure });
+    this.progress(original);
+    return true;
   }
 
   /** Is `original` wanted: inside an include, or on the way to one? */
@@ -216,19 +233,25 @@ class RestoreRun {
     checkNames(tree, treeId);
     const preloader = new SmallBlobPreloader(this, tree, original, mode);
     preloader.preload(PRELOAD_BATCH);
-    // A few entries at a time: small files are a run of round trips to the disk.
+    // A few entries at a time: small files are a run of round trips to the disk. An entry that
+    // fails alone is recorded; an error that stops the restore stops every walker, and is thrown
+    // once all have settled (none is left writing a temporary file).
     let next = 0;
+    const stop: { error?: unknown; stopped: boolean } = { stopped: false };
     const walker = async () => {
-      while (next < tree.nodes.length) {
+      while (next < tree.nodes.length && !stop.stopped) {
         if (next + PRELOAD_BATCH / 2 >= preloader.upTo) preloader.preload(preloader.upTo + PRELOAD_BATCH);
         const node = tree.nodes[next++]!;
-        this.options.signal?.throwIfAborted();
-        await this.restoreEntry(node, dir, original, mode, fresh, preloader).catch((error: unknown) => {
+        try {
+          this.options.signal?.throwIfAborted();
+          await this.restoreEntry(node, dir, original, mode, fresh, preloader);
+        } catch (error) {
           // A name or path longer than the file system takes fails on its own (a directory with all below it).
-          const tooLong = nameTooLong(error, `${original}/${node.name}`, join(dir, node.name));
-          if (tooLong === undefined) throw error;
-          this.result.failed.push({ path: `${original}/${node.name}`, error: tooLong.toJSON() });
-        });
+          const entry = `${original}/${node.name}`;
+          const tooLong = nameTooLong(error, entry, join(dir, node.name));
+          if (tooLong !== undefined) this.result.failed.push({ path: entry, error: tooLong.toJSON() });
+          else if (!stop.stopped && !this.entryFailed(entry, error)) Object.assign(stop, { error, stopped: true });
+        }
       }
     };
     try {
@@ -236,6 +259,7 @@ class RestoreRun {
     } finally {
       preloader.clear();
     }
+    if (stop.stopped) throw stop.error;
   }
 
   async restoreEntry(
@@ -252,6 +276,10 @@ class RestoreRun {
     const path = join(dir, node.name);
     if (!path.startsWith(`${this.target}/`))
       throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${this.target}`);
+    const problem = pathProblem(path) ?? (node.type === 'dir' ? null : nodeProblem(node));
+    if (problem !== null) throw entryRefused(problem);
+    if (mode === 'path' && childMode === 'all' && node.type === 'dir')
+      await this.bounds.admit(node.subtree, childOriginal);
     switch (node.type) {
       case 'dir':
         await this.restoreDirNode(node, path, childOriginal, childMode, fresh);
@@ -307,6 +335,8 @@ class RestoreRun {
     if (!existing || !existing.isDirectory()) await mkdir(rawPath(path), { mode: 0o700 });
     await this.restoreDir(node.subtree, path, original, mode, !existing?.isDirectory());
     this.result.dirs++;
+    const problem = nodeProblem(node);
+    if (problem !== null) throw entryRefused(`${problem} (what it holds is restored)`);
     await this.applyMeta(node, path);
   }
 
@@ -326,12 +356,7 @@ class RestoreRun {
     } catch (error) {
       await handle.close().catch(() => undefined);
       await unlink(temp).catch(() => undefined);
-      if (error instanceof QuiesceError && error.code === 'damaged') {
-        this.result.failed.push({ path: original, error: error.toJSON() });
-        this.progress(original);
-        return false;
-      }
-      throw error;
+      throw error; // a damaged file is recorded by the walker, which goes on
     }
     await handle.close();
     const existing = inFresh ? null : await lstat(rawPath(path)).catch(() => null);

@@ -1,4 +1,4 @@
-import type { CallOptions } from '../model/index.ts';
+import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { awaitedLater } from '../util/index.ts';
 import type { Backend } from './backend/backend.ts';
 import type { BlobIndex } from './blob-index.ts';
@@ -78,7 +78,11 @@ export function gatherRuns<T extends { offset: number; length: number }>(blobs: 
   return runs;
 }
 
-/** Reads one run with one ranged load and answers each of its blobs, verified alone, into `loads`. */
+/**
+ * Reads one run with one ranged load and answers each of its blobs, verified alone, into `loads`.
+ * When that load fails as `damaged` (a truncated pack), each blob is read on its own: those still
+ * whole load, only the others fail.
+ */
 function loadRun(
   source: GatherSource,
   pack: string,
@@ -89,15 +93,21 @@ function loadRun(
   const start = run[0]!.offset;
   const end = run.at(-1)!.offset + run.at(-1)!.length;
   const bytes = loadPack(source.backend, pack, run[0]!.id, { offset: start, length: end - start }, options);
+  const alone = (error: unknown, blob: PackedBlob) => {
+    if (run.length === 1 || !(error instanceof QuiesceError) || error.code !== 'damaged') throw error;
+    return source.loadBlob(blob.id, options);
+  };
   for (const blob of run) {
-    const opened = bytes.then((range) =>
-      verifyBlob(
-        source.keys,
-        blob.id,
-        range.subarray(blob.offset - start, blob.offset - start + blob.length),
-        pack,
-        blob.rawLength,
-      ),
+    const opened = bytes.then(
+      (range) =>
+        verifyBlob(
+          source.keys,
+          blob.id,
+          range.subarray(blob.offset - start, blob.offset - start + blob.length),
+          pack,
+          blob.rawLength,
+        ),
+      (error: unknown) => alone(error, blob),
     );
     loads.set(blob.id, awaitedLater(opened));
   }

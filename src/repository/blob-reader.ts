@@ -1,5 +1,5 @@
 import { QuiesceError, type CallOptions } from '../model/index.ts';
-import type { Backend, LoadOptions } from './backend/backend.ts';
+import { BackendError, type Backend, type LoadOptions } from './backend/backend.ts';
 import { decodeBlob } from './blob-codec.ts';
 import { DamagedBlobError } from './blob-encoder-pool.ts';
 import type { BlobLocation } from './blob-index.ts';
@@ -35,8 +35,8 @@ export function verifyBlob(
 export type BlobOpener = (sealed: Buffer, rawLength: number, id: string) => Promise<Buffer> | null;
 
 /**
- * Loads a pack's bytes, `range` of them or all; a missing pack is `damaged`, naming `id`, a blob
- * it should hold.
+ * Loads a pack's bytes, `range` of them or all; a missing pack, or one shorter than `range`
+ * reaches (truncated, emptied), is `damaged`, naming `id`, a blob it should hold.
  */
 export async function loadPack(
   backend: Backend,
@@ -55,8 +55,34 @@ export async function loadPack(
         { cause: error },
       );
     }
-    throw error;
+    throw (range === null ? null : await shortPack(backend, pack, id, range, error, options)) ?? error;
   }
+}
+
+/**
+ * After a ranged load failed: `damaged` when the pack is shorter than the range reaches (a short
+ * read: the pack was truncated or emptied); null when it is not, or cannot be told.
+ */
+async function shortPack(
+  backend: Backend,
+  pack: string,
+  id: string,
+  range: { offset: number; length: number },
+  error: unknown,
+  options: CallOptions,
+): Promise<QuiesceError | null> {
+  if (!(error instanceof BackendError) || error.kind !== 'other' || options.signal?.aborted) return null;
+  const size = await backend.stat('data', pack, options).then(
+    (info) => info.size,
+    () => null,
+  );
+  if (size === null || size >= range.offset + range.length) return null;
+  return new QuiesceError(
+    'damaged',
+    `pack ${pack}, which holds blob ${id}, is damaged: it has ${size} bytes, fewer than the ` +
+      `${range.offset + range.length} the index says (truncated? run quiesce check)`,
+    { cause: error },
+  );
 }
 
 /** Reads one blob's byte range from its pack (a ranged load), then verifies it (through `opener` when it takes it). */

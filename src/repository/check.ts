@@ -7,6 +7,7 @@ import { loadAllIndexes, type IndexedPack } from './index-file.ts';
 import { readPackHeaderFromBytes } from './pack-file.ts';
 import { parseTree } from './tree-blob.ts';
 import type { RepositoryInternals } from './repository-internals.ts';
+import { SetShapes } from './set-shape-check.ts';
 import { filesUsing, visitTrees } from './tree-walk.ts';
 import type { Tree } from './tree.ts';
 
@@ -24,7 +25,10 @@ export interface CheckProblem {
     | 'damaged-index'
     | 'damaged-manifest'
     | 'damaged-tree'
-    | 'unreferenced-pack';
+    | 'unreferenced-pack'
+    // A set beyond what a restore takes (see tree-bounds.ts); a tree used by more than one path in a set (information).
+    | 'oversized-set'
+    | 'shared-tree';
   /** The object (pack, blob, manifest, tree) concerned. */
   object: string;
   message: string;
@@ -60,6 +64,8 @@ type SetRoot = { setId: string; tree: string };
  * with `readData`, every pack hashes to its name and every blob in it opens and matches its id.
  * Damaged or missing data blobs list the files that use them. Packs that no index names
  * (left by a crash) are reported but are not damage: prune removes them after the grace period.
+ * A set beyond a restore's bounds is damage; trees a set reaches by more than one path are
+ * reported as information (see set-shape-check.ts).
  */
 export async function checkRepository(ctx: RepositoryInternals, options: CheckOptions = {}): Promise<CheckReport> {
   const { backend, keys } = ctx;
@@ -82,7 +88,9 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
     run.bytesRead += bytes.length;
     return parseTree(id, bytes);
   };
-  const { trees, dataRefs } = await walkTrees(run, index, sets, loadTree);
+  const shapes = new SetShapes();
+  const { trees, dataRefs } = await walkTrees(run, index, sets, loadTree, shapes);
+  run.problems.push(...(await shapes.problems(sets)));
   const lost = lostBlobs(index, dataRefs, missingPacks);
   if (options.readData === true)
     await readAllData(
@@ -98,7 +106,7 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
   }
 
   return {
-    ok: run.problems.every((p) => p.kind === 'unreferenced-pack'),
+    ok: run.problems.every((p) => p.kind === 'unreferenced-pack' || p.kind === 'shared-tree'),
     manifests: sets.length,
     trees: trees.size,
     blobs: index.blobCount,
@@ -167,12 +175,14 @@ async function walkTrees(
   index: IndexedPacks['index'],
   sets: readonly SetRoot[],
   loadTree: (id: string) => Promise<Tree>,
+  shapes: SetShapes,
 ): Promise<{ trees: Set<string>; dataRefs: Set<string> }> {
   const dataRefs = new Set<string>();
   const trees = await visitTrees(
     sets.map((s) => s.tree),
     loadTree,
-    (_id, tree) => {
+    (id, tree) => {
+      shapes.add(id, tree);
       for (const node of tree.nodes) if (node.type === 'file') for (const ref of node.content) dataRefs.add(ref.id);
     },
     (id, error) => {

@@ -40,6 +40,15 @@ export {
   type SpecialNode,
   type ContentRef,
 } from './tree.ts';
+export {
+  MAX_SET_ENTRIES,
+  MAX_TREE_DEPTH,
+  TreeMeasure,
+  boundsProblem,
+  shapeOf,
+  type TreeShape,
+  type TreeSize,
+} from './tree-bounds.ts';
 // Named file by file, not through backend/index.ts: that one loads the S3 backend, and with it the
 // AWS SDK (0.3 s), which open-backend.ts imports only for an s3:// location.
 export { BackendError, type Backend, type BackendErrorKind } from './backend/backend.ts';
