@@ -6,6 +6,7 @@ import { DEFAULT_CHUNKER_PARAMS, validateChunkerParams, type ChunkerParams } fro
 import { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
 import { addKey, DEFAULT_KDF, deriveKeys, newMasterSecret, openMasterSecret, type KdfParams } from './crypto/keys.ts';
 import { tryOpenSealed } from './crypto/seal.ts';
+import { assertNoRepositoryObjects } from './init-guard.ts';
 import type { LockOptions } from './locks.ts';
 import { QuiesceRepository, type Session } from './repository.ts';
 import type { Repository } from './repository-api.ts';
@@ -50,7 +51,7 @@ const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
 /**
  * Creates a repository on an empty backend and opens it: writes the first key (the master
  * secret sealed under `password`), then the config (last: a location with a config is a
- * repository). Refuses a backend that already has one.
+ * repository). Refuses a backend that already has one, or any object of one (init-guard.ts).
  *
  * @example
  * const repo = await initRepository(new FsBackend('/var/backups/q'), password);
@@ -60,12 +61,7 @@ export async function initRepository(
   password: string,
   options: InitRepositoryOptions = {},
 ): Promise<Repository> {
-  if (await backend.exists(options)) {
-    throw new QuiesceError(
-      'bad-usage',
-      `there is already a repository at ${backend.location}: open it instead of running init`,
-    );
-  }
+  await assertNoRepositoryObjects(backend, options);
   const chunker = options.chunker ?? DEFAULT_CHUNKER_PARAMS;
   validateChunkerParams(chunker);
   const master = newMasterSecret();
