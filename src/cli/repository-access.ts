@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
 import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { messageOf } from '../util/index.ts';
+import { stdio } from './output.ts';
 import { initRepository, openBackend, openRepository, type Repository } from '../repository/index.ts';
 
 export interface RepositoryFlags {
@@ -55,7 +56,10 @@ export async function openRepositoryFromFlags(
   options: CallOptions = {},
 ): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(flags, config), { signal: options.signal });
-  return openRepository(backend, await readPassword(flags), { signal: options.signal });
+  return openRepository(backend, await readPassword(flags), {
+    signal: options.signal,
+    onWarning: (message) => stdio.err(`quiesce: warning: ${message}`),
+  });
 }
 
 /** The catalog's cache file for a repository, under the state directory. */

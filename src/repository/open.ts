@@ -31,6 +31,8 @@ export interface OpenRepositoryOptions extends CallOptions {
   kdf?: KdfParams;
   /** Lock refresh and staleness (default 5 and 30 minutes). */
   lock?: LockOptions;
+  /** Told once per damaged object the session meets without failing (an index object that does not open). */
+  onWarning?: (message: string) => void;
 }
 
 export interface InitRepositoryOptions extends OpenRepositoryOptions {
@@ -139,5 +141,6 @@ function session(
     maxPendingBytes: options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES,
     kdf: options.kdf ?? DEFAULT_KDF,
     lock: options.lock,
+    onWarning: options.onWarning ?? (() => {}),
   };
 }
