@@ -2,6 +2,7 @@
 // `repository`; --password-file or QUIESCE_PASSWORD. Composition of backend and repository.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { proveCatalogCache } from '../catalog/index.ts';
 import type { Config } from '../config/index.ts';
 import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { messageOf } from '../util/index.ts';
@@ -62,7 +63,13 @@ export async function openRepositoryFromFlags(
   });
 }
 
-/** The catalog's cache file for a repository, under the state directory. */
+/**
+ * The catalog's cache file for a repository, under the state directory, proven first: a damaged
+ * one is replaced (it is rebuilt from the manifests), and the user told so on stderr.
+ */
 export function catalogCachePath(config: Config, repository: Repository): string {
-  return join(config.stateDir, 'catalog', `${repository.id}.sqlite`);
+  const file = join(config.stateDir, 'catalog', `${repository.id}.sqlite`);
+  const rebuilt = proveCatalogCache(file);
+  if (rebuilt !== null) stdio.err(`quiesce: ${rebuilt}`);
+  return file;
 }
