@@ -308,7 +308,12 @@ async function repackLive(
   return written;
 }
 
-async function writeIndexes(ctx: RepositoryInternals, all: readonly IndexedPack[], call: CallOptions): Promise<void> {
+/** Writes the index objects naming `all` (1,000 packs to an object). */
+export async function writeIndexes(
+  ctx: RepositoryInternals,
+  all: readonly IndexedPack[],
+  call: CallOptions,
+): Promise<void> {
   for (let at = 0; at < all.length; at += PACKS_PER_INDEX) {
     const { name, bytes } = encodeIndex(ctx.keys.encryption, all.slice(at, at + PACKS_PER_INDEX));
     try {

@@ -15,6 +15,7 @@ import { KeyRing, type SessionKeyInfo } from './key-ring.ts';
 import { Locker, type LockOptions } from './locks.ts';
 import { Manifests } from './manifests.ts';
 import { pruneRepository, type PruneOptions, type PruneReport } from './prune.ts';
+import { repairIndex, repairPacks, type RepairIndexReport, type RepairPacksReport } from './repair.ts';
 import type {
   BlobType,
   Chunker,
@@ -277,6 +278,16 @@ export class QuiesceRepository implements Repository, RepositoryInternals {
   async prune(options: PruneOptions = {}): Promise<PruneReport> {
     this.assertOpen();
     return pruneRepository(this, options);
+  }
+
+  async repairIndex(options: CallOptions = {}): Promise<RepairIndexReport> {
+    this.assertOpen();
+    return repairIndex(this, options);
+  }
+
+  async repairPacks(options: CallOptions = {}): Promise<RepairPacksReport> {
+    this.assertOpen();
+    return repairPacks(this, options);
   }
 
   async addPassword(password: string, options: CallOptions = {}): Promise<string> {
