@@ -103,7 +103,15 @@ export async function openRepository(
       `no quiesce repository at ${backend.location}: run quiesce init`,
       cause === undefined ? {} : { cause },
     );
-  if (!(await backend.exists(options))) throw none();
+  if (!(await backend.exists(options))) {
+    for await (const key of backend.list('keys', options)) {
+      throw new QuiesceError(
+        'not-a-repository',
+        `the repository at ${backend.location} has no config (its key files, such as keys/${key.name}, are there): put the config back from a copy of the repository`,
+      );
+    }
+    throw none();
+  }
   let configBytes: Buffer;
   try {
     configBytes = await backend.load('config', CONFIG_NAME, options);

@@ -232,6 +232,10 @@ export async function openMasterSecret(
     if ('master' in result) {
       opened += 1;
       if (accept(result.master)) return { master: result.master, keyName: info.name };
+      if (sha256Hex(bytes) !== info.name)
+        damaged.push(
+          `key file keys/${info.name} no longer hashes to its name: it was replaced (by a key of another repository?)`,
+        );
       continue;
     }
     // A key file is named by the SHA-256 of its bytes: one that no longer hashes to its name
@@ -257,7 +261,7 @@ function noKeyOpens(location: string, tried: number, opened: number, damaged: re
   if (opened > 0) {
     return new QuiesceError(
       'not-a-repository',
-      `the config of the repository at ${location} is unreadable (damaged, or written with other keys): it cannot be opened`,
+      `the config of the repository at ${location} is unreadable (damaged, or written with other keys): it cannot be opened${damaged.length > 0 ? `; ${damaged.join('; ')}` : ''}`,
     );
   }
   if (damaged.length === tried) {
