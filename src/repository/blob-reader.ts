@@ -1,5 +1,5 @@
 import { QuiesceError, type CallOptions } from '../model/index.ts';
-import type { Backend, LoadOptions } from './backend/backend.ts';
+import { BackendError, type Backend, type LoadOptions } from './backend/backend.ts';
 import { decodeBlob } from './blob-codec.ts';
 import { DamagedBlobError } from './blob-encoder-pool.ts';
 import type { BlobLocation } from './blob-index.ts';
@@ -52,6 +52,14 @@ export async function loadPack(
       throw new QuiesceError(
         'damaged',
         `pack ${pack}, which holds blob ${id}, is missing from the repository at ${backend.location} (run quiesce check)`,
+        { cause: error },
+      );
+    }
+    // A pack cut short (truncated or emptied) is damage to report, not a storage fault.
+    if (error instanceof BackendError && error.kind === 'other' && /short read/.test(error.message)) {
+      throw new QuiesceError(
+        'damaged',
+        `pack ${pack}, which holds blob ${id}, is shorter than the index says: it was truncated (run quiesce check --read-data, then quiesce repair packs)`,
         { cause: error },
       );
     }
