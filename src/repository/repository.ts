@@ -196,7 +196,7 @@ export class QuiesceRepository implements Repository, RepositoryInternals {
       throw new QuiesceError(
         'damaged',
         this.damagedIndexes.length === 0
-          ? `blob ${id} is not in the index of the repository at ${this.backend.location} (run quiesce check; when it finds packs that no index names, quiesce repair index)`
+          ? `blob ${id} is not in the repository at ${this.backend.location}: no index names it (run quiesce check; when it finds packs that no index names, quiesce repair index)`
           : `blob ${id} is not in the index of the repository at ${this.backend.location}, and index ${this.damagedIndexes.map((n) => `index/${n}`).join(', ')} is damaged: run quiesce repair index`,
       );
     }
