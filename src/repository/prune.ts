@@ -63,7 +63,10 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
   const lock = await ctx.repo.lock('exclusive', call);
   try {
     const { files, damaged: badIndexes } = await loadAllIndexes(ctx.backend, ctx.keys.encryption, call);
-    if (badIndexes.length > 0) throw damaged(`index ${badIndexes[0]!.name} cannot be read (${badIndexes[0]!.message})`);
+    if (badIndexes.length > 0)
+      throw damaged(
+        `index ${badIndexes[0]!.name} cannot be read (${badIndexes[0]!.message}); quiesce repair index rebuilds the index from the packs`,
+      );
     const { packs, index } = indexPacks(files);
     const stored = new Map<string, number>();
     for await (const info of ctx.backend.list('data', call)) stored.set(info.name, info.size);
