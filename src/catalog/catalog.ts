@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { BackupType, CallOptions } from '../model/index.ts';
+import { messageOf } from '../util/index.ts';
+import { cacheRebuiltMessage, isDamage, openCatalogCache, removeCache } from './catalog-cache.ts';
 import { BackupMetaSchema, type BackupMeta, type ComponentRecord } from './manifest-meta.ts';
 import type { CatalogRepository, ManifestEnvelope } from '../repository/index.ts';
 
@@ -22,58 +22,31 @@ export interface CatalogEntry {
 export class Catalog {
   private constructor(private readonly entries: CatalogEntry[]) {}
 
-  /** Reads the repository's manifests, using and refreshing the cache file when given. */
+  /**
+   * Reads the repository's manifests, using and refreshing the cache file when given. A damaged
+   * cache file is replaced and rebuilt (`onCacheRebuilt` is told why); a cache that fails while
+   * in use is dropped and the manifests read again without it.
+   */
   static async load(
     repository: CatalogRepository,
     cacheFile: string | null,
-    options: CallOptions = {},
+    options: CallOptions & { onCacheRebuilt?: (message: string) => void } = {},
   ): Promise<Catalog> {
     const ids = new Set(await repository.listManifests(options));
-    const cache = cacheFile ? openCache(cacheFile) : null;
-    const entries: CatalogEntry[] = [];
+    if (cacheFile === null) return new Catalog(sortEntries(await readEntries(repository, ids, null, options)));
+    const { db, damage } = openCatalogCache(cacheFile);
+    if (damage !== null) options.onCacheRebuilt?.(cacheRebuiltMessage(cacheFile, damage));
     try {
-      const cached = new Map<string, string>();
-      if (cache) {
-        for (const row of cache
-          .prepare('SELECT manifest_id, envelope FROM manifests WHERE repository_id = ?')
-          .all(repository.id) as { manifest_id: string; envelope: string }[]) {
-          cached.set(row.manifest_id, row.envelope);
-        }
-      }
-      const insert = cache?.prepare(
-        'INSERT OR REPLACE INTO manifests (repository_id, manifest_id, envelope) VALUES (?, ?, ?)',
-      );
-      for (const id of ids) {
-        let envelope: ManifestEnvelope | null = null;
-        const hit = cached.get(id);
-        if (hit !== undefined) {
-          try {
-            envelope = JSON.parse(hit) as ManifestEnvelope;
-          } catch {
-            envelope = null;
-          }
-        }
-        envelope ??= await repository.loadManifest(id, options);
-        if (hit === undefined) insert?.run(repository.id, id, JSON.stringify(envelope));
-        const meta = BackupMetaSchema.safeParse(envelope.meta);
-        if (!meta.success) continue; // a manifest of another kind: not a backup set
-        entries.push({
-          manifestId: id,
-          setId: envelope.setId,
-          time: envelope.time,
-          tree: envelope.tree,
-          meta: meta.data,
-        });
-      }
-      if (cache) {
-        const remove = cache.prepare('DELETE FROM manifests WHERE repository_id = ? AND manifest_id = ?');
-        for (const id of cached.keys()) if (!ids.has(id)) remove.run(repository.id, id);
-      }
+      return new Catalog(sortEntries(await readEntries(repository, ids, db, options)));
+    } catch (error) {
+      if (!isDamage(error)) throw error;
+      db.close();
+      removeCache(cacheFile);
+      options.onCacheRebuilt?.(cacheRebuiltMessage(cacheFile, messageOf(error)));
+      return new Catalog(sortEntries(await readEntries(repository, ids, null, options)));
     } finally {
-      cache?.close();
+      if (db.open) db.close();
     }
-    entries.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : a.setId < b.setId ? -1 : 1));
-    return new Catalog(entries);
   }
 
   /** Every set, oldest first. */
@@ -119,13 +92,47 @@ export class Catalog {
   }
 }
 
-function openCache(file: string): Database.Database {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('busy_timeout = 5000');
-  db.exec(
-    'CREATE TABLE IF NOT EXISTS manifests (repository_id TEXT NOT NULL, manifest_id TEXT NOT NULL, envelope TEXT NOT NULL, PRIMARY KEY (repository_id, manifest_id))',
+async function readEntries(
+  repository: CatalogRepository,
+  ids: ReadonlySet<string>,
+  cache: Database.Database | null,
+  options: CallOptions,
+): Promise<CatalogEntry[]> {
+  const entries: CatalogEntry[] = [];
+  const cached = new Map<string, string>();
+  if (cache) {
+    for (const row of cache
+      .prepare('SELECT manifest_id, envelope FROM manifests WHERE repository_id = ?')
+      .all(repository.id) as { manifest_id: string; envelope: string }[]) {
+      cached.set(row.manifest_id, row.envelope);
+    }
+  }
+  const insert = cache?.prepare(
+    'INSERT OR REPLACE INTO manifests (repository_id, manifest_id, envelope) VALUES (?, ?, ?)',
   );
-  return db;
+  for (const id of ids) {
+    let envelope: ManifestEnvelope | null = null;
+    const hit = cached.get(id);
+    if (hit !== undefined) {
+      try {
+        envelope = JSON.parse(hit) as ManifestEnvelope;
+      } catch {
+        envelope = null;
+      }
+    }
+    envelope ??= await repository.loadManifest(id, options);
+    if (hit === undefined) insert?.run(repository.id, id, JSON.stringify(envelope));
+    const meta = BackupMetaSchema.safeParse(envelope.meta);
+    if (!meta.success) continue; // a manifest of another kind: not a backup set
+    entries.push({ manifestId: id, setId: envelope.setId, time: envelope.time, tree: envelope.tree, meta: meta.data });
+  }
+  if (cache) {
+    const remove = cache.prepare('DELETE FROM manifests WHERE repository_id = ? AND manifest_id = ?');
+    for (const id of cached.keys()) if (!ids.has(id)) remove.run(repository.id, id);
+  }
+  return entries;
+}
+
+function sortEntries(entries: CatalogEntry[]): CatalogEntry[] {
+  return entries.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : a.setId < b.setId ? -1 : 1));
 }

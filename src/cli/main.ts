@@ -10,6 +10,7 @@ import { registerDemo } from './commands/demo.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
+import { registerRepair } from './commands/repair.ts';
 import { registerRestore } from './commands/restore.ts';
 import { registerProviders } from './commands/providers.ts';
 import { registerSnapshot } from './commands/snapshot.ts';
@@ -34,6 +35,7 @@ export function buildProgram(interrupt: Interrupt): Command {
   registerBackups(program, interrupt);
   registerRestore(program, interrupt);
   registerCheck(program, interrupt);
+  registerRepair(program, interrupt);
   registerForget(program, interrupt);
   registerDemo(program);
   registerAgent(program, interrupt);

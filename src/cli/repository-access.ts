@@ -2,9 +2,11 @@
 // `repository`; --password-file or QUIESCE_PASSWORD. Composition of backend and repository.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { proveCatalogCache } from '../catalog/index.ts';
 import type { Config } from '../config/index.ts';
 import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { messageOf } from '../util/index.ts';
+import { stdio } from './output.ts';
 import { initRepository, openBackend, openRepository, type Repository } from '../repository/index.ts';
 
 export interface RepositoryFlags {
@@ -55,10 +57,19 @@ export async function openRepositoryFromFlags(
   options: CallOptions = {},
 ): Promise<Repository> {
   const backend = await openBackend(repositoryLocation(flags, config), { signal: options.signal });
-  return openRepository(backend, await readPassword(flags), { signal: options.signal });
+  return openRepository(backend, await readPassword(flags), {
+    signal: options.signal,
+    onWarning: (message) => stdio.err(`quiesce: warning: ${message}`),
+  });
 }
 
-/** The catalog's cache file for a repository, under the state directory. */
+/**
+ * The catalog's cache file for a repository, under the state directory, proven first: a damaged
+ * one is replaced (it is rebuilt from the manifests), and the user told so on stderr.
+ */
 export function catalogCachePath(config: Config, repository: Repository): string {
-  return join(config.stateDir, 'catalog', `${repository.id}.sqlite`);
+  const file = join(config.stateDir, 'catalog', `${repository.id}.sqlite`);
+  const rebuilt = proveCatalogCache(file);
+  if (rebuilt !== null) stdio.err(`quiesce: ${rebuilt}`);
+  return file;
 }

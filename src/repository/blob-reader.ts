@@ -55,7 +55,17 @@ export async function loadPack(
         { cause: error },
       );
     }
-    throw (range === null ? null : await shortPack(backend, pack, id, range, error, options)) ?? error;
+    const short = range === null ? null : await shortPack(backend, pack, id, range, error, options);
+    if (short !== null) throw short;
+    // A pack cut short (truncated or emptied) is damage to report, not a storage fault.
+    if (error instanceof BackendError && error.kind === 'other' && /short read/.test(error.message)) {
+      throw new QuiesceError(
+        'damaged',
+        `pack ${pack}, which holds blob ${id}, is shorter than the index says: it was truncated (run quiesce check --read-data, then quiesce repair packs)`,
+        { cause: error },
+      );
+    }
+    throw error;
   }
 }
 
@@ -80,7 +90,7 @@ async function shortPack(
   return new QuiesceError(
     'damaged',
     `pack ${pack}, which holds blob ${id}, is damaged: it has ${size} bytes, fewer than the ` +
-      `${range.offset + range.length} the index says (truncated? run quiesce check)`,
+      `${range.offset + range.length} the index says (truncated? run quiesce check --read-data, then quiesce repair packs)`,
     { cause: error },
   );
 }

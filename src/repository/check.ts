@@ -3,6 +3,7 @@ import { messageOf } from '../util/index.ts';
 import { indexPacks } from './blob-index.ts';
 import { readBlob, verifyBlob } from './blob-reader.ts';
 import { sha256Hex } from './crypto/keys.ts';
+import { isNotFound } from './storage-error.ts';
 import { loadAllIndexes, type IndexedPack } from './index-file.ts';
 import { readPackHeaderFromBytes } from './pack-file.ts';
 import { parseTree } from './tree-blob.ts';
@@ -23,6 +24,7 @@ export interface CheckProblem {
     | 'damaged-blob'
     | 'missing-blob'
     | 'damaged-index'
+    | 'damaged-key'
     | 'damaged-manifest'
     | 'damaged-tree'
     | 'unreferenced-pack'
@@ -73,6 +75,7 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
 
   // The config opens with our keys (openRepository proved a key opens with the password).
   await ctx.verifyConfig(options);
+  await checkKeyFiles(run);
 
   const { files: indexFiles, damaged } = await loadAllIndexes(backend, keys.encryption, options);
   for (const bad of damaged) run.problems.push({ kind: 'damaged-index', object: bad.name, message: bad.message });
@@ -114,6 +117,26 @@ export async function checkRepository(ctx: RepositoryInternals, options: CheckOp
     bytesRead: run.bytesRead,
     problems: run.problems,
   };
+}
+
+/** Every key file still hashes to its name (a changed one may no longer open with its password). */
+async function checkKeyFiles(run: CheckRun): Promise<void> {
+  const { backend } = run.ctx;
+  for await (const info of backend.list('keys', run.options)) {
+    let bytes: Buffer;
+    try {
+      bytes = await backend.load('keys', info.name, run.options);
+    } catch (error) {
+      if (isNotFound(error)) continue; // removed since the listing
+      throw error;
+    }
+    if (sha256Hex(bytes) !== info.name)
+      run.problems.push({
+        kind: 'damaged-key',
+        object: info.name,
+        message: `key file keys/${info.name} is damaged: its bytes no longer match its name (SHA-256); add a password again (quiesce key add) and remove this key`,
+      });
+  }
 }
 
 /** Every pack an index names is stored at its size; a stored pack no index names is reported. */

@@ -90,6 +90,15 @@ export async function loadIndexes(
         if (isNotFound(error)) continue; // removed by a prune since the listing
         throw error;
       }
+      // An index object is named by the SHA-256 of its bytes: one that no longer hashes to its
+      // name was changed (or replaced by another) after it was written.
+      if (sha256Hex(bytes) !== name) {
+        result.damaged.push({
+          name,
+          message: `index ${name} is damaged: its bytes no longer match its name (SHA-256)`,
+        });
+        continue;
+      }
       try {
         result.files.push({ name, file: decodeIndex(key, bytes, name) });
       } catch (error) {

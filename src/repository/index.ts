@@ -10,6 +10,7 @@ export {
 } from './open.ts';
 export { DEFAULT_GRACE_MS, type PruneOptions, type PruneReport } from './prune.ts';
 export type { CheckOptions, CheckProblem, CheckReport } from './check.ts';
+export type { DroppedBlob, RepairIndexReport, RepairPacksReport } from './repair.ts';
 export { DEFAULT_LOCK_REFRESH_MS, DEFAULT_LOCK_STALE_MS, type LockOptions } from './locks.ts';
 export { DEFAULT_CHUNKER_PARAMS, type ChunkerParams } from './chunker/index.ts';
 export { DEFAULT_KDF, type KdfParams } from './crypto/index.ts';

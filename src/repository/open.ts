@@ -6,6 +6,7 @@ import { DEFAULT_CHUNKER_PARAMS, validateChunkerParams, type ChunkerParams } fro
 import { DEFAULT_COMPRESSION_LEVEL } from './compression.ts';
 import { addKey, DEFAULT_KDF, deriveKeys, newMasterSecret, openMasterSecret, type KdfParams } from './crypto/keys.ts';
 import { tryOpenSealed } from './crypto/seal.ts';
+import { assertNoRepositoryObjects } from './init-guard.ts';
 import type { LockOptions } from './locks.ts';
 import { QuiesceRepository, type Session } from './repository.ts';
 import type { Repository } from './repository-api.ts';
@@ -30,6 +31,8 @@ export interface OpenRepositoryOptions extends CallOptions {
   kdf?: KdfParams;
   /** Lock refresh and staleness (default 5 and 30 minutes). */
   lock?: LockOptions;
+  /** Told once per damaged object the session meets without failing (an index object that does not open). */
+  onWarning?: (message: string) => void;
 }
 
 export interface InitRepositoryOptions extends OpenRepositoryOptions {
@@ -50,7 +53,7 @@ const DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024;
 /**
  * Creates a repository on an empty backend and opens it: writes the first key (the master
  * secret sealed under `password`), then the config (last: a location with a config is a
- * repository). Refuses a backend that already has one.
+ * repository). Refuses a backend that already has one, or any object of one (init-guard.ts).
  *
  * @example
  * const repo = await initRepository(new FsBackend('/var/backups/q'), password);
@@ -60,12 +63,7 @@ export async function initRepository(
   password: string,
   options: InitRepositoryOptions = {},
 ): Promise<Repository> {
-  if (await backend.exists(options)) {
-    throw new QuiesceError(
-      'bad-usage',
-      `there is already a repository at ${backend.location}: open it instead of running init`,
-    );
-  }
+  await assertNoRepositoryObjects(backend, options);
   const chunker = options.chunker ?? DEFAULT_CHUNKER_PARAMS;
   validateChunkerParams(chunker);
   const master = newMasterSecret();
@@ -105,7 +103,15 @@ export async function openRepository(
       `no quiesce repository at ${backend.location}: run quiesce init`,
       cause === undefined ? {} : { cause },
     );
-  if (!(await backend.exists(options))) throw none();
+  if (!(await backend.exists(options))) {
+    for await (const key of backend.list('keys', options)) {
+      throw new QuiesceError(
+        'not-a-repository',
+        `the repository at ${backend.location} has no config (its key files, such as keys/${key.name}, are there): put the config back from a copy of the repository`,
+      );
+    }
+    throw none();
+  }
   let configBytes: Buffer;
   try {
     configBytes = await backend.load('config', CONFIG_NAME, options);
@@ -143,5 +149,6 @@ function session(
     maxPendingBytes: options.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES,
     kdf: options.kdf ?? DEFAULT_KDF,
     lock: options.lock,
+    onWarning: options.onWarning ?? (() => {}),
   };
 }

@@ -63,7 +63,10 @@ export async function pruneRepository(ctx: RepositoryInternals, options: PruneOp
   const lock = await ctx.repo.lock('exclusive', call);
   try {
     const { files, damaged: badIndexes } = await loadAllIndexes(ctx.backend, ctx.keys.encryption, call);
-    if (badIndexes.length > 0) throw damaged(`index ${badIndexes[0]!.name} cannot be read (${badIndexes[0]!.message})`);
+    if (badIndexes.length > 0)
+      throw damaged(
+        `index ${badIndexes[0]!.name} cannot be read (${badIndexes[0]!.message}); quiesce repair index rebuilds the index from the packs`,
+      );
     const { packs, index } = indexPacks(files);
     const stored = new Map<string, number>();
     for await (const info of ctx.backend.list('data', call)) stored.set(info.name, info.size);
@@ -308,7 +311,12 @@ async function repackLive(
   return written;
 }
 
-async function writeIndexes(ctx: RepositoryInternals, all: readonly IndexedPack[], call: CallOptions): Promise<void> {
+/** Writes the index objects naming `all` (1,000 packs to an object). */
+export async function writeIndexes(
+  ctx: RepositoryInternals,
+  all: readonly IndexedPack[],
+  call: CallOptions,
+): Promise<void> {
   for (let at = 0; at < all.length; at += PACKS_PER_INDEX) {
     const { name, bytes } = encodeIndex(ctx.keys.encryption, all.slice(at, at + PACKS_PER_INDEX));
     try {

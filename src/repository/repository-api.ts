@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { CallOptions } from '../model/index.ts';
 import type { CheckOptions, CheckReport } from './check.ts';
 import type { PruneOptions, PruneReport } from './prune.ts';
+import type { RepairIndexReport, RepairPacksReport } from './repair.ts';
 import type { Tree } from './tree.ts';
 
 export type BlobType = 'data' | 'tree';
@@ -104,6 +105,10 @@ export interface Repository {
   lock(kind: 'shared' | 'exclusive', options?: CallOptions): Promise<RepositoryLock>;
   check(options?: CheckOptions): Promise<CheckReport>;
   prune(options?: PruneOptions): Promise<PruneReport>;
+  /** Rebuilds the index from the packs' headers, replacing every index object (see repair.ts). */
+  repairIndex(options?: CallOptions): Promise<RepairIndexReport>;
+  /** Reads every blob; copies the sound blobs of damaged packs, drops the rest from the index (see repair.ts). */
+  repairPacks(options?: CallOptions): Promise<RepairPacksReport>;
   /** Seals the master key under another password, in a key file of its own; answers its id. */
   addPassword(password: string, options?: CallOptions): Promise<string>;
   /** Every key file, and which one this session's password opened (`current`). */

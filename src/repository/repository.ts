@@ -15,6 +15,7 @@ import { KeyRing, type SessionKeyInfo } from './key-ring.ts';
 import { Locker, type LockOptions } from './locks.ts';
 import { Manifests } from './manifests.ts';
 import { pruneRepository, type PruneOptions, type PruneReport } from './prune.ts';
+import { repairIndex, repairPacks, type RepairIndexReport, type RepairPacksReport } from './repair.ts';
 import type {
   BlobType,
   Chunker,
@@ -43,6 +44,7 @@ export interface Session {
   maxPendingBytes: number;
   kdf: KdfParams;
   lock: LockOptions | undefined;
+  onWarning: (message: string) => void;
 }
 
 /**
@@ -67,12 +69,17 @@ export class QuiesceRepository implements Repository, RepositoryInternals {
   private readonly locker: Locker;
   private readonly gear: Uint32Array;
   private readonly config: RepositoryConfig;
+  private readonly onWarning: (message: string) => void;
+  /** Index objects that did not open at the last load, and those already warned of. */
+  private damagedIndexes: readonly string[] = [];
+  private readonly warnedIndexes = new Set<string>();
   private closed = false;
 
   private constructor(session: Session) {
     const { backend, config } = session;
     this.backend = backend;
     this.config = config;
+    this.onWarning = session.onWarning;
     this.id = config.id;
     this.keys = deriveKeys(session.master);
     this.packSize = session.packSize;
@@ -188,7 +195,9 @@ export class QuiesceRepository implements Repository, RepositoryInternals {
     if (location === undefined) {
       throw new QuiesceError(
         'damaged',
-        `blob ${id} is not in the repository at ${this.backend.location} (run quiesce check)`,
+        this.damagedIndexes.length === 0
+          ? `blob ${id} is not in the repository at ${this.backend.location}: no index names it (run quiesce check; when it finds packs that no index names, quiesce repair index)`
+          : `blob ${id} is not in the index of the repository at ${this.backend.location}, and index ${this.damagedIndexes.map((n) => `index/${n}`).join(', ')} is damaged: run quiesce repair index`,
       );
     }
     // A blob a worker will open is read into memory that goes to the worker and comes back.
@@ -271,6 +280,16 @@ export class QuiesceRepository implements Repository, RepositoryInternals {
     return pruneRepository(this, options);
   }
 
+  async repairIndex(options: CallOptions = {}): Promise<RepairIndexReport> {
+    this.assertOpen();
+    return repairIndex(this, options);
+  }
+
+  async repairPacks(options: CallOptions = {}): Promise<RepairPacksReport> {
+    this.assertOpen();
+    return repairPacks(this, options);
+  }
+
   async addPassword(password: string, options: CallOptions = {}): Promise<string> {
     this.assertOpen();
     return this.keyRing.addPassword(password, options);
@@ -309,11 +328,28 @@ export class QuiesceRepository implements Repository, RepositoryInternals {
     )
       return;
     this.indexNames = null;
-    const { files } = await loadIndexes(this.backend, this.keys.encryption, names, options);
+    const { files, damaged } = await loadIndexes(this.backend, this.keys.encryption, names, options);
+    this.noteDamagedIndexes(damaged);
     this.index.clear();
     for (const { file } of files) for (const pack of file.packs) this.index.addPack(pack);
     for (const pack of this.saver.sessionPacks) this.index.addPack(pack);
     this.indexNames = new Set(names);
+  }
+
+  /** Index objects that did not open at the last load (their blobs look missing until `repair index`). */
+  get damagedIndexNames(): readonly string[] {
+    return this.damagedIndexes;
+  }
+
+  private noteDamagedIndexes(damaged: readonly { name: string; message: string }[]): void {
+    this.damagedIndexes = damaged.map((d) => d.name).sort();
+    for (const { name, message } of damaged) {
+      if (this.warnedIndexes.has(name)) continue;
+      this.warnedIndexes.add(name);
+      this.onWarning(
+        `index object index/${name} of the repository at ${this.backend.location} is damaged (${message}): the blobs it lists look missing until you run quiesce repair index`,
+      );
+    }
   }
 
   async reloadAfterPrune(options: CallOptions = {}): Promise<void> {

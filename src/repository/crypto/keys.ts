@@ -52,6 +52,9 @@ export const DEFAULT_KDF: KdfParams = { N: 2 ** 15, r: 8, p: 1 };
 /** What a key file may ask of us before we refuse it: 1 GiB of scrypt memory. */
 const MAX_SCRYPT_MEMORY = 2 ** 30;
 
+/** nonce (12) || AES-256-GCM of the 32-byte master secret || tag (16). */
+const SEALED_MASTER_LENGTH = 12 + 32 + 16;
+
 const KdfParamsSchema = z.object({
   N: z
     .number()
@@ -127,16 +130,45 @@ export async function openKeyFile(
   password: string,
   options: CallOptions = {},
 ): Promise<Buffer | null> {
-  let file: KeyFile;
+  const result = await tryKeyFile(bytes, password, options);
+  return 'master' in result ? result.master : null;
+}
+
+/**
+ * What a key file holds for `password`: its master secret, or why not: `damaged` (it is not a
+ * well-formed key file: not JSON, a field missing or of a bad length, KDF parameters out of
+ * range), or `wrong` (a well-formed key file the password does not open).
+ */
+export async function tryKeyFile(
+  bytes: Uint8Array,
+  password: string,
+  options: CallOptions = {},
+): Promise<{ master: Buffer } | { damaged: string } | { wrong: true }> {
+  let raw: unknown;
   try {
-    file = KeyFileSchema.parse(JSON.parse(Buffer.from(bytes).toString('utf8')));
+    raw = JSON.parse(Buffer.from(bytes).toString('utf8'));
   } catch {
-    return null;
+    return { damaged: bytes.length === 0 ? 'it is empty' : 'it is not valid JSON' };
   }
-  if (scryptMemory(file) > MAX_SCRYPT_MEMORY) return null;
-  const key = await passwordKey(password, Buffer.from(file.salt, 'base64'), file, options);
-  const master = tryOpenSealed(key, Buffer.from(file.data, 'base64'));
-  return master !== null && master.length === 32 ? master : null;
+  const parsed = KeyFileSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return {
+      damaged: `it is not a valid key file (${issue?.path.join('.') || 'the file'}: ${issue?.message ?? 'invalid'})`,
+    };
+  }
+  const file = parsed.data;
+  if (scryptMemory(file) > MAX_SCRYPT_MEMORY)
+    return { damaged: `its KDF parameters N=${file.N} r=${file.r} need more than 1 GiB` };
+  const salt = Buffer.from(file.salt, 'base64');
+  const data = Buffer.from(file.data, 'base64');
+  // A key file always holds a 32-byte salt and a sealed 32-byte secret (12 + 32 + 16 bytes).
+  if (salt.length !== 32) return { damaged: `its salt is ${salt.length} bytes, not 32` };
+  if (data.length !== SEALED_MASTER_LENGTH)
+    return { damaged: `its sealed key is ${data.length} bytes, not ${SEALED_MASTER_LENGTH}` };
+  const key = await passwordKey(password, salt, file, options);
+  const master = tryOpenSealed(key, data);
+  return master !== null && master.length === 32 ? { master } : { wrong: true };
 }
 
 /** Seals `master` under another password and stores the key file; answers its name. */
@@ -181,7 +213,8 @@ export async function listKeyFiles(backend: Backend, options: CallOptions = {}):
  * Tries every key file of the repository with `password`, answering the first master secret
  * that `accept` takes (the caller checks it opens the config: a key left by a crashed `init`
  * may open with the same password yet belong to no repository).
- * Throws `wrong-password` when no key opens; `not-a-repository` when keys open but none is accepted.
+ * Throws `wrong-password` when no intact key opens (naming the damaged ones, if any); `damaged`
+ * when every key file is damaged; `not-a-repository` when keys open but none is accepted.
  */
 export async function openMasterSecret(
   backend: Backend,
@@ -191,28 +224,58 @@ export async function openMasterSecret(
 ): Promise<{ master: Buffer; keyName: string }> {
   let tried = 0;
   let opened = 0;
+  const damaged: string[] = [];
   for await (const info of backend.list('keys', options)) {
     tried += 1;
     const bytes = await backend.load('keys', info.name, options);
-    const master = await openKeyFile(bytes, password, options);
-    if (master === null) continue;
-    opened += 1;
-    if (accept(master)) return { master, keyName: info.name };
+    const result = await tryKeyFile(bytes, password, options);
+    if ('master' in result) {
+      opened += 1;
+      if (accept(result.master)) return { master: result.master, keyName: info.name };
+      if (sha256Hex(bytes) !== info.name)
+        damaged.push(
+          `key file keys/${info.name} no longer hashes to its name: it was replaced (by a key of another repository?)`,
+        );
+      continue;
+    }
+    // A key file is named by the SHA-256 of its bytes: one that no longer hashes to its name
+    // was changed after it was written, whatever the password.
+    const reason =
+      'damaged' in result
+        ? result.damaged
+        : sha256Hex(bytes) !== info.name
+          ? 'its bytes no longer match its name (SHA-256)'
+          : null;
+    if (reason !== null) damaged.push(`key file keys/${info.name} is damaged: ${reason}`);
   }
+  throw noKeyOpens(backend.location, tried, opened, damaged);
+}
+
+function noKeyOpens(location: string, tried: number, opened: number, damaged: readonly string[]): QuiesceError {
   if (tried === 0) {
-    throw new QuiesceError(
+    return new QuiesceError(
       'not-a-repository',
-      `the repository at ${backend.location} has no key: it is not a quiesce repository, or its keys were removed`,
+      `the repository at ${location} has no key: it is not a quiesce repository, or its keys were removed`,
     );
   }
-  if (opened === 0) {
-    throw new QuiesceError(
-      'wrong-password',
-      `the password does not open any key of the repository at ${backend.location}`,
+  if (opened > 0) {
+    return new QuiesceError(
+      'not-a-repository',
+      `the config of the repository at ${location} is unreadable (damaged, or written with other keys): it cannot be opened${damaged.length > 0 ? `; ${damaged.join('; ')}` : ''}`,
     );
   }
-  throw new QuiesceError(
-    'not-a-repository',
-    `the config of the repository at ${backend.location} is unreadable (damaged, or written with other keys): it cannot be opened`,
+  if (damaged.length === tried) {
+    return new QuiesceError(
+      'damaged',
+      `no key of the repository at ${location} can be opened: ${damaged.join('; ')}. Put the key files back from a copy of the repository (any password then opens its own)`,
+    );
+  }
+  const also =
+    damaged.length === 0
+      ? ''
+      : `; and ${damaged.join('; ')} (it may be the one this password opened: put it back from a copy)`;
+  return new QuiesceError(
+    'wrong-password',
+    `the password does not open any key of the repository at ${location}${also}`,
   );
 }
