@@ -13,7 +13,7 @@ import {
   utimes,
   type FileHandle,
 } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { QuiesceError, utimesSeconds, type CallOptions, type Failure } from '../model/index.ts';
 import {
   NodeNameSchema,
@@ -25,6 +25,7 @@ import {
   type TreeNode,
 } from '../repository/index.ts';
 import { awaitedLater } from '../util/index.ts';
+import { insideTarget, prepareTarget } from './restore-target.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: Repository;
@@ -105,11 +106,7 @@ type RestoreMode = 'all' | 'path';
  * place. A file whose data is damaged fails on its own, loudly; the others restore.
  */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
-  const target = resolve(options.target);
-  await mkdir(target, { recursive: true });
-  const targetStats = await lstat(target);
-  if (!targetStats.isDirectory())
-    throw new QuiesceError('bad-usage', `the restore target ${target} is not a directory`);
+  const target = await prepareTarget(options.target);
   const run = new RestoreRun(options, target);
   await run.restoreDir(options.tree, target, '', run.include.length === 0 ? 'all' : 'path', false);
   return run.result;
@@ -228,7 +225,7 @@ class RestoreRun {
     const childMode = mode === 'all' ? 'all' : this.wanted(childOriginal);
     if (!childMode) return;
     const path = join(dir, node.name);
-    if (!path.startsWith(`${this.target}/`))
+    if (!insideTarget(this.target, path))
       throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${this.target}`);
     switch (node.type) {
       case 'dir':
