@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
 import { QuiesceError, type CallOptions } from '../model/index.ts';
 import { messageOf } from '../util/index.ts';
-import { initRepository, openBackend, openRepository, type Repository } from '../repository/index.ts';
+import {
+  BackendError,
+  initRepository,
+  openBackend,
+  openRepository,
+  type Backend,
+  type OpenBackendOptions,
+  type Repository,
+} from '../repository/index.ts';
 
 export interface RepositoryFlags {
   repo?: string;
@@ -40,12 +48,27 @@ export async function readPassword(flags: RepositoryFlags): Promise<string> {
   throw new QuiesceError('bad-usage', 'no password: set QUIESCE_PASSWORD or give --password-file');
 }
 
+/**
+ * The backend of a location. Opening one only checks (or, with `create`, makes) the location,
+ * so what it refuses (an unknown scheme, a file where a directory should be) is bad usage, exit 2;
+ * a full disk stays a failure.
+ */
+async function backendAt(location: string, options: OpenBackendOptions): Promise<Backend> {
+  try {
+    return await openBackend(location, options);
+  } catch (error) {
+    if (error instanceof BackendError && error.kind !== 'no-space')
+      throw new QuiesceError('bad-usage', error.message, { cause: error });
+    throw error;
+  }
+}
+
 export async function createRepository(
   flags: RepositoryFlags,
   config: Config | null,
   options: CallOptions = {},
 ): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(flags, config), { create: true, signal: options.signal });
+  const backend = await backendAt(repositoryLocation(flags, config), { create: true, signal: options.signal });
   return initRepository(backend, await readPassword(flags), { signal: options.signal });
 }
 
@@ -54,7 +77,7 @@ export async function openRepositoryFromFlags(
   config: Config | null,
   options: CallOptions = {},
 ): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(flags, config), { signal: options.signal });
+  const backend = await backendAt(repositoryLocation(flags, config), { signal: options.signal });
   return openRepository(backend, await readPassword(flags), { signal: options.signal });
 }
 
