@@ -1,9 +1,12 @@
 import type { Command } from 'commander';
+import { lstat } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { QuiesceError } from '../../model/index.ts';
 import { createProviders, listProviderSupport } from '../../providers/index.ts';
 import { closeWriters, composeWriters, forcedFor } from '../compose.ts';
 import { findConfig } from '../find-config.ts';
 import { stdio, table } from '../output.ts';
+import { isErrno } from '../../util/index.ts';
 
 /** `quiesce providers [PATH...]`: which provider serves each path, and why the others don't. */
 export function registerProviders(program: Command): void {
@@ -16,6 +19,7 @@ export function registerProviders(program: Command): void {
     .action(async (args: string[], opts: { config?: string; json?: boolean }) => {
       const config = await findConfig(opts.config);
       let paths = args.map((p) => resolve(p));
+      await mustExist(paths);
       if (paths.length === 0) {
         const writers = await composeWriters(config);
         try {
@@ -70,4 +74,19 @@ export function registerProviders(program: Command): void {
       );
       stdio.out(table(['PATH', 'PROVIDER', 'USE', 'LEVEL', 'WHY'], rows));
     });
+}
+
+/** Paths named on the command line must exist: a provider for a path that is not there answers nothing true. */
+async function mustExist(paths: string[]): Promise<void> {
+  const missing: string[] = [];
+  for (const path of paths) {
+    try {
+      await lstat(path);
+    } catch (error) {
+      if (!isErrno(error, 'ENOENT', 'ENOTDIR')) throw error;
+      missing.push(path);
+    }
+  }
+  if (missing.length > 0)
+    throw new QuiesceError('bad-usage', `no such file or directory: ${missing.join(', ')}; name paths that exist`);
 }
