@@ -21,7 +21,8 @@ export async function readConfigText(file: string, signal?: AbortSignal): Promis
   const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   try {
     const stats = await handle.stat();
-    if (!stats.isFile()) throw new Error(`it is ${kindOf(stats)}, not a regular file`);
+    if (!stats.isFile())
+      throw new Error(`it is ${kindOf(stats)}, not a regular file${stats.isDirectory() ? ' (EISDIR)' : ''}`);
     if (stats.size > MAX_CONFIG_BYTES)
       throw new Error(`it is ${stats.size} bytes; a config file is at most ${MAX_CONFIG_BYTES} bytes`);
     signal?.throwIfAborted();
