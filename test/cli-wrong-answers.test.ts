@@ -20,6 +20,7 @@ function quiesce(...args: string[]) {
   const result = spawnSync(process.execPath, [bin, ...args], {
     encoding: 'utf8',
     timeout: 30_000,
+    killSignal: 'SIGKILL',
     env: { ...process.env, QUIESCE_PASSWORD: 'pw' },
   });
   return { code: result.status, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
@@ -101,10 +102,24 @@ describe('answers the command line gets right', () => {
     assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
     const started = Date.now();
     const run = quiesce('writers', '--config', fifo);
-    assert.equal(run.signal, null, 'not killed by the timeout');
+    assert.equal(run.signal, null, 'not killed at the timeout');
     assert.ok(Date.now() - started < 20_000);
     assert.equal(run.code, 2, run.stderr);
     assert.match(run.stderr, /config\.fifo: cannot read the config file: it is a FIFO, not a regular file/);
+  });
+
+  test('a FIFO as a password file is refused at once too', () => {
+    const fifo = join(dir, 'password.fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    for (const args of [
+      ['backups', '--config', config, '--password-file', fifo],
+      ['key', 'add', '--config', config, '--new-password-file', fifo],
+    ]) {
+      const run = quiesce(...args);
+      assert.equal(run.signal, null, 'not killed at the timeout');
+      assert.equal(run.code, 2, run.stderr);
+      assert.match(run.stderr, /password file .*password\.fifo: it is a FIFO, not a regular file/);
+    }
   });
 
   test('a config file larger than 1 MiB is refused, exit 2', async () => {
@@ -114,7 +129,7 @@ describe('answers the command line gets right', () => {
     assert.equal(run.code, 2, run.stderr);
     assert.match(
       run.stderr,
-      /big\.yaml: cannot read the config file: it is \d+ bytes; a config file is at most 1048576 bytes/,
+      /big\.yaml: cannot read the config file: it is \d+ bytes; such a file is at most 1048576 bytes/,
     );
   });
 });

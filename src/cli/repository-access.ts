@@ -1,10 +1,9 @@
 // How a command finds its repository and password: --repo, QUIESCE_REPO or the config's
 // `repository`; --password-file or QUIESCE_PASSWORD. Composition of backend and repository.
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/index.ts';
 import { QuiesceError, type CallOptions } from '../model/index.ts';
-import { messageOf } from '../util/index.ts';
+import { messageOf, readRegularFile } from '../util/index.ts';
 import {
   BackendError,
   initRepository,
@@ -30,10 +29,13 @@ export function repositoryLocation(flags: RepositoryFlags, config: Config | null
   return location;
 }
 
+/** A password file is read only when it is a regular file of at most this many bytes (a FIFO would hang). */
+export const MAX_PASSWORD_FILE_BYTES = 64 << 10;
+
 export async function readPassword(flags: RepositoryFlags): Promise<string> {
   if (flags.passwordFile) {
     try {
-      const text = await readFile(flags.passwordFile, 'utf8');
+      const text = await readRegularFile(flags.passwordFile, MAX_PASSWORD_FILE_BYTES);
       const password = text.replace(/\r?\n$/, '');
       if (password.length === 0)
         throw new QuiesceError('bad-usage', `the password file ${flags.passwordFile} is empty`);

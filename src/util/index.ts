@@ -6,3 +6,4 @@ export { isErrno, isRecord, messageOf } from './errors.ts';
 export { InFlightLimit } from './limit.ts';
 export { awaitedLater } from './promises.ts';
 export { processAlive } from './process.ts';
+export { readRegularFile } from './regular-file.ts';
