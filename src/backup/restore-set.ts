@@ -1,6 +1,7 @@
 import { Catalog, type CatalogEntry, type ComponentRecord } from '../catalog/index.ts';
 import { QuiesceError, type CallOptions, type RestoreRequest, type WriterEndpoint } from '../model/index.ts';
 import type { Repository } from '../repository/index.ts';
+import { findNode } from './tree-nodes.ts';
 import { restore, type RestoreProgress, type RestoreResult } from './restorer.ts';
 
 /** A writer configured on this host, which may take part in restoring its component. */
@@ -47,6 +48,7 @@ export async function restoreSet(options: RestoreSetOptions): Promise<RestoreSet
       ...(options.paths ?? []).map((p) => (p.startsWith('/') ? p : `/${p}`)),
       ...(component?.files ?? []),
     ];
+    await checkPathsInSet(repository, entry, include.slice(0, options.paths?.length ?? 0), { signal });
     const writer = component && options.writers?.find((w) => w.name === component.writer);
     const request: RestoreRequest = {
       setId: entry.setId,
@@ -68,6 +70,25 @@ export async function restoreSet(options: RestoreSetOptions): Promise<RestoreSet
   } finally {
     await lock.release();
   }
+}
+
+/** Every path asked for is in the set; those that are not are named, all at once (exit 1). */
+async function checkPathsInSet(
+  repository: Repository,
+  entry: CatalogEntry,
+  paths: readonly string[],
+  options: CallOptions,
+): Promise<void> {
+  const missing: string[] = [];
+  for (const path of paths) {
+    if (path.split('/').some(Boolean) && (await findNode(repository, entry.tree, path, options)) === null)
+      missing.push(path);
+  }
+  if (missing.length === 0) return;
+  throw new QuiesceError(
+    'nonretryable',
+    `set ${entry.setId} holds nothing at ${missing.join(', ')}: give each path as it was when backed up (absolute, e.g. /srv/shop)`,
+  );
 }
 
 /** The component a `--component` flag names, as `writer/component` or `component`. */

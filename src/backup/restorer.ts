@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, lchown, lstat, mkdir, open, rename, rm, symlink, unlink, type FileHandle } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import {
   decodeRawName,
   encodeRawName,
@@ -26,6 +26,7 @@ import { RestoreBounds } from './restore-bounds.ts';
 import { entryFailure, entryRefused, nodeProblem, pathProblem } from './restore-errors.ts';
 import { nameTooLong } from './restore-name-limits.ts';
 import { makeSpecial, type SkippedEntry } from './restore-special.ts';
+import { insideTarget, prepareTarget } from './restore-target.ts';
 
 export interface RestoreOptions extends CallOptions {
   repository: RestorerRepository;
@@ -110,11 +111,7 @@ type RestoreMode = 'all' | 'path';
  * place. A file whose data is damaged fails on its own, loudly; the others restore.
  */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
-  const target = resolve(options.target);
-  await mkdir(target, { recursive: true });
-  const targetStats = await lstat(target);
-  if (!targetStats.isDirectory())
-    throw new QuiesceError('bad-usage', `the restore target ${target} is not a directory`);
+  const target = await prepareTarget(options.target);
   const run = new RestoreRun(options, target);
   if (run.include.length === 0) await run.bounds.admit(options.tree, `the tree ${options.tree}`);
   await run.restoreDir(options.tree, target, '', run.include.length === 0 ? 'all' : 'path', false);
@@ -274,7 +271,7 @@ class RestoreRun {
     const childMode = mode === 'all' ? 'all' : this.wanted(childOriginal);
     if (!childMode) return;
     const path = join(dir, node.name);
-    if (!path.startsWith(`${this.target}/`))
+    if (!insideTarget(this.target, path))
       throw new QuiesceError('damaged', `refusing to restore ${childOriginal} outside ${this.target}`);
     const problem = pathProblem(path) ?? (node.type === 'dir' ? null : nodeProblem(node));
     if (problem !== null) throw entryRefused(problem);

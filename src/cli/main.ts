@@ -1,7 +1,6 @@
 // The `quiesce` command line: thin commands over the layers below. Exit status: 0 success,
 // 1 failure, 2 bad usage or config, 3 partial (part of the set fell back or failed under prefer).
 import { Command, CommanderError } from 'commander';
-import { QuiesceError } from '../model/index.ts';
 import { registerAgent } from './commands/agent.ts';
 import { registerBackup } from './commands/backup.ts';
 import { registerBackups } from './commands/backups.ts';
@@ -15,6 +14,7 @@ import { registerRestore } from './commands/restore.ts';
 import { registerProviders } from './commands/providers.ts';
 import { registerSnapshot } from './commands/snapshot.ts';
 import { registerWriters } from './commands/writers.ts';
+import { reportError } from './error-report.ts';
 import { EXIT, exitForError } from './exit-codes.ts';
 import { rootInterrupt, type Interrupt } from './interrupt.ts';
 import { stdio } from './output.ts';
@@ -52,11 +52,8 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
-    if (error instanceof QuiesceError) {
-      stdio.err(`quiesce: ${error.message}`);
-    } else {
-      stdio.err(`quiesce: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    }
+    // A stack only for a bug: every failure of a known class is its message (cli/error-report.ts).
+    stdio.err(`quiesce: ${reportError(error).text}`);
     return exitForError(error);
   } finally {
     interrupt.dispose();

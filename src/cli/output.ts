@@ -16,6 +16,16 @@ export const stdio: Output = {
   json: (value) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`),
 };
 
+/**
+ * How a set's component is shown (and can be given to `restore --component`): the writer's
+ * name, then the component's full name (`logical_path/name`), except that a full name that
+ * already begins with the writer's name (a logical path that is the writer's name, as the
+ * SQLite writer's is) is not prefixed again: `shop/shop.db`, not `shop/shop/shop.db`.
+ */
+export function componentLabel(writer: string, component: string): string {
+  return component === writer || component.startsWith(`${writer}/`) ? component : `${writer}/${component}`;
+}
+
 /** A plain aligned table; the last column may be long. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

@@ -1,13 +1,20 @@
 // How a command finds its repository and password: --repo, QUIESCE_REPO or the config's
 // `repository`; --password-file or QUIESCE_PASSWORD. Composition of backend and repository.
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { proveCatalogCache } from '../catalog/index.ts';
 import type { Config } from '../config/index.ts';
 import { QuiesceError, type CallOptions } from '../model/index.ts';
-import { messageOf } from '../util/index.ts';
+import { messageOf, readRegularFile } from '../util/index.ts';
 import { stdio } from './output.ts';
-import { initRepository, openBackend, openRepository, type Repository } from '../repository/index.ts';
+import {
+  BackendError,
+  initRepository,
+  openBackend,
+  openRepository,
+  type Backend,
+  type OpenBackendOptions,
+  type Repository,
+} from '../repository/index.ts';
 
 export interface RepositoryFlags {
   repo?: string;
@@ -24,10 +31,13 @@ export function repositoryLocation(flags: RepositoryFlags, config: Config | null
   return location;
 }
 
+/** A password file is read only when it is a regular file of at most this many bytes (a FIFO would hang). */
+export const MAX_PASSWORD_FILE_BYTES = 64 << 10;
+
 export async function readPassword(flags: RepositoryFlags): Promise<string> {
   if (flags.passwordFile) {
     try {
-      const text = await readFile(flags.passwordFile, 'utf8');
+      const text = await readRegularFile(flags.passwordFile, MAX_PASSWORD_FILE_BYTES);
       const password = text.replace(/\r?\n$/, '');
       if (password.length === 0)
         throw new QuiesceError('bad-usage', `the password file ${flags.passwordFile} is empty`);
@@ -42,12 +52,27 @@ export async function readPassword(flags: RepositoryFlags): Promise<string> {
   throw new QuiesceError('bad-usage', 'no password: set QUIESCE_PASSWORD or give --password-file');
 }
 
+/**
+ * The backend of a location. Opening one only checks (or, with `create`, makes) the location,
+ * so what it refuses (an unknown scheme, a file where a directory should be) is bad usage, exit 2;
+ * a full disk stays a failure.
+ */
+async function backendAt(location: string, options: OpenBackendOptions): Promise<Backend> {
+  try {
+    return await openBackend(location, options);
+  } catch (error) {
+    if (error instanceof BackendError && error.kind !== 'no-space')
+      throw new QuiesceError('bad-usage', error.message, { cause: error });
+    throw error;
+  }
+}
+
 export async function createRepository(
   flags: RepositoryFlags,
   config: Config | null,
   options: CallOptions = {},
 ): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(flags, config), { create: true, signal: options.signal });
+  const backend = await backendAt(repositoryLocation(flags, config), { create: true, signal: options.signal });
   return initRepository(backend, await readPassword(flags), { signal: options.signal });
 }
 
@@ -56,7 +81,7 @@ export async function openRepositoryFromFlags(
   config: Config | null,
   options: CallOptions = {},
 ): Promise<Repository> {
-  const backend = await openBackend(repositoryLocation(flags, config), { signal: options.signal });
+  const backend = await backendAt(repositoryLocation(flags, config), { signal: options.signal });
   return openRepository(backend, await readPassword(flags), {
     signal: options.signal,
     onWarning: (message) => stdio.err(`quiesce: warning: ${message}`),

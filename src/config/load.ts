@@ -2,11 +2,11 @@
  * Reading the config file: YAML in, a validated `Config` out, or a `ConfigError` that lists
  * every mistake with its file, line, column and field.
  */
-import { readFile } from 'node:fs/promises';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { messageOf } from '../util/index.ts';
 import { ConfigError, type ConfigIssue } from './config-error.ts';
 import { checkConfig } from './cross-checks.ts';
+import { readConfigText } from './read-config-file.ts';
 import { errorMap, formatPath, knownKeys, unknownKeyMessage } from './issue-messages.ts';
 import { ConfigSchema, type Config, type ConfigInput } from './schema.ts';
 import { collectionKeys, isNode, keyAt, locate, type Path } from './yaml-positions.ts';
@@ -56,7 +56,7 @@ export function parseConfig(text: string, file: string): Config {
 export async function loadConfig(file: string, options: { signal?: AbortSignal } = {}): Promise<Config> {
   let text: string;
   try {
-    text = await readFile(file, { encoding: 'utf8', signal: options.signal });
+    text = await readConfigText(file, options.signal);
   } catch (error) {
     if (error instanceof Error && error.name === 'AbortError') throw error;
     throw new ConfigError(

@@ -106,8 +106,8 @@ export class Locker {
     const more = conflicts.length > 1 ? ` (and ${conflicts.length - 1} more)` : '';
     return new QuiesceError(
       'locked',
-      `the repository at ${this.backend.location} is locked: an ${first.kind} lock by pid ${first.pid} on ${first.hostname} since ${first.time}` +
-        `${more} stands in the way of a ${kind} lock. Wait for that run to finish; a lock whose process is gone is ignored after ${Math.round(this.staleMs / 60_000)} minutes`,
+      `the repository at ${this.backend.location} is locked: ${withArticle(first.kind)} lock by pid ${first.pid} on ${first.hostname} since ${first.time}` +
+        `${more} stands in the way of ${withArticle(kind)} lock. Wait for that run to finish; a lock whose process is gone is ignored after ${Math.round(this.staleMs / 60_000)} minutes`,
     );
   }
 
@@ -163,4 +163,9 @@ export class Locker {
     };
     return { release, [Symbol.asyncDispose]: release };
   }
+}
+
+/** A lock kind with its article: "a shared", "an exclusive". */
+function withArticle(kind: LockKind): string {
+  return kind === 'exclusive' ? 'an exclusive' : 'a shared';
 }

@@ -11,6 +11,28 @@ function serviceError(code: grpc.status, details: string, metadata = new grpc.Me
   return Object.assign(new Error(details), { code, details, metadata });
 }
 
+void describe("grpc-js's details in messages", () => {
+  void test('an empty resolution note and the error class name are left out', () => {
+    const details = 'No connection established. Last error: Error: connect ENOENT /run/w.sock. Resolution note: ';
+    const failure = clientFailure(serviceError(grpc.status.UNAVAILABLE, details), context);
+    assert.equal(
+      failure.message,
+      'writer at unix:///run/w.sock is not responding to Freeze (No connection established. Last error: connect ENOENT /run/w.sock). Is the writer process running and listening on that socket?',
+    );
+  });
+
+  void test('the size hint of RESOURCE_EXHAUSTED only when the size limit is the cause', () => {
+    const size = clientFailure(
+      serviceError(grpc.status.RESOURCE_EXHAUSTED, 'Received message larger than max (16778240 vs 16777216)'),
+      context,
+    );
+    assert.match(size.message, /messages are limited to 16777216 bytes/);
+    const other = clientFailure(serviceError(grpc.status.RESOURCE_EXHAUSTED, 'too many sessions'), context);
+    assert.doesNotMatch(other.message, /limited to|16777216/);
+    assert.match(other.message, /too many sessions/);
+  });
+});
+
 void describe('a failed call without a carried failure', () => {
   const cases: [grpc.status, ErrorCode, RegExp][] = [
     [grpc.status.UNAVAILABLE, 'not-responding', /is not responding to Freeze \(gone\)\. Is the writer process running/],
@@ -23,7 +45,7 @@ void describe('a failed call without a carried failure', () => {
     [
       grpc.status.RESOURCE_EXHAUSTED,
       'protocol',
-      /a Freeze message to or from writer at .* was refused \(gone\); messages/,
+      /^writer at unix:\/\/\/run\/w\.sock refused Freeze: out of resources \(gone\)$/,
     ],
     [grpc.status.UNIMPLEMENTED, 'protocol', /does not implement Freeze \(gone\); is it built for quiesce\.v1/],
     [grpc.status.INVALID_ARGUMENT, 'protocol', /^writer at unix:\/\/\/run\/w\.sock refused Freeze: gone$/],

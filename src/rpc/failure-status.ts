@@ -67,10 +67,24 @@ export function clientFailure(error: unknown, context: ClientErrorContext): Quie
   if (!isServiceError(error)) return QuiesceError.from(error, 'nonretryable', { phase: context.phase });
   const carried = error.metadata?.get(FAILURE_METADATA_KEY)[0];
   if (carried !== undefined) return carriedFailure(error, carried, context);
-  const details = error.details || grpc.status[error.code];
+  const details = cleanDetails(error.details) || grpc.status[error.code];
   const { code, message } = (STATUS_FAILURES[error.code] ?? failedCall)({ ...context, details });
   return new QuiesceError(code, message, { phase: context.phase, cause: error });
 }
+
+/**
+ * grpc-js's status details without its noise: an empty "Resolution note: " and the class name
+ * of the underlying error ("Last error: Error: connect ENOENT ...").
+ */
+export function cleanDetails(details: string): string {
+  return details
+    .replace(/\.?\s*Resolution note:\s*$/, '')
+    .replace(/\b(Last error): (?:[A-Z]\w*)?Error: /g, '$1: ')
+    .trim();
+}
+
+/** grpc-js's details when a message passed the size limit (`Received message larger than max (N vs M)`, `Attempted to send message with a size larger than N`). */
+const SIZE_LIMIT = /larger than/i;
 
 /** The writer's own failure from the trailers, or a `protocol` error when it cannot be read. */
 function carriedFailure(error: grpc.ServiceError, carried: string | Buffer, context: ClientErrorContext): QuiesceError {
@@ -116,7 +130,10 @@ const STATUS_FAILURES: Partial<Record<grpc.status, StatusFailure>> = {
   }),
   [grpc.status.RESOURCE_EXHAUSTED]: ({ target, rpc, details }) => ({
     code: 'protocol',
-    message: `a ${rpc} message to or from writer at ${target} was refused (${details}); messages are limited to ${MAX_MESSAGE_BYTES} bytes. Select fewer components or files per set.`,
+    // The size hint only when the size limit is the cause: a writer may run out of something else.
+    message: SIZE_LIMIT.test(details)
+      ? `a ${rpc} message to or from writer at ${target} was refused (${details}); messages are limited to ${MAX_MESSAGE_BYTES} bytes. Select fewer components or files per set.`
+      : `writer at ${target} refused ${rpc}: out of resources (${details})`,
   }),
   [grpc.status.UNIMPLEMENTED]: ({ target, rpc, details }) => ({
     code: 'protocol',

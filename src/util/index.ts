@@ -7,3 +7,4 @@ export { InFlightLimit } from './limit.ts';
 export { awaitedLater } from './promises.ts';
 export { processAlive } from './process.ts';
 export { canMakeNodes, makeNode, nativeFsAvailable, setTimesNs } from './native-fs.ts';
+export { readRegularFile } from './regular-file.ts';

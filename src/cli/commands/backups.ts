@@ -6,7 +6,7 @@ import { SetEventSchema, type SetEvent } from '../../model/index.ts';
 import { QuiesceError } from '../../model/index.ts';
 import { findConfig } from '../find-config.ts';
 import type { Interrupt } from '../interrupt.ts';
-import { formatBytes, formatReport, stdio, table } from '../output.ts';
+import { componentLabel, formatBytes, formatReport, stdio, table } from '../output.ts';
 import { catalogCachePath, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 /** `quiesce backups` lists the sets; `quiesce show SET` shows one: components, types, chains, report, events. */
@@ -56,7 +56,7 @@ export function registerBackups(program: Command, interrupt: Interrupt): void {
               e.meta.status,
               e.meta.consistency,
               formatBytes(e.meta.report.stats.bytesRead),
-              e.meta.components.map((c) => `${c.writer}/${c.component}:${c.actualType}`).join(' ') || '-',
+              e.meta.components.map((c) => `${componentLabel(c.writer, c.component)}:${c.actualType}`).join(' ') || '-',
             ]),
           ),
         );
@@ -100,7 +100,7 @@ export function registerBackups(program: Command, interrupt: Interrupt): void {
         );
         for (const c of entry.meta.components) {
           stdio.out(
-            `  chain ${c.writer}/${c.component}: ${c.actualType}${c.basedOn ? ` based on ${c.basedOn}` : ''}${c.stamp ? ', stamp recorded' : ''}; files ${c.files.join(', ')}`,
+            `  chain ${componentLabel(c.writer, c.component)}: ${c.actualType}${c.basedOn ? ` based on ${c.basedOn}` : ''}${c.stamp ? ', stamp recorded' : ''}; files ${c.files.join(', ')}`,
           );
         }
         if (opts.events) {

@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
-import { readFile } from 'node:fs/promises';
 import { QuiesceError } from '../../model/index.ts';
-import { messageOf } from '../../util/index.ts';
+import { messageOf, readRegularFile } from '../../util/index.ts';
 import { findConfig } from '../find-config.ts';
 import type { Interrupt } from '../interrupt.ts';
 import { stdio } from '../output.ts';
-import { openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
+import { MAX_PASSWORD_FILE_BYTES, openRepositoryFromFlags, type RepositoryFlags } from '../repository-access.ts';
 
 interface KeyFlags extends RepositoryFlags {
   config?: string;
@@ -30,7 +29,7 @@ export function registerKey(program: Command, interrupt: Interrupt): void {
     .action(async (opts: KeyFlags & { newPasswordFile: string }) => {
       let password: string;
       try {
-        password = (await readFile(opts.newPasswordFile, 'utf8')).replace(/\r?\n$/, '');
+        password = (await readRegularFile(opts.newPasswordFile, MAX_PASSWORD_FILE_BYTES)).replace(/\r?\n$/, '');
       } catch (error) {
         throw new QuiesceError(
           'bad-usage',

@@ -1,10 +1,13 @@
 import type { Command } from 'commander';
+import { lstat } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { QuiesceError } from '../../model/index.ts';
 import { createProviders, listProviderSupport } from '../../providers/index.ts';
 import type { ProviderSupport } from '../../model/index.ts';
 import { closeWriters, composeWriters, forcedFor } from '../compose.ts';
 import { findConfig } from '../find-config.ts';
 import { stdio, table } from '../output.ts';
+import { isErrno } from '../../util/index.ts';
 
 /** `quiesce providers [PATH...]`: which provider serves each path, and why the others don't. */
 export function registerProviders(program: Command): void {
@@ -17,6 +20,7 @@ export function registerProviders(program: Command): void {
     .action(async (args: string[], opts: { config?: string; json?: boolean }) => {
       const config = await findConfig(opts.config);
       let paths = args.map((p) => resolve(p));
+      await mustExist(paths);
       if (paths.length === 0) {
         const writers = await composeWriters(config);
         try {
@@ -81,4 +85,19 @@ export function registerProviders(program: Command): void {
 /** The level the chosen provider gives the path by itself. */
 function chosenLevel(result: { chosen: string | null; candidates: { name: string; support: ProviderSupport }[] }) {
   return result.candidates.find((c) => c.name === result.chosen && c.support.ok)?.support.level;
+}
+
+/** Paths named on the command line must exist: a provider for a path that is not there answers nothing true. */
+async function mustExist(paths: string[]): Promise<void> {
+  const missing: string[] = [];
+  for (const path of paths) {
+    try {
+      await lstat(path);
+    } catch (error) {
+      if (!isErrno(error, 'ENOENT', 'ENOTDIR')) throw error;
+      missing.push(path);
+    }
+  }
+  if (missing.length > 0)
+    throw new QuiesceError('bad-usage', `no such file or directory: ${missing.join(', ')}; name paths that exist`);
 }
