@@ -3,6 +3,7 @@ import { copyFile, mkdir, mkdtemp, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type {
   CallOptions,
+  LeftoverSnapshot,
   Provider,
   ProviderSnapshot,
   ProviderSnapshotRequest,
@@ -17,6 +18,7 @@ import { asProviderFailure, providerOperation, throwIfAborted } from '../provide
 import {
   copyIntoSet,
   createSetDir,
+  leftoverSetDirs,
   releaseSetDirs,
   removeSetDir,
   resolvePaths,
@@ -106,6 +108,13 @@ export class ReflinkProvider implements Provider {
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
     await releaseSetDirs(this.name, snapshot, { removeEmptyParent: true, signal: options.signal });
+  }
+
+  /** The set directories under the snapshot store of every mount holding one of the paths. */
+  async leftovers(request: ProviderSnapshotRequest, options: CallOptions = {}): Promise<LeftoverSnapshot | null> {
+    const [mounts, paths] = await Promise.all([readMounts(options), resolvePaths(request.paths)]);
+    const stores = paths.map((path) => join(mountOf(path.physical, mounts).mountPoint, SNAPSHOT_STORE));
+    return leftoverSetDirs(this.name, request.setId, stores);
   }
 }
 
