@@ -2,17 +2,18 @@
 // cannot prolong the freeze: a small node program on the same SQLite library, in its own session.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { setImmediate as immediate, setTimeout as sleep } from 'node:timers/promises';
 import type { Readable, Writable } from 'node:stream';
 import { QuiesceError, type ErrorCode } from '../../model/index.ts';
 import type { HandlerContext } from '../sdk/definition.ts';
 
 /**
- * The holder: one connection with no busy timeout, driven line by line on stdin. `try <ms>` makes
- * one attempt at the write lock (the first arms the deadline: `<ms>` later it exits, whatever we
- * do); `unlock` rolls back; end-of-file (we died) or the deadline (we are stopped) ends it, and
- * the kernel drops its POSIX locks with it. It answers one line per command. Its own session
- * keeps it out of a terminal's or a process group's signals, as fsfreeze's guardian is.
+ * The holder: one connection with no busy timeout, driven line by line on stdin. `lock <ms>` arms
+ * the deadline (`<ms>` later it exits, whatever we do) and takes the write lock, retrying while
+ * the database is busy as the in-process freeze did (yields, then sleeps of 1 to 5 ms), so that a
+ * freeze costs one exchange; `unlock` stops trying and rolls back; end-of-file (we died) or the
+ * deadline (we are stopped) ends it, and the kernel drops its POSIX locks with it. It answers one
+ * line per command. Its own session keeps it out of a terminal's or a process group's signals,
+ * as fsfreeze's guardian is.
  *
  * argv: the better-sqlite3 module, the database.
  */
@@ -29,20 +30,38 @@ try {
   process.exit(1);
 }
 let deadline = null;
+let trying = null;
 const answer = (line) => process.stdout.write(line + '\\n');
+const attempt = (n) => {
+  try {
+    if (!db.inTransaction) db.exec('BEGIN IMMEDIATE');
+    trying = null;
+    answer('locked');
+  } catch (error) {
+    const code = String(error && error.code);
+    if (!code.startsWith('SQLITE_BUSY') && !code.startsWith('SQLITE_LOCKED')) {
+      trying = null;
+      answer('error ' + String(error && error.message).replace(/\\n/g, ' '));
+      return;
+    }
+    const next = () => attempt(n + 1);
+    trying = n < 8 ? setImmediate(next) : setTimeout(next, Math.min(5, 2 ** (n - 8)));
+  }
+};
+const stop = () => {
+  if (trying === null) return;
+  clearImmediate(trying);
+  clearTimeout(trying);
+  trying = null;
+};
 const handle = (line) => {
   const [command, argument] = line.split(' ');
-  if (command === 'try') {
+  if (command === 'lock') {
     if (deadline === null) deadline = setTimeout(quit, Number(argument));
-    try {
-      if (!db.inTransaction) db.exec('BEGIN IMMEDIATE');
-      answer('locked');
-    } catch (error) {
-      const code = String(error && error.code);
-      const busy = code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED');
-      answer((busy ? 'busy ' : 'error ') + String(error && error.message).replace(/\\n/g, ' '));
-    }
+    stop();
+    attempt(0);
   } else if (command === 'unlock') {
+    stop();
     if (db.inTransaction) db.exec('ROLLBACK');
     if (deadline !== null) clearTimeout(deadline);
     deadline = null;
@@ -62,8 +81,6 @@ process.stdin.on('data', (chunk) => {
 process.stdin.on('end', quit);
 `;
 
-const IMMEDIATE_ATTEMPTS = 8;
-const MAX_SLEEP_MS = 5;
 /** How long a thaw waits for the ROLLBACK's answer before it ends the holder the hard way. */
 const ROLLBACK_WAIT_MS = 2000;
 /**
@@ -77,11 +94,6 @@ const START_WAIT_MS = 30_000;
 function abortCode(signal: AbortSignal): ErrorCode {
   const reason: unknown = signal.reason;
   return reason instanceof Error && reason.name === 'TimeoutError' ? 'timeout' : 'retryable';
-}
-
-async function pause(attempt: number): Promise<void> {
-  if (attempt < IMMEDIATE_ATTEMPTS) await immediate();
-  else await sleep(Math.min(MAX_SLEEP_MS, 2 ** (attempt - IMMEDIATE_ATTEMPTS)));
 }
 
 export interface LockHolderOptions {
@@ -152,33 +164,27 @@ export class LockHolder {
   }
 
   /**
-   * Takes the write lock, retrying while the database is busy as the in-process freeze does. The
-   * first attempt arms the holder's deadline: `thawDeadlineMs` later it lets go whatever happens to us.
+   * Takes the write lock (the holder retries while the database is busy), and arms the holder's
+   * deadline: `thawDeadlineMs` (+ a grace) later it lets go whatever happens to us.
    */
   async lock(thawDeadlineMs: number, context: HandlerContext): Promise<void> {
     const { writer, dbPath, component, lockTimeoutMs } = this.#options;
     const signal = AbortSignal.any([context.signal, AbortSignal.timeout(lockTimeoutMs)]);
     // setTimeout in the holder takes at most 2³¹ − 1 ms.
     const deadline = Math.min(2 ** 31 - 1, Math.max(1, Math.round(thawDeadlineMs)) + DEADLINE_GRACE_MS);
-    for (let attempt = 0; ; attempt++) {
-      const answer = await this.#ask(`try ${deadline}`, signal).catch((error: unknown) => {
-        if (!signal.aborted) throw error;
-        const bySet = context.signal.aborted;
-        throw new QuiesceError(
-          bySet ? abortCode(context.signal) : 'retryable',
-          `sqlite writer ${writer}: could not take the write lock of ${dbPath} ` +
-            (bySet ? 'before the phase was cancelled' : `within ${lockTimeoutMs} ms`) +
-            ': another connection holds a write transaction open. Retry the set, shorten that transaction, or raise lockTimeoutMs',
-          { writer, component },
-        );
-      });
-      if (answer === 'locked') {
-        this.#locked = true;
-        return;
-      }
-      if (!answer.startsWith('busy ')) throw this.#failure(answer);
-      await pause(attempt);
-    }
+    const answer = await this.#ask(`lock ${deadline}`, signal).catch((error: unknown) => {
+      if (!signal.aborted) throw error;
+      const bySet = context.signal.aborted;
+      throw new QuiesceError(
+        bySet ? abortCode(context.signal) : 'retryable',
+        `sqlite writer ${writer}: could not take the write lock of ${dbPath} ` +
+          (bySet ? 'before the phase was cancelled' : `within ${lockTimeoutMs} ms`) +
+          ': another connection holds a write transaction open. Retry the set, shorten that transaction, or raise lockTimeoutMs',
+        { writer, component },
+      );
+    });
+    if (answer !== 'locked') throw this.#failure(answer);
+    this.#locked = true;
   }
 
   /**
