@@ -2,7 +2,7 @@ import { QuiesceError, componentKey, type Provider } from '../model/index.ts';
 import { untilAborted } from '../util/index.ts';
 import { advance, type Participant } from './participant.ts';
 import { buildReport, pathsOf } from './set-report.ts';
-import { activeParticipants, failWriter, type ProviderShare, type SetRun } from './set-run.ts';
+import { activeParticipants, failWriter, recordRunning, type ProviderShare, type SetRun } from './set-run.ts';
 import { withoutComponentFiles } from './snapshot-view.ts';
 import { callDeadline, callWriter } from './writer-call.ts';
 
@@ -61,6 +61,8 @@ export async function planCapture(run: SetRun): Promise<void> {
   }
   const componentFiles = new Set(run.participants.flatMap(pathsOf));
   run.known = options.knownFiles === undefined ? undefined : withoutComponentFiles(options.knownFiles, componentFiles);
+  // Before any provider creates anything: a crash from here on leaves what the next set removes.
+  await recordRunning(run);
 }
 
 /** Every provider prepares its paths (slow, side-effect-free checks), one after another. */

@@ -50,6 +50,8 @@ export interface SnapshotSetOptions {
    * own any file (a service paused by a script owns none).
    */
   alwaysCommit?: ResolvedProvider;
+  /** Every provider of this host, by name: what cleans up after a dead set (dead-set-cleanup.ts). Default: `resolveProvider`'s. */
+  providers?: readonly Provider[];
   /** The stamp of the backup a component's incremental/differential builds on. */
   previousStamp?: (writer: string, component: string, type: BackupType) => string | undefined;
   freezeTimeoutMs?: number;

@@ -12,6 +12,8 @@ import {
 import { EventLog } from './event-log.ts';
 import { isDegraded, newParticipant, type Participant } from './participant.ts';
 import type { SnapshotSetOptions, UseOutcome } from './set-options.ts';
+import { cleanDeadSets } from './dead-set-cleanup.ts';
+import { saveRunningSet } from './running-sets.ts';
 import { acquireSetLock } from './set-lock.ts';
 import { newSetId } from './set-id.ts';
 
@@ -77,6 +79,7 @@ export async function startSetRun(options: SnapshotSetOptions): Promise<SetRun> 
   const startedAt = new Date();
   const log = new EventLog(options.stateDir, setId, options.onEvent);
   const lock = await acquireSetLock(options.stateDir, setId, { waitMs: options.waitForLockMs, signal: options.signal });
+  await startRecord(options, setId, startedAt, log);
   // Deadlines use AbortSignal.timeout, whose timers do not hold the process open; while a set
   // runs, this does, so that a deadline always fires even when every writer has gone quiet.
   const keepAlive = setInterval(() => undefined, 60_000);
@@ -115,6 +118,36 @@ export async function startSetRun(options: SnapshotSetOptions): Promise<SetRun> 
     signal,
     freezeDeadline,
   };
+}
+
+/**
+ * With the lock held: what dead sets left is cleaned up, then this set is recorded as running.
+ * Neither may fail the set; a failure is logged (and the next set tries again).
+ */
+async function startRecord(options: SnapshotSetOptions, setId: string, startedAt: Date, log: EventLog): Promise<void> {
+  try {
+    await cleanDeadSets(options, setId, log);
+  } catch (error) {
+    log.emit({ phase: 'identify', event: 'fail', error: QuiesceError.from(error, 'nonretryable').toJSON() });
+  }
+  await recordRunning({ options, setId, startedAt, log, byProvider: new Map() });
+}
+
+/** Records the set as running (its process, staging directory and providers' paths) for the cleanup after a crash. */
+export async function recordRunning(
+  run: Pick<SetRun, 'options' | 'setId' | 'startedAt' | 'log' | 'byProvider'>,
+): Promise<void> {
+  const shares = [...run.byProvider].map(([provider, share]) => ({ provider: provider.name, paths: share.paths }));
+  const record = {
+    pid: process.pid,
+    setId: run.setId,
+    startedAt: run.startedAt.toISOString(),
+    stagingDir: run.options.stagingDir,
+    shares,
+  };
+  await saveRunningSet(run.options.stateDir, record).catch((error: unknown) =>
+    run.log.emit({ phase: 'identify', event: 'fail', error: QuiesceError.from(error, 'nonretryable').toJSON() }),
+  );
 }
 
 export function throwIfFailed(run: SetRun): void {

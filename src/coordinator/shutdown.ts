@@ -2,6 +2,7 @@ import { QuiesceError } from '../model/index.ts';
 import { abortAll } from './abort.ts';
 import { saveKeptSet } from './kept-sets.ts';
 import type { Participant } from './participant.ts';
+import { removeRunningSet } from './running-sets.ts';
 import { reportCleanupFailure, type SetRun } from './set-run.ts';
 import { thawAll } from './thaw.ts';
 import { callWriter } from './writer-call.ts';
@@ -16,6 +17,9 @@ export async function endSet(run: SetRun): Promise<void> {
   if (run.error) await abortAll(run);
   await keepOrReleaseSnapshots(run);
   await shutdownAll(run);
+  await removeRunningSet(run.options.stateDir, run.setId).catch((error: unknown) =>
+    reportCleanupFailure(run, 'shutdown', error),
+  );
   await run.lock.release();
   clearInterval(run.keepAlive);
 }

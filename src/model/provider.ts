@@ -69,6 +69,16 @@ export interface UnchangedFile {
   directory?: true;
 }
 
+/**
+ * What a set left on disk when its process died before releasing it: a snapshot that `release`
+ * removes, the directories it holds, and their size as `du` counts it.
+ */
+export interface LeftoverSnapshot {
+  snapshot: ProviderSnapshot;
+  dirs: string[];
+  bytes: number;
+}
+
 /** A taken snapshot; release it with `release`. */
 export interface ProviderSnapshot {
   provider: ProviderName;
@@ -98,4 +108,9 @@ export interface Provider {
   prepare(request: ProviderSnapshotRequest, options?: CallOptions): Promise<void>;
   commit(request: ProviderSnapshotRequest, options?: CallOptions): Promise<ProviderSnapshot>;
   release(snapshot: ProviderSnapshot, options?: CallOptions): Promise<void>;
+  /**
+   * What a set of this request (its id, paths and staging directory) left behind when its process
+   * died, found by the set id where this provider puts its snapshots; null when nothing is there.
+   */
+  leftovers?(request: ProviderSnapshotRequest, options?: CallOptions): Promise<LeftoverSnapshot | null>;
 }

@@ -1,7 +1,7 @@
-import { mkdir, rmdir } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rmdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
-import type { ProviderSnapshot, SnapshotPath, UnchangedFile } from '../model/index.ts';
+import type { LeftoverSnapshot, ProviderName, ProviderSnapshot, SnapshotPath, UnchangedFile } from '../model/index.ts';
 import { copyTree, removeTree, type CopyTreeOptions } from './fs-tree.ts';
 import { contains, exists, physicalPath } from './mounts.ts';
 import { isErrno } from '../util/index.ts';
@@ -126,4 +126,37 @@ export async function releaseSetDirs(
       await removeSetDir(setDir, { removeEmptyParent, signal });
     }
   });
+}
+
+/** The bytes a tree takes on disk (allocated blocks, as `du` counts them); 0 when it is gone. */
+export async function treeBytes(path: string): Promise<number> {
+  let stats;
+  try {
+    stats = await lstat(path);
+  } catch {
+    return 0;
+  }
+  let bytes = stats.blocks * 512;
+  if (stats.isDirectory()) {
+    const names = await readdir(path).catch(() => [] as string[]);
+    for (const name of names) bytes += await treeBytes(join(path, name));
+  }
+  return bytes;
+}
+
+/** The set directories `<store>/<setId>` that exist, with the snapshot that removes them (see `releaseSetDirs`). */
+export async function leftoverSetDirs(
+  provider: ProviderName,
+  setId: string,
+  stores: readonly string[],
+): Promise<LeftoverSnapshot | null> {
+  const dirs: string[] = [];
+  for (const dir of new Set(stores.map((store) => join(store, setId)))) {
+    const stats = await lstat(dir).catch(() => null);
+    if (stats?.isDirectory()) dirs.push(dir);
+  }
+  if (dirs.length === 0) return null;
+  let bytes = 0;
+  for (const dir of dirs) bytes += await treeBytes(dir);
+  return { snapshot: { provider, setId, paths: [], handle: setDirsHandle(dirs) }, dirs, bytes };
 }

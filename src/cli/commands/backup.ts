@@ -43,6 +43,7 @@ export function registerBackup(program: Command, interrupt: Interrupt): void {
       const repository = await openRepositoryFromFlags(opts, config, { signal });
       const writers = await composeWriters(config, policy);
       const progress = progressLine(!opts.json, 'backup');
+      const providers = createProviders();
       try {
         const { report, manifestId } = await runBackup({
           repository,
@@ -53,7 +54,8 @@ export function registerBackup(program: Command, interrupt: Interrupt): void {
           paths: config.paths,
           stateDir: config.stateDir,
           stagingDir: config.stagingDir,
-          resolveProvider: providerResolver(config, createProviders()),
+          resolveProvider: providerResolver(config, providers),
+          providers,
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
           waitForLockMs,

@@ -4,8 +4,10 @@ import { mkdir, rm, symlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
   listKeptSets,
+  readLastCleanup,
   releaseKeptSet,
   runSnapshotSet,
+  type DeadSetCleanup,
   type SnapshotView,
   type UseOutcome,
 } from '../../coordinator/index.ts';
@@ -16,7 +18,7 @@ import { EXIT, exitForStatus } from '../exit-codes.ts';
 import type { Interrupt } from '../interrupt.ts';
 import { parsePolicyFlag, parseWaitFlag } from '../set-flags.ts';
 import { findConfig } from '../find-config.ts';
-import { formatReport, stdio } from '../output.ts';
+import { formatBytes, formatReport, stdio } from '../output.ts';
 
 interface SnapshotOptions {
   config?: string;
@@ -53,8 +55,9 @@ export function registerSnapshot(program: Command, interrupt: Interrupt): void {
       const providers = createProviders();
       if (opts.list) {
         const sets = await listKeptSets(config.stateDir);
-        if (opts.json) stdio.json({ sets });
-        else
+        const lastCleanup = await readLastCleanup(config.stateDir);
+        if (opts.json) stdio.json({ sets, lastCleanup });
+        else {
           stdio.out(
             sets.length === 0
               ? 'no kept sets'
@@ -65,6 +68,8 @@ export function registerSnapshot(program: Command, interrupt: Interrupt): void {
                   )
                   .join('\n'),
           );
+          if (lastCleanup) stdio.out(formatCleanup(lastCleanup));
+        }
         return;
       }
       if (opts.release) {
@@ -87,6 +92,7 @@ export function registerSnapshot(program: Command, interrupt: Interrupt): void {
           stateDir: config.stateDir,
           stagingDir: config.stagingDir,
           resolveProvider: providerResolver(config, providers),
+          providers,
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
           keep: opts.keep ?? false,
@@ -172,3 +178,18 @@ async function runCommand(
 }
 
 export { EXIT };
+
+/** The last cleanup after dead sets, for `--list`: when, by which set, what and how much. */
+function formatCleanup(cleanup: DeadSetCleanup): string {
+  const lines = [
+    `last cleanup of dead sets: ${cleanup.at} by set ${cleanup.bySetId}: ${cleanup.sets.length} set(s), ${formatBytes(cleanup.bytes)} freed`,
+  ];
+  for (const set of cleanup.sets) {
+    lines.push(
+      `  ${set.setId} (process ${set.pid}, started ${set.startedAt}): ${formatBytes(set.bytes)}, ${set.processes} process(es) ended`,
+    );
+    for (const dir of set.removed) lines.push(`    removed ${dir}`);
+    for (const failure of set.failures) lines.push(`    left: ${failure}`);
+  }
+  return lines.join('\n');
+}

@@ -2,6 +2,7 @@ import { basename, dirname, join, relative } from 'node:path';
 import { z } from 'zod';
 import type {
   CallOptions,
+  LeftoverSnapshot,
   Provider,
   ProviderSnapshot,
   ProviderSnapshotRequest,
@@ -11,7 +12,14 @@ import type {
 import { exists, findMount, nearestExisting } from '../mounts.ts';
 import { asProviderFailure, providerFailed, providerOperation, throwIfAborted } from '../provider-error.ts';
 import { findCommand, isRoot, runCommand } from '../run-command.ts';
-import { createSetDir, removeSetDir, resolvePaths, SNAPSHOT_STORE, type ResolvedPath } from '../snapshot-layout.ts';
+import {
+  createSetDir,
+  leftoverSetDirs,
+  removeSetDir,
+  resolvePaths,
+  SNAPSHOT_STORE,
+  type ResolvedPath,
+} from '../snapshot-layout.ts';
 import { subvolumeRoot } from './subvolume.ts';
 
 /** The name of the snapshot subvolume inside `<subvolume>/.quiesce-snapshots/<set id>/`. */
@@ -115,6 +123,25 @@ export class BtrfsProvider implements Provider {
       }
       await this.remove(await this.command(), parsed.data.snapshots);
     });
+  }
+
+  /** The set directories under the snapshot store of every subvolume holding one of the paths, with their snapshots. */
+  async leftovers(request: ProviderSnapshotRequest, _options: CallOptions = {}): Promise<LeftoverSnapshot | null> {
+    const roots = new Set<string>();
+    for (const path of await resolvePaths(request.paths)) {
+      const existing = await nearestExisting(path.physical);
+      roots.add(await subvolumeRoot(existing).catch(() => existing));
+    }
+    const found = await leftoverSetDirs(
+      this.name,
+      request.setId,
+      [...roots].map((root) => join(root, SNAPSHOT_STORE)),
+    );
+    if (found === null) return null;
+    const handle = { snapshots: found.dirs.map((dir) => join(dir, SNAPSHOT_NAME)) } satisfies z.infer<
+      typeof BtrfsHandleSchema
+    >;
+    return { ...found, snapshot: { ...found.snapshot, handle } };
   }
 
   /**

@@ -1,6 +1,7 @@
 import { isAbsolute, join } from 'node:path';
 import type {
   CallOptions,
+  LeftoverSnapshot,
   Provider,
   ProviderSnapshot,
   ProviderSnapshotRequest,
@@ -11,6 +12,7 @@ import { providerFailed, providerOperation, throwIfAborted } from '../provider-e
 import {
   copyIntoSet,
   createSetDir,
+  leftoverSetDirs,
   releaseSetDirs,
   removeSetDir,
   resolvePaths,
@@ -81,5 +83,10 @@ export class CopyProvider implements Provider {
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
     await releaseSetDirs(this.name, snapshot, { removeEmptyParent: false, signal: options.signal });
+  }
+
+  async leftovers(request: ProviderSnapshotRequest, _options: CallOptions = {}): Promise<LeftoverSnapshot | null> {
+    const staging = await canonicalPath(request.stagingDir).catch(() => null);
+    return staging === null ? null : leftoverSetDirs(this.name, request.setId, [staging]);
   }
 }

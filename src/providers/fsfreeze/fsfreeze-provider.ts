@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type {
   CallOptions,
+  LeftoverSnapshot,
   Provider,
   ProviderSnapshot,
   ProviderSnapshotRequest,
@@ -14,6 +15,7 @@ import { findCommand, isRoot } from '../run-command.ts';
 import {
   copyIntoSet,
   createSetDir,
+  leftoverSetDirs,
   releaseSetDirs,
   removeSetDir,
   resolvePaths,
@@ -150,6 +152,11 @@ export class FsfreezeProvider implements Provider {
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
     await releaseSetDirs(this.name, snapshot, { removeEmptyParent: false, signal: options.signal });
+  }
+
+  async leftovers(request: ProviderSnapshotRequest, _options: CallOptions = {}): Promise<LeftoverSnapshot | null> {
+    const staging = await canonicalPath(request.stagingDir).catch(() => null);
+    return staging === null ? null : leftoverSetDirs(this.name, request.setId, [staging]);
   }
 
   private async plan(request: ProviderSnapshotRequest, options: CallOptions): Promise<FreezePlan> {

@@ -3,6 +3,7 @@ import { copyFile, lstat, mkdir, mkdtemp, rmdir, writeFile } from 'node:fs/promi
 import { join } from 'node:path';
 import type {
   CallOptions,
+  LeftoverSnapshot,
   Provider,
   ProviderSnapshot,
   ProviderSnapshotRequest,
@@ -18,6 +19,7 @@ import { asProviderFailure, providerOperation, throwIfAborted } from '../provide
 import {
   copyIntoSet,
   createSetDir,
+  leftoverSetDirs,
   releaseSetDirs,
   removeSetDir,
   resolvePaths,
@@ -108,6 +110,13 @@ export class ReflinkProvider implements Provider {
 
   async release(snapshot: ProviderSnapshot, options: CallOptions = {}): Promise<void> {
     await releaseSetDirs(this.name, snapshot, { removeEmptyParent: true, signal: options.signal });
+  }
+
+  /** The set directories under the snapshot store of every mount holding one of the paths. */
+  async leftovers(request: ProviderSnapshotRequest, options: CallOptions = {}): Promise<LeftoverSnapshot | null> {
+    const [mounts, paths] = await Promise.all([readMounts(options), resolvePaths(request.paths)]);
+    const stores = paths.map((path) => join(mountOf(path.physical, mounts).mountPoint, SNAPSHOT_STORE));
+    return leftoverSetDirs(this.name, request.setId, stores);
   }
 }
 

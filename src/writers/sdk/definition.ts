@@ -12,6 +12,11 @@ import type {
 export interface HandlerContext {
   setId: string;
   signal: AbortSignal;
+  /**
+   * In freeze only: the runtime's watchdog thaws this long after the freeze. A writer that holds
+   * its freeze in another process arms that process with it, so a stopped requester cannot prolong it.
+   */
+  thawDeadlineMs?: number;
 }
 
 /**

@@ -288,7 +288,7 @@ class WriterRuntime {
 
   /** The freeze handler, then the watchdog that thaws at the deadline; a freeze that lost to abort thaws at once. */
   async #freezeAndWatch(set: ActiveSet, ctx: HandlerContext, thawDeadlineMs: number): Promise<void> {
-    await this.#definition.freeze(ctx);
+    await this.#definition.freeze({ ...ctx, thawDeadlineMs });
     set.frozenAt = this.#now();
     if (set.aborted || ctx.signal.aborted) {
       // Abort raced with a freeze that succeeded anyway: never stay frozen.

@@ -30,6 +30,7 @@ import type { HandlerContext, WriterDefinition } from '../sdk/definition.ts';
 import { historyPath, readHistory, writeHistory, type BackupHistory } from './backup-history.ts';
 import { changedRanges, comparable, decodeStamp, encodeStamp, stampFile } from './page-stamp.ts';
 import { SqliteConnection } from './sqlite-connection.ts';
+import { LockHolder } from './lock-holder.ts';
 import { negotiateType, type Negotiated } from './type-negotiation.ts';
 
 export interface SqliteWriterOptions {
@@ -49,6 +50,8 @@ export interface SqliteWriterOptions {
 
 const SQLITE_BACKUP_TYPES = ['full', 'copy', 'incremental', 'differential'] as const;
 const DEFAULT_LOCK_TIMEOUT_MS = 10_000;
+/** A freeze called with no thaw deadline (not through the runtime): the holder lets go only when this process dies. */
+const NO_DEADLINE_MS = 2 ** 31 - 1;
 
 /** What one set remembers between prepare-backup, post-snapshot and backup-complete. */
 interface SetState {
@@ -120,6 +123,9 @@ class SqliteWriter implements WriterDefinition {
   readonly #componentName: string;
   readonly #key: string;
   readonly #connection: SqliteConnection;
+  readonly #lockTimeoutMs: number;
+  /** The child process that holds the write lock of the current set (see lock-holder.ts). */
+  #holder: LockHolder | undefined;
   #set: SetState | undefined;
 
   constructor(options: SqliteWriterOptions) {
@@ -130,11 +136,12 @@ class SqliteWriter implements WriterDefinition {
     this.metadata = sqliteMetadata(options, this.#dbPath);
     this.#componentName = basename(this.#dbPath);
     this.#key = componentKey({ name: this.#componentName, logicalPath: options.name });
+    this.#lockTimeoutMs = options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
     this.#connection = new SqliteConnection({
       writer: options.name,
       dbPath: this.#dbPath,
       component: this.#key,
-      lockTimeoutMs: options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
+      lockTimeoutMs: this.#lockTimeoutMs,
     });
   }
 
@@ -173,17 +180,32 @@ class SqliteWriter implements WriterDefinition {
       context,
       'read the journal mode',
     );
-    if (mode.toLowerCase() !== 'wal') return;
-    await this.#connection.truncateWal(connection, context);
+    if (mode.toLowerCase() === 'wal') await this.#connection.truncateWal(connection, context);
+    // The lock holder starts now, so that the freeze pays nothing for it.
+    await this.#startHolder(context);
   }
 
+  /**
+   * Takes the write lock in the lock holder, a child process that gives it up at the thaw deadline
+   * even when this process is stopped, and at once when this process dies (lock-holder.ts).
+   */
   async freeze(context: HandlerContext): Promise<void> {
-    const connection = await this.#connection.open();
-    if (connection.inTransaction) return;
-    await this.#connection.whenNotBusy(() => connection.exec('BEGIN IMMEDIATE'), context, 'take the write lock');
+    await this.#connection.open();
+    if (this.#holder?.locked) return;
+    const holder = this.#holder ?? (await this.#startHolder(context));
+    try {
+      await holder.lock(context.thawDeadlineMs ?? NO_DEADLINE_MS, context);
+    } catch (error) {
+      await this.#endHolder();
+      throw error;
+    }
   }
 
   async thaw(_context: HandlerContext): Promise<void> {
+    const holder = this.#holder;
+    this.#holder = undefined;
+    // The lock is given up once the ROLLBACK is answered; the holder's exit is not waited for.
+    await holder?.release({ wait: false });
     this.#connection.release();
   }
 
@@ -223,17 +245,34 @@ class SqliteWriter implements WriterDefinition {
   }
 
   async abort(_context: HandlerContext): Promise<void> {
+    await this.#endHolder();
     this.#connection.release();
     this.#set = undefined;
   }
 
   async shutdown(_context: HandlerContext): Promise<void> {
+    await this.#endHolder();
     this.#connection.release();
     this.#set = undefined;
   }
 
   async close(): Promise<void> {
+    await this.#endHolder();
     this.#connection.close();
+  }
+
+  /** A new lock holder for this set (the one of an earlier set ended). */
+  async #startHolder(context: HandlerContext): Promise<LockHolder> {
+    await this.#endHolder();
+    const options = { writer: this.#name, dbPath: this.#dbPath, component: this.#key };
+    this.#holder = await LockHolder.start({ ...options, lockTimeoutMs: this.#lockTimeoutMs }, context);
+    return this.#holder;
+  }
+
+  async #endHolder(): Promise<void> {
+    const holder = this.#holder;
+    this.#holder = undefined;
+    await holder?.release();
   }
 
   #isOurs(name: string): boolean {
