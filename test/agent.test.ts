@@ -314,7 +314,10 @@ async function guestWithoutAgent(): Promise<void> {
   const [node] = report.guests;
   assert.equal(node?.agent, 'none');
   assert.equal(node?.consistency, 'crash');
-  assert.match(node?.message ?? '', /no agent in this guest: its disks were taken with no quiesce, at best crash-consistent/);
+  assert.match(
+    node?.message ?? '',
+    /no agent in this guest: its disks were taken with no quiesce, at best crash-consistent/,
+  );
   assert.deepEqual(
     report.snapshots.map((s) => s.original),
     [disk],
