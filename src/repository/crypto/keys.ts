@@ -2,6 +2,7 @@ import { createHash, createHmac, hkdfSync, randomBytes, scrypt } from 'node:cryp
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { QuiesceError, type CallOptions } from '../../model/index.ts';
+import { messageOf } from '../../util/index.ts';
 import type { Backend } from '../backend/backend.ts';
 import { seal, tryOpenSealed } from './seal.ts';
 
@@ -86,14 +87,27 @@ function passwordKey(password: string, salt: Uint8Array, params: KdfParams, opti
   }
   options.signal?.throwIfAborted();
   return new Promise((resolve, reject) => {
-    scrypt(
-      Buffer.from(password.normalize('NFC'), 'utf8'),
-      salt,
-      32,
-      { N: params.N, r: params.r, p: params.p, maxmem: 2 * scryptMemory(params) + 2 ** 20 },
-      (error, key) => (error === null ? resolve(key) : reject(error)),
-    );
+    // scrypt refuses some parameters within the memory bound (N=2^16 with r=1) with a RangeError, thrown at once.
+    try {
+      scrypt(
+        Buffer.from(password.normalize('NFC'), 'utf8'),
+        salt,
+        32,
+        { N: params.N, r: params.r, p: params.p, maxmem: 2 * scryptMemory(params) + 2 ** 20 },
+        (error, key) => (error === null ? resolve(key) : reject(invalidParams(params, error))),
+      );
+    } catch (error) {
+      reject(invalidParams(params, error));
+    }
   });
+}
+
+function invalidParams(params: KdfParams, cause: unknown): QuiesceError {
+  return new QuiesceError(
+    'damaged',
+    `key parameters N=${params.N} r=${params.r} p=${params.p} are not valid for scrypt (${messageOf(cause)})`,
+    { cause },
+  );
 }
 
 /** A key file sealing `master` under `password`; its object name is the SHA-256 of its bytes. */
@@ -134,7 +148,14 @@ export async function openKeyFile(
     return null;
   }
   if (scryptMemory(file) > MAX_SCRYPT_MEMORY) return null;
-  const key = await passwordKey(password, Buffer.from(file.salt, 'base64'), file, options);
+  let key: Buffer;
+  try {
+    key = await passwordKey(password, Buffer.from(file.salt, 'base64'), file, options);
+  } catch (error) {
+    // Parameters scrypt refuses: no key file of ours, like one asking for too much memory.
+    if (error instanceof QuiesceError && error.code === 'damaged') return null;
+    throw error;
+  }
   const master = tryOpenSealed(key, Buffer.from(file.data, 'base64'));
   return master !== null && master.length === 32 ? master : null;
 }
