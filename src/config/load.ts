@@ -10,6 +10,7 @@ import { readConfigText } from './read-config-file.ts';
 import { errorMap, formatPath, knownKeys, unknownKeyMessage } from './issue-messages.ts';
 import { ConfigSchema, type Config, type ConfigInput } from './schema.ts';
 import { collectionKeys, isNode, keyAt, locate, type Path } from './yaml-positions.ts';
+import { MAX_YAML_DEPTH, tooDeepAt } from './yaml-depth.ts';
 
 type Position = { line: number; column: number };
 /** An issue before it is told its file. */
@@ -26,6 +27,7 @@ type PositionOf = (offset: number | undefined) => Position;
  * @throws ConfigError listing every problem, in file order.
  */
 export function parseConfig(text: string, file: string): Config {
+  refuseDeepNesting(text, file);
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, logLevel: 'error' });
   const at = positionIn(lineCounter);
@@ -82,6 +84,25 @@ export function defaultConfig(overrides: ConfigInput = {}): Config {
     throw new ConfigError(result.issues.map((issue) => ({ file: '<defaults>', ...issue })));
   }
   return result.config;
+}
+
+/** A text nested deeper than any config needs is refused before the YAML composer recurses into it. */
+function refuseDeepNesting(text: string, file: string): void {
+  const offset = tooDeepAt(text);
+  if (offset === undefined) return;
+  const lineCounter = new LineCounter();
+  lineCounter.addNewLine(0);
+  for (let at = text.indexOf('\n'); at >= 0 && at < offset; at = text.indexOf('\n', at + 1))
+    lineCounter.addNewLine(at + 1);
+  const position = positionIn(lineCounter)(offset);
+  throw new ConfigError([
+    {
+      file,
+      ...position,
+      field: '',
+      message: `lists and maps nested deeper than ${MAX_YAML_DEPTH} levels: a config file needs only a few`,
+    },
+  ]);
 }
 
 function positionIn(lineCounter: LineCounter): PositionOf {

@@ -18,6 +18,7 @@ import {
   WriterMetadataSchema,
   WriterStatusSchema,
   GuestReportSchema,
+  QuiesceError,
   type AgentEndpoint,
   type CallOptions,
   type GuestReport,
@@ -231,6 +232,29 @@ export type UnaryMethodName = keyof typeof UNARY_METHODS;
 
 const ReportResponseSchema = GuestReportSchema;
 
+/** Levels of guest reports a Report may hold, its own included (guests of guests of …). */
+export const MAX_GUEST_DEPTH = 32;
+
+/**
+ * How deep a guest report nests guests, counted without recursion and stopping past `limit`:
+ * the schema is recursive (z.lazy), and a report nested thousands deep (a few bytes a level,
+ * well within the message limit) would overflow the stack in the middle of validation.
+ */
+function guestDepth(report: unknown, limit: number): number {
+  let level: unknown[] = [report];
+  let depth = 0;
+  while (level.length > 0 && depth <= limit) {
+    depth += 1;
+    const below: unknown[] = [];
+    for (const guest of level) {
+      const guests = isRecord(guest) ? guest.guests : undefined;
+      if (Array.isArray(guests)) for (const inner of guests as unknown[]) below.push(inner);
+    }
+    level = below;
+  }
+  return depth;
+}
+
 /** AgentService's Report: the guest's report as JSON in a string field, validated on both ends. */
 export const REPORT_METHOD = method<SetRequest, GuestReport, AgentEndpoint>({
   rpc: 'Report',
@@ -243,11 +267,18 @@ export const REPORT_METHOD = method<SetRequest, GuestReport, AgentEndpoint>({
   responseFromWire: (wire) => {
     const json = asWire(wire).reportJson;
     if (typeof json !== 'string') return null;
+    let report: unknown;
     try {
-      return JSON.parse(json) as unknown;
+      report = JSON.parse(json) as unknown;
     } catch {
       return null;
     }
+    if (guestDepth(report, MAX_GUEST_DEPTH) > MAX_GUEST_DEPTH)
+      throw new QuiesceError(
+        'protocol',
+        `the guest's report nests guests more than ${MAX_GUEST_DEPTH} levels deep; no set has that many`,
+      );
+    return report;
   },
   invoke: (endpoint, request, options) => endpoint.report(request, options),
 });

@@ -91,6 +91,18 @@ void describe('a carried failure', () => {
     assert.match(failure.message, /answered Freeze with an unreadable failure .*; status: x$/);
   });
 
+  void test('with an empty message still says who failed what', () => {
+    const metadata = new grpc.Metadata();
+    const carried = { code: 'timeout', phase: 'freeze', writer: 'shop', component: null, message: ' ' };
+    metadata.set(FAILURE_METADATA_KEY, Buffer.from(JSON.stringify(carried)));
+    const failure = clientFailure(serviceError(grpc.status.DEADLINE_EXCEEDED, 'slow', metadata), context);
+    assert.equal(failure.code, 'timeout');
+    assert.equal(
+      failure.message,
+      'writer at unix:///run/w.sock failed Freeze with timeout and no message; status: slow',
+    );
+  });
+
   void test('anything that is not a service error', () => {
     assert.equal(clientFailure(new Error('boom'), context).code, 'nonretryable');
   });

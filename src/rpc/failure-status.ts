@@ -91,7 +91,12 @@ function carriedFailure(error: grpc.ServiceError, carried: string | Buffer, cont
   const json = typeof carried === 'string' ? carried : carried.toString('utf8');
   try {
     const failure = parseFailureJson(json);
-    return new QuiesceError(failure.code, failure.message, { ...failure, cause: error });
+    // A failure with no words would print as "quiesce: " and nothing else.
+    const message =
+      failure.message.trim() === ''
+        ? `writer at ${context.target} failed ${context.rpc} with ${failure.code} and no message; status: ${error.details}`
+        : failure.message;
+    return new QuiesceError(failure.code, message, { ...failure, cause: error });
   } catch (parseError) {
     const problem = parseError instanceof ZodError ? describeZodError(parseError) : String(parseError);
     return new QuiesceError(

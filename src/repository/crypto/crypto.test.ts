@@ -60,6 +60,17 @@ describe('keys', () => {
     assert.equal(await openKeyFile(Buffer.from('{"not":"a key"}'), 'correct horse'), null);
   });
 
+  test('parameters scrypt refuses within the memory bound are no key file, not a RangeError', async () => {
+    const { bytes } = await createKeyFile(newMasterSecret(), 'pw', KDF);
+    const file = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+    // N must stay below 2^(16 r): N=2^16 with r=1 is 8 MiB, within the bound, yet scrypt throws at once.
+    for (const [N, r] of [
+      [2 ** 16, 1],
+      [2 ** 17, 1],
+    ])
+      assert.equal(await openKeyFile(Buffer.from(JSON.stringify({ ...file, N, r })), 'pw'), null);
+  });
+
   test('the default cost (N=2^15, r=8) fits in memory', async () => {
     const master = newMasterSecret();
     const { bytes } = await createKeyFile(master, 'pw');

@@ -2,6 +2,7 @@ import { createHash, createHmac, hkdfSync, randomBytes, scrypt } from 'node:cryp
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { QuiesceError, type CallOptions } from '../../model/index.ts';
+import { messageOf } from '../../util/index.ts';
 import type { Backend } from '../backend/backend.ts';
 import { seal, tryOpenSealed } from './seal.ts';
 
@@ -89,14 +90,27 @@ function passwordKey(password: string, salt: Uint8Array, params: KdfParams, opti
   }
   options.signal?.throwIfAborted();
   return new Promise((resolve, reject) => {
-    scrypt(
-      Buffer.from(password.normalize('NFC'), 'utf8'),
-      salt,
-      32,
-      { N: params.N, r: params.r, p: params.p, maxmem: 2 * scryptMemory(params) + 2 ** 20 },
-      (error, key) => (error === null ? resolve(key) : reject(error)),
-    );
+    // scrypt refuses some parameters within the memory bound (N=2^16 with r=1) with a RangeError, thrown at once.
+    try {
+      scrypt(
+        Buffer.from(password.normalize('NFC'), 'utf8'),
+        salt,
+        32,
+        { N: params.N, r: params.r, p: params.p, maxmem: 2 * scryptMemory(params) + 2 ** 20 },
+        (error, key) => (error === null ? resolve(key) : reject(invalidParams(params, error))),
+      );
+    } catch (error) {
+      reject(invalidParams(params, error));
+    }
   });
+}
+
+function invalidParams(params: KdfParams, cause: unknown): QuiesceError {
+  return new QuiesceError(
+    'damaged',
+    `key parameters N=${params.N} r=${params.r} p=${params.p} are not valid for scrypt (${messageOf(cause)})`,
+    { cause },
+  );
 }
 
 /** A key file sealing `master` under `password`; its object name is the SHA-256 of its bytes. */
@@ -166,7 +180,15 @@ export async function tryKeyFile(
   if (salt.length !== 32) return { damaged: `its salt is ${salt.length} bytes, not 32` };
   if (data.length !== SEALED_MASTER_LENGTH)
     return { damaged: `its sealed key is ${data.length} bytes, not ${SEALED_MASTER_LENGTH}` };
-  const key = await passwordKey(password, salt, file, options);
+  let key: Buffer;
+  try {
+    key = await passwordKey(password, salt, file, options);
+  } catch (error) {
+    // Parameters scrypt refuses (N=2^16 with r=1): no key file of ours.
+    if (error instanceof QuiesceError && error.code === 'damaged')
+      return { damaged: `its KDF parameters N=${file.N} r=${file.r} are refused by scrypt` };
+    throw error;
+  }
   const master = tryOpenSealed(key, data);
   return master !== null && master.length === 32 ? { master } : { wrong: true };
 }

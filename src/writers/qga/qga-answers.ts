@@ -74,6 +74,18 @@ export function errorAnswerFailure(
   return new QuiesceError(code, message, { cause });
 }
 
+/**
+ * A received value as JSON cut to 200 characters, for a message. JSON.stringify recurses: a value
+ * nested thousands deep (which JSON.parse reads fine) overflows the stack, so it is named instead.
+ */
+export function quote(value: unknown): string {
+  try {
+    return clip(JSON.stringify(value) ?? String(value));
+  } catch {
+    return '(a value nested too deep to quote)';
+  }
+}
+
 /** Text cut to 200 characters, for quoting an answer in a message. */
 export function clip(text: string): string {
   return text.length <= 200 ? text : `${text.slice(0, 199)}…`;

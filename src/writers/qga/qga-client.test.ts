@@ -224,6 +224,11 @@ describe('qemu-ga client: error answers and garbage', () => {
       ['this is not json', /not JSON/],
       ['{"hello": 1}', /neither \{"return":…\} nor \{"error":…\}/],
       ['{"return": "melted"}', /not what guest-fsfreeze-status returns/],
+      // JSON.parse reads it; quoting it with JSON.stringify used to overflow the stack (a RangeError).
+      [
+        `{"return": ${'['.repeat(100_000)}${']'.repeat(100_000)}}`,
+        /answer \(a value nested too deep to quote\) is not what/,
+      ],
     ] as const) {
       const agent = await fakeAgent(plainAgent({ 'guest-fsfreeze-status': answer }));
       try {

@@ -32,9 +32,9 @@ import {
   CountSchema,
   PingSchema,
   StatusSchema,
-  clip,
   errorAnswerFailure,
   parseAnswer,
+  quote,
   type FsfreezeStatus,
 } from './qga-answers.ts';
 import { abortError, deadline } from './qga-deadline.ts';
@@ -199,7 +199,7 @@ export class QgaClient implements AsyncDisposable {
       if (!value.success) {
         throw this.#garbage(
           command,
-          `its answer ${clip(JSON.stringify(answer.return))} is not what ${command} returns (${value.error.issues[0]?.message ?? 'invalid'})`,
+          `its answer ${quote(answer.return)} is not what ${command} returns (${value.error.issues[0]?.message ?? 'invalid'})`,
         );
       }
       return value.data;
