@@ -1,5 +1,11 @@
 import { Catalog, type CatalogEntry, type ComponentRecord } from '../catalog/index.ts';
-import { QuiesceError, type CallOptions, type RestoreRequest, type WriterEndpoint } from '../model/index.ts';
+import {
+  parseRawNameEscapes,
+  QuiesceError,
+  type CallOptions,
+  type RestoreRequest,
+  type WriterEndpoint,
+} from '../model/index.ts';
 import type { Repository } from '../repository/index.ts';
 import { findNode } from './tree-nodes.ts';
 import { restore, type RestoreProgress, type RestoreResult } from './restorer.ts';
@@ -81,8 +87,11 @@ async function checkPathsInSet(
 ): Promise<void> {
   const missing: string[] = [];
   for (const path of paths) {
-    if (path.split('/').some(Boolean) && (await findNode(repository, entry.tree, path, options)) === null)
-      missing.push(path);
+    if (!path.split('/').some(Boolean)) continue;
+    // As the restore reads it: the path as given, or with `\xHH` standing for a byte that is not UTF-8.
+    const forms = [...new Set([path, parseRawNameEscapes(path)])];
+    const found = await Promise.all(forms.map((form) => findNode(repository, entry.tree, form, options)));
+    if (found.every((node) => node === null)) missing.push(path);
   }
   if (missing.length === 0) return;
   throw new QuiesceError(
