@@ -2,28 +2,21 @@
 // garbage or zeroed. It is a cache: backups, restore and backup each rebuild it from the
 // repository, give the right answer with exit 0, and say so in one line, with no stack trace.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { runQuiesce, type CliResult } from './helpers/cli.ts';
 
-const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 const PASSWORD = 'a long and secret password';
 let dir: string;
 let config: string;
 let data: string;
 let cacheFile: string;
 
-function quiesce(...args: string[]) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    encoding: 'utf8',
-    timeout: 120_000,
-    env: { ...process.env, QUIESCE_PASSWORD: PASSWORD },
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+function quiesce(...args: string[]): CliResult {
+  return runQuiesce(args, { QUIESCE_PASSWORD: PASSWORD });
 }
 
 const DAMAGES: Record<string, (file: string) => Promise<void>> = {

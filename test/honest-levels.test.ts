@@ -3,26 +3,19 @@
 // `application`, and the set carries the lowest of them. The report's times are named for
 // what they are: the whole set, the freeze window, the commit and the archive.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import type { SetReport } from '../src/model/index.ts';
+import { runQuiesce, type CliResult } from './helpers/cli.ts';
 
-const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 let dir: string;
 let config: string;
 
-function quiesce(...args: string[]) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    encoding: 'utf8',
-    timeout: 120_000,
-    env: { ...process.env, QUIESCE_PASSWORD: 'levels and times' },
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+function quiesce(...args: string[]): CliResult {
+  return runQuiesce(args, { QUIESCE_PASSWORD: 'levels and times' });
 }
 
 before(async () => {

@@ -2,43 +2,25 @@
 // item 3): refused, naming what it found, and nothing written, so the old repository opens again
 // once its config is back. Local directory through the command line, and S3 (s3rver).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { initRepository, openBackend, openRepository } from '../src/repository/index.ts';
 import { TEST_REPOSITORY_OPTIONS } from './helpers/repository.ts';
 import { startS3Server } from './helpers/s3-server.ts';
+import { runQuiesce, type CliResult, writePlainConfig } from './helpers/cli.ts';
 
-const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 const PASSWORD = 'a long and secret password';
 let dir: string;
 
-function quiesce(...args: string[]) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    encoding: 'utf8',
-    timeout: 120_000,
-    env: { ...process.env, QUIESCE_PASSWORD: PASSWORD },
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+function quiesce(...args: string[]): CliResult {
+  return runQuiesce(args, { QUIESCE_PASSWORD: PASSWORD });
 }
 
-async function writeConfig(name: string, paths: string[], repo: string): Promise<string> {
-  const file = join(dir, `${name}.yaml`);
-  await writeFile(
-    file,
-    [
-      `repository: ${repo}`,
-      `stateDir: ${join(dir, `${name}-state`)}`,
-      `stagingDir: ${join(dir, `${name}-staging`)}`,
-      `registrationDir: ${join(dir, 'none')}`,
-      `paths: [${paths.join(', ')}]`,
-    ].join('\n'),
-  );
-  return file;
+function writeConfig(name: string, paths: string[], repo: string): Promise<string> {
+  return writePlainConfig(dir, name, paths, repo);
 }
 
 async function filesUnder(root: string): Promise<string[]> {

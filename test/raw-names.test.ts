@@ -8,23 +8,17 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { archive, restore } from '../src/backup/index.ts';
 import { openRepository, FsBackend, type TreeNode } from '../src/repository/index.ts';
 import { decodeRawName } from '../src/model/index.ts';
+import { runQuiesce, type CliResult } from './helpers/cli.ts';
 
-const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 const PASSWORD = 'a long and secret password';
 const asRoot = process.getuid?.() === 0;
 let dir: string;
 
-function quiesce(...args: string[]) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    encoding: 'utf8',
-    timeout: 120_000,
-    env: { ...process.env, QUIESCE_PASSWORD: PASSWORD },
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+function quiesce(...args: string[]): CliResult {
+  return runQuiesce(args, { QUIESCE_PASSWORD: PASSWORD });
 }
 
 async function writeConfig(name: string, paths: string[]): Promise<{ config: string; repo: string }> {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startS3Server } from './helpers/s3-server.ts';
+import { writePlainConfig } from './helpers/cli.ts';
 
 const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 const PASSWORD = 'a long and secret password';
@@ -24,19 +25,8 @@ function quiesce(env: Record<string, string>, ...args: string[]) {
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-async function writeConfig(name: string, paths: string[], repo: string): Promise<string> {
-  const file = join(dir, `${name}.yaml`);
-  await writeFile(
-    file,
-    [
-      `repository: ${repo}`,
-      `stateDir: ${join(dir, `${name}-state`)}`,
-      `stagingDir: ${join(dir, `${name}-staging`)}`,
-      `registrationDir: ${join(dir, 'none')}`,
-      `paths: [${paths.join(', ')}]`,
-    ].join('\n'),
-  );
-  return file;
+function writeConfig(name: string, paths: string[], repo: string): Promise<string> {
+  return writePlainConfig(dir, name, paths, repo);
 }
 
 async function hashTree(root: string): Promise<string> {

@@ -2,7 +2,7 @@
 // a child process (src/writers/sqlite/lock-holder.ts) that lets go at the thaw deadline when the
 // `quiesce backup` process holding the writer is SIGSTOPped, and at once when it is SIGKILLed.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { checkBank, createBank, startBankLoad, TOTAL } from '../src/cli/demo/bank.ts';
+import { runQuiesce, type CliResult } from './helpers/cli.ts';
 
 const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 const PASSWORD = 'a long and secret password';
@@ -22,13 +23,8 @@ let marker: string;
 let config: string;
 const children: ChildProcess[] = [];
 
-function quiesce(...args: string[]) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    encoding: 'utf8',
-    timeout: 120_000,
-    env: { ...process.env, QUIESCE_PASSWORD: PASSWORD },
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+function quiesce(...args: string[]): CliResult {
+  return runQuiesce(args, { QUIESCE_PASSWORD: PASSWORD });
 }
 
 async function writeConfig(name: string, lines: string[]): Promise<string> {

@@ -3,20 +3,18 @@
 // original, every file that used the damaged pack is named and not left behind, no temporary
 // file stays in the target, exit 1, no stack trace.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { restore } from '../src/backup/index.ts';
 import { FsBackend } from '../src/repository/backend/index.ts';
 import { loadAllIndexes } from '../src/repository/index-file.ts';
 import { openRepository, type Repository } from '../src/repository/index.ts';
+import { runQuiesce, type CliResult } from './helpers/cli.ts';
 
-const bin = fileURLToPath(new URL('../bin/quiesce.js', import.meta.url));
 const PASSWORD = 'a long and secret password';
 let dir: string;
 let data: string;
@@ -29,13 +27,8 @@ const blobsOf = new Map<string, { pack: string; offset: number; length: number }
 /** Data pack -> its file in the repository. */
 const packFiles = new Map<string, string>();
 
-function quiesce(...args: string[]) {
-  const result = spawnSync(process.execPath, [bin, ...args], {
-    encoding: 'utf8',
-    timeout: 120_000,
-    env: { ...process.env, QUIESCE_PASSWORD: PASSWORD },
-  });
-  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+function quiesce(...args: string[]): CliResult {
+  return runQuiesce(args, { QUIESCE_PASSWORD: PASSWORD });
 }
 
 const sha = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
