@@ -50,6 +50,7 @@ before(async () => {
         logicalPath: 'py',
         kind: 'files',
         selectable: true,
+        readableAfterThaw: false,
         files: [{ path: journal, pattern: '', recursive: true, isLog: false }],
       },
     ],

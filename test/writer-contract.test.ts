@@ -68,6 +68,7 @@ function probeApplication(name = 'probe'): ProbeApplication {
         logicalPath: name,
         kind: 'files',
         selectable: true,
+        readableAfterThaw: false,
         files: [{ path: '/srv/probe', pattern: '*', recursive: true, isLog: false }],
       },
     ],

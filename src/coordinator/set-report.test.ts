@@ -35,6 +35,7 @@ function writer(
             logicalPath: name,
             kind: 'database',
             selectable: true,
+            readableAfterThaw: false,
             files: files.map((path) => ({ path, pattern: '*', recursive: false, isLog: false })),
           },
         ],

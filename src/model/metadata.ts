@@ -20,6 +20,12 @@ export const ComponentSchema = z.object({
   kind: z.enum(['database', 'files']),
   selectable: z.boolean().default(true),
   files: z.array(ComponentFileSchema).max(1024),
+  /**
+   * The files may be copied while the application runs again (a database in backup mode, whose
+   * log repairs a fuzzy copy): copy-based providers copy them after thaw, so they lengthen no
+   * writer's freeze window. An atomic snapshot (btrfs) still takes them in its one commit.
+   */
+  readableAfterThaw: z.boolean().default(false),
 });
 export type Component = z.infer<typeof ComponentSchema>;
 

@@ -33,6 +33,7 @@ export const METADATA: WriterMetadata = {
       logicalPath: 'shop',
       kind: 'database',
       selectable: true,
+      readableAfterThaw: false,
       files: [
         { path: '/srv/shop', pattern: 'shop.db', recursive: false, isLog: false },
         { path: '/srv/shop', pattern: 'shop.db-wal', recursive: false, isLog: true },
@@ -43,6 +44,7 @@ export const METADATA: WriterMetadata = {
       logicalPath: '',
       kind: 'files',
       selectable: false,
+      readableAfterThaw: false,
       files: [{ path: '/srv/shop/uploads', pattern: '*', recursive: true, isLog: false }],
     },
   ],

@@ -237,6 +237,7 @@ describe('writer rpc over a Unix socket: failures', () => {
               logicalPath: '',
               kind: 'files',
               selectable: true,
+              readableAfterThaw: false,
               files: [{ path: '/var/lib/kv', pattern: '*', recursive: false, isLog: false }],
             },
           ],

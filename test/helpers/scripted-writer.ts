@@ -50,6 +50,7 @@ export function scriptedWriter(options: ScriptedWriterOptions): WriterDefinition
           logicalPath: options.name,
           kind: 'files',
           selectable: true,
+          readableAfterThaw: false,
           files: (options.files ?? []).map((path) => ({ path, pattern: '*', recursive: true, isLog: false })),
         },
       ],

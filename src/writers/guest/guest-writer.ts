@@ -64,6 +64,7 @@ export function guestMetadata(
         logicalPath: '',
         kind: 'files',
         selectable: true,
+        readableAfterThaw: false,
         files: options.disks.map((path) => ({ path, pattern: '*', recursive: false, isLog: false })),
       },
     ],
