@@ -205,6 +205,8 @@ describe('backup and restore', () => {
         paths: [source],
         writers,
         backupType: type,
+        // Copied inside the freeze (`policy.plainPaths: in-freeze`): what the copy leaves out is under test.
+        plainPathsInFreeze: true,
         resolveProvider: async () => ({ provider: recording, level: 'crash' }),
       });
     try {

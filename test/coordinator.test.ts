@@ -82,7 +82,8 @@ describe('snapshot set', () => {
     });
     await writeFile(join(data, 'a.txt'), 'alpha');
     assert.equal(report.status, 'succeeded');
-    assert.equal(report.consistency, 'crash', 'the plain path b.txt has no writer: crash level');
+    assert.equal(report.consistency, 'inconsistent', 'the plain path b.txt has no writer: read in place after thaw');
+    assert.equal(report.snapshots.find((s) => s.original === join(data, 'b.txt'))?.provider, 'live');
     assert.deepEqual(new Set(report.components.map((c) => c.consistency)), new Set(['application']));
     assert.equal(seen, 'alpha');
     const freezes = h.log.filter((l) => l.endsWith(':freeze'));

@@ -108,6 +108,8 @@ describe('the next set cleans what killed sets left', () => {
           `stateDir: ${join(work, 'state')}`,
           `stagingDir: ${join(work, 'staging')}`,
           `registrationDir: ${join(work, 'none')}`,
+          // Copied inside the freeze, so that every set leaves a copy to clean up when killed.
+          'policy: { plainPaths: in-freeze }',
           'writers:',
           // A freeze script that leaves a background child behind, as a careless one does.
           `  - { type: exec, name: careless, freeze: [/bin/sh, -c, "sleep 600 </dev/null >/dev/null 2>&1 & echo $! >> ${pids}"], thaw: [/bin/true] }`,

@@ -23,8 +23,11 @@ import { nodeMetadata, sameNodes, specialNode, type NodeMetadata } from './tree-
 export interface ArchiveSource {
   /** Absolute original path (what the tree records). */
   original: string;
-  /** Where to read it now (a snapshot path). */
-  snapshot: string;
+  /**
+   * Where to read it now (a snapshot path), or null for a file the snapshot does not hold: it is
+   * left out even where an outer source is read in place (a writer's `-wal` that did not exist at the commit).
+   */
+  snapshot: string | null;
 }
 
 /** A file of which only some ranges changed since a base version already in the repository. */
@@ -204,6 +207,7 @@ class ArchiveWalk {
       const parentNode = parent?.nodes.find((n) => n.name === name) ?? null;
       // A captured path: everything below it is in its snapshot, nested captured paths included.
       if (child.source) {
+        if (child.source.snapshot === null) continue;
         const waits: Promise<void>[] = [];
         const node = await this.archivePath(child.source.snapshot, childOriginal, name, parentNode, waits);
         void this.small.send();
@@ -356,7 +360,9 @@ class ArchiveWalk {
       );
     }
     const childOriginal = `${original}/${entry}`;
-    const snapshot = this.sourceAt.get(childOriginal)?.snapshot ?? join(path, entry);
+    const source = this.sourceAt.get(childOriginal);
+    if (source?.snapshot === null) return Promise.resolve(null);
+    const snapshot = source?.snapshot ?? join(path, entry);
     return this.archivePath(snapshot, childOriginal, entry, parentNode, childWaits);
   }
 

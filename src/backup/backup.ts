@@ -110,7 +110,10 @@ async function store(
 
   const result = await archive({
     repository,
-    sources: view.snapshots.map((s) => ({ original: s.original, snapshot: s.snapshot })),
+    sources: [
+      ...view.snapshots.map((s) => ({ original: s.original, snapshot: s.snapshot })),
+      ...view.absent.map((original) => ({ original, snapshot: null })),
+    ],
     parentTree: parent?.tree ?? null,
     parentPaths: trusted,
     parentBefore: before,

@@ -95,7 +95,11 @@ export function formatReport(report: SetReport): string {
   for (const w of report.writers) lines.push(`  ${writerLine(w)}`);
   for (const c of report.components) lines.push(`  ${componentLine(c)}`);
   for (const s of report.snapshots)
-    lines.push(`  snapshot ${s.original} -> ${s.snapshot} (${s.provider}, ${s.consistency})`);
+    lines.push(
+      s.provider === 'live'
+        ? `  read in place ${s.original} after thaw (${s.consistency}: no snapshot holds it still)`
+        : `  snapshot ${s.original} -> ${s.snapshot} (${s.provider}, ${s.consistency})`,
+    );
   for (const b of report.benign)
     lines.push(`  benign: ${b.code} at ${b.phase ?? '?'} (writer ${b.writer ?? '?'}): ${b.message}`);
   for (const g of report.guests) lines.push(...formatGuest(g, '  '));

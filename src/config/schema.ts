@@ -26,6 +26,14 @@ export const PolicySchema = z
     freezeTimeout: duration.default(60_000),
     /** The longest the provider's commit may take while the writers are frozen. */
     commitTimeout: duration.default(10_000),
+    /**
+     * When plain paths (no writer owns them) are taken by a copy-based provider: `after-thaw`
+     * reads them in place once the writers run again (`inconsistent`, and no writer's freeze
+     * grows with them); `in-freeze` copies them inside the freeze (fsfreeze then gives them
+     * `filesystem`, at the cost of a freeze as long as the copy). An atomic provider (btrfs)
+     * takes them in its one commit either way.
+     */
+    plainPaths: z.enum(['after-thaw', 'in-freeze']).default('after-thaw'),
   })
   .strict();
 

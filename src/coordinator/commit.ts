@@ -1,4 +1,5 @@
 import { QuiesceError, type Provider } from '../model/index.ts';
+import { afterThawSetId } from './capture-plan.ts';
 import type { ProviderShare, SetRun } from './set-run.ts';
 
 /** Phase commit: every provider snapshots its paths, inside every freeze window. */
@@ -21,14 +22,57 @@ export async function commitAll(run: SetRun): Promise<void> {
   log.emit({ phase: 'commit', event: 'end', durationMs: run.commitMs, result: `${run.snapshots.length} snapshot(s)` });
 }
 
-async function commitOne(run: SetRun, provider: Provider, share: ProviderShare, signal: AbortSignal): Promise<void> {
+/**
+ * After thaw, before post-snapshot: the files of components readable after thaw are copied by
+ * their providers while the applications run again (a database in backup mode), and the plain
+ * paths that no provider takes are marked to be read in place. Neither is in any freeze window.
+ */
+export async function commitAfterThaw(run: SetRun): Promise<void> {
+  if (run.afterThaw.size > 0) {
+    const t0 = performance.now();
+    try {
+      for (const [provider, share] of run.afterThaw) await commitOne(run, provider, share, run.signal, true);
+    } catch (raw) {
+      const error = QuiesceError.from(raw, 'provider-failed', { phase: 'commit' });
+      log(run, 'fail', performance.now() - t0, undefined, error);
+      run.error ??= error;
+      throw error;
+    }
+    log(run, 'end', performance.now() - t0, `${run.afterThaw.size} provider(s) copied after thaw`);
+  }
+  if (run.livePaths.length === 0) return;
+  for (const path of run.livePaths) {
+    run.snapshotLevels.set(path, 'inconsistent');
+    run.snapshotRecords.push({ provider: 'live', original: path, snapshot: path });
+  }
+  log(run, 'info', undefined, `${run.livePaths.length} plain path(s) read in place after thaw (inconsistent)`);
+}
+
+function log(run: SetRun, event: 'end' | 'fail' | 'info', durationMs?: number, result?: string, error?: QuiesceError) {
+  run.log.emit({
+    phase: 'commit',
+    event,
+    ...(durationMs === undefined ? {} : { durationMs }),
+    ...(result === undefined ? {} : { result }),
+    ...(error === undefined ? {} : { error: error.toJSON() }),
+  });
+}
+
+async function commitOne(
+  run: SetRun,
+  provider: Provider,
+  share: ProviderShare,
+  signal: AbortSignal,
+  afterThaw = false,
+): Promise<void> {
   const t0 = run.log.elapsed();
   const snapshot = await provider.commit(
     {
-      setId: run.setId,
+      setId: afterThaw ? afterThawSetId(run.setId) : run.setId,
       paths: share.paths,
       stagingDir: run.options.stagingDir,
-      ...(run.known ? { known: run.known } : {}),
+      ...(run.known && !afterThaw ? { known: run.known } : {}),
+      ...(afterThaw ? { afterThaw } : {}),
     },
     { signal },
   );
@@ -42,7 +86,7 @@ async function commitOne(run: SetRun, provider: Provider, share: ProviderShare, 
     provider: provider.name,
     event: 'end',
     durationMs: run.log.elapsed() - t0,
-    result: `${snapshot.paths.length} path(s)`,
+    result: `${snapshot.paths.length} path(s)${afterThaw ? ' after thaw' : ''}`,
   });
 }
 

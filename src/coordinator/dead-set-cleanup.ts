@@ -1,7 +1,8 @@
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { messageOf, processAlive } from '../util/index.ts';
-import type { LeftoverSnapshot, Provider } from '../model/index.ts';
+import type { LeftoverSnapshot, Provider, ProviderSnapshotRequest } from '../model/index.ts';
+import { afterThawSetId } from './capture-plan.ts';
 import type { EventLog } from './event-log.ts';
 import { listRunningSets, removeRunningSet, type RunningSet } from './running-sets.ts';
 import { endSetProcesses } from './set-processes.ts';
@@ -55,24 +56,34 @@ async function providerFor(options: SnapshotSetOptions, share: RunningSet['share
   return resolved?.provider.name === share.provider ? resolved.provider : null;
 }
 
+async function releaseLeftover(
+  options: SnapshotSetOptions,
+  share: RunningSet['shares'][number],
+  request: ProviderSnapshotRequest,
+  cleaned: CleanedSet,
+): Promise<void> {
+  try {
+    const provider = await providerFor(options, share);
+    const leftover: LeftoverSnapshot | null = (await provider?.leftovers?.(request)) ?? null;
+    if (provider && leftover) {
+      await provider.release(leftover.snapshot, { signal: AbortSignal.timeout(RELEASE_TIMEOUT_MS) });
+      cleaned.removed.push(...leftover.dirs);
+      cleaned.bytes += leftover.bytes;
+    }
+  } catch (error) {
+    cleaned.failures.push(`${share.provider}: ${messageOf(error)}`);
+  }
+}
+
 async function cleanOne(options: SnapshotSetOptions, record: RunningSet): Promise<CleanedSet> {
   const cleaned: CleanedSet = { ...record, removed: [], bytes: 0, processes: 0, failures: [] };
   delete (cleaned as Partial<RunningSet>).shares;
   delete (cleaned as Partial<RunningSet>).stagingDir;
   cleaned.processes = await endSetProcesses(record.setId);
   for (const share of record.shares) {
-    const request = { setId: record.setId, paths: share.paths, stagingDir: record.stagingDir };
-    let leftover: LeftoverSnapshot | null = null;
-    try {
-      const provider = await providerFor(options, share);
-      leftover = (await provider?.leftovers?.(request)) ?? null;
-      if (provider && leftover) {
-        await provider.release(leftover.snapshot, { signal: AbortSignal.timeout(RELEASE_TIMEOUT_MS) });
-        cleaned.removed.push(...leftover.dirs);
-        cleaned.bytes += leftover.bytes;
-      }
-    } catch (error) {
-      cleaned.failures.push(`${share.provider}: ${messageOf(error)}`);
+    // A share may have been copied after thaw, under its own set directory (`afterThawSetId`).
+    for (const setId of [record.setId, afterThawSetId(record.setId)]) {
+      await releaseLeftover(options, share, { setId, paths: share.paths, stagingDir: record.stagingDir }, cleaned);
     }
   }
   // The symlink view `quiesce snapshot` makes for its command.

@@ -1,4 +1,5 @@
-import { QuiesceError, componentKey, type Provider } from '../model/index.ts';
+import { QuiesceError, componentKey, type Provider, type SnapshotLevel } from '../model/index.ts';
+import { momentFor, planCaptureMoments } from './capture-plan.ts';
 import { untilAborted } from '../util/index.ts';
 import { advance, type Participant } from './participant.ts';
 import { buildReport, pathsOf } from './set-report.ts';
@@ -42,17 +43,26 @@ export async function holdBeforePrepareSnapshot(run: SetRun): Promise<void> {
   );
 }
 
-/** Which paths the set captures (the plain ones and every component's files), and which provider takes each. */
+/**
+ * Which paths the set captures (the plain ones and every component's files), when each is taken
+ * (`planCaptureMoments`) and which provider takes each: the freeze holds only what a frozen
+ * writer owns, or what an atomic provider takes in its one commit.
+ */
 export async function planCapture(run: SetRun): Promise<void> {
   const { options } = run;
-  const capture = new Set<string>(options.paths);
-  for (const p of run.participants) for (const path of pathsOf(p)) capture.add(path);
-  for (const path of capture) {
+  const planned = planCaptureMoments(run.participants, {
+    paths: options.paths,
+    plainPathsInFreeze: options.plainPathsInFreeze ?? false,
+  });
+  for (const { path, moment: wanted } of planned) {
     const resolved = await options.resolveProvider(path);
+    const moment = momentFor(wanted, resolved.provider.atomic === true);
+    if (moment === 'live') {
+      run.livePaths.push(path);
+      continue;
+    }
+    addToShare(moment === 'freeze' ? run.byProvider : run.afterThaw, resolved.provider, resolved.level, path);
     run.providersUsed.set(resolved.provider.name, resolved.provider);
-    const share: ProviderShare = run.byProvider.get(resolved.provider) ?? { level: resolved.level, paths: [] };
-    share.paths.push(path);
-    run.byProvider.set(resolved.provider, share);
   }
   const always = options.alwaysCommit;
   if (always !== undefined && !run.byProvider.has(always.provider)) {
@@ -65,9 +75,16 @@ export async function planCapture(run: SetRun): Promise<void> {
   await recordRunning(run);
 }
 
+function addToShare(shares: Map<Provider, ProviderShare>, provider: Provider, level: SnapshotLevel, path: string) {
+  const share: ProviderShare = shares.get(provider) ?? { level, paths: [] };
+  share.paths.push(path);
+  shares.set(provider, share);
+}
+
 /** Every provider prepares its paths (slow, side-effect-free checks), one after another. */
 export async function prepareProviders(run: SetRun): Promise<void> {
   for (const [provider, share] of run.byProvider) await prepareProvider(run, provider, share.paths);
+  for (const [provider, share] of run.afterThaw) await prepareProvider(run, provider, share.paths);
 }
 
 async function prepareProvider(run: SetRun, provider: Provider, paths: string[]): Promise<void> {

@@ -83,4 +83,10 @@ export interface SnapshotSetOptions {
    * leave out the plain-path files that still match. Never applied to a writer's component file.
    */
   knownFiles?: KnownFiles;
+  /**
+   * Take the plain paths inside the freeze (`policy.plainPaths: in-freeze`): the fsfreeze provider
+   * then gives them `filesystem`, at the cost of a freeze as long as their copy. Default false:
+   * they are read in place after thaw (`inconsistent`) unless an atomic provider takes them.
+   */
+  plainPathsInFreeze?: boolean;
 }

@@ -45,8 +45,12 @@ export interface SetRun {
   readonly lock: { release(): Promise<void> };
   readonly keepAlive: NodeJS.Timeout;
   readonly participants: Participant[];
-  /** Which provider takes each captured path (planned before prepare-snapshot). */
+  /** Which provider takes each path captured inside the freeze (planned before prepare-snapshot). */
   readonly byProvider: Map<Provider, ProviderShare>;
+  /** Which provider copies each path of a component readable after thaw, once the writers run again. */
+  readonly afterThaw: Map<Provider, ProviderShare>;
+  /** Plain paths read in place after thaw, with no copy: `inconsistent`. */
+  readonly livePaths: string[];
   readonly providersUsed: Map<string, Provider>;
   /** `options.knownFiles` without the writers' component files, which are always captured. */
   known: KnownFiles | undefined;
@@ -100,6 +104,8 @@ export async function startSetRun(options: SnapshotSetOptions): Promise<SetRun> 
     keepAlive,
     participants: options.writers.map(newParticipant),
     byProvider: new Map(),
+    afterThaw: new Map(),
+    livePaths: [],
     providersUsed: new Map(),
     known: undefined,
     snapshots: [],
@@ -135,9 +141,12 @@ async function startRecord(options: SnapshotSetOptions, setId: string, startedAt
 
 /** Records the set as running (its process, staging directory and providers' paths) for the cleanup after a crash. */
 export async function recordRunning(
-  run: Pick<SetRun, 'options' | 'setId' | 'startedAt' | 'log' | 'byProvider'>,
+  run: Pick<SetRun, 'options' | 'setId' | 'startedAt' | 'log' | 'byProvider'> & Partial<Pick<SetRun, 'afterThaw'>>,
 ): Promise<void> {
-  const shares = [...run.byProvider].map(([provider, share]) => ({ provider: provider.name, paths: share.paths }));
+  const shares = [...run.byProvider, ...(run.afterThaw ?? [])].map(([provider, share]) => ({
+    provider: provider.name,
+    paths: share.paths,
+  }));
   const record = {
     pid: process.pid,
     setId: run.setId,

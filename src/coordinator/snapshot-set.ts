@@ -1,5 +1,5 @@
 import { QuiesceError, type SetReport } from '../model/index.ts';
-import { commitAll } from './commit.ts';
+import { commitAfterThaw, commitAll } from './commit.ts';
 import { freezeAll } from './freeze.ts';
 import { identifyAll } from './identify.ts';
 import { backupCompleteAll, postSnapshotAll, useSnapshot } from './post-snapshot.ts';
@@ -58,6 +58,7 @@ async function runPhases(run: SetRun): Promise<void> {
   await freezeAll(run);
   await commitAll(run);
   await thawAfterCommit(run);
+  await commitAfterThaw(run);
   await postSnapshotAll(run);
   await useSnapshot(run);
   await backupCompleteAll(run);

@@ -9,7 +9,7 @@ import {
   type UnchangedFile,
   type WriterMetadata,
 } from '../model/index.ts';
-import { buildReport, componentConsistency } from './set-report.ts';
+import { buildReport, componentConsistency, pathsOf } from './set-report.ts';
 import type { SetRun } from './set-run.ts';
 
 /** One component as the requester sees it after the snapshot: where to read it and how. */
@@ -28,6 +28,11 @@ export interface SnapshotComponent {
 export interface SnapshotView {
   setId: string;
   snapshots: SnapshotPath[];
+  /**
+   * Component files no snapshot holds (they did not exist at the commit): never to be read where
+   * an outer path is read in place, or a live `-wal` would be stored beside a database it does not belong to.
+   */
+  absent: string[];
   /** Files the providers left out because `knownFiles` holds them unchanged. */
   unchanged: UnchangedFile[];
   components: SnapshotComponent[];
@@ -41,12 +46,24 @@ export interface SnapshotView {
 
 /** The view of the set's snapshots that `use` reads, after the commit and the thaw. */
 export function buildView(run: SetRun): SnapshotView {
-  const paths = run.snapshots.flatMap((s) => s.paths);
+  const live = run.livePaths.map((path) => ({ original: path, snapshot: path }));
+  const paths = [...run.snapshots.flatMap((s) => s.paths), ...live];
+  const taken = new Set(paths.map((p) => p.original));
+  const absent = run.participants.flatMap(pathsOf).filter((path) => !taken.has(path));
   const resolve = (original: string): string | null => resolveSnapshotPath(paths, original);
   const writers = run.participants.flatMap((p) => (p.metadata ? [p.metadata] : []));
   const unchanged = run.snapshots.flatMap((s) => s.unchanged ?? []);
   const report = () => buildReport(run);
-  return { setId: run.setId, snapshots: paths, unchanged, components: componentsOf(run), resolve, report, writers };
+  return {
+    setId: run.setId,
+    snapshots: paths,
+    absent,
+    unchanged,
+    components: componentsOf(run),
+    resolve,
+    report,
+    writers,
+  };
 }
 
 function componentsOf(run: SetRun): SnapshotComponent[] {

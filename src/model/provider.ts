@@ -34,6 +34,11 @@ export interface ProviderSnapshotRequest {
    * systems at once (btrfs) ignore it.
    */
   known?: KnownFiles;
+  /**
+   * The writers run again: copy the paths as they are now and hold nothing still (the files of a
+   * component marked `readableAfterThaw`). The fsfreeze provider then copies without freezing.
+   */
+  afterThaw?: boolean;
 }
 
 /** What a requester already holds of a file: its size and mtime then. */
@@ -104,6 +109,12 @@ export interface ProviderSnapshot {
  */
 export interface Provider {
   readonly name: ProviderName;
+  /**
+   * True when one commit takes every path at one instant, however much data it holds (a btrfs
+   * subvolume snapshot, a guest's held freeze): such a provider takes plain paths inside the
+   * freeze too. Copy-based providers (copy, reflink, fsfreeze) leave it out.
+   */
+  readonly atomic?: boolean;
   supports(path: string, options?: CallOptions): Promise<ProviderSupport>;
   prepare(request: ProviderSnapshotRequest, options?: CallOptions): Promise<void>;
   commit(request: ProviderSnapshotRequest, options?: CallOptions): Promise<ProviderSnapshot>;

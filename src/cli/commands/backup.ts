@@ -58,6 +58,7 @@ export function registerBackup(program: Command, interrupt: Interrupt): void {
           providers,
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
+          plainPathsInFreeze: config.policy.plainPaths === 'in-freeze',
           waitForLockMs,
           signal,
           onProgress: (p) => progress.update(p),

@@ -95,6 +95,7 @@ export function registerSnapshot(program: Command, interrupt: Interrupt): void {
           providers,
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
+          plainPathsInFreeze: config.policy.plainPaths === 'in-freeze',
           keep: opts.keep ?? false,
           waitForLockMs,
           signal,

@@ -37,6 +37,7 @@ const BtrfsHandleSchema = z.object({ snapshots: z.array(z.string().startsWith('/
  */
 export class BtrfsProvider implements Provider {
   readonly name = 'btrfs' as const;
+  readonly atomic = true;
 
   async supports(path: string, options: CallOptions = {}): Promise<ProviderSupport> {
     const level = 'crash';

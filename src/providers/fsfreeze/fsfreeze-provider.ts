@@ -101,7 +101,8 @@ export class FsfreezeProvider implements Provider {
         const guardians: FreezeGuardian[] = [];
         try {
           const frozen = await Promise.allSettled(
-            [...plan.groups.values()].map(({ mount }) =>
+            // After thaw the writers run again: copy as the files are, freezing nothing.
+            [...(request.afterThaw === true ? [] : plan.groups.values())].map(({ mount }) =>
               freezeWithGuardian(mount.mountPoint, { maxFrozenMs: this.maxFrozenMs, fsfreeze, timeout, signal }),
             ),
           );

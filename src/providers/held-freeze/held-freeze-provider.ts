@@ -33,6 +33,7 @@ export interface HeldFreezeOptions {
  */
 export class HeldFreezeProvider implements Provider {
   readonly name = 'host' as const;
+  readonly atomic = true;
   /** The file systems not frozen, and why: for the report. */
   readonly skipped: string[] = [];
 
