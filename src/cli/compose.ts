@@ -47,9 +47,11 @@ export async function writerEndpoint(config: WriterConfig, root: Config): Promis
       return createWriterRuntime(
         createExecWriter({
           name: config.name,
+          prepare: config.prepare,
           freeze: config.freeze,
           thaw: config.thaw,
           hooksDir: config.hooksDir,
+          paths: config.paths,
           timeoutMs: config.timeout,
           usage: config.usage,
         }),

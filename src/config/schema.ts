@@ -61,8 +61,12 @@ export const ExecWriterSchema = z
   .object({
     type: z.literal('exec'),
     ...writerCommon,
+    /** Run in prepare-snapshot, before any writer freezes: the slow work (a CHECKPOINT) outside the freeze window. */
+    prepare: command.optional(),
     freeze: command.optional(),
     thaw: command.optional(),
+    /** The files and directories the service writes (directories recursively): the writer's components. */
+    paths: z.array(absolutePath).optional(),
     /** A directory of hooks, each run with the argument `freeze` or `thaw` (the QEMU guest agent's fsfreeze-hook.d convention). */
     hooksDir: absolutePath.optional(),
     /** How long each command may run. */

@@ -29,6 +29,8 @@ export interface RunScriptOptions {
   signal?: AbortSignal;
   /** How long the group gets between SIGTERM and SIGKILL (default 2000 ms). */
   killGraceMs?: number;
+  /** Called with the script's pid (its process group) once it runs. */
+  onSpawn?: (pid: number) => void;
 }
 
 /** How much output is kept while the script runs, and how much is reported. */
@@ -49,16 +51,20 @@ class Tail {
   }
 
   text(): string {
-    let buffer = Buffer.concat(this.chunks);
-    let text = buffer.toString('utf8').trim();
-    buffer = Buffer.from(text, 'utf8');
-    if (buffer.length <= TAIL_BYTES) return text;
-    text = buffer
-      .subarray(buffer.length - TAIL_BYTES)
-      .toString('utf8')
-      .replace(/^\uFFFD+/, '');
-    return `…${text}`;
+    return tailText(Buffer.concat(this.chunks));
   }
+}
+
+/** What is reported of a script's output: its last 2 KiB, trimmed, `…` in front when cut. */
+export function tailText(output: Buffer): string {
+  const text = output.toString('utf8').trim();
+  const buffer = Buffer.from(text, 'utf8');
+  if (buffer.length <= TAIL_BYTES) return text;
+  const tail = buffer
+    .subarray(buffer.length - TAIL_BYTES)
+    .toString('utf8')
+    .replace(/^\uFFFD+/, '');
+  return `…${tail}`;
 }
 
 /**
@@ -132,6 +138,7 @@ export async function runScript(argv: readonly string[], options: RunScriptOptio
   return new Promise<ScriptResult>((resolvePromise) => {
     // detached: the child leads a new process group (and session), so -pid reaches all it starts.
     const child = spawn(file, args, { env: options.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid !== undefined) options.onSpawn?.(child.pid);
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
     child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
 

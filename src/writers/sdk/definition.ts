@@ -20,6 +20,17 @@ export interface HandlerContext {
 }
 
 /**
+ * What `thaw` may answer: the writer's own guard (a process of its own that outlives a stopped
+ * requester) had thawed at the deadline before this thaw came, so the freeze did not last until
+ * the requester's word. The runtime reports it as a self-thaw, and the set fails honestly.
+ */
+export interface ThawOutcome {
+  selfThawed: boolean;
+  /** How long the application was frozen, when the writer knows it better than the runtime. */
+  frozenMs?: number;
+}
+
+/**
  * A writer is its metadata plus handlers. Only `freeze` and `thaw` are required.
  *
  * The SDK runtime (`createWriterRuntime`) owns the state machine, the watchdog and the
@@ -27,7 +38,8 @@ export interface HandlerContext {
  * - `freeze` must hold the application's writes at a transaction boundary and return quickly;
  *   throwing vetoes the set.
  * - `thaw` must release what freeze holds; it is called exactly once after every successful
- *   freeze (by the coordinator, the watchdog or abort) and must not throw for a normal resume.
+ *   freeze (by the coordinator, the watchdog or abort) and must not throw for a normal resume;
+ *   it answers `{ selfThawed: true }` when its own guard had thawed already (see `ThawOutcome`).
  * - `abort` undoes prepare-backup/prepare-snapshot work; it is called at most once per set,
  *   after thaw when the writer was frozen.
  * - Failures are thrown as `QuiesceError` (any other error becomes `nonretryable`).
@@ -48,7 +60,7 @@ export interface WriterDefinition {
   prepareBackup?(request: PrepareBackupRequest, context: HandlerContext): Promise<ComponentPlan[] | void>;
   prepareSnapshot?(context: HandlerContext): Promise<void>;
   freeze(context: HandlerContext): Promise<void>;
-  thaw(context: HandlerContext): Promise<void>;
+  thaw(context: HandlerContext): Promise<void | ThawOutcome>;
   postSnapshot?(request: PostSnapshotRequest, context: HandlerContext): Promise<PostSnapshotResponse | void>;
   backupComplete?(request: BackupCompleteRequest, context: HandlerContext): Promise<void>;
   abort?(context: HandlerContext): Promise<void>;

@@ -29,7 +29,7 @@ import {
   type SetPhase,
   type ThawReason,
 } from './active-set.ts';
-import type { HandlerContext, WriterDefinition } from './definition.ts';
+import type { HandlerContext, ThawOutcome, WriterDefinition } from './definition.ts';
 
 export interface WriterRuntimeEvents {
   /** The watchdog thawed the writer on its own (deadline passed or the requester went away). */
@@ -316,12 +316,18 @@ class WriterRuntime {
   async #thawNow(set: ActiveSet, frozenAt: number, reason: ThawReason): Promise<void> {
     if (set.watchdog) clearTimeout(set.watchdog);
     set.watchdog = null;
+    let outcome: void | ThawOutcome;
     try {
-      await this.#definition.thaw({ setId: set.id, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) });
+      outcome = await this.#definition.thaw({ setId: set.id, signal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) });
     } finally {
       set.frozenMs = this.#now() - frozenAt;
       set.frozenAt = null;
       if (reason === 'deadline' || reason === 'session-lost') this.#recordSelfThaw(set, reason);
+    }
+    // The writer's own guard thawed at the deadline before this thaw (this process was stopped).
+    if (outcome?.selfThawed && !set.selfThawed) {
+      if (outcome.frozenMs !== undefined) set.frozenMs = outcome.frozenMs;
+      this.#recordSelfThaw(set, 'deadline');
     }
   }
 
