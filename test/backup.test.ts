@@ -206,7 +206,7 @@ describe('backup and restore', () => {
         writers,
         backupType: type,
         // Copied inside the freeze (`policy.plainPaths: in-freeze`): what the copy leaves out is under test.
-        plainPathsInFreeze: true,
+        plainPaths: 'freeze',
         resolveProvider: async () => ({ provider: recording, level: 'crash' }),
       });
     try {

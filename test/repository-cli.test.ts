@@ -284,7 +284,8 @@ describe('forget and prune', () => {
     // The operator can read what happened in the set, phase by phase.
     const shown = quiesce({}, 'show', 'latest', '--config', config, '--events');
     assert.equal(shown.code, 0, shown.stderr);
-    assert.match(shown.stdout, /commit\s+copy\s+end/);
+    assert.match(shown.stdout, /commit\s+info\s+1 plain path\(s\) read in place after thaw/);
+    assert.match(shown.stdout, /post-snapshot\s+end/);
     assert.match(shown.stdout, /succeeded, consistency inconsistent/);
   });
 });

@@ -46,7 +46,12 @@ void describe('a valid config', () => {
     assert.equal(config.repository, '/var/backups/quiesce');
     assert.equal(config.stateDir, '/var/lib/quiesce');
     assert.equal(config.stagingDir, '/var/tmp/quiesce', 'paths are normalised');
-    assert.deepEqual(config.policy, { quiesce: 'prefer', freezeTimeout: 60_000, commitTimeout: 10_000 });
+    assert.deepEqual(config.policy, {
+      quiesce: 'prefer',
+      freezeTimeout: 60_000,
+      commitTimeout: 10_000,
+      plainPaths: 'after-thaw',
+    });
     assert.equal(config.writers.length, 6);
 
     const [shop, cache, billing, notes, queue, ledger] = config.writers;
@@ -115,7 +120,7 @@ void describe('a valid config', () => {
     const dirs = defaultDirs();
     assert.deepEqual(config, {
       paths: ['/srv/files'],
-      policy: { quiesce: 'prefer', freezeTimeout: 60_000, commitTimeout: 10_000 },
+      policy: { quiesce: 'prefer', freezeTimeout: 60_000, commitTimeout: 10_000, plainPaths: 'after-thaw' },
       writers: [],
       providers: {},
       guests: [],
@@ -140,7 +145,12 @@ void describe('durations, default directories and embedded defaults', () => {
     assert.equal(formatDuration(90_000), '90s');
     assert.equal(formatDuration(120_000), '2m');
     const config = parseConfig(lines('policy: { freezeTimeout: 1500, commitTimeout: 2m }'), FILE);
-    assert.deepEqual(config.policy, { quiesce: 'prefer', freezeTimeout: 1500, commitTimeout: 120_000 });
+    assert.deepEqual(config.policy, {
+      quiesce: 'prefer',
+      freezeTimeout: 1500,
+      commitTimeout: 120_000,
+      plainPaths: 'after-thaw',
+    });
   });
 
   void test('default directories follow root or the XDG directories', () => {

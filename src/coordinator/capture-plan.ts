@@ -22,8 +22,12 @@ export interface CapturePath {
 export interface CapturePlanOptions {
   /** The config's plain paths. */
   paths: readonly string[];
-  /** Take the plain paths inside the freeze too (`policy.plainPaths: in-freeze`): fsfreeze then gives them `filesystem`. */
-  plainPathsInFreeze: boolean;
+  /**
+   * When a plain path is taken by a copy-based provider: `live` (a backup reads it in place),
+   * `after-thaw` (a snapshot that outlives its read, `quiesce snapshot`, copies it once the
+   * writers run again) or `freeze` (`policy.plainPaths: in-freeze`: fsfreeze gives `filesystem`).
+   */
+  plainPaths: CaptureMoment;
 }
 
 /** Whether `path` is `dir` or lies below it. */
@@ -53,7 +57,7 @@ export function planCaptureMoments(participants: readonly Participant[], options
   const owned = [...planned.keys()];
   for (const path of options.paths) {
     if (planned.has(path) || owned.some((dir) => isWithin(path, dir))) continue;
-    planned.set(path, { path, owner: null, moment: options.plainPathsInFreeze ? 'freeze' : 'live' });
+    planned.set(path, { path, owner: null, moment: options.plainPaths });
   }
   return [...planned.values()];
 }

@@ -52,7 +52,7 @@ export async function planCapture(run: SetRun): Promise<void> {
   const { options } = run;
   const planned = planCaptureMoments(run.participants, {
     paths: options.paths,
-    plainPathsInFreeze: options.plainPathsInFreeze ?? false,
+    plainPaths: options.plainPaths ?? 'live',
   });
   for (const { path, moment: wanted } of planned) {
     const resolved = await options.resolveProvider(path);
@@ -61,7 +61,9 @@ export async function planCapture(run: SetRun): Promise<void> {
       run.livePaths.push(path);
       continue;
     }
-    addToShare(moment === 'freeze' ? run.byProvider : run.afterThaw, resolved.provider, resolved.level, path);
+    // A copy made while the applications run is no one point in time, whatever the provider.
+    const level = moment === 'freeze' ? resolved.level : 'inconsistent';
+    addToShare(moment === 'freeze' ? run.byProvider : run.afterThaw, resolved.provider, level, path);
     run.providersUsed.set(resolved.provider.name, resolved.provider);
   }
   const always = options.alwaysCommit;

@@ -13,6 +13,7 @@ import type {
   WriterEndpoint,
 } from '../model/index.ts';
 import type { SnapshotView } from './snapshot-view.ts';
+import type { CaptureMoment } from './capture-plan.ts';
 
 /** A writer taking part in a set, with its quiesce policy. */
 export interface SetWriter {
@@ -84,9 +85,11 @@ export interface SnapshotSetOptions {
    */
   knownFiles?: KnownFiles;
   /**
-   * Take the plain paths inside the freeze (`policy.plainPaths: in-freeze`): the fsfreeze provider
-   * then gives them `filesystem`, at the cost of a freeze as long as their copy. Default false:
-   * they are read in place after thaw (`inconsistent`) unless an atomic provider takes them.
+   * When copy-based providers take the plain paths (an atomic provider always takes them in its
+   * commit): `live`, the default, leaves them to be read in place after thaw (`inconsistent`);
+   * `after-thaw` copies them after thaw (`inconsistent`, but fixed for as long as the set is
+   * kept); `freeze` (`policy.plainPaths: in-freeze`) copies them inside the freeze, where fsfreeze
+   * gives `filesystem` at the cost of a freeze as long as their copy.
    */
-  plainPathsInFreeze?: boolean;
+  plainPaths?: CaptureMoment;
 }

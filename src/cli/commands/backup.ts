@@ -58,7 +58,7 @@ export function registerBackup(program: Command, interrupt: Interrupt): void {
           providers,
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
-          plainPathsInFreeze: config.policy.plainPaths === 'in-freeze',
+          plainPaths: config.policy.plainPaths === 'in-freeze' ? 'freeze' : 'live',
           waitForLockMs,
           signal,
           onProgress: (p) => progress.update(p),

@@ -116,7 +116,7 @@ async function demoSnapshot({ say, dbPath, config, endpoint, resolveProvider }: 
     resolveProvider,
     freezeTimeoutMs: config.policy.freezeTimeout,
     commitTimeoutMs: config.policy.commitTimeout,
-    plainPathsInFreeze: config.policy.plainPaths === 'in-freeze',
+    plainPaths: config.policy.plainPaths === 'in-freeze' ? 'freeze' : 'live',
     use: async (view) => {
       const check = await checkBank(view.resolve(dbPath)!);
       say(

@@ -95,7 +95,8 @@ export function registerSnapshot(program: Command, interrupt: Interrupt): void {
           providers,
           freezeTimeoutMs: config.policy.freezeTimeout,
           commitTimeoutMs: config.policy.commitTimeout,
-          plainPathsInFreeze: config.policy.plainPaths === 'in-freeze',
+          // A snapshot outlives the moment it is read (--keep, a command's later reads): copy its plain paths.
+          plainPaths: config.policy.plainPaths === 'in-freeze' ? 'freeze' : 'after-thaw',
           keep: opts.keep ?? false,
           waitForLockMs,
           signal,
