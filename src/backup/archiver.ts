@@ -70,6 +70,8 @@ export interface ArchiveResult {
   unchangedFiles: number;
   /** Files stored from changed ranges only. */
   partialFiles: number;
+  /** Files read in place (no snapshot holds them) that changed size or went while read: stored as read, or left out. */
+  changedWhileRead: number;
 }
 
 /**
@@ -142,7 +144,10 @@ class ArchiveWalk {
     bytesAdded: 0,
     unchangedFiles: 0,
     partialFiles: 0,
+    changedWhileRead: 0,
   };
+  /** Files read in place that went before they could be read: not in their directory's tree. */
+  readonly vanished = new WeakSet<TreeNode>();
   readonly repository: ArchiverRepository;
   // A source inside another (a database's file under a plain path) is read from its own snapshot
   // when the walk of the outer one reaches it.
@@ -279,16 +284,61 @@ class ArchiveWalk {
       this.progress(original);
       return { ...base, type: 'file', size: fileSize, content: parentNode.content };
     }
+    // Read in place (no snapshot holds it): the file may change or go while it is read.
+    const live = path === original;
     if (fileSize > 0 && fileSize <= this.small.maxSize) {
       const ref: ContentRef = { id: '', length: fileSize };
-      waits.push(this.small.store(path, fileSize, original, ref));
-      return { ...base, type: 'file', size: fileSize, content: [ref] };
+      const node: FileNode = { ...base, type: 'file', size: fileSize, content: [ref] };
+      const stored = this.small.store(path, fileSize, original, ref);
+      waits.push(live ? awaitedLater(stored.catch(() => this.rereadLive(path, original, node))) : stored);
+      return node;
     }
     // A file the parent set did not have is most likely new content: named on the workers.
-    const { refs, done } = await this.saver.readAndStore(path, 0, fileSize, original, parentNode?.type !== 'file');
-    waits.push(done);
+    const likelyNew = parentNode?.type !== 'file';
+    const read = live
+      ? await this.readLive(path, fileSize, original, likelyNew)
+      : await this.saver.readAndStore(path, 0, fileSize, original, likelyNew);
     this.progress(original);
-    return { ...base, type: 'file', size: fileSize, content: refs };
+    if (read === null) return this.vanishedNode(base, original);
+    waits.push(read.done);
+    if (read.length !== fileSize) this.result.changedWhileRead++;
+    return { ...base, type: 'file', size: read.length, content: read.refs };
+  }
+
+  /**
+   * A small file read in place whose read failed (it changed size or went since it was listed):
+   * read again whole as it is now, or left out of its directory if it is gone.
+   */
+  async rereadLive(path: string, original: string, node: FileNode): Promise<void> {
+    this.result.changedWhileRead++;
+    const stats = await lstat(rawPath(path), { bigint: true }).catch((error: unknown) => {
+      if (isErrno(error, 'ENOENT')) return null;
+      throw error;
+    });
+    const read = stats?.isFile() ? await this.readLive(path, Number(stats.size), original, true) : null;
+    if (stats === null || read === null) {
+      this.vanished.add(node);
+      return;
+    }
+    await read.done;
+    Object.assign(node, { size: read.length, content: read.refs, mtimeNs: stats.mtimeNs.toString() });
+  }
+
+  /** Reads a file in place up to `size` bytes or its end, whichever comes first; null if it is gone. */
+  readLive(path: string, size: number, original: string, likelyNew: boolean): Promise<PendingContent | null> {
+    return this.saver.readAndStore(path, 0, size, original, likelyNew, true).catch((error: unknown) => {
+      if (isErrno((error as { cause?: unknown }).cause, 'ENOENT')) return null;
+      throw error;
+    });
+  }
+
+  /** A file read in place that went between its listing and its read: left out of its directory. */
+  vanishedNode(base: NodeMetadata, original: string): FileNode {
+    this.result.changedWhileRead++;
+    const node: FileNode = { ...base, type: 'file', size: 0, content: [] };
+    this.vanished.add(node);
+    this.progress(original);
+    return node;
   }
 
   /**
@@ -327,7 +377,7 @@ class ArchiveWalk {
     await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, entries.length) }, walker));
     void this.small.send();
     await Promise.all(childWaits);
-    const nodes = children.filter((n): n is TreeNode => n !== null);
+    const nodes = children.filter((n): n is TreeNode => n !== null && !this.vanished.has(n));
     if (
       parentNode?.type === 'dir' &&
       subParent !== null &&
@@ -407,7 +457,7 @@ class ArchiveWalk {
       content.push(...part.refs);
       dones.push(part.done);
     }
-    return { refs: content, done: awaitedLater(Promise.all(dones).then(() => undefined)) };
+    return { refs: content, done: awaitedLater(Promise.all(dones).then(() => undefined)), length: partial.size };
   }
 }
 

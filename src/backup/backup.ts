@@ -147,6 +147,7 @@ async function store(
     bytesRead: result.bytesRead,
     bytesAdded: result.bytesAdded,
     archiveMs: Math.round(performance.now() - started),
+    ...(result.changedWhileRead > 0 ? { changedWhileRead: result.changedWhileRead } : {}),
   };
   const meta: BackupMeta = {
     kind: 'backup',

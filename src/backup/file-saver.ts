@@ -13,6 +13,8 @@ export interface SaveCounters {
 export interface PendingContent {
   refs: ContentRef[];
   done: Promise<void>;
+  /** The bytes read: `length`, or fewer when a file read in place (`live`) shrank under the read. */
+  length: number;
 }
 
 // A read buffer and a chunker per file being read, shared by the whole archive (the chunker
@@ -64,6 +66,7 @@ export class FileSaver {
     length: number,
     original: string,
     likelyNew = false,
+    live = false,
   ): Promise<PendingContent> {
     const handle = await open(rawPath(path), 'r').catch((error: unknown) => {
       throw QuiesceError.from(error, 'nonretryable', { component: original });
@@ -71,13 +74,14 @@ export class FileSaver {
     const file: FileSaves = { refs: [], saves: [], options: { ...this.options, likelyNew } };
     const reader = await this.#takeReader();
     const { buffer, chunker } = reader;
+    let position = offset;
     try {
-      let position = offset;
       const end = offset + length;
       while (position < end) {
         this.options.signal?.throwIfAborted();
         const want = Math.min(buffer.length, end - position);
         const { bytesRead } = await handle.read(buffer, 0, want, position);
+        if (bytesRead === 0 && live) break; // what no snapshot holds may shrink: stored as read
         if (bytesRead === 0)
           throw new QuiesceError('inconsistent-snapshot', `${original} shrank while it was read from the snapshot`, {
             component: original,
@@ -95,7 +99,8 @@ export class FileSaver {
       this.#giveReader(reader);
       await handle.close();
     }
-    return { refs: file.refs, done: awaitedLater(Promise.all(file.saves).then(() => undefined)) };
+    const done = awaitedLater(Promise.all(file.saves).then(() => undefined));
+    return { refs: file.refs, done, length: position - offset };
   }
 
   async #store(file: FileSaves, chunk: Uint8Array): Promise<void> {

@@ -100,6 +100,9 @@ export function formatReport(report: SetReport): string {
         ? `  read in place ${s.original} after thaw (${s.consistency}: no snapshot holds it still)`
         : `  snapshot ${s.original} -> ${s.snapshot} (${s.provider}, ${s.consistency})`,
     );
+  const changed = report.stats.changedWhileRead ?? 0;
+  if (changed > 0)
+    lines.push(`  ${changed} file(s) read in place changed while read: stored as read, or left out if gone`);
   for (const b of report.benign)
     lines.push(`  benign: ${b.code} at ${b.phase ?? '?'} (writer ${b.writer ?? '?'}): ${b.message}`);
   for (const g of report.guests) lines.push(...formatGuest(g, '  '));

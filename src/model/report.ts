@@ -105,6 +105,8 @@ export const SetReportSchema = z.object({
     durationMs: z.number(),
     /** The archive's own part of it: reading the snapshot into the repository (backups only). */
     archiveMs: z.number().optional(),
+    /** Files read in place (no snapshot holds them) that changed or vanished while read: stored as read, or left out. */
+    changedWhileRead: z.number().optional(),
   }),
 });
 export type SetReport = z.infer<typeof SetReportSchema>;
