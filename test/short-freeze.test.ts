@@ -6,10 +6,12 @@
 // ext4 is taken with the copy provider, XFS with reflink, btrfs with its subvolume snapshot.
 // On ext4 a real backup is restored and its plain files are the files as read.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, describe, test } from 'node:test';
 import { checkBank, createBank, startBankLoad, TOTAL, type BankLoad } from '../src/cli/demo/bank.ts';
 import { runSnapshotSet } from '../src/coordinator/index.ts';
@@ -19,7 +21,9 @@ import { createWriterRuntime } from '../src/writers/sdk/index.ts';
 import { createSqliteWriter } from '../src/writers/sqlite/index.ts';
 import { runQuiesce } from './helpers/cli.ts';
 import { makeLoopFs, type LoopFsKind } from './helpers/loop-fs.ts';
+import { median } from './helpers/median.ts';
 
+const execFileAsync = promisify(execFile);
 const SETS = 20;
 const FILES = 16;
 const FILE_MIB = 64;
@@ -29,9 +33,11 @@ const EXPECTED_PLAIN: Record<LoopFsKind, string> = { ext4: 'inconsistent', xfs: 
  * copies the bank's own -wal inside the freeze, and four tight writers starve SQLite's
  * checkpoints until it holds hundreds of MB (55 to 926 MB measured here): about 135 ms median,
  * against 6.5 s when the plain gigabyte was copied too. Copying only the WAL's valid frames is
- * the open part of this (see the README's freeze section).
+ * the open part of this (see the README's freeze section). XFS and btrfs measure 20 to 60 ms
+ * here alone, but up to 150 ms beside the rest of the suite on two cores: the bounds catch the
+ * gigabyte coming back into the freeze (seconds), and `npm run bench` measures the window.
  */
-const MEDIAN_BOUND_MS: Record<LoopFsKind, number> = { ext4: 500, xfs: 100, btrfs: 100 };
+const MEDIAN_BOUND_MS: Record<LoopFsKind, number> = { ext4: 500, xfs: 400, btrfs: 400 };
 
 const cleanups: (() => Promise<void>)[] = [];
 after(async () => {
@@ -51,11 +57,6 @@ async function writePlainFiles(dir: string): Promise<Map<string, string>> {
   return hashes;
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
-}
-
 describe('short, honest freezes with 1 GiB of plain files beside a SQLite writer', () => {
   for (const kind of ['ext4', 'xfs', 'btrfs'] as const) {
     test(`${kind}: the freeze window does not grow with the plain files`, async (t) => {
@@ -70,6 +71,8 @@ describe('short, honest freezes with 1 GiB of plain files beside a SQLite writer
       cleanups.push(() => rm(staging, { recursive: true, force: true }));
       const data = join(fs.workDir, 'data');
       const hashes = await writePlainFiles(data);
+      // Written before the sets, not during them: a btrfs snapshot or a freeze must not flush them.
+      await execFileAsync('sync', ['-f', data]);
       const dbPath = join(data, 'bank.db');
       createBank(dbPath);
       const load = await startBankLoad(dbPath, 4);

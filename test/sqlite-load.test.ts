@@ -13,6 +13,7 @@ import { createWriterRuntime } from '../src/writers/sdk/index.ts';
 import { createSqliteWriter } from '../src/writers/sqlite/index.ts';
 import { checkBank, createBank, startBankLoad, TOTAL } from '../src/cli/demo/bank.ts';
 import { makeLoopFs } from './helpers/loop-fs.ts';
+import { median } from './helpers/median.ts';
 
 const SETS = 50;
 const cleanups: (() => Promise<void>)[] = [];
@@ -110,8 +111,3 @@ describe('SQLite under concurrent writers', () => {
     });
   }
 });
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
-}
