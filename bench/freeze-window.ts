@@ -1,8 +1,10 @@
 // Freeze-window benchmark: median and p99 of the set's freeze window (first freeze to last thaw)
 // for 1, 10 and 50 SQLite writers under write load, with each provider that can run here.
-// Usage: npm run bench [-- --sets 30 --writers 1,10,50 --providers copy,reflink,btrfs,fsfreeze]
+// Usage: npm run bench [-- --sets 30 --writers 1,10,50 --providers copy,reflink,btrfs,fsfreeze --plain 10]
+// --plain: the writer counts measured again with 1 GiB of plain files in the set's paths.
 // btrfs, reflink (XFS) and fsfreeze (XFS) need root and loop devices; they are skipped otherwise.
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -19,10 +21,24 @@ const { values } = parseArgs({
     sets: { type: 'string', default: '30' },
     writers: { type: 'string', default: '1,10,50' },
     providers: { type: 'string', default: 'copy,reflink,btrfs,fsfreeze' },
+    // Writer counts measured again with 1 GiB of plain files beside them in the set's paths.
+    plain: { type: 'string', default: '10' },
   },
 });
+const PLAIN_FILES = 16;
+const PLAIN_FILE_MIB = 64;
 const SETS = Number(values.sets);
 const counts = values.writers.split(',').map(Number);
+const withPlain = new Set(values.plain.split(',').filter(Boolean).map(Number));
+
+/** 1 GiB of plain files under `dir`, written and synced once, before any set. */
+async function writePlainFiles(dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  for (let f = 0; f < PLAIN_FILES; f++)
+    await writeFile(join(dir, `plain-${f}.bin`), Buffer.alloc(PLAIN_FILE_MIB << 20, `plain ${f};`));
+  execFileSync('sync', ['-f', dir]);
+  return dir;
+}
 const names = values.providers.split(',') as ProviderName[];
 
 function percentile(sorted: number[], p: number): number {
@@ -53,8 +69,14 @@ for (const name of names) {
   const provider = createProviders().find((p) => p.name === name)!;
   const work = await mkdtemp(join(tmpdir(), 'quiesce-bench-state-'));
   try {
-    for (const count of counts) {
-      const dir = join(base, `w${count}`);
+    const runs = counts.flatMap((count) => [
+      { count, plain: false },
+      ...(withPlain.has(count) ? [{ count, plain: true }] : []),
+    ]);
+    for (const { count, plain } of runs) {
+      const dir = join(base, `w${count}${plain ? '-plain' : ''}`);
+      // Read in place after thaw, as a backup does: the freeze window is what is measured.
+      const paths = plain ? [await writePlainFiles(join(dir, 'plain'))] : [];
       await mkdir(dir, { recursive: true });
       const writers: SetWriter[] = [];
       for (let i = 0; i < count; i++) {
@@ -76,7 +98,7 @@ for (const name of names) {
           kind: 'snapshot',
           backupType: 'copy',
           writers,
-          paths: [],
+          paths,
           stateDir: join(work, 'state'),
           stagingDir: join(work, 'staging'),
           resolveProvider: async () => ({ provider, level: support.level }),
@@ -91,7 +113,7 @@ for (const name of names) {
       commits.sort((a, b) => a - b);
       rows.push([
         name,
-        String(count),
+        plain ? `${count} + 1 GiB plain paths` : String(count),
         percentile(windows, 50).toFixed(1),
         percentile(windows, 99).toFixed(1),
         percentile(commits, 50).toFixed(1),
