@@ -279,5 +279,11 @@ describe('snapshot set: deadlines, policy off, shutdown and the host lock', () =
     );
     const report = await runSnapshotSet(h2.options);
     assert.equal(report.status, 'succeeded');
+    // A lock whose pid lives again in another process (pid reuse: here our own pid, started at another time) is stale too.
+    await writeFile(
+      join(h.options.stateDir, 'locks', 'set.lock'),
+      JSON.stringify({ pid: process.pid, start: 'another-boot:12345', setId: 'reused', startedAt: 'then' }),
+    );
+    assert.equal((await runSnapshotSet(h2.options)).status, 'succeeded', 'a reused pid does not hold the host');
   });
 });

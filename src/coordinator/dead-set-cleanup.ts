@@ -1,6 +1,6 @@
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { messageOf, processAlive } from '../util/index.ts';
+import { messageOf, recordedProcessAlive } from '../util/index.ts';
 import type { LeftoverSnapshot, Provider, ProviderSnapshotRequest } from '../model/index.ts';
 import { afterThawSetId } from './capture-plan.ts';
 import type { EventLog } from './event-log.ts';
@@ -109,9 +109,7 @@ export async function cleanDeadSets(
   log: EventLog,
 ): Promise<DeadSetCleanup | null> {
   const { sets, torn } = await listRunningSets(options.stateDir);
-  const dead = sets.filter(
-    (record) => record.setId !== setId && record.pid !== process.pid && !processAlive(record.pid),
-  );
+  const dead = sets.filter((record) => record.setId !== setId && !recordedProcessAlive(record.pid, record.start));
   const keptDir = join(options.stateDir, 'sets');
   const halfKept = (await readdir(keptDir).catch(() => [] as string[])).filter((name) => name.endsWith('.json.tmp'));
   for (const path of [...torn, ...halfKept.map((name) => join(keptDir, name))]) await rm(path, { force: true });

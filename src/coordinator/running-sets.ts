@@ -12,6 +12,8 @@ import { PROVIDER_NAMES, type ProviderName } from '../model/index.ts';
  */
 export interface RunningSet {
   pid: number;
+  /** When that process started (`processStart`): a pid reused since is not this set's. */
+  start?: string | null;
   setId: string;
   startedAt: string;
   stagingDir: string;
@@ -20,6 +22,7 @@ export interface RunningSet {
 
 const RunningSetSchema = z.object({
   pid: z.number().int(),
+  start: z.string().max(128).nullish(),
   setId: z.string().regex(/^[A-Za-z0-9._-]+$/),
   startedAt: z.string(),
   stagingDir: z.string(),

@@ -1,10 +1,12 @@
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { QuiesceError } from '../model/index.ts';
-import { isErrno, processAlive } from '../util/index.ts';
+import { isErrno, processStart, recordedProcessAlive } from '../util/index.ts';
 
 interface LockContent {
   pid: number;
+  /** When that process started: a pid reused since is not the holder. */
+  start?: string | null;
   setId: string;
   startedAt: string;
 }
@@ -23,7 +25,12 @@ export async function acquireSetLock(
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const path = join(dir, 'set.lock');
   const deadline = Date.now() + (options.waitMs ?? 0);
-  const content: LockContent = { pid: process.pid, setId, startedAt: new Date().toISOString() };
+  const content: LockContent = {
+    pid: process.pid,
+    start: processStart(process.pid),
+    setId,
+    startedAt: new Date().toISOString(),
+  };
   for (;;) {
     options.signal?.throwIfAborted();
     try {
@@ -43,8 +50,8 @@ export async function acquireSetLock(
       if (!isErrno(error, 'EEXIST')) throw error;
     }
     const holder = await readLock(path);
-    if (holder === null || !processAlive(holder.pid)) {
-      // Stale: its process is gone (or the file is torn). Take it over.
+    if (holder === null || !recordedProcessAlive(holder.pid, holder.start)) {
+      // Stale: its process is gone, its pid reused, or the file is torn. Take it over.
       await rm(path, { force: true });
       continue;
     }

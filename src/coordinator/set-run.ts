@@ -14,6 +14,7 @@ import { isDegraded, newParticipant, type Participant } from './participant.ts';
 import type { SnapshotSetOptions, UseOutcome } from './set-options.ts';
 import { cleanDeadSets } from './dead-set-cleanup.ts';
 import { saveRunningSet } from './running-sets.ts';
+import { processStart } from '../util/index.ts';
 import { acquireSetLock } from './set-lock.ts';
 import { newSetId } from './set-id.ts';
 
@@ -149,6 +150,7 @@ export async function recordRunning(
   }));
   const record = {
     pid: process.pid,
+    start: processStart(process.pid),
     setId: run.setId,
     startedAt: run.startedAt.toISOString(),
     stagingDir: run.options.stagingDir,

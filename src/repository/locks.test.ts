@@ -7,6 +7,7 @@ import { QuiesceError } from '../model/index.ts';
 import { MemoryBackend } from './backend/memory-backend.ts';
 import { seal } from './crypto/seal.ts';
 import { Locker, type LockRecord } from './locks.ts';
+import { processStart } from '../util/index.ts';
 
 const KEY = Buffer.alloc(32, 9);
 const locked = (error: unknown): boolean => error instanceof QuiesceError && error.code === 'locked';
@@ -74,6 +75,16 @@ describe('locks', () => {
       locker.lock('shared'),
       (e: unknown) => locked(e) && (e as Error).message.includes('elsewhere'),
     );
+  });
+
+  test('a lock whose pid now runs another process (pid reuse) is stale; the same process holds', async () => {
+    const backend = new MemoryBackend();
+    const locker = new Locker(backend, KEY);
+    const now = new Date().toISOString();
+    const mine = { kind: 'exclusive' as const, hostname: hostname(), pid: process.pid, time: now, refreshed: now };
+    assert.equal(locker.isStale({ ...mine, start: 'another-boot:1' }), true, 'our pid, started at another time');
+    assert.equal(locker.isStale({ ...mine, start: processStart(process.pid) }), false, 'our own process');
+    assert.equal(locker.isStale(mine), false, 'an older lock without its start: the pid alone');
   });
 
   test('a lock a crash left empty or half-written (locks are not synced) stands in nobody’s way', async () => {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { QuiesceError, type CallOptions } from '../model/index.ts';
-import { processAlive } from '../util/index.ts';
+import { processStart, recordedProcessAlive } from '../util/index.ts';
 import type { Backend } from './backend/backend.ts';
 import { tryOpenSealed, seal } from './crypto/seal.ts';
 import { isNotFound, storageError } from './storage-error.ts';
@@ -25,6 +25,8 @@ export const LockRecordSchema = z.object({
   kind: z.enum(['shared', 'exclusive']),
   hostname: z.string(),
   pid: z.number().int(),
+  /** When that process started (`processStart`): a reused pid is not the locker. Absent in older locks. */
+  start: z.string().max(128).nullish(),
   time: z.string(),
   refreshed: z.string(),
 });
@@ -59,7 +61,7 @@ export class Locker {
   }
 
   isStale(record: LockRecord, now = Date.now()): boolean {
-    if (record.hostname === this.host && !processAlive(record.pid)) return true;
+    if (record.hostname === this.host && !recordedProcessAlive(record.pid, record.start)) return true;
     const refreshed = Date.parse(record.refreshed);
     return !Number.isFinite(refreshed) || now - refreshed > this.staleMs;
   }
@@ -127,7 +129,14 @@ export class Locker {
     }
     const name = randomBytes(32).toString('hex');
     const time = new Date().toISOString();
-    const record: LockRecord = { kind, hostname: this.host, pid: process.pid, time, refreshed: time };
+    const record: LockRecord = {
+      kind,
+      hostname: this.host,
+      pid: process.pid,
+      start: processStart(process.pid),
+      time,
+      refreshed: time,
+    };
     try {
       await this.backend.save('locks', name, this.encode(record), options);
     } catch (error) {

@@ -5,6 +5,6 @@ export { deferred, type Deferred } from './deferred.ts';
 export { isErrno, isRecord, messageOf } from './errors.ts';
 export { InFlightLimit } from './limit.ts';
 export { awaitedLater } from './promises.ts';
-export { processAlive } from './process.ts';
+export { processAlive, processStart, recordedProcessAlive } from './process.ts';
 export { canMakeNodes, makeNode, nativeFsAvailable, setTimesNs } from './native-fs.ts';
 export { readRegularFile } from './regular-file.ts';

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { test } from 'node:test';
 import {
   awaitedLater,
@@ -8,6 +10,8 @@ import {
   isRecord,
   messageOf,
   processAlive,
+  processStart,
+  recordedProcessAlive,
   untilAborted,
 } from './index.ts';
 
@@ -68,4 +72,26 @@ test('processAlive tells a live pid from a gone one', async () => {
   const later = awaitedLater(Promise.reject(new Error('later')));
   await new Promise((resolve) => setImmediate(resolve));
   await assert.rejects(later, /later/);
+});
+
+test('a recorded process is alive while its pid runs the process that started then, not a reused pid', async (t) => {
+  if (processStart(process.pid) === null) {
+    t.skip('no /proc here to read start times from');
+    return;
+  }
+  // A name with spaces and parentheses: the start time is found after the name, not by counting blanks.
+  const child = spawn(process.execPath, ['-e', "process.title = 'a) b (c'; setInterval(() => {}, 1000)"], {
+    stdio: 'ignore',
+  });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const start = processStart(child.pid!);
+  assert.match(start ?? '', /^[0-9a-f-]+:\d+$/);
+  assert.equal(processStart(child.pid!), start, 'the same answer each time');
+  assert.equal(recordedProcessAlive(child.pid!, start), true);
+  assert.equal(recordedProcessAlive(child.pid!, undefined), true, 'an older record: the pid alone');
+  assert.equal(recordedProcessAlive(child.pid!, `${start}0`), false, 'the pid of another process: reused');
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  assert.equal(recordedProcessAlive(child.pid!, start), false, 'gone');
+  assert.notEqual(processStart(process.pid), start, 'two processes, two starts');
 });
