@@ -2,12 +2,13 @@
 // and over gRPC, a guest's agent side in process and its host side over mutual TLS on loopback,
 // SQLite on a real database file, and exec holding a real process stopped. (qemu-ga runs alone,
 // in writer-contract-qga.test.ts.)
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before } from 'node:test';
+import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { QuiesceError, type WriterMetadata } from '../src/model/index.ts';
 import { createAgentEndpoint, startAgent } from '../src/agent/index.ts';
@@ -142,7 +143,8 @@ runWriterContract('guest runtime (agent side)', async ({ thawDeadlineMs }: Write
   return probeFixture(app, createAgentEndpoint(await guestRuntimeOptions(app, thawDeadlineMs)));
 });
 
-runWriterContract('guest writer (host side, over mutual TLS)', async ({ thawDeadlineMs }: WriterFixtureOptions) => {
+/** A guest writer on the host, its agent over mutual TLS on loopback, and the probe application in the guest. */
+async function hostSideGuest(thawDeadlineMs: number) {
   const app = probeApplication();
   const { name: _name, ...settings } = await guestRuntimeOptions(app, thawDeadlineMs);
   const agent = await startAgent({
@@ -160,10 +162,46 @@ runWriterContract('guest writer (host side, over mutual TLS)', async ({ thawDead
   });
   const disk = join(await freshDir('disk'), 'guest.img');
   await writeFile(disk, 'the guest disk');
-  return {
-    ...probeFixture(app, createGuestWriter({ name: 'guest', disks: [disk], agent: connection, honorFull: true })),
-    cleanup: () => agent.close(),
-  };
+  const endpoint = createGuestWriter({ name: 'guest', disks: [disk], agent: connection, honorFull: true });
+  return { app, endpoint, cleanup: () => agent.close() };
+}
+
+runWriterContract('guest writer (host side, over mutual TLS)', async ({ thawDeadlineMs }: WriterFixtureOptions) => {
+  const { app, endpoint, cleanup } = await hostSideGuest(thawDeadlineMs);
+  return { ...probeFixture(app, endpoint), cleanup };
+});
+
+test('a guest writer refuses a second set before it touches the first one: its report and freeze go on', async () => {
+  const { app, endpoint, cleanup } = await hostSideGuest(30_000);
+  try {
+    const first = 'first-set';
+    const session = await endpoint.openSession({ setId: first });
+    await endpoint.prepareBackup({ setId: first, backupType: 'full', components: [] });
+    await endpoint.prepareSnapshot({ setId: first });
+    const before = endpoint.guestReport!();
+    assert.notEqual(before?.frozenAtMs ?? null, null, 'the first set froze the guest');
+    for (const call of [
+      () => endpoint.openSession({ setId: 'second-set' }),
+      () => endpoint.prepareBackup({ setId: 'second-set', backupType: 'full', components: [] }),
+    ]) {
+      await assert.rejects(call(), (e: unknown) => e instanceof QuiesceError && e.code === 'retryable');
+    }
+    await endpoint.shutdown({ setId: 'second-set' });
+    assert.deepEqual(endpoint.guestReport!(), before, 'the first set’s report is as it was');
+    assert.equal(app.frozen, true, 'the guest is still frozen for the first set');
+    await endpoint.thaw({ setId: first });
+    assert.equal(app.frozen, false);
+    await endpoint.shutdown({ setId: first });
+    await session.close();
+    // The next set is welcome once the first has ended.
+    const next = await endpoint.openSession({ setId: 'third-set' });
+    await endpoint.prepareBackup({ setId: 'third-set', backupType: 'full', components: [] });
+    await endpoint.shutdown({ setId: 'third-set' });
+    await next.close();
+  } finally {
+    await endpoint.close();
+    await cleanup();
+  }
 });
 
 runWriterContract('SQLite', async () => {

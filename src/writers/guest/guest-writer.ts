@@ -111,6 +111,8 @@ class GuestWriter {
   readonly #metadata: WriterMetadata;
   #lost: AbortSignal | undefined;
   #setId: string | null = null;
+  /** The set this guest is in, from its session or prepare-backup to its shutdown: another one is refused. */
+  #openSet: string | null = null;
   #frozenAtEpoch: number | null = null;
   #report: GuestReport | null = null;
   #failure: Failure | null = null;
@@ -133,6 +135,8 @@ class GuestWriter {
   }
 
   async prepareBackup(request: PrepareBackupRequest, callOptions?: CallOptions): Promise<PrepareBackupResponse> {
+    this.#refuseAnotherSet(request.setId);
+    this.#openSet = request.setId;
     this.#setId = request.setId;
     this.#report = null;
     this.#failure = null;
@@ -192,18 +196,43 @@ class GuestWriter {
   }
 
   async shutdown(request: SetRequest, callOptions?: CallOptions): Promise<void> {
+    if (this.#openSet !== null && this.#openSet !== request.setId) return; // a refused set: nothing of it here
     try {
       await this.#agent.shutdown(request, callOptions);
     } catch {
       // Shutdown never fails; an agent we cannot reach ends its set through the lost session.
     }
     await this.#fetchReport(request.setId);
+    this.#openSet = null;
   }
 
   async openSession(request: SetRequest): Promise<WriterSession> {
+    this.#refuseAnotherSet(request.setId);
     const session = await this.#call('identify', () => this.#agent.openSession(request));
+    this.#openSet = request.setId;
     this.#lost = session.lost;
-    return session;
+    const ended = () => {
+      if (this.#openSet === request.setId) this.#openSet = null;
+    };
+    session.lost?.addEventListener('abort', ended);
+    const close = session.close.bind(session);
+    return Object.assign(session, {
+      close: async () => {
+        try {
+          await close();
+        } finally {
+          ended();
+        }
+      },
+    });
+  }
+
+  /** A second set while one is open is refused (retryable) before it touches the first one's state. */
+  #refuseAnotherSet(setId: string): void {
+    if (this.#openSet === null || this.#openSet === setId) return;
+    throw new QuiesceError('retryable', `guest ${this.#name} is in set ${this.#openSet}; try again when it has ended`, {
+      writer: this.#name,
+    });
   }
 
   guestReport(): GuestReport | null {
