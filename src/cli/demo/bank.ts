@@ -69,11 +69,14 @@ export interface BankLoad {
 
 const workerScript = join(PACKAGE_ROOT, 'src', 'cli', 'demo', 'bank-worker.ts');
 
-/** Starts `count` processes that move money between accounts of `path` as fast as they can. */
-export async function startBankLoad(path: string, count = 4): Promise<BankLoad> {
+/**
+ * Starts `count` processes that move money between accounts of `path` as fast as they can, or
+ * (`pauseMs`) resting that long after every 20 ms of transfers.
+ */
+export async function startBankLoad(path: string, count = 4, options: { pauseMs?: number } = {}): Promise<BankLoad> {
   const reported = new Map<ChildProcess, WorkerStats>();
   const workers = Array.from({ length: count }, (_, i) => {
-    const child = fork(workerScript, [path, String(i)], {
+    const child = fork(workerScript, [path, String(i), String(options.pauseMs ?? 0)], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
