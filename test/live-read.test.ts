@@ -123,8 +123,8 @@ test('a plain path that changes while it is read in place is stored as read; the
     for (const name of await readdir(join(target, churn))) {
       const content = await readFile(join(target, churn, name));
       assert.equal((await stat(join(target, churn, name))).size, content.length);
-      if (name.startsWith('small-'))
-        assert.ok(content.length >= 1 && content.length <= 4000, `${name}: ${content.length} bytes`);
+      // Read while rewritten: empty (between the truncate and the write) up to a whole version.
+      if (name.startsWith('small-')) assert.ok(content.length <= 4000, `${name}: ${content.length} bytes`);
     }
   }
   const check = await repository.check({ readData: true });
