@@ -14,6 +14,7 @@ import type { ContentRef, FileNode, ArchiverRepository, Tree, TreeNode } from '.
 import { awaitedLater, InFlightLimit, isErrno } from '../util/index.ts';
 import { FileSaver, type PendingContent } from './file-saver.ts';
 import { hardLinkOf, HardLinkArchive } from './hard-links.ts';
+import { LiveFiles } from './live-files.ts';
 import { canReuseParentContent, isUnderAnyOf } from './parent-reuse.ts';
 import { SmallFileBatcher } from './small-file-batcher.ts';
 import { splicePlan } from './splice-plan.ts';
@@ -146,8 +147,6 @@ class ArchiveWalk {
     partialFiles: 0,
     changedWhileRead: 0,
   };
-  /** Files read in place that went before they could be read: not in their directory's tree. */
-  readonly vanished = new WeakSet<TreeNode>();
   readonly repository: ArchiverRepository;
   // A source inside another (a database's file under a plain path) is read from its own snapshot
   // when the walk of the outer one reaches it.
@@ -158,6 +157,7 @@ class ArchiveWalk {
   readonly leftOut: Map<string, Map<string, UnchangedFile>>;
   readonly small: SmallFileBatcher;
   readonly saver: FileSaver;
+  readonly live: LiveFiles;
   /** The later names of a multiply-linked file take the first one's content. */
   readonly links = new HardLinkArchive(() => this.result.files++);
 
@@ -174,6 +174,7 @@ class ArchiveWalk {
       this.progress(original),
     );
     this.saver = new FileSaver(repository, options, this.result, inFlight, ENTRY_CONCURRENCY);
+    this.live = new LiveFiles(this.saver, () => this.result.changedWhileRead++);
   }
 
   progress(currentPath: string): void {
@@ -290,55 +291,19 @@ class ArchiveWalk {
       const ref: ContentRef = { id: '', length: fileSize };
       const node: FileNode = { ...base, type: 'file', size: fileSize, content: [ref] };
       const stored = this.small.store(path, fileSize, original, ref);
-      waits.push(live ? awaitedLater(stored.catch(() => this.rereadLive(path, original, node))) : stored);
+      waits.push(live ? awaitedLater(stored.catch(() => this.live.reread(path, original, node))) : stored);
       return node;
     }
     // A file the parent set did not have is most likely new content: named on the workers.
     const likelyNew = parentNode?.type !== 'file';
     const read = live
-      ? await this.readLive(path, fileSize, original, likelyNew)
+      ? await this.live.read(path, fileSize, original, likelyNew)
       : await this.saver.readAndStore(path, 0, fileSize, original, likelyNew);
     this.progress(original);
-    if (read === null) return this.vanishedNode(base, original);
+    if (read === null) return this.live.vanished({ ...base, type: 'file', size: 0, content: [] });
     waits.push(read.done);
     if (read.length !== fileSize) this.result.changedWhileRead++;
     return { ...base, type: 'file', size: read.length, content: read.refs };
-  }
-
-  /**
-   * A small file read in place whose read failed (it changed size or went since it was listed):
-   * read again whole as it is now, or left out of its directory if it is gone.
-   */
-  async rereadLive(path: string, original: string, node: FileNode): Promise<void> {
-    this.result.changedWhileRead++;
-    const stats = await lstat(rawPath(path), { bigint: true }).catch((error: unknown) => {
-      if (isErrno(error, 'ENOENT')) return null;
-      throw error;
-    });
-    const read = stats?.isFile() ? await this.readLive(path, Number(stats.size), original, true) : null;
-    if (stats === null || read === null) {
-      this.vanished.add(node);
-      return;
-    }
-    await read.done;
-    Object.assign(node, { size: read.length, content: read.refs, mtimeNs: stats.mtimeNs.toString() });
-  }
-
-  /** Reads a file in place up to `size` bytes or its end, whichever comes first; null if it is gone. */
-  readLive(path: string, size: number, original: string, likelyNew: boolean): Promise<PendingContent | null> {
-    return this.saver.readAndStore(path, 0, size, original, likelyNew, true).catch((error: unknown) => {
-      if (isErrno((error as { cause?: unknown }).cause, 'ENOENT')) return null;
-      throw error;
-    });
-  }
-
-  /** A file read in place that went between its listing and its read: left out of its directory. */
-  vanishedNode(base: NodeMetadata, original: string): FileNode {
-    this.result.changedWhileRead++;
-    const node: FileNode = { ...base, type: 'file', size: 0, content: [] };
-    this.vanished.add(node);
-    this.progress(original);
-    return node;
   }
 
   /**
@@ -377,7 +342,7 @@ class ArchiveWalk {
     await Promise.all(Array.from({ length: Math.min(ENTRY_CONCURRENCY, entries.length) }, walker));
     void this.small.send();
     await Promise.all(childWaits);
-    const nodes = children.filter((n): n is TreeNode => n !== null && !this.vanished.has(n));
+    const nodes = children.filter((n): n is TreeNode => n !== null && !this.live.isGone(n));
     if (
       parentNode?.type === 'dir' &&
       subParent !== null &&
